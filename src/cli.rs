@@ -1,0 +1,136 @@
+//! The command tree and its flags (clap). No I/O here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Back up and restore OCI content (images, charts, signatures, SBOMs, any artifact) between registries and OCI layouts.
+#[derive(Parser, Debug)]
+#[command(name = "oras", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Back up repositories (tags, manifests, blobs and optionally referrers) into an OCI layout directory or tar.
+    Backup(BackupArgs),
+    /// Restore a backup (directory or tar) into one or more registries.
+    Restore(RestoreArgs),
+}
+
+/// `--format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Human-readable status lines.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// `--distribution-spec`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistributionSpec {
+    /// Use the referrers API only.
+    #[value(name = "v1.1-referrers-api")]
+    ReferrersApi,
+    /// Use the referrers tag schema only.
+    #[value(name = "v1.1-referrers-tag")]
+    ReferrersTag,
+}
+
+/// Flags shared by every command that talks to a registry.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Number of concurrent transfers [default: backup 3, restore 5]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
+    /// Use plain HTTP instead of HTTPS (localhost and 127.0.0.1 use HTTP by default)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Allow connections to registries with invalid TLS certificates (insecure)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust this CA certificate (PEM) in addition to the system roots
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS
+    #[arg(long, value_name = "PATH", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS
+    #[arg(long, value_name = "PATH", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// Registry username
+    #[arg(short = 'u', long, conflicts_with_all = ["identity_token", "identity_token_stdin"])]
+    pub username: Option<String>,
+    /// Registry password or token (prefer --password-stdin: this lands in shell history)
+    #[arg(short = 'p', long, conflicts_with_all = ["password_stdin", "identity_token", "identity_token_stdin"])]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long, conflicts_with_all = ["identity_token", "identity_token_stdin"])]
+    pub password_stdin: bool,
+    /// OAuth2 identity (refresh) token
+    #[arg(long, conflicts_with = "identity_token_stdin")]
+    pub identity_token: Option<String>,
+    /// Read the identity token from standard input
+    #[arg(long)]
+    pub identity_token_stdin: bool,
+    /// Resolve host:port to address[:port] instead of using DNS
+    #[arg(long, value_name = "HOST:PORT:ADDRESS[:PORT]")]
+    pub resolve: Vec<String>,
+    /// Add a header to every request ('Name: value')
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// How referrers are found and recorded [default: the API where the registry has it, else the tag schema]
+    #[arg(long, value_enum)]
+    pub distribution_spec: Option<DistributionSpec>,
+    /// Print an HTTP trace to stderr (credentials redacted); implies --no-tty
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+    /// Plain status lines instead of progress bars
+    #[arg(long)]
+    pub no_tty: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `oras backup`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:...")]
+pub struct BackupArgs {
+    /// Where to write: a directory, a path ending in .tar for an archive
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: String,
+    /// Also back up referrers (signatures, SBOMs, attestations), recursively
+    #[arg(long)]
+    pub include_referrers: bool,
+    /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag
+    #[arg(required = true, value_name = "REFERENCE")]
+    pub references: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras restore`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example")]
+pub struct RestoreArgs {
+    /// The backup: an OCI layout directory or a tar archive
+    #[arg(short = 'i', long, value_name = "PATH")]
+    pub input: String,
+    /// Push only the tagged graphs, not their referrers
+    #[arg(long)]
+    pub exclude_referrers: bool,
+    /// Check the backup and the target, report what would be pushed, push nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where to restore: <registry> (original repository paths) or <registry>/<repo>[:<tag>[,<tag>...]]
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}

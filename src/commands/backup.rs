@@ -1,0 +1,112 @@
+//! `oras backup`: registry repositories -> one layout (directory or tar).
+
+use super::common;
+use super::UsageError;
+use crate::cli::{BackupArgs, Format};
+use crate::engine::{self, Job, Options};
+use crate::layout::dir::DirSink;
+use crate::layout::tar_write::TarSink;
+use crate::reference::Reference;
+use crate::target::{Repo, Sink, Source};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+enum Output {
+    Dir(PathBuf),
+    Tar(PathBuf),
+}
+
+fn output(spec: &str) -> Result<Output> {
+    if spec.trim().is_empty() {
+        return Err(UsageError("--output is empty: give a directory, or a path ending in .tar".into()).into());
+    }
+    if spec == "-" {
+        bail!("writing the archive to standard output (-o -) is not supported yet: give a path ending in .tar");
+    }
+    let p = PathBuf::from(spec);
+    let lower = spec.to_ascii_lowercase();
+    if lower.ends_with(".tar") {
+        return Ok(Output::Tar(p));
+    }
+    if let Some(ext) = p.extension().and_then(|e| e.to_str()) {
+        if !p.is_dir() {
+            eprintln!("Warning: output {spec:?} has extension .{ext}, which is not .tar: writing an OCI layout directory there");
+        }
+    }
+    Ok(Output::Dir(p))
+}
+
+/// Runs `oras backup`.
+pub async fn run(args: BackupArgs) -> Result<()> {
+    let out = output(&args.output)?;
+    let mut refs = Vec::new();
+    for r in &args.references {
+        refs.push(Reference::parse(r).map_err(|e| UsageError(e.to_string()))?);
+    }
+    let registries = Arc::new(common::registries(&args.common, true)?);
+    let mut progress = common::progress(&args.common);
+    let jobs: Vec<Job> = refs
+        .iter()
+        .map(|r| {
+            let repo = Repo::new(&r.registry, &r.repository);
+            let mut list = r.tags.clone();
+            if let Some(d) = &r.digest {
+                list.push(d.to_string());
+            }
+            Job { src: repo.clone(), dst: repo, refs: list, only_tags: None, label: r.repo_name() }
+        })
+        .collect();
+    let opts = Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
+    let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
+        Output::Tar(p) => (Arc::new(TarSink::create(p)?), None),
+        Output::Dir(p) => {
+            let existed = p.exists();
+            (Arc::new(DirSink::create(p).await?), if existed { None } else { Some(p.clone()) })
+        }
+    };
+    let src: Arc<dyn Source> = registries;
+    let result = engine::run(src, sink.clone(), &jobs, &opts, &mut progress).await;
+    drop(sink);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(dir) = created_dir {
+                // We made this directory for this run: leave nothing behind that could pass for a backup.
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(e);
+        }
+    };
+    let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
+    let repos: std::collections::BTreeSet<&str> = report.jobs.iter().map(|j| j.source.as_str()).collect();
+    if args.common.format == Format::Json {
+        let doc = serde_json::json!({
+            "command": "backup",
+            "output": args.output,
+            "tags": tags,
+            "repositories": repos.len(),
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for j in &report.jobs {
+        for r in &j.roots {
+            match &r.tag {
+                Some(t) => progress.status(&format!("Pulled tag {t} with {} referrer(s)", r.referrers)),
+                None => progress.status(&format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers)),
+            }
+        }
+    }
+    progress.status(&format!(
+        "Successfully backed up {tags} tag(s) from {} repository(ies) to {:?} in {}. Total size: {} ({} copied, {} already present).",
+        repos.len(),
+        args.output,
+        common::duration(report.seconds),
+        common::size(report.bytes_total),
+        common::size(report.bytes_copied),
+        common::size(report.bytes_skipped),
+    ));
+    Ok(())
+}

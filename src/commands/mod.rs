@@ -1,0 +1,10 @@
+//! Command implementations: turn parsed flags into engine runs and print the results.
+
+pub mod backup;
+pub mod common;
+pub mod restore;
+
+/// An error in how the command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

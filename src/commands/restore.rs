@@ -1,0 +1,197 @@
+//! `oras restore`: one layout (directory or tar) -> registry repositories.
+
+use super::common;
+use super::UsageError;
+use crate::cli::{Format, RestoreArgs};
+use crate::engine::{self, Job, Options};
+use crate::layout::reader::{unnamed, LayoutSource};
+use crate::reference::{parse_registry, Reference};
+use crate::target::{Repo, Sink, Source};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Maps restore targets onto the backup's repositories (cli.md rules).
+pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>> {
+    let list = || {
+        backup_repos
+            .iter()
+            .map(|r| if r == &unnamed() { "(unnamed repository)".to_string() } else { r.to_string() })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut jobs = Vec::new();
+    let mut named = Vec::new();
+    for t in targets {
+        match Reference::parse_target(t).map_err(|e| UsageError(e.to_string()))? {
+            None => {
+                let registry = parse_registry(t).map_err(|e| UsageError(e.to_string()))?;
+                for r in backup_repos {
+                    if r == &unnamed() {
+                        bail!("the backup does not record the repository of its tags: restore it to <registry>/<repository>, e.g. {registry}/my/repo");
+                    }
+                    jobs.push(Job {
+                        src: r.clone(),
+                        dst: Repo::new(&registry, &r.repository),
+                        refs: Vec::new(),
+                        only_tags: None,
+                        label: format!("the backup ({r})"),
+                    });
+                }
+            }
+            Some(r) => named.push(r),
+        }
+    }
+    if named.len() > backup_repos.len() && !named.is_empty() {
+        bail!("{} target repositories given, but the backup holds {}: {}", named.len(), backup_repos.len(), list());
+    }
+    let mut used = vec![false; backup_repos.len()];
+    let mut assigned: Vec<Option<usize>> = vec![None; named.len()];
+    if backup_repos.len() == 1 && named.len() == 1 {
+        assigned[0] = Some(0);
+    } else {
+        for (i, t) in named.iter().enumerate() {
+            if let Some(j) = backup_repos.iter().position(|r| r.repository == t.repository) {
+                if !used[j] {
+                    used[j] = true;
+                    assigned[i] = Some(j);
+                }
+            }
+        }
+        for a in assigned.iter_mut() {
+            if a.is_none() {
+                let j = used.iter().position(|u| !u).ok_or_else(|| anyhow::anyhow!("cannot map the targets onto the backup's repositories: {}", list()))?;
+                used[j] = true;
+                *a = Some(j);
+            }
+        }
+    }
+    for (t, a) in named.iter().zip(assigned) {
+        let Some(j) = a else { continue };
+        let src = backup_repos[j].clone();
+        let mut refs = Vec::new();
+        let only_tags = if t.tags.is_empty() { None } else { Some(t.tags.clone()) };
+        if let Some(d) = &t.digest {
+            refs.push(d.to_string());
+        }
+        let label = if src == unnamed() { "the backup".to_string() } else { format!("the backup ({src})") };
+        jobs.push(Job { src, dst: Repo::new(&t.registry, &t.repository), refs, only_tags, label });
+    }
+    Ok(jobs)
+}
+
+/// Runs `oras restore`.
+pub async fn run(args: RestoreArgs) -> Result<()> {
+    if args.input.trim().is_empty() {
+        return Err(UsageError("--input is empty: give a backup directory or .tar archive".into()).into());
+    }
+    if args.input == "-" {
+        bail!("reading a backup from standard input (--input -) is not supported yet: give a directory or .tar path");
+    }
+    for t in &args.targets {
+        Reference::parse_target(t).map_err(|e| UsageError(e.to_string()))?;
+    }
+    let input = PathBuf::from(&args.input);
+    let layout = LayoutSource::open(&input).await?;
+    let mut progress = common::progress(&args.common);
+    progress.status(&format!(
+        "Loaded backup {}: {} ({})",
+        if layout.is_tar { "archive" } else { "directory" },
+        args.input,
+        common::size(layout.size)
+    ));
+    let repos = layout.repositories();
+    if repos.is_empty() {
+        bail!("the backup {:?} holds no tags", args.input);
+    }
+    let jobs = map_targets(&args.targets, &repos)?;
+    let registries = Arc::new(common::registries(&args.common, args.dry_run)?);
+    let opts = Options {
+        concurrency: args.common.concurrency.map(usize::from).unwrap_or(5),
+        referrers: !args.exclude_referrers,
+        dry_run: args.dry_run,
+    };
+    let src: Arc<dyn Source> = Arc::new(layout);
+    let sink: Arc<dyn Sink> = registries;
+    let report = engine::run(src, sink, &jobs, &opts, &mut progress).await?;
+    let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
+    let targets = args.targets.join(", ");
+    if args.common.format == Format::Json {
+        let doc = serde_json::json!({
+            "command": "restore",
+            "input": args.input,
+            "targets": args.targets,
+            "dryRun": args.dry_run,
+            "tags": tags,
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    let verb = if args.dry_run { "Would push" } else { "Pushed" };
+    for j in &report.jobs {
+        for r in &j.roots {
+            match &r.tag {
+                Some(t) => progress.status(&format!("{verb} tag {t} with {} referrer(s) to {}", r.referrers, j.destination)),
+                None => progress.status(&format!("{verb} {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers)),
+            }
+        }
+    }
+    if args.dry_run {
+        progress.status(&format!(
+            "Dry run: the backup is complete and valid. Would push {} blob(s) ({}) and {} manifest(s) to {targets:?}; {} blob(s) and {} manifest(s) are already there. Nothing was pushed.",
+            report.blobs_copied,
+            common::size(report.bytes_copied),
+            report.manifests_copied,
+            report.blobs_skipped,
+            report.manifests_skipped,
+        ));
+        return Ok(());
+    }
+    progress.status(&format!(
+        "Successfully restored {tags} tag(s) to {targets:?} in {}. Total size: {} ({} uploaded, {} already present or mounted).",
+        common::duration(report.seconds),
+        common::size(report.bytes_total),
+        common::size(report.bytes_copied),
+        common::size(report.bytes_skipped),
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repos(names: &[&str]) -> Vec<Repo> {
+        names.iter().map(|n| Repo::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn registry_alone_keeps_paths() {
+        let jobs = map_targets(&["dst.io".into()], &repos(&["src.io/team/app", "src.io/team/web"])).unwrap();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[1].dst, Repo::new("dst.io", "team/web"));
+    }
+
+    #[test]
+    fn scenario_mapping() {
+        let r = repos(&["reg.k8s.io/kube-apiserver", "reg.k8s.io/kube-controller-manager"]);
+        let jobs = map_targets(&["localhost:5000/kube-apiserver".into(), "localhost:5000/kube-controller".into()], &r).unwrap();
+        assert_eq!(jobs[0].src.repository, "kube-apiserver");
+        assert_eq!(jobs[1].src.repository, "kube-controller-manager");
+        assert_eq!(jobs[1].dst.repository, "kube-controller");
+    }
+
+    #[test]
+    fn too_many_targets() {
+        let r = repos(&["a.io/x"]);
+        assert!(map_targets(&["b.io/y".into(), "b.io/z".into()], &r).is_err());
+    }
+
+    #[test]
+    fn rename_single_with_tags() {
+        let jobs = map_targets(&["b.io/renamed/app:v1".into()], &repos(&["a.io/team/app"])).unwrap();
+        assert_eq!(jobs[0].only_tags, Some(vec!["v1".to_string()]));
+        assert_eq!(jobs[0].dst.repository, "renamed/app");
+    }
+}

@@ -1,0 +1,609 @@
+//! The one graph-copy engine: resolves roots, walks manifests (and referrers), then copies blobs,
+//! manifests children-first and tags, deduplicated by digest, verified as bytes stream.
+
+use crate::digest::{Digest, Verifier};
+use crate::manifest::{self, Descriptor, Parsed};
+use crate::progress::Progress;
+use crate::target::{ByteStream, Plan, Repo, Sink, Source};
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// What to copy from one source repository into one destination repository.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Repository read from.
+    pub src: Repo,
+    /// Repository written to.
+    pub dst: Repo,
+    /// Tags or digests to copy; empty means every tag (and, for layouts, every untagged root).
+    pub refs: Vec<String>,
+    /// How the source is named in status lines.
+    pub label: String,
+    /// Restrict tags to these when copying every tag of a layout repository (restore `repo:tags`).
+    pub only_tags: Option<Vec<String>>,
+}
+
+/// Engine options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Transfers at once.
+    pub concurrency: usize,
+    /// Follow referrers recursively.
+    pub referrers: bool,
+    /// Read and check everything, ask the destination what it has, write nothing.
+    pub dry_run: bool,
+}
+
+/// One copied tag (or untagged root) and how many referrers came with it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RootReport {
+    /// The tag, or none for a root copied by digest.
+    pub tag: Option<String>,
+    /// The root manifest's digest.
+    pub digest: String,
+    /// Referrers copied with it, recursively.
+    pub referrers: usize,
+}
+
+/// The result of one job.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobReport {
+    /// Source repository.
+    pub source: String,
+    /// Destination repository.
+    pub destination: String,
+    /// Roots copied.
+    pub roots: Vec<RootReport>,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// Per-job results.
+    pub jobs: Vec<JobReport>,
+    /// Blobs written.
+    pub blobs_copied: usize,
+    /// Blobs the destination already had.
+    pub blobs_skipped: usize,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: usize,
+    /// Manifests written.
+    pub manifests_copied: usize,
+    /// Manifests the destination already had.
+    pub manifests_skipped: usize,
+    /// Bytes written.
+    pub bytes_copied: u64,
+    /// Bytes not written because the destination had them.
+    pub bytes_skipped: u64,
+    /// Total bytes of the graph.
+    pub bytes_total: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+struct Node {
+    desc: Descriptor,
+    bytes: Bytes,
+    parsed: Parsed,
+}
+
+struct JobGraph {
+    roots: Vec<(Option<String>, Descriptor)>,
+    manifests: BTreeSet<Digest>,
+    referrer_nodes: BTreeSet<Digest>,
+    referrers_of: BTreeMap<Digest, Vec<Digest>>,
+    blobs: BTreeMap<Digest, Descriptor>,
+}
+
+/// Runs one copy of `jobs` from `src` to `dst`.
+pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
+    let started = Instant::now();
+    let conc = opts.concurrency.max(1);
+    let mut report = Report::default();
+
+    // 1. Resolve roots.
+    let mut graphs = Vec::new();
+    for job in jobs {
+        let roots = resolve_roots(&*src, job, conc, progress).await?;
+        graphs.push(JobGraph {
+            roots,
+            manifests: BTreeSet::new(),
+            referrer_nodes: BTreeSet::new(),
+            referrers_of: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+        });
+    }
+
+    // 2. Walk manifests level by level, every level's fetches concurrent.
+    let nodes: Arc<Mutex<HashMap<Digest, Arc<Node>>>> = Arc::new(Mutex::new(HashMap::new()));
+    for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
+        walk(&src, job, graph, &nodes, opts, conc).await?;
+    }
+    let nodes: HashMap<Digest, Arc<Node>> = nodes.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
+
+    // 3. A local source (a backup) is checked whole before anything is written.
+    if src.is_local() {
+        verify_all(&src, jobs, &graphs, conc).await?;
+    }
+
+    // 4. Plan.
+    let mut contents: Vec<(Descriptor, bool)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut entries = Vec::new();
+    for (job, g) in jobs.iter().zip(&graphs) {
+        for b in g.blobs.values() {
+            if seen.insert(b.digest.clone()) {
+                contents.push((b.clone(), false));
+            }
+        }
+        for d in &g.manifests {
+            if let Some(n) = nodes.get(d) {
+                if seen.insert(d.clone()) {
+                    contents.push((n.desc.clone(), true));
+                }
+            }
+        }
+        for (tag, desc) in &g.roots {
+            entries.push((job.dst.clone(), desc.clone(), tag.clone(), false));
+        }
+        for d in &g.referrer_nodes {
+            if let Some(n) = nodes.get(d) {
+                let mut rd = manifest::referrer_descriptor(&n.desc, &n.parsed);
+                rd.annotations = None;
+                entries.push((job.dst.clone(), rd, None, true));
+            }
+        }
+    }
+    report.bytes_total = contents.iter().map(|(d, _)| d.size).sum();
+    if !opts.dry_run {
+        dst.prepare(&Plan { contents: &contents, entries: &entries }).await?;
+    }
+    progress.start_overall(graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(), if opts.dry_run { "checking" } else { "copying" });
+
+    // 5. Blobs.
+    let mut tasks: Vec<(usize, Descriptor)> = Vec::new();
+    let mut scoped = HashSet::new();
+    for (i, (job, g)) in jobs.iter().zip(&graphs).enumerate() {
+        for b in g.blobs.values() {
+            if scoped.insert((dst.scope(&job.dst), b.digest.clone())) {
+                tasks.push((i, b.clone()));
+            }
+        }
+    }
+    let placed: Arc<Mutex<HashMap<Digest, Repo>>> = Arc::new(Mutex::new(HashMap::new()));
+    let outcomes: Vec<BlobOutcome> = stream::iter(tasks.into_iter().map(|(i, desc)| {
+        let job = &jobs[i];
+        let src = src.clone();
+        let dst = dst.clone();
+        let placed = placed.clone();
+        let progress = &*progress;
+        async move { copy_blob(src, dst, job, &desc, placed, progress, opts.dry_run).await }
+    }))
+    .buffer_unordered(conc)
+    .try_collect()
+    .await?;
+    for o in outcomes {
+        match o {
+            BlobOutcome::Copied(n) => {
+                report.blobs_copied += 1;
+                report.bytes_copied += n;
+            }
+            BlobOutcome::Mounted(n) => {
+                report.blobs_mounted += 1;
+                report.bytes_skipped += n;
+            }
+            BlobOutcome::Skipped(n) => {
+                report.blobs_skipped += 1;
+                report.bytes_skipped += n;
+            }
+        }
+    }
+
+    // 6. Manifests, children before parents, referrers after their subjects.
+    let mut levels: BTreeMap<usize, Vec<(usize, Digest)>> = BTreeMap::new();
+    let mut scoped = HashSet::new();
+    for (i, (job, g)) in jobs.iter().zip(&graphs).enumerate() {
+        let mut memo = HashMap::new();
+        for d in &g.manifests {
+            let lvl = level(d, &nodes, g, &mut memo, 0);
+            if scoped.insert((dst.scope(&job.dst), d.clone())) {
+                levels.entry(lvl).or_default().push((i, d.clone()));
+            }
+        }
+    }
+    for (_, batch) in levels {
+        let results: Vec<bool> = stream::iter(batch.into_iter().map(|(i, d)| {
+            let job = &jobs[i];
+            let g = &graphs[i];
+            let dst = dst.clone();
+            let node = nodes.get(&d).cloned();
+            async move {
+                let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
+                let is_ref = g.referrer_nodes.contains(&d);
+                let exists = dst.has_manifest(&job.dst, &node.desc).await?;
+                if opts.dry_run || (exists && !is_ref) {
+                    return Ok::<bool, anyhow::Error>(!exists);
+                }
+                let subject = if is_ref { node.parsed.subject.as_ref() } else { None };
+                if !exists || subject.is_some() {
+                    dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject)
+                        .await
+                        .with_context(|| format!("cannot write manifest {} to {}", node.desc.digest, job.dst))?;
+                }
+                Ok(!exists)
+            }
+        }))
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+        for copied in results {
+            if copied {
+                report.manifests_copied += 1;
+            } else {
+                report.manifests_skipped += 1;
+            }
+        }
+    }
+
+    // 7. Tags and untagged roots.
+    let mut tag_tasks = Vec::new();
+    for (job, g) in jobs.iter().zip(&graphs) {
+        for (tag, desc) in &g.roots {
+            let bytes = nodes.get(&desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
+            tag_tasks.push((job, desc.clone(), bytes, tag.clone()));
+        }
+    }
+    if !opts.dry_run {
+        stream::iter(tag_tasks.into_iter().map(|(job, desc, bytes, tag)| {
+            let dst = dst.clone();
+            async move {
+                dst.tag(&job.dst, &desc, bytes, tag.as_deref())
+                    .await
+                    .with_context(|| format!("cannot tag {} in {}", tag.as_deref().unwrap_or(desc.digest.as_str()), job.dst))
+            }
+        }))
+        .buffer_unordered(conc)
+        .try_collect::<Vec<()>>()
+        .await?;
+        dst.finish().await?;
+    }
+    progress.finish();
+
+    for (job, g) in jobs.iter().zip(&graphs) {
+        let roots = g
+            .roots
+            .iter()
+            .map(|(tag, desc)| RootReport { tag: tag.clone(), digest: desc.digest.to_string(), referrers: count_referrers(&desc.digest, &nodes, g) })
+            .collect();
+        report.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots });
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn resolve_roots(src: &dyn Source, job: &Job, conc: usize, progress: &Progress) -> Result<Vec<(Option<String>, Descriptor)>> {
+    let mut refs = job.refs.clone();
+    let listed = refs.is_empty();
+    if listed {
+        let mut tags = src.tags(&job.src).await?;
+        if let Some(only) = &job.only_tags {
+            let missing: Vec<&String> = only.iter().filter(|t| !tags.contains(t)).collect();
+            if !missing.is_empty() {
+                bail!("tag(s) not found in {}: {}", job.label, missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+            }
+            tags.retain(|t| only.contains(t));
+        }
+        if tags.is_empty() && src.untagged(&job.src).await?.is_empty() {
+            bail!("{} has no tags to copy: name a tag or digest, or check the repository name", job.label);
+        }
+        progress.status(&format!("Found {} tag(s) in {}: {}", tags.len(), job.label, abbreviate(&tags)));
+        refs = tags;
+    }
+    let mut roots = Vec::new();
+    if listed && job.only_tags.is_none() {
+        for d in src.untagged(&job.src).await? {
+            roots.push((None, d));
+        }
+    }
+    let results: Vec<(String, Result<Descriptor>)> = stream::iter(refs.into_iter().map(|r| async move {
+        let d = src.resolve(&job.src, &r).await;
+        (r, d)
+    }))
+    .buffered(conc)
+    .collect()
+    .await;
+    let mut missing = Vec::new();
+    for (r, d) in results {
+        match d {
+            Ok(d) => {
+                let tag = if r.starts_with("sha256:") { None } else { Some(r) };
+                roots.push((tag, d));
+            }
+            Err(e) if e.to_string().contains("not found") => missing.push(r),
+            Err(e) => return Err(e),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("not found in {}: {} (check the tag names)", job.label, missing.join(", "));
+    }
+    Ok(roots)
+}
+
+fn abbreviate(tags: &[String]) -> String {
+    if tags.len() <= 10 {
+        tags.join(", ")
+    } else {
+        format!("{}, ... and {} more", tags[..10].join(", "), tags.len() - 10)
+    }
+}
+
+async fn walk(src: &Arc<dyn Source>, job: &Job, g: &mut JobGraph, nodes: &Arc<Mutex<HashMap<Digest, Arc<Node>>>>, opts: &Options, conc: usize) -> Result<()> {
+    let mut frontier: Vec<(Descriptor, Option<Digest>)> = g.roots.iter().map(|(_, d)| (d.clone(), None)).collect();
+    while !frontier.is_empty() {
+        let mut level = Vec::new();
+        for (d, subject) in frontier.drain(..) {
+            if let Some(s) = &subject {
+                g.referrer_nodes.insert(d.digest.clone());
+                let list = g.referrers_of.entry(s.clone()).or_default();
+                if !list.contains(&d.digest) {
+                    list.push(d.digest.clone());
+                }
+            }
+            if g.manifests.insert(d.digest.clone()) {
+                level.push(d);
+            }
+        }
+        let fetched: Vec<(Arc<Node>, Vec<Descriptor>)> = stream::iter(level.into_iter().map(|desc| {
+            let src = src.clone();
+            let nodes = nodes.clone();
+            async move {
+                let cached = nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
+                let node = match cached {
+                    Some(n) => n,
+                    None => {
+                        if desc.size > manifest::MAX_MANIFEST_SIZE {
+                            bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
+                        }
+                        let bytes = src.fetch_manifest(&job.src, &desc).await?;
+                        crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+                        let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
+                        let mut desc = desc.clone();
+                        if !desc.is_manifest() {
+                            desc.media_type = parsed.media_type.clone();
+                        }
+                        let n = Arc::new(Node { desc, bytes, parsed });
+                        if let Ok(mut map) = nodes.lock() {
+                            map.insert(n.desc.digest.clone(), n.clone());
+                        }
+                        n
+                    }
+                };
+                let refs = if opts.referrers {
+                    src.referrers(&job.src, &node.desc).await.with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
+                } else {
+                    Vec::new()
+                };
+                Ok((node, refs))
+            }
+        }))
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+        for (node, refs) in fetched {
+            for c in &node.parsed.manifests {
+                frontier.push((c.clone(), None));
+            }
+            for b in &node.parsed.blobs {
+                if b.urls.as_ref().is_some_and(|u| !u.is_empty()) && b.media_type.contains("nondistributable") {
+                    continue;
+                }
+                g.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+            }
+            for r in refs {
+                if r.digest != node.desc.digest {
+                    frontier.push((r, Some(node.desc.digest.clone())));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], graphs: &[JobGraph], conc: usize) -> Result<()> {
+    let mut seen = HashSet::new();
+    let mut work = Vec::new();
+    for (job, g) in jobs.iter().zip(graphs) {
+        for b in g.blobs.values() {
+            if seen.insert(b.digest.clone()) {
+                work.push((job, b.clone()));
+            }
+        }
+    }
+    let errors: Vec<String> = stream::iter(work.into_iter().map(|(job, desc)| {
+        let src = src.clone();
+        async move {
+            let mut s = match src.fetch_blob(&job.src, &desc).await {
+                Ok(s) => s,
+                Err(e) => return Some(format!("{e:#}")),
+            };
+            let mut v = Verifier::new(&desc.digest, desc.size);
+            while let Some(chunk) = s.next().await {
+                match chunk {
+                    Ok(c) => {
+                        if let Err(e) = v.update(&c) {
+                            return Some(format!("blob {e}"));
+                        }
+                    }
+                    Err(e) => return Some(format!("blob {}: {e}", desc.digest)),
+                }
+            }
+            v.finish().err().map(|e| format!("blob {e}"))
+        }
+    }))
+    .buffer_unordered(conc.max(2))
+    .filter_map(|e| async move { e })
+    .collect()
+    .await;
+    if !errors.is_empty() {
+        let more = if errors.len() > 1 { format!(" (and {} more problem(s))", errors.len() - 1) } else { String::new() };
+        bail!("the backup is damaged, nothing was pushed: {}{more}", errors[0]);
+    }
+    Ok(())
+}
+
+enum BlobOutcome {
+    Copied(u64),
+    Skipped(u64),
+    Mounted(u64),
+}
+
+async fn copy_blob(
+    src: Arc<dyn Source>,
+    dst: Arc<dyn Sink>,
+    job: &Job,
+    desc: &Descriptor,
+    placed: Arc<Mutex<HashMap<Digest, Repo>>>,
+    progress: &Progress,
+    dry_run: bool,
+) -> Result<BlobOutcome> {
+    if dst.has_blob(&job.dst, desc).await? {
+        progress.add(desc.size);
+        if let Ok(mut p) = placed.lock() {
+            p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
+        }
+        return Ok(BlobOutcome::Skipped(desc.size));
+    }
+    if dry_run {
+        return Ok(BlobOutcome::Copied(desc.size));
+    }
+    let mount_from = placed
+        .lock()
+        .ok()
+        .and_then(|p| p.get(&desc.digest).cloned())
+        .filter(|r| r.registry == job.dst.registry && r.repository != job.dst.repository);
+    let mut last_err = None;
+    for attempt in 0..3 {
+        let bar = progress.blob(desc.digest.as_str(), desc.size);
+        let stream = match src.fetch_blob(&job.src, desc).await {
+            Ok(s) => s,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let counted: Arc<std::sync::atomic::AtomicU64> = Arc::new(0.into());
+        let verified = verifying(stream, desc, counted.clone(), bar.counter(progress));
+        let mount = if attempt == 0 { mount_from.as_ref() } else { None };
+        match dst.push_blob(&job.dst, desc, verified, mount).await {
+            Ok(()) => {
+                let moved = counted.load(std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut p) = placed.lock() {
+                    p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
+                }
+                if moved == 0 && desc.size > 0 {
+                    progress.add(desc.size);
+                    bar.done("Mounted");
+                    return Ok(BlobOutcome::Mounted(desc.size));
+                }
+                bar.done("Copied");
+                return Ok(BlobOutcome::Copied(desc.size));
+            }
+            Err(e) => {
+                last_err = Some(e);
+                drop(bar);
+                tokio::time::sleep(std::time::Duration::from_millis(300 * (attempt + 1))).await;
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow!("unknown error")).context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
+}
+
+/// Wraps a stream so it fails at the end (or as soon as it runs long) if size or digest disagree.
+fn verifying(inner: ByteStream, desc: &Descriptor, counted: Arc<std::sync::atomic::AtomicU64>, bar: crate::progress::Counter) -> ByteStream {
+    struct St {
+        inner: ByteStream,
+        v: Option<Verifier>,
+        counted: Arc<std::sync::atomic::AtomicU64>,
+        bar: crate::progress::Counter,
+    }
+    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), counted, bar };
+    Box::pin(stream::unfold(st, |mut st| async move {
+        let v = st.v.as_mut()?;
+        match st.inner.next().await {
+            Some(Ok(chunk)) => {
+                if let Err(e) = v.update(&chunk) {
+                    st.v = None;
+                    return Some((Err(std::io::Error::other(e.to_string())), st));
+                }
+                st.counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                st.bar.inc(chunk.len() as u64);
+                Some((Ok(chunk), st))
+            }
+            Some(Err(e)) => {
+                st.v = None;
+                Some((Err(e), st))
+            }
+            None => {
+                let v = st.v.take()?;
+                match v.finish() {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(std::io::Error::other(e.to_string())), st)),
+                }
+            }
+        }
+    }))
+}
+
+fn level(d: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGraph, memo: &mut HashMap<Digest, usize>, depth: usize) -> usize {
+    if let Some(l) = memo.get(d) {
+        return *l;
+    }
+    if depth > 10_000 {
+        return 0;
+    }
+    let Some(n) = nodes.get(d) else { return 0 };
+    let mut l = 0;
+    for c in &n.parsed.manifests {
+        if g.manifests.contains(&c.digest) {
+            l = l.max(level(&c.digest, nodes, g, memo, depth + 1) + 1);
+        }
+    }
+    if g.referrer_nodes.contains(d) {
+        if let Some(s) = &n.parsed.subject {
+            if g.manifests.contains(&s.digest) && &s.digest != d {
+                memo.insert(d.clone(), usize::MAX / 4);
+                let sl = level(&s.digest, nodes, g, memo, depth + 1);
+                if sl < usize::MAX / 4 {
+                    l = l.max(sl + 1);
+                }
+            }
+        }
+    }
+    memo.insert(d.clone(), l);
+    l
+}
+
+fn count_referrers(root: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGraph) -> usize {
+    let mut seen = HashSet::new();
+    let mut stack = vec![root.clone()];
+    let mut count = 0;
+    while let Some(d) = stack.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        if &d != root && g.referrer_nodes.contains(&d) {
+            count += 1;
+        }
+        if let Some(n) = nodes.get(&d) {
+            stack.extend(n.parsed.manifests.iter().map(|c| c.digest.clone()));
+        }
+        if let Some(rs) = g.referrers_of.get(&d) {
+            stack.extend(rs.iter().cloned());
+        }
+    }
+    count
+}

@@ -1,0 +1,158 @@
+//! Writing into an OCI layout directory: blobs land under temporary names and are renamed once verified;
+//! `index.json` is merged with what is there and written last, atomically.
+
+use super::blob_path;
+use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
+use crate::manifest::Descriptor;
+use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::io::AsyncWriteExt;
+
+/// A layout directory being written.
+pub struct DirSink {
+    root: PathBuf,
+    existing: Vec<Entry>,
+    added: Mutex<Vec<Entry>>,
+}
+
+/// Removes a temporary file unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn temp_name(final_path: &Path) -> PathBuf {
+    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    final_path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Writes `data` to `path` through a temporary file and a rename.
+pub async fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = temp_name(path);
+    let mut guard = TempGuard(Some(tmp.clone()));
+    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data).await?;
+    f.sync_all().await?;
+    drop(f);
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot write {}", path.display()))?;
+    guard.0 = None;
+    Ok(())
+}
+
+impl DirSink {
+    /// Opens (creating it if needed) a layout directory; an existing layout is added to.
+    pub async fn create(root: &Path) -> Result<DirSink> {
+        let shown = root.display();
+        if let Ok(meta) = tokio::fs::metadata(root).await {
+            if !meta.is_dir() {
+                bail!("output {shown:?} exists and is not a directory: choose another path, or a name ending in .tar for an archive");
+            }
+        }
+        tokio::fs::create_dir_all(root.join("blobs/sha256")).await.with_context(|| format!("cannot create output directory {shown:?}"))?;
+        let index_path = root.join("index.json");
+        let mut existing = Vec::new();
+        if let Ok(meta) = tokio::fs::metadata(&index_path).await {
+            if meta.len() > MAX_INDEX_SIZE {
+                bail!("{shown:?} holds an index.json too large to be a layout index");
+            }
+            let raw = tokio::fs::read(&index_path).await?;
+            existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
+        }
+        Ok(DirSink { root: root.to_path_buf(), existing, added: Mutex::new(Vec::new()) })
+    }
+
+    async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
+        let path = self.root.join(blob_path(&desc.digest));
+        let tmp = temp_name(&path);
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            f.write_all(&chunk).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+        }
+        f.flush().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
+        guard.0 = None;
+        Ok(())
+    }
+
+    fn record(&self, e: Entry) {
+        if let Ok(mut a) = self.added.lock() {
+            a.push(e);
+        }
+    }
+}
+
+fn bare(desc: &Descriptor) -> Descriptor {
+    let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
+    d.artifact_type = desc.artifact_type.clone();
+    d
+}
+
+#[async_trait]
+impl Sink for DirSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
+        for (_, desc, _, is_referrer) in plan.entries {
+            if *is_referrer {
+                self.record(Entry { repo: None, tag: None, desc: bare(desc) });
+            }
+        }
+        Ok(())
+    }
+
+    async fn has_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<bool> {
+        let p = self.root.join(blob_path(&desc.digest));
+        Ok(tokio::fs::symlink_metadata(&p).await.map(|m| m.is_file() && m.len() == desc.size).unwrap_or(false))
+    }
+
+    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, data: ByteStream, _mount: Option<&Repo>) -> Result<()> {
+        self.write_blob(desc, data).await
+    }
+
+    async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
+        self.has_blob(repo, desc).await
+    }
+
+    async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+        write_atomic(&self.root.join(blob_path(&desc.digest)), &bytes).await
+    }
+
+    async fn tag(&self, repo: &Repo, desc: &Descriptor, _bytes: Bytes, tag: Option<&str>) -> Result<()> {
+        self.record(Entry { repo: Some(repo.clone()), tag: tag.map(str::to_string), desc: bare(desc) });
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<()> {
+        let added = self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
+        let mut all: Vec<Entry> = self
+            .existing
+            .iter()
+            .filter(|old| {
+                !added.iter().any(|new| match (&old.tag, &new.tag) {
+                    (Some(a), Some(b)) => a == b && (old.repo == new.repo || old.repo.is_none()),
+                    (None, None) => old.desc.digest == new.desc.digest && old.repo == new.repo,
+                    _ => false,
+                })
+            })
+            .cloned()
+            .collect();
+        all.extend(added);
+        write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT).await?;
+        write_atomic(&self.root.join("index.json"), &index::render(&all)).await
+    }
+}

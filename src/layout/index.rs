@@ -1,0 +1,154 @@
+//! The `index.json` model: which entry is a tag of which repository, and its reproducible rendering (format.md).
+
+use crate::manifest::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX};
+use crate::reference::{is_schema_tag, valid_tag, Reference};
+use crate::target::Repo;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest `index.json` accepted; a backup of 100k tags stays well under it.
+pub const MAX_INDEX_SIZE: u64 = 256 * 1024 * 1024;
+
+/// One `index.json` entry, classified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Repository the entry belongs to; `None` when the layout does not say (bare tags, referrers).
+    pub repo: Option<Repo>,
+    /// Tag, for tagged entries.
+    pub tag: Option<String>,
+    /// The descriptor as stored (annotations included).
+    pub desc: Descriptor,
+}
+
+#[derive(Deserialize)]
+struct RawIndex {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+/// Parses and classifies `index.json`.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
+    let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
+    Ok(raw.manifests.into_iter().map(classify).collect())
+}
+
+fn classify(desc: Descriptor) -> Entry {
+    let full = desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok());
+    let ref_name = desc.annotation(ANNOTATION_REF_NAME).map(str::to_string);
+    // A ref name may be a full reference (multi-repository backups) or a bare tag.
+    let from_ref = ref_name.as_deref().and_then(|n| {
+        if n.contains('/') {
+            Reference::parse(n).ok()
+        } else {
+            None
+        }
+    });
+    let named = from_ref.or(full);
+    let (repo, tag) = match (&named, &ref_name) {
+        (Some(r), _) => (Some(Repo::new(&r.registry, &r.repository)), r.tags.first().cloned().or_else(|| ref_name.clone().filter(|t| valid_tag(t)))),
+        (None, Some(t)) if valid_tag(t) => (None, Some(t.clone())),
+        _ => (None, None),
+    };
+    let tag = tag.filter(|t| !is_schema_tag(t));
+    Entry { repo, tag, desc }
+}
+
+/// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names, several get full references.
+pub fn render(entries: &[Entry]) -> Vec<u8> {
+    let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
+    let single = repos.len() <= 1;
+    let mut tagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
+    let mut untagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
+    let mut others: BTreeMap<String, Descriptor> = BTreeMap::new();
+    for e in entries {
+        let mut d = e.desc.clone();
+        let mut ann = d.annotations.take().unwrap_or_default();
+        ann.remove(ANNOTATION_REF_NAME);
+        ann.remove(ANNOTATION_CONTAINERD_NAME);
+        match (&e.repo, &e.tag) {
+            (Some(r), Some(t)) => {
+                let full = format!("{r}:{t}");
+                ann.insert(ANNOTATION_REF_NAME.into(), if single { t.clone() } else { full.clone() });
+                ann.insert(ANNOTATION_CONTAINERD_NAME.into(), full);
+                d.annotations = Some(ann);
+                tagged.insert((r.to_string(), t.clone()), d);
+            }
+            (None, Some(t)) => {
+                ann.insert(ANNOTATION_REF_NAME.into(), t.clone());
+                d.annotations = Some(ann);
+                tagged.insert((String::new(), t.clone()), d);
+            }
+            (Some(r), None) => {
+                ann.insert(ANNOTATION_CONTAINERD_NAME.into(), format!("{r}@{}", d.digest));
+                d.annotations = Some(ann);
+                untagged.insert((r.to_string(), d.digest.to_string()), d);
+            }
+            (None, None) => {
+                d.annotations = if ann.is_empty() { None } else { Some(ann) };
+                others.insert(d.digest.to_string(), d);
+            }
+        }
+    }
+    let manifests: Vec<Descriptor> = tagged.into_values().chain(untagged.into_values()).chain(others.into_values()).collect();
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Out {
+        schema_version: u32,
+        media_type: &'static str,
+        manifests: Vec<Descriptor>,
+    }
+    let mut v = serde_json::to_vec_pretty(&Out { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// The `oci-layout` file's content.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn d(s: &str) -> Descriptor {
+        Descriptor::new(crate::manifest::OCI_MANIFEST, Digest::of(s.as_bytes()), 1)
+    }
+
+    #[test]
+    fn single_repo_gets_bare_tags_and_round_trips() {
+        let r = Repo::new("reg.io", "team/app");
+        let entries = vec![
+            Entry { repo: Some(r.clone()), tag: Some("v2".into()), desc: d("b") },
+            Entry { repo: Some(r.clone()), tag: Some("v1".into()), desc: d("a") },
+            Entry { repo: None, tag: None, desc: d("ref") },
+        ];
+        let out = render(&entries);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains(r#""org.opencontainers.image.ref.name": "v1""#));
+        assert!(text.contains(r#""io.containerd.image.name": "reg.io/team/app:v1""#));
+        assert!(text.find("\"v1\"").unwrap() < text.find("\"v2\"").unwrap());
+        let back = parse(&out).unwrap();
+        assert_eq!(back[0].repo, Some(r));
+        assert_eq!(back[0].tag.as_deref(), Some("v1"));
+        assert_eq!(back[2].tag, None);
+        assert_eq!(render(&back), out);
+    }
+
+    #[test]
+    fn several_repos_get_full_names() {
+        let entries = vec![
+            Entry { repo: Some(Repo::new("reg.io", "a")), tag: Some("v1".into()), desc: d("a") },
+            Entry { repo: Some(Repo::new("reg.io", "b")), tag: Some("v1".into()), desc: d("b") },
+        ];
+        let text = String::from_utf8(render(&entries)).unwrap();
+        assert!(text.contains(r#""org.opencontainers.image.ref.name": "reg.io/b:v1""#));
+    }
+
+    #[test]
+    fn bare_tags_from_other_tools() {
+        let desc = r#"{"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"annotations":{"org.opencontainers.image.ref.name":"1.0","io.containerd.image.name":"docker.io/library/foo:1.0"}}]}"#;
+        let e = parse(desc.as_bytes()).unwrap();
+        assert_eq!(e[0].repo, Some(Repo::new("docker.io", "library/foo")));
+        assert_eq!(e[0].tag.as_deref(), Some("1.0"));
+    }
+}

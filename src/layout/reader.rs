@@ -1,0 +1,238 @@
+//! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and referrers.
+
+use super::index::{self, Entry, MAX_INDEX_SIZE};
+use super::tar_index::{self, TarIndex};
+use super::blob_path;
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
+use crate::target::{ByteStream, Repo, Result, Source};
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+const READ_BUF: usize = 256 * 1024;
+
+enum Store {
+    Dir(PathBuf),
+    Tar(PathBuf, TarIndex),
+}
+
+/// A backup opened for reading.
+pub struct LayoutSource {
+    store: Store,
+    entries: Vec<Entry>,
+    referrers: HashMap<Digest, Vec<Descriptor>>,
+    /// Total size on disk (tar size, or sum of blob sizes for a directory).
+    pub size: u64,
+    /// Whether the input is a tar archive.
+    pub is_tar: bool,
+}
+
+/// The repository name used for entries of a layout that does not record one.
+pub fn unnamed() -> Repo {
+    Repo::new("", "")
+}
+
+impl LayoutSource {
+    /// Opens a directory or a tar (recognised by content, whatever its name).
+    pub async fn open(path: &Path) -> Result<LayoutSource> {
+        let shown = path.display().to_string();
+        let meta = tokio::fs::metadata(path)
+            .await
+            .with_context(|| format!("cannot open backup {shown:?}: it does not exist or is not readable"))?;
+        let store = if meta.is_dir() {
+            if tokio::fs::metadata(path.join("index.json")).await.is_err() {
+                bail!("{shown:?} is not an OCI image layout: it has no index.json");
+            }
+            Store::Dir(path.to_path_buf())
+        } else {
+            let p = path.to_path_buf();
+            let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
+            if !idx.files.contains_key("index.json") {
+                bail!("{shown:?} is a tar archive but not an OCI image layout: it has no index.json");
+            }
+            Store::Tar(path.to_path_buf(), idx)
+        };
+        let mut src = LayoutSource { store, entries: Vec::new(), referrers: HashMap::new(), size: 0, is_tar: !meta.is_dir() };
+        let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
+        src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+        src.size = if meta.is_dir() { 0 } else { meta.len() };
+        src.index_referrers().await.with_context(|| format!("in backup {shown:?}"))?;
+        if meta.is_dir() {
+            let mut total = 0;
+            for d in src.all_descriptors() {
+                total += d.size;
+            }
+            src.size = total;
+        }
+        Ok(src)
+    }
+
+    fn all_descriptors(&self) -> Vec<&Descriptor> {
+        self.entries.iter().map(|e| &e.desc).collect()
+    }
+
+    /// Repositories the backup names (sorted), plus the unnamed one when tags carry no repository.
+    pub fn repositories(&self) -> Vec<Repo> {
+        let mut set: BTreeSet<Repo> = BTreeSet::new();
+        for e in &self.entries {
+            match (&e.repo, &e.tag) {
+                (Some(r), _) => {
+                    set.insert(r.clone());
+                }
+                (None, Some(_)) => {
+                    set.insert(unnamed());
+                }
+                _ => {}
+            }
+        }
+        set.into_iter().collect()
+    }
+
+    fn locate(&self, digest: &Digest) -> Option<u64> {
+        match &self.store {
+            Store::Dir(_) => None,
+            Store::Tar(_, idx) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
+        }
+    }
+
+    async fn read_file(&self, name: &str, limit: u64) -> Result<Bytes> {
+        let (mut file, size) = self.open_file(name).await?;
+        if size > limit {
+            bail!("{name} is {size} bytes, over the {limit} byte limit");
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        (&mut file).take(size).read_to_end(&mut buf).await.with_context(|| format!("cannot read {name}"))?;
+        if (buf.len() as u64) < size {
+            bail!("{name} is truncated");
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64)> {
+        match &self.store {
+            Store::Dir(root) => {
+                let p = root.join(name);
+                // Only regular files inside the layout: a symlink could point anywhere.
+                let meta = tokio::fs::symlink_metadata(&p).await.with_context(|| format!("{name} is missing from the backup"))?;
+                if !meta.is_file() {
+                    bail!("{name} in the backup is not a regular file");
+                }
+                let f = tokio::fs::File::open(&p).await.with_context(|| format!("cannot open {name}"))?;
+                Ok((f, meta.len()))
+            }
+            Store::Tar(path, idx) => {
+                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+                let mut f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
+                f.seek(std::io::SeekFrom::Start(off)).await?;
+                Ok((f, size))
+            }
+        }
+    }
+
+    async fn index_referrers(&mut self) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut queue: Vec<Descriptor> = self.entries.iter().map(|e| e.desc.clone()).collect();
+        let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+        while let Some(d) = queue.pop() {
+            if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
+                continue;
+            }
+            if !d.is_manifest() && !d.media_type.is_empty() {
+                continue;
+            }
+            let Ok(bytes) = self.read_file(&blob_path(&d.digest), MAX_MANIFEST_SIZE).await else { continue };
+            let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
+            if let Some(s) = &parsed.subject {
+                let list = map.entry(s.digest.clone()).or_default();
+                if !list.iter().any(|x| x.digest == d.digest) {
+                    list.push(manifest::referrer_descriptor(&d, &parsed));
+                }
+            }
+            queue.extend(parsed.manifests.iter().cloned());
+        }
+        for list in map.values_mut() {
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
+        }
+        self.referrers = map;
+        Ok(())
+    }
+
+    fn matches(&self, e: &Entry, repo: &Repo) -> bool {
+        match &e.repo {
+            Some(r) => r == repo,
+            None => repo == &unnamed(),
+        }
+    }
+
+    /// Tags stored for a repository.
+    pub fn tags_of(&self, repo: &Repo) -> Vec<String> {
+        let mut tags: Vec<String> = self.entries.iter().filter(|e| self.matches(e, repo)).filter_map(|e| e.tag.clone()).collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// Roots stored by digest (no tag) for a repository.
+    pub fn untagged_of(&self, repo: &Repo) -> Vec<Descriptor> {
+        self.entries
+            .iter()
+            .filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none())
+            .map(|e| e.desc.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Source for LayoutSource {
+    async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
+        Ok(self.tags_of(repo))
+    }
+
+    async fn untagged(&self, repo: &Repo) -> Result<Vec<Descriptor>> {
+        Ok(self.untagged_of(repo))
+    }
+
+    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
+        let found = if let Ok(d) = reference.parse::<Digest>() {
+            self.entries.iter().find(|e| e.desc.digest == d).map(|e| e.desc.clone())
+        } else {
+            self.entries.iter().find(|e| self.matches(e, repo) && e.tag.as_deref() == Some(reference)).map(|e| e.desc.clone())
+        };
+        let mut d = found.ok_or_else(|| anyhow!("{reference} not found in the backup"))?;
+        d.annotations = None;
+        Ok(d)
+    }
+
+    async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
+        self.read_file(&blob_path(&desc.digest), MAX_MANIFEST_SIZE)
+            .await
+            .with_context(|| format!("manifest {} is missing or unreadable", desc.digest))
+    }
+
+    async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
+        let name = blob_path(&desc.digest);
+        if let Some(size) = self.locate(&desc.digest) {
+            if size != desc.size {
+                bail!("blob {} is {size} bytes in the backup, but {} bytes are referenced", desc.digest, desc.size);
+            }
+        }
+        let (file, size) = self.open_file(&name).await.with_context(|| format!("blob {} is missing from the backup", desc.digest))?;
+        if size != desc.size {
+            bail!("blob {} is {size} bytes in the backup, but {} bytes are referenced", desc.digest, desc.size);
+        }
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(size), READ_BUF)))
+    }
+
+    async fn referrers(&self, _repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(self.referrers.get(&desc.digest).cloned().unwrap_or_default())
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,141 @@
+//! Indexing a layout tar once (headers only, seeking past data) so blobs can be read by offset, never extracted.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+use std::path::{Component, Path};
+
+/// Where each layout file lives inside the archive.
+#[derive(Debug, Default)]
+pub struct TarIndex {
+    /// Normalised entry name to (data offset, size).
+    pub files: HashMap<String, (u64, u64)>,
+}
+
+/// What is wrong with an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum TarError {
+    #[error("{0} is gzip-compressed, not a plain tar: decompress it first (gunzip)")]
+    Gzip(String),
+    #[error("{0} is a zip file, not a tar archive")]
+    Zip(String),
+    #[error("{0} is not a tar archive")]
+    NotTar(String),
+    #[error("{path}: refusing unsafe entry {entry:?}: {why}")]
+    Unsafe { path: String, entry: String, why: &'static str },
+    #[error("{path}: entry {entry:?} appears twice with different contents")]
+    Duplicate { path: String, entry: String },
+    #[error("{path} is truncated or damaged: {detail}")]
+    Damaged { path: String, detail: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// Whether the first bytes of a file are a tar header (`ustar` magic), else why not.
+pub fn sniff(path: &Path, head: &[u8]) -> Result<(), TarError> {
+    let p = path.display().to_string();
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Err(TarError::Gzip(p));
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return Err(TarError::Zip(p));
+    }
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        return Ok(());
+    }
+    Err(TarError::NotTar(p))
+}
+
+/// Normalises an entry name, refusing absolute paths and `..`.
+fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
+    let mut parts = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(TarError::Unsafe { path: path.into(), entry: name.display().to_string(), why: "contains '..'" })
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(TarError::Unsafe { path: path.into(), entry: name.display().to_string(), why: "absolute path" })
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(parts.join("/")))
+}
+
+/// Reads every header of the archive at `path` and records where each regular file's data lies.
+pub fn index(path: &Path) -> Result<TarIndex, TarError> {
+    let p = path.display().to_string();
+    let io = |source| TarError::Io { path: p.clone(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = vec![0u8; 512];
+    let n = read_up_to(&mut file, &mut head).map_err(io)?;
+    sniff(path, &head[..n])?;
+    file.rewind().map_err(io)?;
+    let mut archive = tar::Archive::new(file);
+    let mut out = TarIndex::default();
+    let entries = archive.entries_with_seek().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
+        let name = entry.path().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?.into_owned();
+        let kind = entry.header().entry_type();
+        let Some(norm) = normalise(&name, &p)? else { continue };
+        if kind.is_dir() {
+            continue;
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            return Err(TarError::Unsafe { path: p.clone(), entry: norm, why: "links are not allowed in a backup" });
+        }
+        if !(kind.is_file() || kind.is_contiguous()) {
+            return Err(TarError::Unsafe { path: p.clone(), entry: norm, why: "only regular files are allowed in a backup" });
+        }
+        let offset = entry.raw_file_position();
+        let size = entry.size();
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(TarError::Damaged { path: p.clone(), detail: format!("entry {norm:?} runs past the end of the file") });
+        }
+        if let Some(prev) = out.files.get(&norm) {
+            if prev.1 != size || norm == "index.json" || norm == "oci-layout" {
+                return Err(TarError::Duplicate { path: p.clone(), entry: norm });
+            }
+            continue;
+        }
+        out.files.insert(norm, (offset, size));
+    }
+    Ok(out)
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let r = f.read(&mut buf[n..])?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_traversal_and_absolute() {
+        assert!(normalise(Path::new("../x"), "t").is_err());
+        assert!(normalise(Path::new("/etc/passwd"), "t").is_err());
+        assert_eq!(normalise(Path::new("./blobs/sha256/ab"), "t").unwrap().as_deref(), Some("blobs/sha256/ab"));
+    }
+
+    #[test]
+    fn sniffs_formats() {
+        assert!(matches!(sniff(Path::new("x"), &[0x1f, 0x8b, 0]), Err(TarError::Gzip(_))));
+        assert!(matches!(sniff(Path::new("x"), b"PK\x03\x04"), Err(TarError::Zip(_))));
+        assert!(matches!(sniff(Path::new("x"), b"hello"), Err(TarError::NotTar(_))));
+    }
+}

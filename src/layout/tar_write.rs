@@ -1,0 +1,193 @@
+//! Writing a layout tar in place: the archive is planned from known sizes, then concurrent transfers
+//! write straight into their own regions of one file. It is written under a temporary name and renamed when complete.
+
+use super::blob_path;
+use super::index::{self, Entry, OCI_LAYOUT};
+use crate::digest::Digest;
+use crate::manifest::Descriptor;
+use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// A layout tar being written.
+pub struct TarSink {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    file: Mutex<Option<std::sync::Arc<std::fs::File>>>,
+    regions: Mutex<HashMap<Digest, (u64, u64)>>,
+    written: Mutex<HashSet<Digest>>,
+    finished: AtomicBool,
+}
+
+fn header(name: &str, size: u64) -> Result<[u8; 512]> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).with_context(|| format!("cannot name tar entry {name}"))?;
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut out = [0u8; 512];
+    out.copy_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+fn padded(size: u64) -> u64 {
+    size.div_ceil(512) * 512
+}
+
+impl TarSink {
+    /// Prepares to write `path`; nothing appears there until the archive is complete.
+    pub fn create(path: &Path) -> Result<TarSink> {
+        let shown = path.display();
+        if path.is_dir() {
+            bail!("output {shown:?} is a directory, not a file: remove it or choose another .tar path");
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory of {shown:?}"))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
+        let tmp_path = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        Ok(TarSink {
+            final_path: path.to_path_buf(),
+            tmp_path,
+            file: Mutex::new(None),
+            regions: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashSet::new()),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn file(&self) -> Result<std::sync::Arc<std::fs::File>> {
+        self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone().ok_or_else(|| anyhow!("internal: tar not prepared"))
+    }
+
+    fn region(&self, d: &Digest) -> Result<(u64, u64)> {
+        self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))?.get(d).copied().ok_or_else(|| anyhow!("internal: {d} was not planned"))
+    }
+
+    fn mark(&self, d: &Digest) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(d.clone());
+        }
+    }
+}
+
+impl Drop for TarSink {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for TarSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
+        let entries: Vec<Entry> = plan
+            .entries
+            .iter()
+            .map(|(repo, desc, tag, is_ref)| {
+                let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
+                d.artifact_type = desc.artifact_type.clone();
+                Entry { repo: if *is_ref { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
+            })
+            .collect();
+        let index_json = index::render(&entries);
+        let blobs: BTreeMap<&Digest, u64> = plan.contents.iter().map(|(d, _)| (&d.digest, d.size)).collect();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.tmp_path)
+            .with_context(|| format!("cannot create {}", self.tmp_path.display()))?;
+        let mut pos = 0u64;
+        for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
+            file.write_all_at(&header(name, data.len() as u64)?, pos)?;
+            file.write_all_at(data, pos + 512)?;
+            pos += 512 + padded(data.len() as u64);
+        }
+        let mut regions = HashMap::new();
+        for (digest, size) in blobs {
+            file.write_all_at(&header(&blob_path(digest), size)?, pos)?;
+            regions.insert(digest.clone(), (pos + 512, size));
+            pos += 512 + padded(size);
+        }
+        // Two zero blocks end the archive; set_len leaves every gap zero-filled.
+        file.set_len(pos + 1024).with_context(|| format!("cannot size {}", self.tmp_path.display()))?;
+        *self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))? = regions;
+        *self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))? = Some(std::sync::Arc::new(file));
+        Ok(())
+    }
+
+    async fn has_blob(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, mut data: ByteStream, _mount: Option<&Repo>) -> Result<()> {
+        let (off, size) = self.region(&desc.digest)?;
+        let file = self.file()?;
+        let mut pos = 0u64;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            if pos + chunk.len() as u64 > size {
+                bail!("blob {} is longer than its {size} bytes", desc.digest);
+            }
+            // Page-cache writes of one chunk are short; a blocking-pool hop per chunk costs more than it saves.
+            file.write_all_at(&chunk, off + pos)?;
+            pos += chunk.len() as u64;
+        }
+        if pos != size {
+            bail!("blob {} ended after {pos} of {size} bytes", desc.digest);
+        }
+        self.mark(&desc.digest);
+        Ok(())
+    }
+
+    async fn has_manifest(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+        let (off, size) = self.region(&desc.digest)?;
+        if bytes.len() as u64 != size {
+            bail!("manifest {} is not {size} bytes", desc.digest);
+        }
+        self.file()?.write_all_at(&bytes, off)?;
+        self.mark(&desc.digest);
+        Ok(())
+    }
+
+    async fn tag(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _tag: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<()> {
+        let planned = self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))?.len();
+        let written = self.written.lock().map_err(|_| anyhow!("internal lock poisoned"))?.len();
+        if planned != written {
+            bail!("internal: {written} of {planned} planned entries were written; the archive was not completed");
+        }
+        let file = self.file()?;
+        tokio::task::spawn_blocking(move || file.sync_all()).await??;
+        std::fs::rename(&self.tmp_path, &self.final_path).with_context(|| format!("cannot move the archive into place at {}", self.final_path.display()))?;
+        self.finished.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}

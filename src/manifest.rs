@@ -1,0 +1,218 @@
+//! The parts of manifests and indexes the engine needs: descriptors, children, subject. Parsed leniently, never re-serialised.
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema 2 manifest media type.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 2 manifest list media type.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The deprecated OCI artifact manifest, still found in the wild.
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+/// Every manifest media type this tool accepts, for Accept headers.
+pub const MANIFEST_TYPES: [&str; 5] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, OCI_ARTIFACT];
+/// Manifests larger than this are refused before they are read (the distribution spec's own limit is 4 MiB).
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Ref-name annotation of the OCI image layout.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Image-name annotation containerd and Docker read on import.
+pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// An OCI content descriptor.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    #[serde(default)]
+    pub media_type: String,
+    /// Content digest.
+    pub digest: Digest,
+    /// Content size in bytes.
+    pub size: u64,
+    /// Artifact type, for manifests that declare one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Platform of an index child, kept verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<serde_json::Value>,
+    /// Annotations, sorted so output is reproducible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// External URLs of non-distributable layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+}
+
+impl Descriptor {
+    /// A plain descriptor.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            artifact_type: None,
+            platform: None,
+            annotations: None,
+            urls: None,
+        }
+    }
+
+    /// Whether this descriptor points at an index (whose children are manifests).
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+
+    /// Whether this descriptor points at any kind of manifest.
+    pub fn is_manifest(&self) -> bool {
+        MANIFEST_TYPES.contains(&self.media_type.as_str())
+    }
+
+    /// An annotation value.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    schema_version: Option<i64>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    blobs: Vec<Descriptor>,
+    manifests: Option<Vec<Descriptor>>,
+    subject: Option<Descriptor>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What a manifest or index points at.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// Media type, from the descriptor or the content.
+    pub media_type: String,
+    /// Child manifests (indexes only).
+    pub manifests: Vec<Descriptor>,
+    /// Blobs: config then layers (manifests only).
+    pub blobs: Vec<Descriptor>,
+    /// The manifest this one refers to, if it is a referrer.
+    pub subject: Option<Descriptor>,
+    /// `artifactType`, else the config media type: what the referrers API reports.
+    pub artifact_type: Option<String>,
+    /// Manifest-level annotations.
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {0} is not valid JSON: {1}")]
+    Json(Digest, String),
+    #[error("manifest {0} is a Docker schema 1 manifest, which is deprecated and not supported")]
+    Schema1(Digest),
+    #[error("manifest {0} has media type {1:?}, which is not a manifest type this tool knows")]
+    Unknown(Digest, String),
+    #[error("manifest {0} refers to itself")]
+    SelfReference(Digest),
+}
+
+/// Parses manifest bytes described by `desc`.
+pub fn parse(desc: &Descriptor, bytes: &[u8]) -> Result<Parsed, ManifestError> {
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(desc.digest.clone(), e.to_string()))?;
+    if raw.schema_version == Some(1) {
+        return Err(ManifestError::Schema1(desc.digest.clone()));
+    }
+    let media_type = if desc.is_manifest() {
+        desc.media_type.clone()
+    } else if let Some(mt) = raw.media_type.clone().filter(|m| MANIFEST_TYPES.contains(&m.as_str())) {
+        mt
+    } else if raw.manifests.is_some() {
+        OCI_INDEX.to_string()
+    } else if raw.config.is_some() {
+        OCI_MANIFEST.to_string()
+    } else {
+        return Err(ManifestError::Unknown(desc.digest.clone(), desc.media_type.clone()));
+    };
+    let is_index = media_type == OCI_INDEX || media_type == DOCKER_LIST;
+    let mut blobs = Vec::new();
+    let mut manifests = Vec::new();
+    if is_index {
+        manifests = raw.manifests.unwrap_or_default();
+    } else {
+        blobs.extend(raw.config.clone());
+        blobs.extend(raw.layers);
+        blobs.extend(raw.blobs);
+    }
+    if manifests.iter().chain(blobs.iter()).chain(raw.subject.iter()).any(|d| d.digest == desc.digest) {
+        return Err(ManifestError::SelfReference(desc.digest.clone()));
+    }
+    let artifact_type = raw.artifact_type.or_else(|| raw.config.map(|c| c.media_type));
+    Ok(Parsed { media_type, manifests, blobs, subject: raw.subject, artifact_type, annotations: raw.annotations })
+}
+
+/// The referrers-API descriptor of a referrer manifest (artifact type and annotations filled in).
+pub fn referrer_descriptor(desc: &Descriptor, parsed: &Parsed) -> Descriptor {
+    let mut d = Descriptor::new(&parsed.media_type, desc.digest.clone(), desc.size);
+    d.artifact_type = parsed.artifact_type.clone();
+    d.annotations = parsed.annotations.clone();
+    d
+}
+
+/// Serialises an OCI index of `manifests` (referrers tag schema), deterministically.
+pub fn index_bytes(manifests: &[Descriptor]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Index<'a> {
+        schema_version: u32,
+        media_type: &'a str,
+        manifests: &'a [Descriptor],
+    }
+    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
+}
+
+/// Reads the `manifests` of an index leniently (referrers responses, tag-schema indexes).
+pub fn index_manifests(bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
+    #[derive(Deserialize)]
+    struct Idx {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    serde_json::from_slice::<Idx>(bytes).map(|i| i.manifests).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_manifest_and_index() {
+        let cfg = Digest::of(b"{}");
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{cfg}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":3}}}}"#,
+            Digest::of(b"abc")
+        );
+        let d = Descriptor::new(OCI_MANIFEST, Digest::of(m.as_bytes()), m.len() as u64);
+        let p = parse(&d, m.as_bytes()).unwrap();
+        assert_eq!(p.blobs.len(), 1);
+        assert_eq!(p.artifact_type.as_deref(), Some("application/x.sig"));
+        assert!(p.subject.is_some());
+        let idx = index_bytes(&[d.clone()]);
+        assert_eq!(index_manifests(&idx).unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn rejects_schema1_and_garbage() {
+        let d = Descriptor::new(OCI_MANIFEST, Digest::of(b"x"), 1);
+        assert!(matches!(parse(&d, br#"{"schemaVersion":1}"#), Err(ManifestError::Schema1(_))));
+        assert!(matches!(parse(&d, b"not json"), Err(ManifestError::Json(..))));
+    }
+}

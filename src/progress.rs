@@ -1,0 +1,151 @@
+//! Everything the user sees while a command runs: progress bars on a TTY, plain status lines otherwise.
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
+
+/// Where status and progress go.
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
+    quiet_status: bool,
+    plain_blobs: bool,
+}
+
+/// Progress of one blob transfer.
+pub struct BlobProgress {
+    bar: Option<ProgressBar>,
+    label: String,
+    size: u64,
+    plain: bool,
+}
+
+impl Progress {
+    /// Bars when `tty`; status lines on stdout unless `json` (then stdout holds only the JSON document).
+    pub fn new(tty: bool, json: bool) -> Self {
+        if tty {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            Progress { multi: Some(multi), overall: None, quiet_status: json, plain_blobs: false }
+        } else {
+            Progress { multi: None, overall: None, quiet_status: json, plain_blobs: !json }
+        }
+    }
+
+    /// Prints a status line (stdout), keeping bars intact.
+    pub fn status(&self, line: &str) {
+        if self.quiet_status {
+            return;
+        }
+        match &self.multi {
+            Some(m) => {
+                m.suspend(|| {
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                });
+            }
+            None => {
+                let _ = writeln!(std::io::stdout(), "{line}");
+            }
+        }
+    }
+
+    /// A warning on stderr.
+    pub fn warn(&self, line: &str) {
+        match &self.multi {
+            Some(m) => m.suspend(|| eprintln!("Warning: {line}")),
+            None => eprintln!("Warning: {line}"),
+        }
+    }
+
+    /// Starts the overall byte bar.
+    pub fn start_overall(&mut self, total: u64, what: &str) {
+        if let Some(m) = &self.multi {
+            let bar = m.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_message(what.to_string());
+            self.overall = Some(bar);
+        }
+    }
+
+    /// Starts a per-blob bar (TTY) or nothing (plain; a line is printed when it finishes).
+    pub fn blob(&self, digest: &str, size: u64) -> BlobProgress {
+        let short: String = digest.trim_start_matches("sha256:").chars().take(12).collect();
+        let bar = self.multi.as_ref().map(|m| {
+            let b = m.insert_from_back(1, ProgressBar::new(size));
+            b.set_style(
+                ProgressStyle::with_template("  {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_message(short.clone());
+            b
+        });
+        BlobProgress { bar, label: short, size, plain: self.plain_blobs }
+    }
+
+    /// Adds transferred bytes to the overall bar.
+    pub fn add(&self, n: u64) {
+        if let Some(o) = &self.overall {
+            o.inc(n);
+        }
+    }
+
+    /// Removes all bars.
+    pub fn finish(&self) {
+        if let Some(o) = &self.overall {
+            o.finish_and_clear();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+/// A cloneable byte counter feeding a blob bar and the overall bar from inside a stream.
+#[derive(Clone, Default)]
+pub struct Counter {
+    bars: Vec<ProgressBar>,
+}
+
+impl Counter {
+    /// Counts `n` more bytes.
+    pub fn inc(&self, n: u64) {
+        for b in &self.bars {
+            b.inc(n);
+        }
+    }
+}
+
+impl BlobProgress {
+    /// A counter for this blob that also feeds the overall bar of `p`.
+    pub fn counter(&self, p: &Progress) -> Counter {
+        Counter { bars: self.bar.iter().chain(p.overall.iter()).cloned().collect() }
+    }
+
+    /// Counts bytes of this blob.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    /// Marks the blob done, with what happened to it (`copied`, `skipped`, `mounted`).
+    pub fn done(self, how: &str) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if self.plain {
+            eprintln!("{how} blob {} ({})", self.label, HumanBytes(self.size));
+        }
+    }
+}
+
+impl Drop for BlobProgress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Distribution API calls against one registry host, with auth and bounded retries.
+
+use super::auth::{repo_scope, Auth, Credentials};
+use super::error::{describe_body, describe_transport, RegistryError};
+use super::transport::{api_host, is_localhost, TransportOptions};
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{header, Method, StatusCode};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream of blob bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
+
+const MAX_ATTEMPTS: u32 = 4;
+
+/// A client for one registry.
+pub struct Client {
+    http: reqwest::Client,
+    /// The registry name as the user wrote it.
+    pub registry: String,
+    base: String,
+    auth: Auth,
+    debug: bool,
+}
+
+/// What a manifest PUT told us.
+pub struct PutResult {
+    /// The `OCI-Subject` header: the registry indexed the referrer itself.
+    pub subject_indexed: bool,
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+fn rerr(op: &str, target: &str, status: Option<u16>, detail: impl Into<String>) -> RegistryError {
+    RegistryError { op: op.into(), target: target.into(), status, detail: detail.into() }
+}
+
+impl Client {
+    /// A client for `registry` sharing the HTTP connection pool `http`.
+    pub fn new(http: reqwest::Client, registry: &str, opts: &TransportOptions, creds: Credentials) -> Arc<Self> {
+        let scheme = if opts.plain_http || is_localhost(registry) { "http" } else { "https" };
+        Arc::new(Client {
+            http,
+            registry: registry.to_string(),
+            base: format!("{scheme}://{}", api_host(registry)),
+            auth: Auth::new(creds),
+            debug: opts.debug,
+        })
+    }
+
+    fn trace(&self, method: &Method, url: &str, status: Option<StatusCode>, authed: bool) {
+        if self.debug {
+            let auth = if authed { " [Authorization: <redacted>]" } else { "" };
+            match status {
+                Some(s) => eprintln!("[debug] {method} {url}{auth} -> {}", s.as_u16()),
+                None => eprintln!("[debug] {method} {url}{auth} -> transport error"),
+            }
+        }
+    }
+
+    /// Sends a request built by `build` with auth for `scopes`, retrying transient failures.
+    /// `build` is called again for each attempt, so bodies must be replayable.
+    async fn send<F>(&self, op: &str, target: &str, method: Method, url: &str, scopes: &[String], build: F) -> Result<reqwest::Response>
+    where
+        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    {
+        let key = scopes.join(" ");
+        let mut reauthed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut rb = build(self.http.request(method.clone(), url));
+            let authz = self.auth.cached(&key);
+            if let Some(a) = &authz {
+                rb = rb.header(header::AUTHORIZATION, a);
+            }
+            let res = rb.send().await;
+            match res {
+                Err(e) => {
+                    self.trace(&method, url, None, authz.is_some());
+                    if attempt < MAX_ATTEMPTS {
+                        backoff(attempt, None).await;
+                        continue;
+                    }
+                    return Err(rerr(op, target, None, format!("{} ({})", describe_transport(&e), self.registry)));
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    self.trace(&method, url, Some(status), authz.is_some());
+                    if status == StatusCode::UNAUTHORIZED && !reauthed {
+                        reauthed = true;
+                        self.auth.invalidate(&key);
+                        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
+                        self.auth
+                            .authorize(&self.http, challenge.as_deref(), &key, scopes)
+                            .await
+                            .map_err(|e| rerr(op, target, Some(401), e.to_string()))?;
+                        continue;
+                    }
+                    let retryable = status == StatusCode::REQUEST_TIMEOUT
+                        || status == StatusCode::TOO_MANY_REQUESTS
+                        || matches!(status.as_u16(), 500 | 502 | 503 | 504);
+                    if retryable && attempt < MAX_ATTEMPTS {
+                        let after = resp
+                            .headers()
+                            .get(header::RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok());
+                        backoff(attempt, after).await;
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+            }
+        }
+    }
+
+    async fn fail(&self, op: &str, target: &str, resp: reqwest::Response) -> RegistryError {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        let mut detail = describe_body(&body);
+        if status == 401 {
+            detail = format!("{detail} (tried {})", self.auth.credentials().describe());
+        }
+        rerr(op, target, Some(status), detail)
+    }
+
+    fn url(&self, repo: &str, tail: &str) -> String {
+        format!("{}/v2/{repo}/{tail}", self.base)
+    }
+
+    /// Checks that the registry answers the API at all (`GET /v2/`).
+    pub async fn ping(&self, repo: &str) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let scopes = [repo_scope(repo, false)];
+        let resp = self.send("reach registry", &self.registry, Method::GET, &url, &scopes, |r| r).await?;
+        if resp.status().is_success() || resp.status() == StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        Err(self.fail("reach registry", &self.registry, resp).await)
+    }
+
+    /// Every tag of a repository, following `Link` pagination.
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
+        let target = format!("{}/{repo}", self.registry);
+        let scopes = [repo_scope(repo, false)];
+        let mut url = self.url(repo, "tags/list?n=1000");
+        let mut tags = Vec::new();
+        for _ in 0..100_000 {
+            let resp = self.send("list tags of", &target, Method::GET, &url, &scopes, |r| r).await?;
+            if !resp.status().is_success() {
+                return Err(self.fail("list tags of", &target, resp).await);
+            }
+            let next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_next_link);
+            #[derive(serde::Deserialize)]
+            struct Tags {
+                tags: Option<Vec<String>>,
+            }
+            let body = resp.bytes().await.map_err(|e| rerr("list tags of", &target, None, describe_transport(&e)))?;
+            let page: Tags = serde_json::from_slice(&body)
+                .map_err(|e| rerr("list tags of", &target, None, format!("invalid tag list: {e}")))?;
+            let page = page.tags.unwrap_or_default();
+            let empty = page.is_empty();
+            tags.extend(page);
+            match next {
+                Some(n) if !empty => {
+                    url = if n.starts_with("http://") || n.starts_with("https://") {
+                        n
+                    } else {
+                        format!("{}{}", self.base, n)
+                    };
+                }
+                _ => break,
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Resolves a tag or digest to a descriptor with HEAD; `None` when it does not exist.
+    pub async fn head_manifest(&self, repo: &str, reference: &str, push: bool) -> Result<Option<Descriptor>> {
+        let target = format!("{}/{repo}:{reference}", self.registry);
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let scopes = [repo_scope(repo, push)];
+        let accept = MANIFEST_TYPES.join(", ");
+        let resp = self
+            .send("resolve", &target, Method::HEAD, &url, &scopes, |r| r.header(header::ACCEPT, &accept))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.fail("resolve", &target, resp).await);
+        }
+        let h = resp.headers();
+        let media_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+        let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok());
+        let size = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+        match (media_type, digest, size) {
+            (Some(mt), Some(d), Some(s)) if MANIFEST_TYPES.contains(&mt.as_str()) => Ok(Some(Descriptor::new(&mt, d, s))),
+            // Some registries omit headers on HEAD: fall back to GET.
+            _ => Ok(self.get_manifest(repo, reference, None).await.map(|(d, _)| Some(d))?),
+        }
+    }
+
+    /// Fetches a manifest by tag or digest; verifies it against `expect` when given.
+    pub async fn get_manifest(&self, repo: &str, reference: &str, expect: Option<&Descriptor>) -> Result<(Descriptor, Bytes)> {
+        let target = format!("{}/{repo}{}{reference}", self.registry, if reference.contains(':') { "@" } else { ":" });
+        let op = "fetch manifest";
+        if let Some(d) = expect {
+            if d.size > MAX_MANIFEST_SIZE {
+                return Err(rerr(op, &target, None, format!("declared size {} exceeds the {} byte manifest limit", d.size, MAX_MANIFEST_SIZE)));
+            }
+        }
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let scopes = [repo_scope(repo, false)];
+        let accept = match expect {
+            Some(d) if !d.media_type.is_empty() && !MANIFEST_TYPES.contains(&d.media_type.as_str()) => format!("{}, {}", d.media_type, MANIFEST_TYPES.join(", ")),
+            _ => MANIFEST_TYPES.join(", "),
+        };
+        let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
+        if !resp.status().is_success() {
+            return Err(self.fail(op, &target, resp).await);
+        }
+        let mt = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE) {
+            return Err(rerr(op, &target, None, "manifest larger than the 4 MiB limit"));
+        }
+        let body = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|e| rerr(op, &target, None, e))?;
+        let digest = Digest::of(&body);
+        let desc = match expect {
+            Some(d) => {
+                crate::digest::verify_bytes(&body, &d.digest, d.size).map_err(|e| rerr(op, &target, None, e.to_string()))?;
+                d.clone()
+            }
+            None => {
+                if let Ok(d) = reference.parse::<Digest>() {
+                    if d != digest {
+                        return Err(rerr(op, &target, None, format!("registry served content with digest {digest}")));
+                    }
+                }
+                let mt = if MANIFEST_TYPES.contains(&mt.as_str()) {
+                    mt
+                } else {
+                    let probe = Descriptor::new("", digest.clone(), body.len() as u64);
+                    manifest::parse(&probe, &body).map(|p| p.media_type).map_err(|e| rerr(op, &target, None, e.to_string()))?
+                };
+                Descriptor::new(&mt, digest, body.len() as u64)
+            }
+        };
+        Ok((desc, body))
+    }
+
+    /// Pushes manifest bytes under a tag or digest with the descriptor's media type.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, desc: &Descriptor, body: Bytes) -> Result<PutResult> {
+        let target = format!("{}/{repo}{}{reference}", self.registry, if reference.contains(':') { "@" } else { ":" });
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let scopes = [repo_scope(repo, true)];
+        let resp = self
+            .send("push manifest", &target, Method::PUT, &url, &scopes, |r| {
+                r.header(header::CONTENT_TYPE, &desc.media_type).body(body.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.fail("push manifest", &target, resp).await);
+        }
+        Ok(PutResult { subject_indexed: resp.headers().contains_key("oci-subject") })
+    }
+
+    /// Whether the repository holds a blob.
+    pub async fn blob_exists(&self, repo: &str, desc: &Descriptor, push: bool) -> Result<bool> {
+        let target = format!("{}/{repo}@{}", self.registry, desc.digest);
+        let url = self.url(repo, &format!("blobs/{}", desc.digest));
+        let scopes = [repo_scope(repo, push)];
+        let resp = self.send("check blob", &target, Method::HEAD, &url, &scopes, |r| r).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.fail("check blob", &target, resp).await),
+        }
+    }
+
+    /// Streams a blob; the caller verifies the bytes.
+    pub async fn get_blob(&self, repo: &str, desc: &Descriptor) -> Result<ByteStream> {
+        let target = format!("{}/{repo}@{}", self.registry, desc.digest);
+        let url = self.url(repo, &format!("blobs/{}", desc.digest));
+        let scopes = [repo_scope(repo, false)];
+        let resp = self.send("fetch blob", &target, Method::GET, &url, &scopes, |r| r).await?;
+        if !resp.status().is_success() {
+            return Err(self.fail("fetch blob", &target, resp).await);
+        }
+        let registry = self.registry.clone();
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e))))
+        })))
+    }
+
+    /// Uploads a blob (monolithic streamed PUT), mounting it from `mount_from` when the registry can.
+    pub async fn push_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream, mount_from: Option<&str>) -> Result<()> {
+        let target = format!("{}/{repo}@{}", self.registry, desc.digest);
+        let op = "push blob";
+        let mut scopes = vec![repo_scope(repo, true)];
+        let mut start = self.url(repo, "blobs/uploads/");
+        if let Some(from) = mount_from {
+            scopes.push(repo_scope(from, false));
+            start = format!("{start}?mount={}&from={from}", desc.digest);
+        }
+        let resp = self
+            .send(op, &target, Method::POST, &start, &scopes, |r| r.header(header::CONTENT_LENGTH, "0"))
+            .await?;
+        if resp.status() == StatusCode::CREATED && mount_from.is_some() {
+            return Ok(());
+        }
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.fail(op, &target, resp).await);
+        }
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| rerr(op, &target, None, "upload started without a Location header"))?;
+        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{location}", self.base)
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={}", desc.digest));
+        let key = scopes.join(" ");
+        let mut rb = self
+            .http
+            .put(&put)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, desc.size)
+            .body(reqwest::Body::wrap_stream(data));
+        if let Some(a) = self.auth.cached(&key) {
+            rb = rb.header(header::AUTHORIZATION, a);
+        }
+        let resp = rb.send().await;
+        self.trace(&Method::PUT, &put, resp.as_ref().ok().map(|r| r.status()), true);
+        let resp = resp.map_err(|e| rerr(op, &target, None, describe_transport(&e)))?;
+        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
+            return Err(self.fail(op, &target, resp).await);
+        }
+        Ok(())
+    }
+
+    /// The referrers of a manifest through the referrers API; `None` when the registry has no such API.
+    pub async fn referrers_api(&self, repo: &str, subject: &Digest) -> Result<Option<Vec<Descriptor>>> {
+        let target = format!("{}/{repo}@{subject}", self.registry);
+        let op = "list referrers of";
+        let scopes = [repo_scope(repo, false)];
+        let mut url = self.url(repo, &format!("referrers/{subject}"));
+        let mut all = Vec::new();
+        for _ in 0..10_000 {
+            let resp = self
+                .send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, manifest::OCI_INDEX))
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(self.fail(op, &target, resp).await);
+            }
+            let ct = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            if !ct.starts_with(manifest::OCI_INDEX) {
+                return Ok(None);
+            }
+            let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
+            let body = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|e| rerr(op, &target, None, e))?;
+            all.extend(manifest::index_manifests(&body).map_err(|e| rerr(op, &target, None, format!("invalid referrers index: {e}")))?);
+            match next {
+                Some(n) => url = if n.starts_with("http") { n } else { format!("{}{}", self.base, n) },
+                None => break,
+            }
+        }
+        Ok(Some(all))
+    }
+}
+
+async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| describe_transport(&e))?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(format!("response larger than the {limit} byte limit"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Extracts the target of `rel="next"` from a `Link` header.
+fn parse_next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let part = part.trim();
+        let (url, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        Some(url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
+/// Exponential backoff with jitter; honours `Retry-After` seconds (capped).
+async fn backoff(attempt: u32, retry_after: Option<u64>) {
+    let base = 200u64 << attempt.min(6);
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
+        .unwrap_or(0);
+    let wait = match retry_after {
+        Some(s) => Duration::from_secs(s.min(30)),
+        None => Duration::from_millis(base + jitter),
+    };
+    tokio::time::sleep(wait).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_link() {
+        assert_eq!(
+            parse_next_link(r#"</v2/r/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/r/tags/list?n=2&last=b")
+        );
+        assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
+    }
+}

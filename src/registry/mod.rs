@@ -1,0 +1,10 @@
+//! An async client for the OCI distribution API: auth, transport, tags, manifests, blobs, uploads, referrers.
+
+pub mod auth;
+pub mod challenge;
+pub mod client;
+pub mod error;
+pub mod target;
+pub mod transport;
+
+pub use transport::TransportOptions;

@@ -1,0 +1,204 @@
+//! Registry repositories as a `Source` and a `Sink`, including referrers (API or tag schema).
+
+use super::auth::Credentials;
+use super::client::Client;
+use super::transport::{build_client, TransportOptions};
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor};
+use crate::reference::is_schema_tag;
+use crate::target::{ByteStream, Repo, Result, Sink, Source};
+use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How referrers are found and recorded (`--distribution-spec`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReferrersMode {
+    /// Use the referrers API where the registry has it, else the tag schema.
+    Auto,
+    /// Only the referrers API.
+    Api,
+    /// Only the `sha256-<hex>` tag schema.
+    Tag,
+}
+
+/// Every registry a run talks to, sharing one connection pool.
+pub struct Registries {
+    http: reqwest::Client,
+    opts: TransportOptions,
+    creds: Credentials,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
+    mode: ReferrersMode,
+    api_support: Mutex<HashMap<String, bool>>,
+    pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
+    read_only: bool,
+}
+
+impl Registries {
+    /// Sets up the transport; errors are about the options (bad CA file...).
+    pub fn new(opts: TransportOptions, creds: Credentials, mode: ReferrersMode, read_only: bool) -> Result<Registries> {
+        let http = build_client(&opts).map_err(|e| anyhow!(e))?;
+        Ok(Registries {
+            http,
+            opts,
+            creds,
+            clients: Mutex::new(HashMap::new()),
+            mode,
+            api_support: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
+            read_only,
+        })
+    }
+
+    /// The client of a registry.
+    pub fn client(&self, registry: &str) -> Arc<Client> {
+        let mut c = match self.clients.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        c.entry(registry.to_string()).or_insert_with(|| Client::new(self.http.clone(), registry, &self.opts, self.creds.clone())).clone()
+    }
+
+    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let c = self.client(&repo.registry);
+        let tag = subject.schema_tag();
+        match c.get_manifest(&repo.repository, &tag, None).await {
+            Ok((_, bytes)) => manifest::index_manifests(&bytes).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}")),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn cached_support(&self, registry: &str) -> Option<bool> {
+        self.api_support.lock().ok().and_then(|m| m.get(registry).copied())
+    }
+
+    fn set_support(&self, registry: &str, yes: bool) {
+        if let Ok(mut m) = self.api_support.lock() {
+            m.insert(registry.to_string(), yes);
+        }
+    }
+}
+
+#[async_trait]
+impl Source for Registries {
+    async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
+        let mut tags = self.client(&repo.registry).list_tags(&repo.repository).await?;
+        tags.retain(|t| !is_schema_tag(t));
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
+        match self.client(&repo.registry).head_manifest(&repo.repository, reference, false).await? {
+            Some(d) => Ok(d),
+            None => bail!("{reference} not found in {repo}"),
+        }
+    }
+
+    async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
+        let (_, bytes) = self.client(&repo.registry).get_manifest(&repo.repository, desc.digest.as_str(), Some(desc)).await?;
+        Ok(bytes)
+    }
+
+    async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
+        Ok(self.client(&repo.registry).get_blob(&repo.repository, desc).await?)
+    }
+
+    async fn referrers(&self, repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
+        let c = self.client(&repo.registry);
+        let mut list = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
+            match c.referrers_api(&repo.repository, &desc.digest).await? {
+                Some(list) => {
+                    self.set_support(&repo.registry, true);
+                    list
+                }
+                None if self.mode == ReferrersMode::Api => {
+                    bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry)
+                }
+                None => {
+                    self.set_support(&repo.registry, false);
+                    self.tag_schema_referrers(repo, &desc.digest).await?
+                }
+            }
+        } else {
+            self.tag_schema_referrers(repo, &desc.digest).await?
+        };
+        list.retain(|d| d.is_manifest() || d.media_type.is_empty());
+        list.sort_by(|a, b| a.digest.cmp(&b.digest));
+        list.dedup_by(|a, b| a.digest == b.digest);
+        Ok(list)
+    }
+}
+
+#[async_trait]
+impl Sink for Registries {
+    fn scope(&self, repo: &Repo) -> String {
+        repo.to_string()
+    }
+
+    async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
+        Ok(self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await?)
+    }
+
+    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream, mount_from: Option<&Repo>) -> Result<()> {
+        let from = mount_from.map(|r| r.repository.as_str());
+        Ok(self.client(&repo.registry).push_blob(&repo.repository, desc, data, from).await?)
+    }
+
+    async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
+        Ok(self.client(&repo.registry).head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only).await?.is_some())
+    }
+
+    async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()> {
+        let c = self.client(&repo.registry);
+        let put = c.put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone()).await?;
+        if let Some(subject) = subject {
+            let api = match self.mode {
+                ReferrersMode::Tag => false,
+                ReferrersMode::Api => true,
+                ReferrersMode::Auto => put.subject_indexed,
+            };
+            if !api {
+                let parsed = manifest::parse(desc, &bytes)?;
+                let rd = manifest::referrer_descriptor(desc, &parsed);
+                let mut p = self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?;
+                p.entry((repo.clone(), subject.digest.clone())).or_default().push(rd);
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+        let Some(tag) = tag else { return Ok(()) };
+        self.client(&repo.registry).put_manifest(&repo.repository, tag, desc, bytes).await?;
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
+        for ((repo, subject), new) in pending {
+            // Merge with what the registry already lists, so earlier referrers are kept.
+            let mut list = self.tag_schema_referrers(&repo, &subject).await?;
+            let before = list.len();
+            for d in new {
+                if !list.iter().any(|x| x.digest == d.digest) {
+                    list.push(d);
+                }
+            }
+            if list.len() == before {
+                continue;
+            }
+            let body = Bytes::from(manifest::index_bytes(&list));
+            let desc = Descriptor::new(manifest::OCI_INDEX, Digest::of(&body), body.len() as u64);
+            self.client(&repo.registry)
+                .put_manifest(&repo.repository, &subject.schema_tag(), &desc, body)
+                .await
+                .with_context(|| format!("cannot update the referrers index of {subject} in {repo}"))?;
+        }
+        Ok(())
+    }
+}

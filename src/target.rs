@@ -1,0 +1,94 @@
+//! The traits the copy engine moves content between: a source it reads graphs from and a sink it writes them to.
+
+use crate::manifest::Descriptor;
+pub use crate::registry::client::ByteStream;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+
+/// A repository within a target: the registry it lives on (or came from) and its path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Repo {
+    /// Registry host as the user names it.
+    pub registry: String,
+    /// Repository path.
+    pub repository: String,
+}
+
+impl Repo {
+    /// A repository of a registry.
+    pub fn new(registry: &str, repository: &str) -> Self {
+        Repo { registry: registry.into(), repository: repository.into() }
+    }
+
+    /// Parses `registry/repository`.
+    pub fn parse(full: &str) -> Option<Repo> {
+        let (r, p) = full.split_once('/')?;
+        Some(Repo::new(r, p))
+    }
+}
+
+impl fmt::Display for Repo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)
+    }
+}
+
+/// A boxed error crossing the target boundary, already worded for the user.
+pub type TargetError = anyhow::Error;
+/// Result of target operations.
+pub type Result<T> = std::result::Result<T, TargetError>;
+
+/// Something graphs are read from: registry repositories or a layout.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// User tags of a repository (tag-schema tags excluded), sorted.
+    async fn tags(&self, repo: &Repo) -> Result<Vec<String>>;
+    /// Roots stored without a tag (layouts only), copied along when every tag is.
+    async fn untagged(&self, _repo: &Repo) -> Result<Vec<Descriptor>> {
+        Ok(Vec::new())
+    }
+    /// Resolves a tag or `sha256:` digest to a descriptor; errors name what was not found.
+    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor>;
+    /// Fetches manifest bytes (the engine verifies them).
+    async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes>;
+    /// Opens a blob as a stream (the engine verifies it as it flows).
+    async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream>;
+    /// Manifests whose subject is `desc`.
+    async fn referrers(&self, repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>>;
+    /// Whether reading a blob is cheap and local, so the engine can verify everything before writing.
+    fn is_local(&self) -> bool {
+        false
+    }
+}
+
+/// What the engine will write, handed to the sink before any transfer.
+pub struct Plan<'a> {
+    /// Every distinct blob and manifest to write, with whether it is a manifest.
+    pub contents: &'a [(Descriptor, bool)],
+    /// Tagged and untagged roots and referrers: (repository, descriptor, tag, is_referrer).
+    pub entries: &'a [(Repo, Descriptor, Option<String>, bool)],
+}
+
+/// Something graphs are written to: registry repositories or a layout.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Dedupe scope of a repository: content written once in a scope is there for every repository of it.
+    fn scope(&self, repo: &Repo) -> String;
+    /// Receives the whole plan before the first write.
+    async fn prepare(&self, _plan: &Plan<'_>) -> Result<()> {
+        Ok(())
+    }
+    /// Whether the blob is already there.
+    async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
+    /// Writes a blob from a verified stream; `mount_from` is a repository of the same scope family that has it.
+    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream, mount_from: Option<&Repo>) -> Result<()>;
+    /// Whether the manifest is already there.
+    async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
+    /// Writes a manifest by digest; `subject` is set for referrers.
+    async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()>;
+    /// Points a tag at a manifest (or records an untagged root when `tag` is `None`).
+    async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()>;
+    /// Makes everything written visible (index.json, rename, referrers tag schema).
+    async fn finish(&self) -> Result<()>;
+}
