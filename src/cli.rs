@@ -100,7 +100,9 @@ pub struct Common {
 
 /// `oras backup`.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:...")]
+#[command(
+    after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:..."
+)]
 pub struct BackupArgs {
     /// Where to write: a directory, a path ending in .tar for an archive
     #[arg(short = 'o', long, value_name = "PATH")]
@@ -117,7 +119,9 @@ pub struct BackupArgs {
 
 /// `oras restore`.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example")]
+#[command(
+    after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example"
+)]
 pub struct RestoreArgs {
     /// The backup: an OCI layout directory or a tar archive
     #[arg(short = 'i', long, value_name = "PATH")]

@@ -51,11 +51,7 @@ impl FromStr for Digest {
             return Err(DigestError::Malformed(s.to_string()));
         };
         if alg != "sha256" {
-            if !alg.is_empty()
-                && alg
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-            {
+            if !alg.is_empty() && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)) {
                 return Err(DigestError::Algorithm(s.to_string()));
             }
             return Err(DigestError::Malformed(s.to_string()));

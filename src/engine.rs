@@ -162,7 +162,10 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     if !opts.dry_run {
         dst.prepare(&Plan { contents: &contents, entries: &entries }).await?;
     }
-    progress.start_overall(graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(), if opts.dry_run { "checking" } else { "copying" });
+    progress.start_overall(
+        graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(),
+        if opts.dry_run { "checking" } else { "copying" },
+    );
 
     // 5. Blobs.
     let mut tasks: Vec<(usize, Descriptor)> = Vec::new();
@@ -277,7 +280,11 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         let roots = g
             .roots
             .iter()
-            .map(|(tag, desc)| RootReport { tag: tag.clone(), digest: desc.digest.to_string(), referrers: count_referrers(&desc.digest, &nodes, g) })
+            .map(|(tag, desc)| RootReport {
+                tag: tag.clone(),
+                digest: desc.digest.to_string(),
+                referrers: count_referrers(&desc.digest, &nodes, g),
+            })
             .collect();
         report.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots });
     }
@@ -341,7 +348,14 @@ fn abbreviate(tags: &[String]) -> String {
     }
 }
 
-async fn walk(src: &Arc<dyn Source>, job: &Job, g: &mut JobGraph, nodes: &Arc<Mutex<HashMap<Digest, Arc<Node>>>>, opts: &Options, conc: usize) -> Result<()> {
+async fn walk(
+    src: &Arc<dyn Source>,
+    job: &Job,
+    g: &mut JobGraph,
+    nodes: &Arc<Mutex<HashMap<Digest, Arc<Node>>>>,
+    opts: &Options,
+    conc: usize,
+) -> Result<()> {
     let mut frontier: Vec<(Descriptor, Option<Digest>)> = g.roots.iter().map(|(_, d)| (d.clone(), None)).collect();
     while !frontier.is_empty() {
         let mut level = Vec::new();
@@ -383,7 +397,9 @@ async fn walk(src: &Arc<dyn Source>, job: &Job, g: &mut JobGraph, nodes: &Arc<Mu
                     }
                 };
                 let refs = if opts.referrers {
-                    src.referrers(&job.src, &node.desc).await.with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
+                    src.referrers(&job.src, &node.desc)
+                        .await
+                        .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
                 } else {
                     Vec::new()
                 };
@@ -519,11 +535,18 @@ async fn copy_blob(
             }
         }
     }
-    Err(last_err.unwrap_or_else(|| anyhow!("unknown error")).context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
+    Err(last_err
+        .unwrap_or_else(|| anyhow!("unknown error"))
+        .context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
 }
 
 /// Wraps a stream so it fails at the end (or as soon as it runs long) if size or digest disagree.
-fn verifying(inner: ByteStream, desc: &Descriptor, counted: Arc<std::sync::atomic::AtomicU64>, bar: crate::progress::Counter) -> ByteStream {
+fn verifying(
+    inner: ByteStream,
+    desc: &Descriptor,
+    counted: Arc<std::sync::atomic::AtomicU64>,
+    bar: crate::progress::Counter,
+) -> ByteStream {
     struct St {
         inner: ByteStream,
         v: Option<Verifier>,

@@ -52,20 +52,7 @@ pub struct Descriptor {
 impl Descriptor {
     /// A plain descriptor.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Descriptor {
-            media_type: media_type.to_string(),
-            digest,
-            size,
-            artifact_type: None,
-            platform: None,
-            annotations: None,
-            urls: None,
-        }
-    }
-
-    /// Whether this descriptor points at an index (whose children are manifests).
-    pub fn is_index(&self) -> bool {
-        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+        Descriptor { media_type: media_type.to_string(), digest, size, artifact_type: None, platform: None, annotations: None, urls: None }
     }
 
     /// Whether this descriptor points at any kind of manifest.
@@ -205,7 +192,7 @@ mod tests {
         assert_eq!(p.blobs.len(), 1);
         assert_eq!(p.artifact_type.as_deref(), Some("application/x.sig"));
         assert!(p.subject.is_some());
-        let idx = index_bytes(&[d.clone()]);
+        let idx = index_bytes(std::slice::from_ref(&d));
         assert_eq!(index_manifests(&idx).unwrap(), vec![d]);
     }
 

@@ -47,14 +47,6 @@ impl Progress {
         }
     }
 
-    /// A warning on stderr.
-    pub fn warn(&self, line: &str) {
-        match &self.multi {
-            Some(m) => m.suspend(|| eprintln!("Warning: {line}")),
-            None => eprintln!("Warning: {line}"),
-        }
-    }
-
     /// Starts the overall byte bar.
     pub fn start_overall(&mut self, total: u64, what: &str) {
         if let Some(m) = &self.multi {
@@ -122,13 +114,6 @@ impl BlobProgress {
     /// A counter for this blob that also feeds the overall bar of `p`.
     pub fn counter(&self, p: &Progress) -> Counter {
         Counter { bars: self.bar.iter().chain(p.overall.iter()).cloned().collect() }
-    }
-
-    /// Counts bytes of this blob.
-    pub fn inc(&self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
     }
 
     /// Marks the blob done, with what happened to it (`copied`, `skipped`, `mounted`).

@@ -39,9 +39,7 @@ pub fn valid_tag(s: &str) -> bool {
 
 /// Whether `s` is a referrers tag-schema tag (`sha256-<64 hex>`), never a user tag.
 pub fn is_schema_tag(s: &str) -> bool {
-    s.len() == 71
-        && s.starts_with("sha256-")
-        && s[7..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 71 && s.starts_with("sha256-") && s[7..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn valid_component(c: &str) -> bool {
@@ -76,14 +74,9 @@ pub fn valid_repository(repo: &str) -> bool {
 }
 
 fn valid_registry(host: &str) -> bool {
+    // "[::1]" alone has colons but no port; "[::1]:5000" and "host:5000" have one.
     let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => {
-            if n.starts_with('[') {
-                (n, Some(p))
-            } else {
-                (n, Some(p))
-            }
-        }
+        Some((n, p)) if !host.starts_with('[') || n.ends_with(']') => (n, Some(p)),
         _ => (host, None),
     };
     if let Some(p) = port {
@@ -95,12 +88,9 @@ fn valid_registry(host: &str) -> bool {
         return name[1..name.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
     }
     !name.is_empty()
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-'))
 }
 
 fn looks_like_host(first: &str) -> bool {
@@ -161,19 +151,13 @@ impl Reference {
             repository = format!("library/{repository}");
         }
         if !valid_repository(&repository) {
-            return Err(err(
-                input,
-                format!("invalid repository name {repo:?}: use lowercase letters, digits and separators (. _ - /)"),
-            ));
+            return Err(err(input, format!("invalid repository name {repo:?}: use lowercase letters, digits and separators (. _ - /)")));
         }
         let mut tag_list = Vec::new();
         if let Some(t) = tags {
             for tag in t.split(',') {
                 if !valid_tag(tag) {
-                    return Err(err(
-                        input,
-                        format!("invalid tag {tag:?}: tags are 1-128 of [A-Za-z0-9_.-], not starting with . or -"),
-                    ));
+                    return Err(err(input, format!("invalid tag {tag:?}: tags are 1-128 of [A-Za-z0-9_.-], not starting with . or -")));
                 }
                 if !tag_list.iter().any(|x: &String| x == tag) {
                     tag_list.push(tag.to_string());
@@ -211,13 +195,6 @@ pub fn parse_registry(input: &str) -> Result<String, ReferenceError> {
     } else {
         Err(err(input, "invalid registry host"))
     }
-}
-
-/// Splits a stored full reference `registry/repo:tag` or `registry/repo@digest` into (repo name, tag).
-pub fn split_full(full: &str) -> Option<(String, Option<String>)> {
-    let r = Reference::parse(full).ok()?;
-    let tag = r.tags.first().cloned();
-    Some((r.repo_name(), tag))
 }
 
 #[cfg(test)]

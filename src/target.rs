@@ -20,12 +20,6 @@ impl Repo {
     pub fn new(registry: &str, repository: &str) -> Self {
         Repo { registry: registry.into(), repository: repository.into() }
     }
-
-    /// Parses `registry/repository`.
-    pub fn parse(full: &str) -> Option<Repo> {
-        let (r, p) = full.split_once('/')?;
-        Some(Repo::new(r, p))
-    }
 }
 
 impl fmt::Display for Repo {

@@ -57,7 +57,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
             Job { src: repo.clone(), dst: repo, refs: list, only_tags: None, label: r.repo_name() }
         })
         .collect();
-    let opts = Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
+    let opts =
+        Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
         Output::Tar(p) => (Arc::new(TarSink::create(p)?), None),
         Output::Dir(p) => {

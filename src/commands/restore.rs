@@ -60,7 +60,10 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
         }
         for a in assigned.iter_mut() {
             if a.is_none() {
-                let j = used.iter().position(|u| !u).ok_or_else(|| anyhow::anyhow!("cannot map the targets onto the backup's repositories: {}", list()))?;
+                let j = used
+                    .iter()
+                    .position(|u| !u)
+                    .ok_or_else(|| anyhow::anyhow!("cannot map the targets onto the backup's repositories: {}", list()))?;
                 used[j] = true;
                 *a = Some(j);
             }
@@ -163,7 +166,13 @@ mod tests {
     use super::*;
 
     fn repos(names: &[&str]) -> Vec<Repo> {
-        names.iter().map(|n| Repo::parse(n).unwrap()).collect()
+        names
+            .iter()
+            .map(|n| {
+                let (r, p) = n.split_once('/').unwrap();
+                Repo::new(r, p)
+            })
+            .collect()
     }
 
     #[test]

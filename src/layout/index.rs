@@ -36,16 +36,12 @@ fn classify(desc: Descriptor) -> Entry {
     let full = desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok());
     let ref_name = desc.annotation(ANNOTATION_REF_NAME).map(str::to_string);
     // A ref name may be a full reference (multi-repository backups) or a bare tag.
-    let from_ref = ref_name.as_deref().and_then(|n| {
-        if n.contains('/') {
-            Reference::parse(n).ok()
-        } else {
-            None
-        }
-    });
+    let from_ref = ref_name.as_deref().and_then(|n| if n.contains('/') { Reference::parse(n).ok() } else { None });
     let named = from_ref.or(full);
     let (repo, tag) = match (&named, &ref_name) {
-        (Some(r), _) => (Some(Repo::new(&r.registry, &r.repository)), r.tags.first().cloned().or_else(|| ref_name.clone().filter(|t| valid_tag(t)))),
+        (Some(r), _) => {
+            (Some(Repo::new(&r.registry, &r.repository)), r.tags.first().cloned().or_else(|| ref_name.clone().filter(|t| valid_tag(t))))
+        }
         (None, Some(t)) if valid_tag(t) => (None, Some(t.clone())),
         _ => (None, None),
     };

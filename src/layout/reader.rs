@@ -1,8 +1,8 @@
 //! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and referrers.
 
+use super::blob_path;
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
-use super::blob_path;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
 use crate::target::{ByteStream, Repo, Result, Source};
@@ -179,11 +179,7 @@ impl LayoutSource {
 
     /// Roots stored by digest (no tag) for a repository.
     pub fn untagged_of(&self, repo: &Repo) -> Vec<Descriptor> {
-        self.entries
-            .iter()
-            .filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none())
-            .map(|e| e.desc.clone())
-            .collect()
+        self.entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect()
     }
 }
 

@@ -57,7 +57,8 @@ impl TarSink {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory of {shown:?}"))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
         let tmp_path = parent.join(format!(".{name}.partial-{}", std::process::id()));
         Ok(TarSink {
             final_path: path.to_path_buf(),
@@ -74,7 +75,12 @@ impl TarSink {
     }
 
     fn region(&self, d: &Digest) -> Result<(u64, u64)> {
-        self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))?.get(d).copied().ok_or_else(|| anyhow!("internal: {d} was not planned"))
+        self.regions
+            .lock()
+            .map_err(|_| anyhow!("internal lock poisoned"))?
+            .get(d)
+            .copied()
+            .ok_or_else(|| anyhow!("internal: {d} was not planned"))
     }
 
     fn mark(&self, d: &Digest) {
@@ -186,7 +192,8 @@ impl Sink for TarSink {
         }
         let file = self.file()?;
         tokio::task::spawn_blocking(move || file.sync_all()).await??;
-        std::fs::rename(&self.tmp_path, &self.final_path).with_context(|| format!("cannot move the archive into place at {}", self.final_path.display()))?;
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .with_context(|| format!("cannot move the archive into place at {}", self.final_path.display()))?;
         self.finished.store(true, Ordering::SeqCst);
         Ok(())
     }

@@ -169,12 +169,7 @@ impl Auth {
         Ok(header)
     }
 
-    async fn fetch_token(
-        &self,
-        http: &reqwest::Client,
-        ch: &Challenge,
-        scopes: &[String],
-    ) -> Result<(String, u64), AuthError> {
+    async fn fetch_token(&self, http: &reqwest::Client, ch: &Challenge, scopes: &[String]) -> Result<(String, u64), AuthError> {
         let realm = ch.params.get("realm").cloned().unwrap_or_default();
         let service = ch.params.get("service").cloned();
         let mut query: Vec<(&str, String)> = Vec::new();

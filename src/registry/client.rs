@@ -133,17 +133,6 @@ impl Client {
         format!("{}/v2/{repo}/{tail}", self.base)
     }
 
-    /// Checks that the registry answers the API at all (`GET /v2/`).
-    pub async fn ping(&self, repo: &str) -> Result<()> {
-        let url = format!("{}/v2/", self.base);
-        let scopes = [repo_scope(repo, false)];
-        let resp = self.send("reach registry", &self.registry, Method::GET, &url, &scopes, |r| r).await?;
-        if resp.status().is_success() || resp.status() == StatusCode::UNAUTHORIZED {
-            return Ok(());
-        }
-        Err(self.fail("reach registry", &self.registry, resp).await)
-    }
-
     /// Every tag of a repository, following `Link` pagination.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
@@ -155,28 +144,20 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(self.fail("list tags of", &target, resp).await);
             }
-            let next = resp
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_next_link);
+            let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
             #[derive(serde::Deserialize)]
             struct Tags {
                 tags: Option<Vec<String>>,
             }
             let body = resp.bytes().await.map_err(|e| rerr("list tags of", &target, None, describe_transport(&e)))?;
-            let page: Tags = serde_json::from_slice(&body)
-                .map_err(|e| rerr("list tags of", &target, None, format!("invalid tag list: {e}")))?;
+            let page: Tags =
+                serde_json::from_slice(&body).map_err(|e| rerr("list tags of", &target, None, format!("invalid tag list: {e}")))?;
             let page = page.tags.unwrap_or_default();
             let empty = page.is_empty();
             tags.extend(page);
             match next {
                 Some(n) if !empty => {
-                    url = if n.starts_with("http://") || n.starts_with("https://") {
-                        n
-                    } else {
-                        format!("{}{}", self.base, n)
-                    };
+                    url = if n.starts_with("http://") || n.starts_with("https://") { n } else { format!("{}{}", self.base, n) };
                 }
                 _ => break,
             }
@@ -190,9 +171,7 @@ impl Client {
         let url = self.url(repo, &format!("manifests/{reference}"));
         let scopes = [repo_scope(repo, push)];
         let accept = MANIFEST_TYPES.join(", ");
-        let resp = self
-            .send("resolve", &target, Method::HEAD, &url, &scopes, |r| r.header(header::ACCEPT, &accept))
-            .await?;
+        let resp = self.send("resolve", &target, Method::HEAD, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -200,7 +179,8 @@ impl Client {
             return Err(self.fail("resolve", &target, resp).await);
         }
         let h = resp.headers();
-        let media_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+        let media_type =
+            h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").trim().to_string());
         let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok());
         let size = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
         match (media_type, digest, size) {
@@ -216,13 +196,20 @@ impl Client {
         let op = "fetch manifest";
         if let Some(d) = expect {
             if d.size > MAX_MANIFEST_SIZE {
-                return Err(rerr(op, &target, None, format!("declared size {} exceeds the {} byte manifest limit", d.size, MAX_MANIFEST_SIZE)));
+                return Err(rerr(
+                    op,
+                    &target,
+                    None,
+                    format!("declared size {} exceeds the {} byte manifest limit", d.size, MAX_MANIFEST_SIZE),
+                ));
             }
         }
         let url = self.url(repo, &format!("manifests/{reference}"));
         let scopes = [repo_scope(repo, false)];
         let accept = match expect {
-            Some(d) if !d.media_type.is_empty() && !MANIFEST_TYPES.contains(&d.media_type.as_str()) => format!("{}, {}", d.media_type, MANIFEST_TYPES.join(", ")),
+            Some(d) if !d.media_type.is_empty() && !MANIFEST_TYPES.contains(&d.media_type.as_str()) => {
+                format!("{}, {}", d.media_type, MANIFEST_TYPES.join(", "))
+            }
             _ => MANIFEST_TYPES.join(", "),
         };
         let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
@@ -302,9 +289,9 @@ impl Client {
             return Err(self.fail("fetch blob", &target, resp).await);
         }
         let registry = self.registry.clone();
-        Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e))))
-        })))
+        Ok(Box::pin(
+            resp.bytes_stream().map(move |r| r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e))))),
+        ))
     }
 
     /// Uploads a blob (monolithic streamed PUT), mounting it from `mount_from` when the registry can.
@@ -317,9 +304,7 @@ impl Client {
             scopes.push(repo_scope(from, false));
             start = format!("{start}?mount={}&from={from}", desc.digest);
         }
-        let resp = self
-            .send(op, &target, Method::POST, &start, &scopes, |r| r.header(header::CONTENT_LENGTH, "0"))
-            .await?;
+        let resp = self.send(op, &target, Method::POST, &start, &scopes, |r| r.header(header::CONTENT_LENGTH, "0")).await?;
         if resp.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok(());
         }
@@ -365,9 +350,7 @@ impl Client {
         let mut url = self.url(repo, &format!("referrers/{subject}"));
         let mut all = Vec::new();
         for _ in 0..10_000 {
-            let resp = self
-                .send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, manifest::OCI_INDEX))
-                .await?;
+            let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, manifest::OCI_INDEX)).await?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST {
                 return Ok(None);
@@ -436,10 +419,7 @@ mod tests {
 
     #[test]
     fn next_link() {
-        assert_eq!(
-            parse_next_link(r#"</v2/r/tags/list?n=2&last=b>; rel="next""#).as_deref(),
-            Some("/v2/r/tags/list?n=2&last=b")
-        );
+        assert_eq!(parse_next_link(r#"</v2/r/tags/list?n=2&last=b>; rel="next""#).as_deref(), Some("/v2/r/tags/list?n=2&last=b"));
         assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
     }
 }

@@ -20,14 +20,6 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         self.status == Some(404)
     }
-
-    /// Whether trying again may help (transport errors, 408, 429, 5xx).
-    pub fn is_retryable(&self) -> bool {
-        match self.status {
-            None => true,
-            Some(s) => s == 408 || s == 429 || (500..=599).contains(&s) && s != 501,
-        }
-    }
 }
 
 impl fmt::Display for RegistryError {

@@ -53,8 +53,8 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     if let Some(ca) = &o.ca_file {
         let pem = std::fs::read(ca).map_err(|e| format!("cannot read --ca-file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("--ca-file {} is not a PEM certificate: {e}", ca.display()))?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("--ca-file {} is not a PEM certificate: {e}", ca.display()))?;
         for c in certs {
             b = b.add_root_certificate(c);
         }
@@ -77,13 +77,10 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     let mut headers = reqwest::header::HeaderMap::new();
     for h in &o.headers {
-        let (n, v) = h
-            .split_once(':')
-            .ok_or_else(|| format!("invalid --header {h:?}: expected 'Name: value'"))?;
-        let name = reqwest::header::HeaderName::from_bytes(n.trim().as_bytes())
-            .map_err(|_| format!("invalid --header name {:?}", n.trim()))?;
-        let value = reqwest::header::HeaderValue::from_str(v.trim())
-            .map_err(|_| format!("invalid --header value for {:?}", n.trim()))?;
+        let (n, v) = h.split_once(':').ok_or_else(|| format!("invalid --header {h:?}: expected 'Name: value'"))?;
+        let name =
+            reqwest::header::HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("invalid --header name {:?}", n.trim()))?;
+        let value = reqwest::header::HeaderValue::from_str(v.trim()).map_err(|_| format!("invalid --header value for {:?}", n.trim()))?;
         headers.append(name, value);
     }
     b = b.default_headers(headers);
