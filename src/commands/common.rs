@@ -56,6 +56,7 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Registries> {
         resolve: c.resolve.clone(),
         headers: c.headers.clone(),
         debug: c.debug,
+        chunk_size: std::env::var("ORAS_UPLOAD_CHUNK_SIZE").ok().and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0),
     };
     let mode = match c.distribution_spec {
         None => ReferrersMode::Auto,

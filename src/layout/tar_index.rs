@@ -18,7 +18,7 @@ pub enum TarError {
     Gzip(String),
     #[error("{0} is a zip file, not a tar archive")]
     Zip(String),
-    #[error("{0} is not a tar archive")]
+    #[error("{0} is neither an OCI layout directory nor a tar archive")]
     NotTar(String),
     #[error("{path}: refusing unsafe entry {entry:?}: {why}")]
     Unsafe { path: String, entry: String, why: &'static str },

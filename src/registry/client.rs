@@ -25,6 +25,7 @@ pub struct Client {
     base: String,
     auth: Auth,
     debug: bool,
+    chunk_size: Option<u64>,
 }
 
 /// What a manifest PUT told us.
@@ -49,6 +50,7 @@ impl Client {
             base: format!("{scheme}://{}", api_host(registry)),
             auth: Auth::new(creds),
             debug: opts.debug,
+            chunk_size: opts.chunk_size,
         })
     }
 
@@ -316,30 +318,90 @@ impl Client {
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| rerr(op, &target, None, "upload started without a Location header"))?;
-        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
+        let put = if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()
         } else {
             format!("{}{location}", self.base)
         };
+        let key = scopes.join(" ");
+        if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
+            let closing = self.upload_chunks(&target, &key, put, data, chunk).await?;
+            return self.finish_upload(&target, &key, closing, desc, reqwest::Body::from(Vec::new()), 0).await;
+        }
+        self.finish_upload(&target, &key, put, desc, reqwest::Body::wrap_stream(data), desc.size).await
+    }
+
+    /// Sends the closing PUT of an upload session, with the last bytes (or none).
+    async fn finish_upload(
+        &self,
+        target: &str,
+        key: &str,
+        mut put: String,
+        desc: &Descriptor,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<()> {
+        let op = "push blob";
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", desc.digest));
-        let key = scopes.join(" ");
-        let mut rb = self
-            .http
-            .put(&put)
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, desc.size)
-            .body(reqwest::Body::wrap_stream(data));
-        if let Some(a) = self.auth.cached(&key) {
+        let mut rb =
+            self.http.put(&put).header(header::CONTENT_TYPE, "application/octet-stream").header(header::CONTENT_LENGTH, len).body(body);
+        if let Some(a) = self.auth.cached(key) {
             rb = rb.header(header::AUTHORIZATION, a);
         }
         let resp = rb.send().await;
         self.trace(&Method::PUT, &put, resp.as_ref().ok().map(|r| r.status()), true);
-        let resp = resp.map_err(|e| rerr(op, &target, None, describe_transport(&e)))?;
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            return Err(self.fail(op, &target, resp).await);
+        let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+        if !resp.status().is_success() {
+            return Err(self.fail(op, target, resp).await);
         }
         Ok(())
+    }
+
+    /// Uploads a stream as PATCH chunks of `chunk` bytes; returns the location for the closing PUT.
+    async fn upload_chunks(&self, target: &str, key: &str, mut location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
+        let op = "push blob chunk";
+        let mut offset = 0u64;
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk as usize);
+        loop {
+            let next = data.next().await;
+            let done = next.is_none();
+            if let Some(c) = next {
+                let c = c.map_err(|e| rerr(op, target, None, e.to_string()))?;
+                buf.extend_from_slice(&c);
+            }
+            if buf.is_empty() || (!done && (buf.len() as u64) < chunk) {
+                if done {
+                    return Ok(location);
+                }
+                continue;
+            }
+            let body = std::mem::replace(&mut buf, Vec::with_capacity(chunk as usize));
+            let end = offset + body.len() as u64 - 1;
+            let mut rb = self
+                .http
+                .patch(&location)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
+                .header(header::CONTENT_LENGTH, body.len())
+                .body(body);
+            if let Some(a) = self.auth.cached(key) {
+                rb = rb.header(header::AUTHORIZATION, a);
+            }
+            let resp = rb.send().await;
+            self.trace(&Method::PATCH, &location, resp.as_ref().ok().map(|r| r.status()), true);
+            let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+            if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
+                return Err(self.fail(op, target, resp).await);
+            }
+            if let Some(l) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                location = if l.starts_with("http://") || l.starts_with("https://") { l.to_string() } else { format!("{}{l}", self.base) };
+            }
+            offset = end + 1;
+            if done {
+                return Ok(location);
+            }
+        }
     }
 
     /// The referrers of a manifest through the referrers API; `None` when the registry has no such API.

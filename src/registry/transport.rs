@@ -21,6 +21,8 @@ pub struct TransportOptions {
     pub headers: Vec<String>,
     /// Print an HTTP trace (credentials redacted) to stderr.
     pub debug: bool,
+    /// Upload blobs larger than this in PATCH chunks of this size (for registries or proxies that cap request bodies).
+    pub chunk_size: Option<u64>,
 }
 
 /// Whether a registry host is a loopback name that defaults to plain HTTP.
