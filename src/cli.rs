@@ -19,13 +19,139 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup (directory or tar) into one or more registries.
     Restore(RestoreArgs),
+    /// List repositories or tags, of a registry or of a backup.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Show the referrers tree (signatures, SBOMs, attestations) of a manifest.
+    Discover(DiscoverArgs),
+    /// Check a backup (directory or tar) for completeness and integrity.
+    Verify(VerifyArgs),
+    /// Copy one graph between registries and OCI layouts.
+    #[command(alias = "cp")]
+    Copy(CopyArgs),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+    /// Write man pages generated from the command tree.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `oras repo`.
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// List the repositories of a registry (catalog) or of a backup (--oci-layout).
+    #[command(alias = "list")]
+    Ls(RepoLsArgs),
+    /// List the tags of a repository, or of a repository in a backup (--oci-layout <path>[:<repo>]).
+    Tags(RepoTagsArgs),
+}
+
+/// `oras repo ls`.
+#[derive(Args, Debug)]
+pub struct RepoLsArgs {
+    /// A registry, or with --oci-layout a backup directory or tar
+    #[arg(value_name = "REGISTRY|PATH")]
+    pub target: String,
+    /// Read a backup (OCI layout directory or tar) instead of a registry
+    #[arg(long)]
+    pub oci_layout: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras repo tags`.
+#[derive(Args, Debug)]
+pub struct RepoTagsArgs {
+    /// <registry>/<repo>, or with --oci-layout <path>[:<repo>]
+    #[arg(value_name = "REFERENCE|PATH")]
+    pub target: String,
+    /// Read a backup (OCI layout directory or tar) instead of a registry
+    #[arg(long)]
+    pub oci_layout: bool,
+    /// Hide referrers tag-schema tags (sha256-<hex>)
+    #[arg(long)]
+    pub exclude_digest_tags: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras discover`.
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    /// <registry>/<repo>:<tag> or @<digest>; with --oci-layout, <path>:<tag> or <path>@<digest>
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+    /// Read a backup (OCI layout directory or tar) instead of a registry
+    #[arg(long)]
+    pub oci_layout: bool,
+    /// Show only referrers of this artifact type (their own referrers are still followed)
+    #[arg(long)]
+    pub artifact_type: Option<String>,
+    /// Levels of referrers to follow (default: all)
+    #[arg(long)]
+    pub depth: Option<usize>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The backup: an OCI layout directory or a tar archive
+    #[arg(value_name = "PATH")]
+    pub path: String,
+    /// Blobs checked at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `oras copy`.
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source: <registry>/<repo>:<tag>|@<digest>, or with --from-oci-layout <path>[:<tag>|@<digest>]
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// Destination: <registry>/<repo>[:<tag>[,<tag>...]], or with --to-oci-layout <path>[:<tag>]
+    #[arg(value_name = "TO")]
+    pub to: String,
+    /// Also copy referrers, recursively
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// The source is an OCI layout directory or tar
+    #[arg(long)]
+    pub from_oci_layout: bool,
+    /// The destination is an OCI layout directory (or .tar)
+    #[arg(long)]
+    pub to_oci_layout: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras completion`.
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `oras man`.
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Directory to write the pages to
+    #[arg(long, default_value = ".")]
+    pub dir: std::path::PathBuf,
 }
 
 /// `--format`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
-    /// Human-readable status lines.
+    /// Human-readable text (for discover: a tree).
     #[default]
+    #[value(alias = "tree")]
     Text,
     /// One JSON document on stdout.
     Json,

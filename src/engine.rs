@@ -23,6 +23,8 @@ pub struct Job {
     pub refs: Vec<String>,
     /// How the source is named in status lines.
     pub label: String,
+    /// Tag the copied roots with these instead of their own tags (copy with a new tag).
+    pub retag: Option<Vec<String>>,
     /// Restrict tags to these when copying every tag of a layout repository (restore `repo:tags`).
     pub only_tags: Option<Vec<String>>,
 }
@@ -148,7 +150,10 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             }
         }
         for (tag, desc) in &g.roots {
-            entries.push((job.dst.clone(), desc.clone(), tag.clone(), false));
+            match &job.retag {
+                Some(tags) => entries.extend(tags.iter().map(|t| (job.dst.clone(), desc.clone(), Some(t.clone()), false))),
+                None => entries.push((job.dst.clone(), desc.clone(), tag.clone(), false)),
+            }
         }
         for d in &g.referrer_nodes {
             if let Some(n) = nodes.get(d) {
@@ -257,7 +262,14 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     for (job, g) in jobs.iter().zip(&graphs) {
         for (tag, desc) in &g.roots {
             let bytes = nodes.get(&desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
-            tag_tasks.push((job, desc.clone(), bytes, tag.clone()));
+            match &job.retag {
+                Some(tags) => {
+                    for t in tags {
+                        tag_tasks.push((job, desc.clone(), bytes.clone(), Some(t.clone())));
+                    }
+                }
+                None => tag_tasks.push((job, desc.clone(), bytes, tag.clone())),
+            }
         }
     }
     if !opts.dry_run {

@@ -28,6 +28,17 @@ fn main() -> ExitCode {
             match cli.command {
                 cli::Command::Backup(a) => commands::backup::run(a).await,
                 cli::Command::Restore(a) => commands::restore::run(a).await,
+                cli::Command::Repo(cli::RepoCommand::Ls(a)) => commands::repo::ls(a).await,
+                cli::Command::Repo(cli::RepoCommand::Tags(a)) => commands::repo::tags(a).await,
+                cli::Command::Discover(a) => commands::discover::run(a).await,
+                cli::Command::Verify(a) => commands::verify::run(a).await,
+                cli::Command::Copy(a) => commands::copy::run(a).await,
+                cli::Command::Completion(a) => {
+                    use clap::CommandFactory;
+                    clap_complete::generate(a.shell, &mut cli::Cli::command(), "oras", &mut std::io::stdout());
+                    Ok(())
+                }
+                cli::Command::Man(a) => write_man_pages(&a.dir),
             }
         };
         tokio::select! {
@@ -49,6 +60,26 @@ fn main() -> ExitCode {
     // Dropping the runtime cancels whatever was in flight; temporary files go with their owners.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code)
+}
+
+/// Writes `oras.1` and one page per subcommand into `dir`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = cli::Cli::command();
+    let mut pages: Vec<(&'static str, clap::Command)> = vec![("oras", cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.push((Box::leak(format!("oras-{}", sub.get_name()).into_boxed_str()), sub.clone()));
+    }
+    for (name, cmd) in pages {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.name(name)).render(&mut buf)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 async fn interrupted() {

@@ -54,7 +54,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
             if let Some(d) = &r.digest {
                 list.push(d.to_string());
             }
-            Job { src: repo.clone(), dst: repo, refs: list, only_tags: None, label: r.repo_name() }
+            Job { src: repo.clone(), dst: repo, refs: list, only_tags: None, retag: None, label: r.repo_name() }
         })
         .collect();
     let opts =

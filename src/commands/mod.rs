@@ -2,7 +2,11 @@
 
 pub mod backup;
 pub mod common;
+pub mod copy;
+pub mod discover;
+pub mod repo;
 pub mod restore;
+pub mod verify;
 
 /// An error in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]

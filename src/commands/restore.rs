@@ -35,6 +35,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
                         dst: Repo::new(&registry, &r.repository),
                         refs: Vec::new(),
                         only_tags: None,
+                        retag: None,
                         label: format!("the backup ({r})"),
                     });
                 }
@@ -78,7 +79,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
             refs.push(d.to_string());
         }
         let label = if src == unnamed() { "the backup".to_string() } else { format!("the backup ({src})") };
-        jobs.push(Job { src, dst: Repo::new(&t.registry, &t.repository), refs, only_tags, label });
+        jobs.push(Job { src, dst: Repo::new(&t.registry, &t.repository), refs, only_tags, retag: None, label });
     }
     Ok(jobs)
 }

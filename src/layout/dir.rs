@@ -133,7 +133,8 @@ impl Sink for DirSink {
     }
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, _bytes: Bytes, tag: Option<&str>) -> Result<()> {
-        self.record(Entry { repo: Some(repo.clone()), tag: tag.map(str::to_string), desc: bare(desc) });
+        let repo = Some(repo.clone()).filter(|r| !r.registry.is_empty());
+        self.record(Entry { repo, tag: tag.map(str::to_string), desc: bare(desc) });
         Ok(())
     }
 

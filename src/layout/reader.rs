@@ -72,6 +72,47 @@ impl LayoutSource {
         Ok(src)
     }
 
+    /// The classified `index.json` entries.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Whether a blob file is present, and its size.
+    pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        match &self.store {
+            Store::Dir(root) => {
+                tokio::fs::symlink_metadata(root.join(blob_path(digest))).await.ok().filter(|m| m.is_file()).map(|m| m.len())
+            }
+            Store::Tar(_, idx) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
+        }
+    }
+
+    /// The `oci-layout` file's content, checked.
+    pub async fn check_layout_file(&self) -> std::result::Result<(), String> {
+        let raw = self.read_file("oci-layout", 4096).await.map_err(|e| format!("{e:#}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("oci-layout is not JSON: {e}"))?;
+        match v.get("imageLayoutVersion").and_then(|x| x.as_str()) {
+            Some(_) => Ok(()),
+            None => Err("oci-layout has no imageLayoutVersion".into()),
+        }
+    }
+
+    /// Finds a repository of the backup by full name or by path; `None` names the only one.
+    pub fn find_repo(&self, name: Option<&str>) -> Result<Repo> {
+        let repos = self.repositories();
+        let listed =
+            || repos.iter().map(|r| if r == &unnamed() { "(unnamed)".to_string() } else { r.to_string() }).collect::<Vec<_>>().join(", ");
+        match name {
+            None if repos.len() == 1 => Ok(repos[0].clone()),
+            None => bail!("the backup holds several repositories ({}): name one", listed()),
+            Some(n) => repos
+                .iter()
+                .find(|r| r.to_string() == n || r.repository == n)
+                .cloned()
+                .ok_or_else(|| anyhow!("the backup has no repository {n:?}; it holds: {}", listed())),
+        }
+    }
+
     fn all_descriptors(&self) -> Vec<&Descriptor> {
         self.entries.iter().map(|e| &e.desc).collect()
     }

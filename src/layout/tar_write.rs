@@ -111,7 +111,7 @@ impl Sink for TarSink {
             .map(|(repo, desc, tag, is_ref)| {
                 let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
                 d.artifact_type = desc.artifact_type.clone();
-                Entry { repo: if *is_ref { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
+                Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
             })
             .collect();
         let index_json = index::render(&entries);

@@ -138,23 +138,34 @@ impl Client {
     /// Every tag of a repository, following `Link` pagination.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
-        let scopes = [repo_scope(repo, false)];
-        let mut url = self.url(repo, "tags/list?n=1000");
+        let url = self.url(repo, "tags/list?n=1000");
+        self.paginate("list tags of", &target, url, &[repo_scope(repo, false)], "tags").await
+    }
+
+    /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination.
+    pub async fn list_repositories(&self) -> Result<Vec<String>> {
+        let url = format!("{}/v2/_catalog?n=1000", self.base);
+        let registry = self.registry.clone();
+        self.paginate("list repositories of", &registry, url, &["registry:catalog:*".to_string()], "repositories").await
+    }
+
+    /// Follows `Link: <...>; rel="next"` pages, collecting the string array `field` of each.
+    async fn paginate(&self, op: &str, target: &str, mut url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
         let mut tags = Vec::new();
         for _ in 0..100_000 {
-            let resp = self.send("list tags of", &target, Method::GET, &url, &scopes, |r| r).await?;
+            let resp = self.send(op, target, Method::GET, &url, scopes, |r| r).await?;
             if !resp.status().is_success() {
-                return Err(self.fail("list tags of", &target, resp).await);
+                return Err(self.fail(op, target, resp).await);
             }
             let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
-            #[derive(serde::Deserialize)]
-            struct Tags {
-                tags: Option<Vec<String>>,
-            }
-            let body = resp.bytes().await.map_err(|e| rerr("list tags of", &target, None, describe_transport(&e)))?;
-            let page: Tags =
-                serde_json::from_slice(&body).map_err(|e| rerr("list tags of", &target, None, format!("invalid tag list: {e}")))?;
-            let page = page.tags.unwrap_or_default();
+            let body = resp.bytes().await.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+            let page: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| rerr(op, target, None, format!("invalid list: {e}")))?;
+            let page: Vec<String> = page
+                .get(field)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
             let empty = page.is_empty();
             tags.extend(page);
             match next {

@@ -1,0 +1,90 @@
+//! `oras copy`: one graph between any two targets (registry repositories, layout directories or tars).
+
+use super::common;
+use super::repo::{resolve_in_layout, split_layout_arg};
+use super::UsageError;
+use crate::cli::{CopyArgs, Format};
+use crate::engine::{self, Job, Options};
+use crate::layout::dir::DirSink;
+use crate::layout::reader::LayoutSource;
+use crate::layout::tar_write::TarSink;
+use crate::reference::{valid_tag, Reference};
+use crate::target::{Repo, Sink, Source};
+use anyhow::Result;
+use std::sync::Arc;
+
+/// Runs `oras copy`.
+pub async fn run(args: CopyArgs) -> Result<()> {
+    let regs = Arc::new(common::registries(&args.common, false)?);
+    // Source.
+    let (src, src_repo, refs, label): (Arc<dyn Source>, Repo, Vec<String>, String) = if args.from_oci_layout {
+        let (path, reference) = split_layout_arg(&args.from);
+        let layout = LayoutSource::open(&path).await?;
+        let (repo, refs) = match &reference {
+            Some(r) => {
+                let (repo, desc) = resolve_in_layout(&layout, r).await?;
+                let tag = r.rsplit_once(':').map(|(_, t)| t).filter(|t| crate::reference::valid_tag(t) && !r.contains('@'));
+                (repo, vec![tag.map(str::to_string).unwrap_or_else(|| desc.digest.to_string())])
+            }
+            None => (layout.find_repo(None)?, Vec::new()),
+        };
+        (Arc::new(layout), repo, refs, path.display().to_string())
+    } else {
+        let r = Reference::parse(&args.from).map_err(|e| UsageError(e.to_string()))?;
+        let mut refs = r.tags.clone();
+        if let Some(d) = &r.digest {
+            refs.push(d.to_string());
+        }
+        let repo = Repo::new(&r.registry, &r.repository);
+        (regs.clone(), repo, refs, r.repo_name())
+    };
+    // Destination.
+    let (dst, dst_repo, retag): (Arc<dyn Sink>, Repo, Option<Vec<String>>) = if args.to_oci_layout {
+        let (path, tag) = match args.to.rsplit_once(':') {
+            Some((p, t)) if valid_tag(t) && !p.is_empty() && !t.contains('/') => (std::path::PathBuf::from(p), Some(t.to_string())),
+            _ => (std::path::PathBuf::from(&args.to), None),
+        };
+        let sink: Arc<dyn Sink> =
+            if args.to.to_ascii_lowercase().trim_end_matches(&format!(":{}", tag.clone().unwrap_or_default())).ends_with(".tar") {
+                Arc::new(TarSink::create(&path)?)
+            } else {
+                Arc::new(DirSink::create(&path).await?)
+            };
+        (sink, src_repo.clone(), tag.map(|t| vec![t]))
+    } else {
+        let r = Reference::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
+        if r.digest.is_some() {
+            return Err(UsageError("the destination takes tags, not a digest".into()).into());
+        }
+        let retag = if r.tags.is_empty() { None } else { Some(r.tags.clone()) };
+        (regs.clone(), Repo::new(&r.registry, &r.repository), retag)
+    };
+    if retag.is_some() && refs.len() > 1 {
+        return Err(UsageError("copy one tag or digest when the destination names tags".into()).into());
+    }
+    let job = Job { src: src_repo, dst: dst_repo, refs, only_tags: None, retag, label };
+    let opts = Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.recursive, dry_run: false };
+    let mut progress = common::progress(&args.common);
+    let report = engine::run(src, dst, std::slice::from_ref(&job), &opts, &mut progress).await?;
+    if args.common.format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "command": "copy", "from": args.from, "to": args.to, "report": report }))?
+        );
+        return Ok(());
+    }
+    for j in &report.jobs {
+        for r in &j.roots {
+            progress.status(&format!("Copied {} {} with {} referrer(s)", r.tag.as_deref().unwrap_or("digest"), r.digest, r.referrers));
+        }
+    }
+    progress.status(&format!(
+        "Copied {:?} to {:?} in {}: {} copied, {} already present.",
+        args.from,
+        args.to,
+        common::duration(report.seconds),
+        common::size(report.bytes_copied),
+        common::size(report.bytes_skipped)
+    ));
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `oras repo ls` and `oras repo tags`, for registries and backups.
+
+use super::common;
+use super::UsageError;
+use crate::cli::{Format, RepoLsArgs, RepoTagsArgs};
+use crate::layout::reader::{unnamed, LayoutSource};
+use crate::reference::{is_schema_tag, parse_registry, Reference};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Splits `<path>[:<suffix>]` at the first `:` whose left side exists on disk.
+pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
+    if Path::new(arg).exists() {
+        return (PathBuf::from(arg), None);
+    }
+    for (i, c) in arg.char_indices() {
+        if (c == ':' || c == '@') && Path::new(&arg[..i]).exists() {
+            let rest = if c == '@' { &arg[i..] } else { &arg[i + 1..] };
+            return (PathBuf::from(&arg[..i]), Some(rest.to_string()));
+        }
+    }
+    (PathBuf::from(arg), None)
+}
+
+/// Resolves `<tag>`, `sha256:<hex>` or `<registry>/<repo>:<tag>|@<digest>` inside a backup.
+pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result<(crate::target::Repo, crate::manifest::Descriptor)> {
+    use crate::target::Source;
+    let reference = reference.trim_start_matches('@');
+    if reference.contains('/') {
+        let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
+        let repo = layout.find_repo(Some(&r.repo_name()))?;
+        let what = r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tags.first().cloned());
+        let what = what.ok_or_else(|| UsageError(format!("name a tag or digest in {reference:?}")))?;
+        let d = layout.resolve(&repo, &what).await?;
+        return Ok((repo, d));
+    }
+    for r in layout.repositories() {
+        if let Ok(d) = layout.resolve(&r, reference).await {
+            return Ok((r, d));
+        }
+    }
+    anyhow::bail!("{reference} not found in the backup")
+}
+
+fn print_list(format: Format, key: &str, items: &[String]) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ key: items }))?);
+    } else {
+        for i in items {
+            println!("{i}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `oras repo ls`.
+pub async fn ls(args: RepoLsArgs) -> Result<()> {
+    let names: Vec<String> = if args.oci_layout {
+        let layout = LayoutSource::open(Path::new(&args.target)).await?;
+        layout
+            .repositories()
+            .into_iter()
+            .map(|r| if r == unnamed() { "(unnamed: tags without a repository name)".to_string() } else { r.to_string() })
+            .collect()
+    } else {
+        let registry = parse_registry(&args.target).map_err(|e| UsageError(e.to_string()))?;
+        let regs = common::registries(&args.common, true)?;
+        let mut list = regs.client(&registry).list_repositories().await?;
+        list.sort();
+        list
+    };
+    print_list(args.common.format, "repositories", &names)
+}
+
+/// Runs `oras repo tags`.
+pub async fn tags(args: RepoTagsArgs) -> Result<()> {
+    let mut tags: Vec<String> = if args.oci_layout {
+        let (path, repo) = split_layout_arg(&args.target);
+        let layout = LayoutSource::open(&path).await?;
+        match repo {
+            Some(r) => layout.tags_of(&layout.find_repo(Some(&r))?),
+            None => {
+                let repos = layout.repositories();
+                if repos.len() == 1 {
+                    layout.tags_of(&repos[0])
+                } else {
+                    repos.iter().flat_map(|r| layout.tags_of(r).into_iter().map(move |t| format!("{r}:{t}"))).collect()
+                }
+            }
+        }
+    } else {
+        let r = Reference::parse(&args.target).map_err(|e| UsageError(e.to_string()))?;
+        let regs = common::registries(&args.common, true)?;
+        regs.client(&r.registry).list_tags(&r.repository).await?
+    };
+    if args.exclude_digest_tags {
+        tags.retain(|t| !is_schema_tag(t.rsplit(':').next().unwrap_or(t)));
+    }
+    print_list(args.common.format, "tags", &tags)
+}
