@@ -163,6 +163,11 @@ impl LayoutSource {
                 if !meta.is_file() {
                     bail!("{name} in the backup is not a regular file");
                 }
+                let real = tokio::fs::canonicalize(&p).await?;
+                let top = tokio::fs::canonicalize(root).await?;
+                if !real.starts_with(&top) {
+                    bail!("{name} in the backup resolves outside the backup directory; refusing to read it");
+                }
                 let f = tokio::fs::File::open(&p).await.with_context(|| format!("cannot open {name}"))?;
                 Ok((f, meta.len()))
             }

@@ -115,7 +115,9 @@ impl Sink for TarSink {
             })
             .collect();
         let index_json = index::render(&entries);
-        let blobs: BTreeMap<&Digest, u64> = plan.contents.iter().map(|(d, _)| (&d.digest, d.size)).collect();
+        // Manifests first, then blobs, each sorted by digest: a fixed order (reproducible), and a
+        // reader of a stream knows the whole graph before the first blob passes.
+        let blobs: BTreeMap<(bool, &Digest), u64> = plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -130,7 +132,7 @@ impl Sink for TarSink {
             pos += 512 + padded(data.len() as u64);
         }
         let mut regions = HashMap::new();
-        for (digest, size) in blobs {
+        for ((_, digest), size) in blobs {
             file.write_all_at(&header(&blob_path(digest), size)?, pos)?;
             regions.insert(digest.clone(), (pos + 512, size));
             pos += 512 + padded(size);
