@@ -1,0 +1,108 @@
+//! A real CNCF Distribution 2.8 registry (`/usr/bin/docker-registry`, Debian package
+//! `docker-registry`) started on a free loopback port with its own temporary storage.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = "/usr/bin/docker-registry";
+
+/// A running registry; the process is killed when the guard is dropped.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    storage: tempfile::TempDir,
+    _config_dir: tempfile::TempDir,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+impl Registry {
+    /// Start a fresh, empty registry (no auth, plain HTTP, deletes enabled).
+    pub fn start() -> Registry {
+        if !Path::new(BINARY).exists() {
+            panic!("docker-registry not found: run scripts/test.sh, which installs it");
+        }
+        let mut last_err = String::new();
+        // The port is picked by binding :0 and dropping the listener; another process may
+        // take it before the registry binds it, so retry a few times on early exit.
+        for _ in 0..5 {
+            match Self::try_start() {
+                Ok(reg) => return reg,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("could not start docker-registry: {last_err}");
+    }
+
+    fn try_start() -> Result<Registry, String> {
+        let storage = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let config_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{}\n  secret: oras-test-secret\n",
+            storage.path().display(),
+            port
+        );
+        let config_path = config_dir.path().join("config.yml");
+        std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(config_dir.path().join("registry.log")).map_err(|e| e.to_string())?;
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| format!("spawn {BINARY}: {e}"))?;
+        let mut reg = Registry { child, port, storage, _config_dir: config_dir };
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://127.0.0.1:{port}/v2/");
+        loop {
+            if let Ok(Some(status)) = reg.child.try_wait() {
+                let log = std::fs::read_to_string(reg._config_dir.path().join("registry.log")).unwrap_or_default();
+                return Err(format!("docker-registry exited early ({status}): {log}"));
+            }
+            if let Ok(resp) = http.get(&url).send() {
+                if resp.status().as_u16() == 200 {
+                    return Ok(reg);
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = reg.child.kill();
+                return Err(format!("docker-registry on port {port} not ready after 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The registry's storage root (filesystem driver).
+    pub fn storage(&self) -> PathBuf {
+        self.storage.path().to_path_buf()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
