@@ -319,7 +319,9 @@ async fn resolve_roots(src: &dyn Source, job: &Job, conc: usize, progress: &Prog
         if tags.is_empty() && src.untagged(&job.src).await?.is_empty() {
             bail!("{} has no tags to copy: name a tag or digest, or check the repository name", job.label);
         }
-        progress.status(&format!("Found {} tag(s) in {}: {}", tags.len(), job.label, abbreviate(&tags)));
+        if !tags.is_empty() {
+            progress.status(&format!("Found {} tag(s) in {}: {}", tags.len(), job.label, abbreviate(&tags)));
+        }
         refs = tags;
     }
     let mut roots = Vec::new();

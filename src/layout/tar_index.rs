@@ -66,6 +66,23 @@ fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
     Ok(Some(parts.join("/")))
 }
 
+/// Checks one entry: its normalised name for a regular file, `None` for entries to skip (directories).
+pub fn check_entry<R: Read>(entry: &tar::Entry<'_, R>, p: &str) -> Result<Option<String>, TarError> {
+    let name = entry.path().map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?.into_owned();
+    let kind = entry.header().entry_type();
+    let Some(norm) = normalise(&name, p)? else { return Ok(None) };
+    if kind.is_dir() {
+        return Ok(None);
+    }
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Err(TarError::Unsafe { path: p.to_string(), entry: norm, why: "links are not allowed in a backup" });
+    }
+    if !(kind.is_file() || kind.is_contiguous()) {
+        return Err(TarError::Unsafe { path: p.to_string(), entry: norm, why: "only regular files are allowed in a backup" });
+    }
+    Ok(Some(norm))
+}
+
 /// Reads every header of the archive at `path` and records where each regular file's data lies.
 pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     let p = path.display().to_string();
@@ -81,18 +98,7 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     let entries = archive.entries_with_seek().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
     for entry in entries {
         let entry = entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
-        let name = entry.path().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?.into_owned();
-        let kind = entry.header().entry_type();
-        let Some(norm) = normalise(&name, &p)? else { continue };
-        if kind.is_dir() {
-            continue;
-        }
-        if kind.is_symlink() || kind.is_hard_link() {
-            return Err(TarError::Unsafe { path: p.clone(), entry: norm, why: "links are not allowed in a backup" });
-        }
-        if !(kind.is_file() || kind.is_contiguous()) {
-            return Err(TarError::Unsafe { path: p.clone(), entry: norm, why: "only regular files are allowed in a backup" });
-        }
+        let Some(norm) = check_entry(&entry, &p)? else { continue };
         let offset = entry.raw_file_position();
         let size = entry.size();
         if offset.checked_add(size).is_none_or(|end| end > len) {

@@ -117,7 +117,8 @@ impl Sink for TarSink {
         let index_json = index::render(&entries);
         // Manifests first, then blobs, each sorted by digest: a fixed order (reproducible), and a
         // reader of a stream knows the whole graph before the first blob passes.
-        let blobs: BTreeMap<(bool, &Digest), u64> = plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
+        let blobs: BTreeMap<(bool, &Digest), u64> =
+            plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

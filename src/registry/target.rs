@@ -192,6 +192,8 @@ impl Sink for Registries {
             if list.len() == before {
                 continue;
             }
+            // Digest order, so the same referrers always give the same index bytes.
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
             let body = Bytes::from(manifest::index_bytes(&list));
             let desc = Descriptor::new(manifest::OCI_INDEX, Digest::of(&body), body.len() as u64);
             self.client(&repo.registry)
