@@ -165,7 +165,8 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     }
     report.bytes_total = contents.iter().map(|(d, _)| d.size).sum();
     if !opts.dry_run {
-        dst.prepare(&Plan { contents: &contents, entries: &entries }).await?;
+        let manifest_bytes: HashMap<Digest, Bytes> = nodes.iter().map(|(d, n)| (d.clone(), n.bytes.clone())).collect();
+        dst.prepare(&Plan { contents: &contents, entries: &entries, manifests: &manifest_bytes }).await?;
     }
     progress.start_overall(
         graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(),
@@ -182,18 +183,63 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             }
         }
     }
+    let mut outcomes: Vec<BlobOutcome> = Vec::new();
+    // Each pass: tasks and whether the destination is already known not to have them.
+    let mut passes: Vec<Vec<(usize, Descriptor, bool)>> = Vec::new();
+    if src.ordered() || dst.ordered() {
+        // Streams pass once, in digest order: tasks start in that order so each waits only on earlier ones.
+        tasks.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
+    }
+    if src.ordered() {
+        // A stream source must know up front which blobs it will be asked for.
+        let present: Vec<bool> = stream::iter(tasks.iter().map(|(i, d)| {
+            let dst = dst.clone();
+            let repo = jobs[*i].dst.clone();
+            let d = d.clone();
+            async move { dst.has_blob(&repo, &d).await }
+        }))
+        .buffered(conc)
+        .try_collect()
+        .await?;
+        let mut first = Vec::new();
+        let mut again = Vec::new();
+        let mut wanted = Vec::new();
+        let mut seen_digest = HashSet::new();
+        for ((i, d), there) in tasks.into_iter().zip(present) {
+            if there {
+                outcomes.push(BlobOutcome::Skipped(d.size));
+                progress.add(d.size);
+            } else if seen_digest.insert(d.digest.clone()) {
+                wanted.push(d.digest.clone());
+                first.push((i, d, true));
+            } else {
+                // Needed in a second repository: mounted from the first once that is done.
+                again.push((i, d, true));
+            }
+        }
+        if !opts.dry_run {
+            src.expect(&wanted).await?;
+        }
+        passes.push(first);
+        passes.push(again);
+    } else {
+        passes.push(tasks.into_iter().map(|(i, d)| (i, d, false)).collect());
+    }
     let placed: Arc<Mutex<HashMap<Digest, Repo>>> = Arc::new(Mutex::new(HashMap::new()));
-    let outcomes: Vec<BlobOutcome> = stream::iter(tasks.into_iter().map(|(i, desc)| {
-        let job = &jobs[i];
-        let src = src.clone();
-        let dst = dst.clone();
-        let placed = placed.clone();
-        let progress = &*progress;
-        async move { copy_blob(src, dst, job, &desc, placed, progress, opts.dry_run).await }
-    }))
-    .buffer_unordered(conc)
-    .try_collect()
-    .await?;
+    for pass in passes {
+        let done: Vec<BlobOutcome> = stream::iter(pass.into_iter().map(|(i, desc, known_missing)| {
+            let job = &jobs[i];
+            let src = src.clone();
+            let dst = dst.clone();
+            let placed = placed.clone();
+            let progress = &*progress;
+            async move { copy_blob(src, dst, job, &desc, placed, progress, opts.dry_run, known_missing).await }
+        }))
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+        outcomes.extend(done);
+    }
     for o in outcomes {
         match o {
             BlobOutcome::Copied(n) => {
@@ -499,8 +545,9 @@ async fn copy_blob(
     placed: Arc<Mutex<HashMap<Digest, Repo>>>,
     progress: &Progress,
     dry_run: bool,
+    known_missing: bool,
 ) -> Result<BlobOutcome> {
-    if dst.has_blob(&job.dst, desc).await? {
+    if !known_missing && dst.has_blob(&job.dst, desc).await? {
         progress.add(desc.size);
         if let Ok(mut p) = placed.lock() {
             p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
@@ -515,29 +562,30 @@ async fn copy_blob(
         .ok()
         .and_then(|p| p.get(&desc.digest).cloned())
         .filter(|r| r.registry == job.dst.registry && r.repository != job.dst.repository);
+    if let Some(from) = &mount_from {
+        if dst.mount_blob(&job.dst, desc, from).await.unwrap_or(false) {
+            progress.add(desc.size);
+            return Ok(BlobOutcome::Mounted(desc.size));
+        }
+    }
     let mut last_err = None;
-    for attempt in 0..3 {
+    for attempt in 0..3u64 {
         let bar = progress.blob(desc.digest.as_str(), desc.size);
         let stream = match src.fetch_blob(&job.src, desc).await {
             Ok(s) => s,
             Err(e) => {
                 last_err = Some(e);
+                if src.ordered() {
+                    break;
+                }
                 continue;
             }
         };
-        let counted: Arc<std::sync::atomic::AtomicU64> = Arc::new(0.into());
-        let verified = verifying(stream, desc, counted.clone(), bar.counter(progress));
-        let mount = if attempt == 0 { mount_from.as_ref() } else { None };
-        match dst.push_blob(&job.dst, desc, verified, mount).await {
+        let verified = verifying(stream, desc, bar.counter(progress));
+        match dst.push_blob(&job.dst, desc, verified).await {
             Ok(()) => {
-                let moved = counted.load(std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut p) = placed.lock() {
                     p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
-                }
-                if moved == 0 && desc.size > 0 {
-                    progress.add(desc.size);
-                    bar.done("Mounted");
-                    return Ok(BlobOutcome::Mounted(desc.size));
                 }
                 bar.done("Copied");
                 return Ok(BlobOutcome::Copied(desc.size));
@@ -545,6 +593,10 @@ async fn copy_blob(
             Err(e) => {
                 last_err = Some(e);
                 drop(bar);
+                if src.ordered() {
+                    // A stream cannot be read twice.
+                    break;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(300 * (attempt + 1))).await;
             }
         }
@@ -555,19 +607,13 @@ async fn copy_blob(
 }
 
 /// Wraps a stream so it fails at the end (or as soon as it runs long) if size or digest disagree.
-fn verifying(
-    inner: ByteStream,
-    desc: &Descriptor,
-    counted: Arc<std::sync::atomic::AtomicU64>,
-    bar: crate::progress::Counter,
-) -> ByteStream {
+fn verifying(inner: ByteStream, desc: &Descriptor, bar: crate::progress::Counter) -> ByteStream {
     struct St {
         inner: ByteStream,
         v: Option<Verifier>,
-        counted: Arc<std::sync::atomic::AtomicU64>,
         bar: crate::progress::Counter,
     }
-    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), counted, bar };
+    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar };
     Box::pin(stream::unfold(st, |mut st| async move {
         let v = st.v.as_mut()?;
         match st.inner.next().await {
@@ -576,7 +622,6 @@ fn verifying(
                     st.v = None;
                     return Some((Err(std::io::Error::other(e.to_string())), st));
                 }
-                st.counted.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 st.bar.inc(chunk.len() as u64);
                 Some((Ok(chunk), st))
             }

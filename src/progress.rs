@@ -9,6 +9,7 @@ pub struct Progress {
     overall: Option<ProgressBar>,
     quiet_status: bool,
     plain_blobs: bool,
+    status_to_stderr: bool,
 }
 
 /// Progress of one blob transfer.
@@ -24,10 +25,15 @@ impl Progress {
     pub fn new(tty: bool, json: bool) -> Self {
         if tty {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-            Progress { multi: Some(multi), overall: None, quiet_status: json, plain_blobs: false }
+            Progress { multi: Some(multi), overall: None, quiet_status: json, plain_blobs: false, status_to_stderr: false }
         } else {
-            Progress { multi: None, overall: None, quiet_status: json, plain_blobs: !json }
+            Progress { multi: None, overall: None, quiet_status: json, plain_blobs: !json, status_to_stderr: false }
         }
+    }
+
+    /// Sends status lines to stderr (when stdout carries data, such as a tar stream).
+    pub fn status_to_stderr(&mut self) {
+        self.status_to_stderr = true;
     }
 
     /// Prints a status line (stdout), keeping bars intact.
@@ -35,15 +41,16 @@ impl Progress {
         if self.quiet_status {
             return;
         }
-        match &self.multi {
-            Some(m) => {
-                m.suspend(|| {
-                    let _ = writeln!(std::io::stdout(), "{line}");
-                });
-            }
-            None => {
+        let print = || {
+            if self.status_to_stderr {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            } else {
                 let _ = writeln!(std::io::stdout(), "{line}");
             }
+        };
+        match &self.multi {
+            Some(m) => m.suspend(print),
+            None => print(),
         }
     }
 

@@ -54,6 +54,14 @@ pub trait Source: Send + Sync {
     fn is_local(&self) -> bool {
         false
     }
+    /// Whether blobs can only be read once, in digest order (a tar stream on stdin).
+    fn ordered(&self) -> bool {
+        false
+    }
+    /// Announces the blobs that will be read, in order (ordered sources skip the rest).
+    async fn expect(&self, _digests: &[crate::digest::Digest]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What the engine will write, handed to the sink before any transfer.
@@ -62,6 +70,8 @@ pub struct Plan<'a> {
     pub contents: &'a [(Descriptor, bool)],
     /// Tagged and untagged roots and referrers: (repository, descriptor, tag, is_referrer).
     pub entries: &'a [(Repo, Descriptor, Option<String>, bool)],
+    /// The bytes of every manifest in `contents`.
+    pub manifests: &'a std::collections::HashMap<crate::digest::Digest, Bytes>,
 }
 
 /// Something graphs are written to: registry repositories or a layout.
@@ -69,14 +79,22 @@ pub struct Plan<'a> {
 pub trait Sink: Send + Sync {
     /// Dedupe scope of a repository: content written once in a scope is there for every repository of it.
     fn scope(&self, repo: &Repo) -> String;
+    /// Whether blobs must be written in digest order, one after another (a stream).
+    fn ordered(&self) -> bool {
+        false
+    }
     /// Receives the whole plan before the first write.
     async fn prepare(&self, _plan: &Plan<'_>) -> Result<()> {
         Ok(())
     }
     /// Whether the blob is already there.
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
-    /// Writes a blob from a verified stream; `mount_from` is a repository of the same scope family that has it.
-    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream, mount_from: Option<&Repo>) -> Result<()>;
+    /// Writes a blob from a stream the engine verifies as it flows.
+    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()>;
+    /// Makes a blob that `from` (same registry) holds appear in `repo` without sending it; false if not possible.
+    async fn mount_blob(&self, _repo: &Repo, _desc: &Descriptor, _from: &Repo) -> Result<bool> {
+        Ok(false)
+    }
     /// Whether the manifest is already there.
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
     /// Writes a manifest by digest; `subject` is set for referrers.

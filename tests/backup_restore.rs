@@ -286,7 +286,6 @@ fn tar_backups_are_reproducible() {
 }
 
 #[test]
-#[ignore = "streaming to stdout (-o -) is the performance issue's work, not built yet"]
 fn backup_to_stdout_equals_the_tar_file() {
     let (src, _c, fx) = source_with_all_kinds();
     let dir = tempdir();
@@ -305,7 +304,6 @@ fn backup_to_stdout_equals_the_tar_file() {
 }
 
 #[test]
-#[ignore = "streaming from stdin (--input -) is the performance issue's work, not built yet"]
 fn restore_from_stdin() {
     let (src, _c, fx) = source_with_all_kinds();
     let dir = tempdir();

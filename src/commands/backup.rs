@@ -5,16 +5,18 @@ use super::UsageError;
 use crate::cli::{BackupArgs, Format};
 use crate::engine::{self, Job, Options};
 use crate::layout::dir::DirSink;
+use crate::layout::tar_stream::StreamTarSink;
 use crate::layout::tar_write::TarSink;
 use crate::reference::Reference;
 use crate::target::{Repo, Sink, Source};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 enum Output {
     Dir(PathBuf),
     Tar(PathBuf),
+    Stdout,
 }
 
 fn output(spec: &str) -> Result<Output> {
@@ -22,7 +24,7 @@ fn output(spec: &str) -> Result<Output> {
         return Err(UsageError("--output is empty: give a directory, or a path ending in .tar".into()).into());
     }
     if spec == "-" {
-        bail!("writing the archive to standard output (-o -) is not supported yet: give a path ending in .tar");
+        return Ok(Output::Stdout);
     }
     let p = PathBuf::from(spec);
     let lower = spec.to_ascii_lowercase();
@@ -40,12 +42,18 @@ fn output(spec: &str) -> Result<Output> {
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output)?;
+    if matches!(out, Output::Stdout) && args.common.format == Format::Json {
+        return Err(UsageError("--format json cannot be used with -o -: standard output carries the archive".into()).into());
+    }
     let mut refs = Vec::new();
     for r in &args.references {
         refs.push(Reference::parse(r).map_err(|e| UsageError(e.to_string()))?);
     }
     let registries = Arc::new(common::registries(&args.common, true)?);
     let mut progress = common::progress(&args.common);
+    if matches!(out, Output::Stdout) {
+        progress.status_to_stderr();
+    }
     let jobs: Vec<Job> = refs
         .iter()
         .map(|r| {
@@ -61,6 +69,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
         Output::Tar(p) => (Arc::new(TarSink::create(p)?), None),
+        Output::Stdout => (Arc::new(StreamTarSink::new(Box::new(tokio::io::stdout()))), None),
         Output::Dir(p) => {
             let existed = p.exists();
             (Arc::new(DirSink::create(p).await?), if existed { None } else { Some(p.clone()) })

@@ -5,6 +5,7 @@ use super::UsageError;
 use crate::cli::{Format, RestoreArgs};
 use crate::engine::{self, Job, Options};
 use crate::layout::reader::{unnamed, LayoutSource};
+use crate::layout::stream_read::StreamSource;
 use crate::reference::{parse_registry, Reference};
 use crate::target::{Repo, Sink, Source};
 use anyhow::{bail, Result};
@@ -89,22 +90,33 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
     if args.input.trim().is_empty() {
         return Err(UsageError("--input is empty: give a backup directory or .tar archive".into()).into());
     }
-    if args.input == "-" {
-        bail!("reading a backup from standard input (--input -) is not supported yet: give a directory or .tar path");
+    let from_stdin = args.input == "-";
+    if from_stdin && (args.common.password_stdin || args.common.identity_token_stdin) {
+        return Err(UsageError(
+            "--input - reads the archive from standard input, so the password or token cannot come from there too".into(),
+        )
+        .into());
     }
     for t in &args.targets {
         Reference::parse_target(t).map_err(|e| UsageError(e.to_string()))?;
     }
-    let input = PathBuf::from(&args.input);
-    let layout = LayoutSource::open(&input).await?;
     let mut progress = common::progress(&args.common);
-    progress.status(&format!(
-        "Loaded backup {}: {} ({})",
-        if layout.is_tar { "archive" } else { "directory" },
-        args.input,
-        common::size(layout.size)
-    ));
-    let repos = layout.repositories();
+    let (src, repos): (Arc<dyn Source>, Vec<Repo>) = if from_stdin {
+        let s = StreamSource::open(std::io::stdin()).await?;
+        progress.status("Loaded backup stream: standard input (blobs are uploaded as they pass)");
+        let repos = s.repositories();
+        (Arc::new(s), repos)
+    } else {
+        let layout = LayoutSource::open(&PathBuf::from(&args.input)).await?;
+        progress.status(&format!(
+            "Loaded backup {}: {} ({})",
+            if layout.is_tar { "archive" } else { "directory" },
+            args.input,
+            common::size(layout.size)
+        ));
+        let repos = layout.repositories();
+        (Arc::new(layout), repos)
+    };
     if repos.is_empty() {
         bail!("the backup {:?} holds no tags", args.input);
     }
@@ -115,7 +127,6 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         referrers: !args.exclude_referrers,
         dry_run: args.dry_run,
     };
-    let src: Arc<dyn Source> = Arc::new(layout);
     let sink: Arc<dyn Sink> = registries;
     let report = engine::run(src, sink, &jobs, &opts, &mut progress).await?;
     let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();

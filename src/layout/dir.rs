@@ -120,7 +120,7 @@ impl Sink for DirSink {
         Ok(tokio::fs::symlink_metadata(&p).await.map(|m| m.is_file() && m.len() == desc.size).unwrap_or(false))
     }
 
-    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, data: ByteStream, _mount: Option<&Repo>) -> Result<()> {
+    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {
         self.write_blob(desc, data).await
     }
 

@@ -3,7 +3,9 @@
 pub mod dir;
 pub mod index;
 pub mod reader;
+pub mod stream_read;
 pub mod tar_index;
+pub mod tar_stream;
 pub mod tar_write;
 
 /// The relative path of a blob inside a layout.

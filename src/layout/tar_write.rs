@@ -26,7 +26,8 @@ pub struct TarSink {
     finished: AtomicBool,
 }
 
-fn header(name: &str, size: u64) -> Result<[u8; 512]> {
+/// A reproducible ustar header: mode 0644, uid/gid 0, no names, mtime 0.
+pub fn header(name: &str, size: u64) -> Result<[u8; 512]> {
     let mut h = tar::Header::new_ustar();
     h.set_path(name).with_context(|| format!("cannot name tar entry {name}"))?;
     h.set_size(size);
@@ -41,7 +42,8 @@ fn header(name: &str, size: u64) -> Result<[u8; 512]> {
     Ok(out)
 }
 
-fn padded(size: u64) -> u64 {
+/// `size` rounded up to whole 512-byte blocks.
+pub fn padded(size: u64) -> u64 {
     size.div_ceil(512) * 512
 }
 
@@ -149,7 +151,7 @@ impl Sink for TarSink {
         Ok(false)
     }
 
-    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, mut data: ByteStream, _mount: Option<&Repo>) -> Result<()> {
+    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
         let (off, size) = self.region(&desc.digest)?;
         let file = self.file()?;
         let mut pos = 0u64;

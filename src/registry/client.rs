@@ -307,20 +307,13 @@ impl Client {
         ))
     }
 
-    /// Uploads a blob (monolithic streamed PUT), mounting it from `mount_from` when the registry can.
-    pub async fn push_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream, mount_from: Option<&str>) -> Result<()> {
+    /// Uploads a blob: one streamed PUT, or PATCH chunks when a chunk size is set.
+    pub async fn push_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<()> {
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let op = "push blob";
-        let mut scopes = vec![repo_scope(repo, true)];
-        let mut start = self.url(repo, "blobs/uploads/");
-        if let Some(from) = mount_from {
-            scopes.push(repo_scope(from, false));
-            start = format!("{start}?mount={}&from={from}", desc.digest);
-        }
+        let scopes = vec![repo_scope(repo, true)];
+        let start = self.url(repo, "blobs/uploads/");
         let resp = self.send(op, &target, Method::POST, &start, &scopes, |r| r.header(header::CONTENT_LENGTH, "0")).await?;
-        if resp.status() == StatusCode::CREATED && mount_from.is_some() {
-            return Ok(());
-        }
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.fail(op, &target, resp).await);
         }
@@ -412,6 +405,27 @@ impl Client {
             if done {
                 return Ok(location);
             }
+        }
+    }
+
+    /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
+    pub async fn mount_blob(&self, repo: &str, desc: &Descriptor, from: &str) -> Result<bool> {
+        let target = format!("{}/{repo}@{}", self.registry, desc.digest);
+        let op = "mount blob";
+        let scopes = [repo_scope(repo, true), repo_scope(from, false)];
+        let url = format!("{}?mount={}&from={from}", self.url(repo, "blobs/uploads/"), desc.digest);
+        let resp = self.send(op, &target, Method::POST, &url, &scopes, |r| r.header(header::CONTENT_LENGTH, "0")).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // The registry started an upload session instead; close it so it does not linger.
+                if let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                    let loc = if loc.starts_with("http") { loc.to_string() } else { format!("{}{loc}", self.base) };
+                    let _ = self.send(op, &target, Method::DELETE, &loc, &scopes, |r| r).await;
+                }
+                Ok(false)
+            }
+            _ => Ok(false),
         }
     }
 

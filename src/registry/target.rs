@@ -144,9 +144,15 @@ impl Sink for Registries {
         Ok(self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await?)
     }
 
-    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream, mount_from: Option<&Repo>) -> Result<()> {
-        let from = mount_from.map(|r| r.repository.as_str());
-        Ok(self.client(&repo.registry).push_blob(&repo.repository, desc, data, from).await?)
+    async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {
+        Ok(self.client(&repo.registry).push_blob(&repo.repository, desc, data).await?)
+    }
+
+    async fn mount_blob(&self, repo: &Repo, desc: &Descriptor, from: &Repo) -> Result<bool> {
+        if from.registry != repo.registry {
+            return Ok(false);
+        }
+        Ok(self.client(&repo.registry).mount_blob(&repo.repository, desc, &from.repository).await?)
     }
 
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {

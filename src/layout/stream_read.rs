@@ -1,0 +1,340 @@
+//! Reading a backup from a non-seekable tar stream (stdin): manifests (which this tool writes first) are
+//! held in memory; blobs are handed on as they pass, once, in stream order.
+
+use super::index::{self, Entry, MAX_INDEX_SIZE};
+use super::tar_index::check_entry;
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
+use crate::target::{ByteStream, Repo, Result, Source};
+use anyhow::{anyhow, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+const CHUNK: usize = 256 * 1024;
+
+type Chunk = std::result::Result<Bytes, std::io::Error>;
+
+/// What the reading thread learnt before the first blob.
+struct Head {
+    entries: Vec<Entry>,
+    small: HashMap<Digest, Bytes>,
+}
+
+/// A backup read from a stream.
+pub struct StreamSource {
+    entries: Vec<Entry>,
+    manifests: HashMap<Digest, Bytes>,
+    referrers: HashMap<Digest, Vec<Descriptor>>,
+    plan_tx: Mutex<Option<std::sync::mpsc::Sender<HashMap<Digest, mpsc::Sender<Chunk>>>>>,
+    receivers: Mutex<HashMap<Digest, mpsc::Receiver<Chunk>>>,
+    /// Bytes of small blobs read while looking for manifests, served from memory.
+    early: HashMap<Digest, Bytes>,
+}
+
+fn hex_of(name: &str) -> Option<Digest> {
+    name.strip_prefix("blobs/sha256/").and_then(|h| format!("sha256:{h}").parse().ok())
+}
+
+fn read_all<R: Read>(r: &mut R, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+    if size > limit {
+        bail!("{what} is {size} bytes, over the {limit} byte limit");
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    r.take(size).read_to_end(&mut buf)?;
+    if buf.len() as u64 != size {
+        bail!("the stream ended inside {what}: truncated archive");
+    }
+    Ok(buf)
+}
+
+/// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs on demand.
+fn reader_thread<R: Read>(
+    input: R,
+    head_tx: oneshot::Sender<Result<Head>>,
+    plan_rx: std::sync::mpsc::Receiver<HashMap<Digest, mpsc::Sender<Chunk>>>,
+) {
+    let p = "standard input";
+    let mut archive = tar::Archive::new(input);
+    let mut entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = head_tx.send(Err(anyhow!("{p} is not a tar archive: {e}")));
+            return;
+        }
+    };
+    let mut head_tx = Some(head_tx);
+    let mut index_entries: Option<Vec<Entry>> = None;
+    let mut small: HashMap<Digest, Bytes> = HashMap::new();
+    let mut senders: Option<HashMap<Digest, mpsc::Sender<Chunk>>> = None;
+    let fail_all = |senders: &mut Option<HashMap<Digest, mpsc::Sender<Chunk>>>, msg: String| {
+        if let Some(s) = senders.take() {
+            for (_, tx) in s {
+                let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+            }
+        }
+    };
+    loop {
+        let next = entries.next();
+        let mut entry = match next {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                let msg = format!("{p} is truncated or damaged: {e}");
+                if let Some(tx) = head_tx.take() {
+                    let _ = tx.send(Err(anyhow!(msg)));
+                } else {
+                    fail_all(&mut senders, msg);
+                }
+                return;
+            }
+        };
+        let name = match check_entry(&entry, p) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                if let Some(tx) = head_tx.take() {
+                    let _ = tx.send(Err(e.into()));
+                } else {
+                    fail_all(&mut senders, e.to_string());
+                }
+                return;
+            }
+        };
+        let size = entry.size();
+        if head_tx.is_some() {
+            // Still reading the head: keep small entries until the first blob that is not a manifest.
+            let res: Result<bool> = (|| match name.as_str() {
+                "oci-layout" => {
+                    read_all(&mut entry, size, 4096, "oci-layout")?;
+                    Ok(true)
+                }
+                "index.json" => {
+                    let raw = read_all(&mut entry, size, MAX_INDEX_SIZE, "index.json")?;
+                    index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
+                    Ok(true)
+                }
+                n => match hex_of(n) {
+                    Some(d) if size <= MAX_MANIFEST_SIZE => {
+                        let bytes = read_all(&mut entry, size, MAX_MANIFEST_SIZE, n)?;
+                        let probe = Descriptor::new("", d.clone(), size);
+                        let is_manifest = manifest::parse(&probe, &bytes).is_ok();
+                        small.insert(d, Bytes::from(bytes));
+                        Ok(is_manifest)
+                    }
+                    Some(_) => Ok(false),
+                    None => Ok(true),
+                },
+            })();
+            match res {
+                Ok(true) => continue,
+                Ok(false) => {
+                    // The first blob: hand over what we know and wait for the list of blobs wanted.
+                    let Some(entries_found) = index_entries.take() else {
+                        if let Some(tx) = head_tx.take() {
+                            let _ = tx.send(Err(anyhow!(
+                                "{p}: index.json does not come before the blobs; this tool can only stream archives it wrote (save the archive to a file and restore from the file)"
+                            )));
+                        }
+                        return;
+                    };
+                    if let Some(tx) = head_tx.take() {
+                        let _ = tx.send(Ok(Head { entries: entries_found, small: std::mem::take(&mut small) }));
+                    }
+                    match plan_rx.recv() {
+                        Ok(s) => senders = Some(s),
+                        Err(_) => return,
+                    }
+                }
+                Err(e) => {
+                    if let Some(tx) = head_tx.take() {
+                        let _ = tx.send(Err(e));
+                    }
+                    return;
+                }
+            }
+        }
+        // Blob phase: hand this entry to whoever wants it; skip it otherwise. Small blobs read in the
+        // head phase were already served from memory.
+        let Some(d) = hex_of(&name) else { continue };
+        let tx = senders.as_mut().and_then(|s| s.remove(&d));
+        let Some(tx) = tx else { continue };
+        let mut left = size;
+        let mut buf = vec![0u8; CHUNK];
+        while left > 0 {
+            let want = (left as usize).min(CHUNK);
+            match entry.read(&mut buf[..want]) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(format!("{p} ended inside blob {d}: truncated archive"))));
+                    fail_all(&mut senders, format!("{p} ended before blob could be read: truncated archive"));
+                    return;
+                }
+                Ok(n) => {
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        // The consumer gave up (the run is failing); keep draining so others are not stuck.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    fail_all(&mut senders, format!("{p} could not be read"));
+                    return;
+                }
+            }
+        }
+    }
+    if let Some(tx) = head_tx.take() {
+        match index_entries {
+            Some(entries) => {
+                let _ = tx.send(Ok(Head { entries, small }));
+                // Everything was small: nothing more will be asked of the stream.
+                let _ = plan_rx.recv();
+            }
+            None => {
+                let _ = tx.send(Err(anyhow!("{p} is not an OCI layout archive: it has no index.json")));
+            }
+        }
+        return;
+    }
+    if let Some(s) = senders.take() {
+        for (d, tx) in s {
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("blob {d} is missing from the archive on {p}"))));
+        }
+    }
+}
+
+impl StreamSource {
+    /// Starts reading `input` (stdin) and returns once index.json and every manifest are in memory.
+    pub async fn open<R: Read + Send + 'static>(input: R) -> Result<StreamSource> {
+        let (head_tx, head_rx) = oneshot::channel();
+        let (plan_tx, plan_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("tar-stream".into()).spawn(move || reader_thread(input, head_tx, plan_rx))?;
+        let head = head_rx.await.map_err(|_| anyhow!("the archive reader stopped unexpectedly"))??;
+        // Manifests are what is reachable from index.json; other small entries are blobs kept in memory.
+        let mut manifests = HashMap::new();
+        let mut referrers: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut queue: Vec<Descriptor> = head.entries.iter().map(|e| e.desc.clone()).collect();
+        while let Some(d) = queue.pop() {
+            if !seen.insert(d.digest.clone()) {
+                continue;
+            }
+            let Some(bytes) = head.small.get(&d.digest) else {
+                bail!(
+                    "manifest {} is not among the first entries of the stream; this tool can only stream archives it wrote (save the archive to a file and restore from the file)",
+                    d.digest
+                );
+            };
+            let parsed = manifest::parse(&d, bytes)?;
+            if let Some(s) = &parsed.subject {
+                referrers.entry(s.digest.clone()).or_default().push(manifest::referrer_descriptor(&d, &parsed));
+            }
+            queue.extend(parsed.manifests.iter().cloned());
+            manifests.insert(d.digest.clone(), bytes.clone());
+        }
+        let early = head.small.into_iter().filter(|(d, _)| !manifests.contains_key(d)).collect();
+        Ok(StreamSource {
+            entries: head.entries,
+            manifests,
+            referrers,
+            plan_tx: Mutex::new(Some(plan_tx)),
+            receivers: Mutex::new(HashMap::new()),
+            early,
+        })
+    }
+
+    /// The repositories the stream's index names.
+    pub fn repositories(&self) -> Vec<Repo> {
+        let mut set = std::collections::BTreeSet::new();
+        for e in &self.entries {
+            match (&e.repo, &e.tag) {
+                (Some(r), _) => {
+                    set.insert(r.clone());
+                }
+                (None, Some(_)) => {
+                    set.insert(super::reader::unnamed());
+                }
+                _ => {}
+            }
+        }
+        set.into_iter().collect()
+    }
+
+    fn matches(&self, e: &Entry, repo: &Repo) -> bool {
+        match &e.repo {
+            Some(r) => r == repo,
+            None => repo == &super::reader::unnamed(),
+        }
+    }
+}
+
+#[async_trait]
+impl Source for StreamSource {
+    async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
+        let mut tags: Vec<String> = self.entries.iter().filter(|e| self.matches(e, repo)).filter_map(|e| e.tag.clone()).collect();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    async fn untagged(&self, repo: &Repo) -> Result<Vec<Descriptor>> {
+        Ok(self.entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect())
+    }
+
+    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
+        let found = if let Ok(d) = reference.parse::<Digest>() {
+            self.entries.iter().find(|e| e.desc.digest == d)
+        } else {
+            self.entries.iter().find(|e| self.matches(e, repo) && e.tag.as_deref() == Some(reference))
+        };
+        let mut d = found.map(|e| e.desc.clone()).ok_or_else(|| anyhow!("{reference} not found in the backup"))?;
+        d.annotations = None;
+        Ok(d)
+    }
+
+    async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
+        self.manifests.get(&desc.digest).cloned().ok_or_else(|| anyhow!("manifest {} is missing from the archive", desc.digest))
+    }
+
+    async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
+        if let Some(b) = self.early.get(&desc.digest).or_else(|| self.manifests.get(&desc.digest)) {
+            let b = b.clone();
+            return Ok(Box::pin(futures::stream::once(async move { Ok(b) })));
+        }
+        let rx = self.receivers.lock().map_err(|_| anyhow!("internal lock poisoned"))?.remove(&desc.digest);
+        let rx = rx.ok_or_else(|| {
+            anyhow!("blob {} was already read from the stream and cannot be read again; restore from a file instead", desc.digest)
+        })?;
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })))
+    }
+
+    async fn referrers(&self, _repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(self.referrers.get(&desc.digest).cloned().unwrap_or_default())
+    }
+
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    async fn expect(&self, digests: &[Digest]) -> Result<()> {
+        let mut senders = HashMap::new();
+        let mut receivers = self.receivers.lock().map_err(|_| anyhow!("internal lock poisoned"))?;
+        for d in digests {
+            if self.early.contains_key(d) || self.manifests.contains_key(d) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(4);
+            senders.insert(d.clone(), tx);
+            receivers.insert(d.clone(), rx);
+        }
+        let tx = self.plan_tx.lock().map_err(|_| anyhow!("internal lock poisoned"))?.take();
+        if let Some(tx) = tx {
+            tx.send(senders).map_err(|_| anyhow!("the archive reader stopped unexpectedly"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Writing a layout tar to a non-seekable stream (stdout): the same bytes as a tar file, in the same
+//! order, so blobs are written strictly in turn; transfers started early wait (their sockets buffer, bounded).
+
+use super::blob_path;
+use super::index::{self, Entry, OCI_LAYOUT};
+use super::tar_write::{header, padded};
+use crate::digest::Digest;
+use crate::manifest::Descriptor;
+use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use anyhow::{anyhow, bail};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// A layout tar written in order to a stream.
+pub struct StreamTarSink {
+    out: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    order: Mutex<HashMap<Digest, usize>>,
+    turn: watch::Sender<usize>,
+    broken: AtomicBool,
+}
+
+impl StreamTarSink {
+    /// Writes to `out` (stdout in practice).
+    pub fn new(out: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
+        StreamTarSink {
+            out: tokio::sync::Mutex::new(out),
+            order: Mutex::new(HashMap::new()),
+            turn: watch::channel(0).0,
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    async fn write_entry_head(&self, out: &mut (dyn AsyncWrite + Send + Unpin), name: &str, size: u64) -> Result<()> {
+        out.write_all(&header(name, size)?).await?;
+        Ok(())
+    }
+}
+
+const ZEROS: [u8; 1024] = [0; 1024];
+
+#[async_trait]
+impl Sink for StreamTarSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    fn ordered(&self) -> bool {
+        true
+    }
+
+    async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
+        let entries: Vec<Entry> = plan
+            .entries
+            .iter()
+            .map(|(repo, desc, tag, is_ref)| {
+                let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
+                d.artifact_type = desc.artifact_type.clone();
+                Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
+            })
+            .collect();
+        let index_json = index::render(&entries);
+        let mut out = self.out.lock().await;
+        for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
+            self.write_entry_head(&mut **out, name, data.len() as u64).await?;
+            out.write_all(data).await?;
+            out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize]).await?;
+        }
+        // Manifests are in memory already: they go out now, in the tar file's order.
+        let manifests: BTreeMap<&Digest, &Descriptor> = plan.contents.iter().filter(|(_, m)| *m).map(|(d, _)| (&d.digest, d)).collect();
+        for (digest, desc) in manifests {
+            let bytes = plan.manifests.get(digest).ok_or_else(|| anyhow!("internal: manifest {digest} has no bytes"))?;
+            self.write_entry_head(&mut **out, &blob_path(digest), desc.size).await?;
+            out.write_all(bytes).await?;
+            out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
+        }
+        let blobs: Vec<&Digest> = {
+            let set: BTreeMap<&Digest, ()> = plan.contents.iter().filter(|(_, m)| !*m).map(|(d, _)| (&d.digest, ())).collect();
+            set.into_keys().collect()
+        };
+        let mut order = self.order.lock().map_err(|_| anyhow!("internal lock poisoned"))?;
+        for (i, d) in blobs.into_iter().enumerate() {
+            order.insert(d.clone(), i);
+        }
+        Ok(())
+    }
+
+    async fn has_blob(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
+        let idx = *self
+            .order
+            .lock()
+            .map_err(|_| anyhow!("internal lock poisoned"))?
+            .get(&desc.digest)
+            .ok_or_else(|| anyhow!("internal: {} not planned", desc.digest))?;
+        let mut rx = self.turn.subscribe();
+        rx.wait_for(|t| *t == idx).await.map_err(|_| anyhow!("internal: output closed"))?;
+        if self.broken.load(Ordering::SeqCst) {
+            bail!("the output stream is already broken by an earlier failure");
+        }
+        let mut out = self.out.lock().await;
+        // From here on a failure leaves a torn archive: mark it so no retry writes after it.
+        self.broken.store(true, Ordering::SeqCst);
+        self.write_entry_head(&mut **out, &blob_path(&desc.digest), desc.size).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            if n > desc.size {
+                bail!("blob {} is longer than its {} bytes", desc.digest, desc.size);
+            }
+            out.write_all(&chunk).await?;
+        }
+        if n != desc.size {
+            bail!("blob {} ended after {n} of {} bytes", desc.digest, desc.size);
+        }
+        out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
+        self.broken.store(false, Ordering::SeqCst);
+        drop(out);
+        self.turn.send_replace(idx + 1);
+        Ok(())
+    }
+
+    async fn has_manifest(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
+        // Written in prepare.
+        Ok(true)
+    }
+
+    async fn push_manifest(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn tag(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _tag: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<()> {
+        let planned = self.order.lock().map_err(|_| anyhow!("internal lock poisoned"))?.len();
+        if *self.turn.borrow() != planned {
+            bail!("internal: not every blob was written; the archive is incomplete");
+        }
+        let mut out = self.out.lock().await;
+        out.write_all(&ZEROS).await?;
+        out.flush().await?;
+        Ok(())
+    }
+}
