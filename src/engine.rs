@@ -109,8 +109,10 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
 
     // 1. Resolve roots.
     let mut graphs = Vec::new();
+    // Manifests that came with the answer to a resolve: the walk does not fetch them again.
+    let prefetched: Arc<Mutex<HashMap<Digest, Bytes>>> = Arc::new(Mutex::new(HashMap::new()));
     for job in jobs {
-        let roots = resolve_roots(&*src, job, conc, progress).await?;
+        let roots = resolve_roots(&*src, job, conc, progress, &prefetched).await?;
         graphs.push(JobGraph {
             roots,
             manifests: BTreeSet::new(),
@@ -123,7 +125,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     // 2. Walk manifests level by level, every level's fetches concurrent.
     let nodes: Arc<Mutex<HashMap<Digest, Arc<Node>>>> = Arc::new(Mutex::new(HashMap::new()));
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
-        walk(&src, job, graph, &nodes, opts, conc).await?;
+        walk(&src, job, graph, &nodes, &prefetched, opts, conc).await?;
     }
     let nodes: HashMap<Digest, Arc<Node>> = nodes.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
 
@@ -350,7 +352,13 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     Ok(report)
 }
 
-async fn resolve_roots(src: &dyn Source, job: &Job, conc: usize, progress: &Progress) -> Result<Vec<(Option<String>, Descriptor)>> {
+async fn resolve_roots(
+    src: &dyn Source,
+    job: &Job,
+    conc: usize,
+    progress: &Progress,
+    prefetched: &Mutex<HashMap<Digest, Bytes>>,
+) -> Result<Vec<(Option<String>, Descriptor)>> {
     let mut refs = job.refs.clone();
     let listed = refs.is_empty();
     if listed {
@@ -376,8 +384,8 @@ async fn resolve_roots(src: &dyn Source, job: &Job, conc: usize, progress: &Prog
             roots.push((None, d));
         }
     }
-    let results: Vec<(String, Result<Descriptor>)> = stream::iter(refs.into_iter().map(|r| async move {
-        let d = src.resolve(&job.src, &r).await;
+    let results: Vec<(String, Result<(Descriptor, Option<Bytes>)>)> = stream::iter(refs.into_iter().map(|r| async move {
+        let d = src.resolve_manifest(&job.src, &r).await;
         (r, d)
     }))
     .buffered(conc)
@@ -386,8 +394,13 @@ async fn resolve_roots(src: &dyn Source, job: &Job, conc: usize, progress: &Prog
     let mut missing = Vec::new();
     for (r, d) in results {
         match d {
-            Ok(d) => {
+            Ok((d, bytes)) => {
                 let tag = if r.starts_with("sha256:") { None } else { Some(r) };
+                if let Some(b) = bytes {
+                    if let Ok(mut p) = prefetched.lock() {
+                        p.insert(d.digest.clone(), b);
+                    }
+                }
                 roots.push((tag, d));
             }
             Err(e) if e.to_string().contains("not found") => missing.push(r),
@@ -413,6 +426,7 @@ async fn walk(
     job: &Job,
     g: &mut JobGraph,
     nodes: &Arc<Mutex<HashMap<Digest, Arc<Node>>>>,
+    prefetched: &Arc<Mutex<HashMap<Digest, Bytes>>>,
     opts: &Options,
     conc: usize,
 ) -> Result<()> {
@@ -434,6 +448,7 @@ async fn walk(
         let fetched: Vec<(Arc<Node>, Vec<Descriptor>)> = stream::iter(level.into_iter().map(|desc| {
             let src = src.clone();
             let nodes = nodes.clone();
+            let prefetched = prefetched.clone();
             async move {
                 let cached = nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
                 let node = match cached {
@@ -442,7 +457,11 @@ async fn walk(
                         if desc.size > manifest::MAX_MANIFEST_SIZE {
                             bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
                         }
-                        let bytes = src.fetch_manifest(&job.src, &desc).await?;
+                        let early = prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
+                        let bytes = match early {
+                            Some(b) => b,
+                            None => src.fetch_manifest(&job.src, &desc).await?,
+                        };
                         crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
                         let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
                         let mut desc = desc.clone();

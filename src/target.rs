@@ -44,6 +44,10 @@ pub trait Source: Send + Sync {
     }
     /// Resolves a tag or `sha256:` digest to a descriptor; errors name what was not found.
     async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor>;
+    /// Resolves like `resolve`, also returning the manifest bytes when they came with the answer (saves a request).
+    async fn resolve_manifest(&self, repo: &Repo, reference: &str) -> Result<(Descriptor, Option<Bytes>)> {
+        Ok((self.resolve(repo, reference).await?, None))
+    }
     /// Fetches manifest bytes (the engine verifies them).
     async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes>;
     /// Opens a blob as a stream (the engine verifies it as it flows).

@@ -10,7 +10,7 @@ use crate::target::{ByteStream, Repo, Result, Sink, Source};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// How referrers are found and recorded (`--distribution-spec`).
@@ -34,6 +34,8 @@ pub struct Registries {
     api_support: Mutex<HashMap<String, bool>>,
     pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
     read_only: bool,
+    /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost no request.
+    listed: Mutex<HashMap<Repo, Arc<tokio::sync::OnceCell<Option<HashSet<String>>>>>>,
 }
 
 impl Registries {
@@ -49,6 +51,7 @@ impl Registries {
             api_support: Mutex::new(HashMap::new()),
             pending: Mutex::new(BTreeMap::new()),
             read_only,
+            listed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -71,6 +74,24 @@ impl Registries {
         }
     }
 
+    fn listing(&self, repo: &Repo) -> Arc<tokio::sync::OnceCell<Option<HashSet<String>>>> {
+        let mut l = match self.listed.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        l.entry(repo.clone()).or_default().clone()
+    }
+
+    /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag.
+    async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let cell = self.listing(repo);
+        let all = cell.get_or_init(|| async { self.client(&repo.registry).list_tags(&repo.repository).await.ok().map(|t| t.into_iter().collect()) }).await;
+        match all {
+            Some(set) if !set.contains(&subject.schema_tag()) => Ok(Vec::new()),
+            _ => self.tag_schema_referrers(repo, subject).await,
+        }
+    }
+
     fn cached_support(&self, registry: &str) -> Option<bool> {
         self.api_support.lock().ok().and_then(|m| m.get(registry).copied())
     }
@@ -86,6 +107,7 @@ impl Registries {
 impl Source for Registries {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
         let mut tags = self.client(&repo.registry).list_tags(&repo.repository).await?;
+        let _ = self.listing(repo).set(Some(tags.iter().cloned().collect()));
         tags.retain(|t| !is_schema_tag(t));
         tags.sort();
         tags.dedup();
@@ -96,6 +118,14 @@ impl Source for Registries {
         match self.client(&repo.registry).head_manifest(&repo.repository, reference, false).await? {
             Some(d) => Ok(d),
             None => bail!("{reference} not found in {repo}"),
+        }
+    }
+
+    async fn resolve_manifest(&self, repo: &Repo, reference: &str) -> Result<(Descriptor, Option<Bytes>)> {
+        match self.client(&repo.registry).get_manifest(&repo.repository, reference, None).await {
+            Ok((d, bytes)) => Ok((d, Some(bytes))),
+            Err(e) if e.is_not_found() => bail!("{reference} not found in {repo}"),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -121,11 +151,11 @@ impl Source for Registries {
                 }
                 None => {
                     self.set_support(&repo.registry, false);
-                    self.tag_schema_referrers(repo, &desc.digest).await?
+                    self.listed_schema_referrers(repo, &desc.digest).await?
                 }
             }
         } else {
-            self.tag_schema_referrers(repo, &desc.digest).await?
+            self.listed_schema_referrers(repo, &desc.digest).await?
         };
         list.retain(|d| d.is_manifest() || d.media_type.is_empty());
         list.sort_by(|a, b| a.digest.cmp(&b.digest));
