@@ -39,6 +39,23 @@ fn output(spec: &str) -> Result<Output> {
     Ok(Output::Dir(p))
 }
 
+/// Cleans up after a run into a directory it created that did not complete (also on Ctrl-C): an empty
+/// skeleton is removed; verified blobs are kept so a re-run resumes, and without index.json it never looks complete.
+struct CreatedDir(Option<PathBuf>);
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let has_blobs = std::fs::read_dir(dir.join("blobs/sha256")).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if has_blobs {
+                eprintln!("Note: the incomplete backup in {} has no index.json; run the same command again to resume it", dir.display());
+            } else {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output)?;
@@ -75,19 +92,13 @@ pub async fn run(args: BackupArgs) -> Result<()> {
             (Arc::new(DirSink::create(p).await?), if existed { None } else { Some(p.clone()) })
         }
     };
+    // We made this directory for this run: if it fails, leave nothing behind that could pass for a backup.
+    let mut cleanup = CreatedDir(created_dir);
     let src: Arc<dyn Source> = registries;
     let result = engine::run(src, sink.clone(), &jobs, &opts, &mut progress).await;
     drop(sink);
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(dir) = created_dir {
-                // We made this directory for this run: leave nothing behind that could pass for a backup.
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(e);
-        }
-    };
+    let report = result?;
+    cleanup.0 = None;
     let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
     let repos: std::collections::BTreeSet<&str> = report.jobs.iter().map(|j| j.source.as_str()).collect();
     if args.common.format == Format::Json {
