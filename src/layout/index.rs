@@ -98,6 +98,20 @@ pub fn render(entries: &[Entry]) -> Vec<u8> {
     v
 }
 
+/// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed).
+pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
+    let entries: Vec<Entry> = plan
+        .entries
+        .iter()
+        .map(|(repo, desc, tag, is_ref)| {
+            let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
+            d.artifact_type = desc.artifact_type.clone();
+            Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
+        })
+        .collect();
+    render(&entries)
+}
+
 /// The `oci-layout` file's content.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 

@@ -2,7 +2,7 @@
 //! order, so blobs are written strictly in turn; transfers started early wait (their sockets buffer, bounded).
 
 use super::blob_path;
-use super::index::{self, Entry, OCI_LAYOUT};
+use super::index::{self, OCI_LAYOUT};
 use super::tar_write::{header, padded};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -55,16 +55,7 @@ impl Sink for StreamTarSink {
     }
 
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let entries: Vec<Entry> = plan
-            .entries
-            .iter()
-            .map(|(repo, desc, tag, is_ref)| {
-                let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
-                d.artifact_type = desc.artifact_type.clone();
-                Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
-            })
-            .collect();
-        let index_json = index::render(&entries);
+        let index_json = index::render_plan(plan);
         let mut out = self.out.lock().await;
         for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
             self.write_entry_head(&mut **out, name, data.len() as u64).await?;

@@ -2,7 +2,7 @@
 //! write straight into their own regions of one file. It is written under a temporary name and renamed when complete.
 
 use super::blob_path;
-use super::index::{self, Entry, OCI_LAYOUT};
+use super::index::{self, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::target::{ByteStream, Plan, Repo, Result, Sink};
@@ -107,16 +107,7 @@ impl Sink for TarSink {
     }
 
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let entries: Vec<Entry> = plan
-            .entries
-            .iter()
-            .map(|(repo, desc, tag, is_ref)| {
-                let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
-                d.artifact_type = desc.artifact_type.clone();
-                Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
-            })
-            .collect();
-        let index_json = index::render(&entries);
+        let index_json = index::render_plan(plan);
         // Manifests first, then blobs, each sorted by digest: a fixed order (reproducible), and a
         // reader of a stream knows the whole graph before the first blob passes.
         let blobs: BTreeMap<(bool, &Digest), u64> =
