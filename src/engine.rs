@@ -227,7 +227,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     } else {
         passes.push(tasks.into_iter().map(|(i, d)| (i, d, false)).collect());
     }
-    let placed: Arc<Mutex<HashMap<Digest, Repo>>> = Arc::new(Mutex::new(HashMap::new()));
+    let placed: Placed = Arc::new(Mutex::new(HashMap::new()));
     for pass in passes {
         let done: Vec<BlobOutcome> = stream::iter(pass.into_iter().map(|(i, desc, known_missing)| {
             let job = &jobs[i];
@@ -235,7 +235,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             let dst = dst.clone();
             let placed = placed.clone();
             let progress = &*progress;
-            async move { copy_blob(src, dst, job, &desc, placed, progress, opts.dry_run, known_missing).await }
+            async move { copy_blob((src, dst), job, &desc, placed, progress, (opts.dry_run, known_missing)).await }
         }))
         .buffer_unordered(conc)
         .try_collect()
@@ -384,7 +384,8 @@ async fn resolve_roots(
             roots.push((None, d));
         }
     }
-    let results: Vec<(String, Result<(Descriptor, Option<Bytes>)>)> = stream::iter(refs.into_iter().map(|r| async move {
+    type Resolved = Result<(Descriptor, Option<Bytes>)>;
+    let results: Vec<(String, Resolved)> = stream::iter(refs.into_iter().map(|r| async move {
         let d = src.resolve_manifest(&job.src, &r).await;
         (r, d)
     }))
@@ -556,15 +557,16 @@ enum BlobOutcome {
     Mounted(u64),
 }
 
+/// Where blobs already landed in this run, for cross-repository mounts.
+type Placed = Arc<Mutex<HashMap<Digest, Repo>>>;
+
 async fn copy_blob(
-    src: Arc<dyn Source>,
-    dst: Arc<dyn Sink>,
+    (src, dst): (Arc<dyn Source>, Arc<dyn Sink>),
     job: &Job,
     desc: &Descriptor,
-    placed: Arc<Mutex<HashMap<Digest, Repo>>>,
+    placed: Placed,
     progress: &Progress,
-    dry_run: bool,
-    known_missing: bool,
+    (dry_run, known_missing): (bool, bool),
 ) -> Result<BlobOutcome> {
     if !known_missing && dst.has_blob(&job.dst, desc).await? {
         progress.add(desc.size);

@@ -18,6 +18,9 @@ const CHUNK: usize = 256 * 1024;
 
 type Chunk = std::result::Result<Bytes, std::io::Error>;
 
+/// The blobs wanted from the stream, each with the channel its bytes go to.
+type Wanted = HashMap<Digest, mpsc::Sender<Chunk>>;
+
 /// What the reading thread learnt before the first blob.
 struct Head {
     entries: Vec<Entry>,
@@ -29,7 +32,7 @@ pub struct StreamSource {
     entries: Vec<Entry>,
     manifests: HashMap<Digest, Bytes>,
     referrers: HashMap<Digest, Vec<Descriptor>>,
-    plan_tx: Mutex<Option<std::sync::mpsc::Sender<HashMap<Digest, mpsc::Sender<Chunk>>>>>,
+    plan_tx: Mutex<Option<std::sync::mpsc::Sender<Wanted>>>,
     receivers: Mutex<HashMap<Digest, mpsc::Receiver<Chunk>>>,
     /// Bytes of small blobs read while looking for manifests, served from memory.
     early: HashMap<Digest, Bytes>,
@@ -52,11 +55,7 @@ fn read_all<R: Read>(r: &mut R, size: u64, limit: u64, what: &str) -> Result<Vec
 }
 
 /// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs on demand.
-fn reader_thread<R: Read>(
-    input: R,
-    head_tx: oneshot::Sender<Result<Head>>,
-    plan_rx: std::sync::mpsc::Receiver<HashMap<Digest, mpsc::Sender<Chunk>>>,
-) {
+fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) {
     let p = "standard input";
     let mut archive = tar::Archive::new(input);
     let mut entries = match archive.entries() {
@@ -69,8 +68,8 @@ fn reader_thread<R: Read>(
     let mut head_tx = Some(head_tx);
     let mut index_entries: Option<Vec<Entry>> = None;
     let mut small: HashMap<Digest, Bytes> = HashMap::new();
-    let mut senders: Option<HashMap<Digest, mpsc::Sender<Chunk>>> = None;
-    let fail_all = |senders: &mut Option<HashMap<Digest, mpsc::Sender<Chunk>>>, msg: String| {
+    let mut senders: Option<Wanted> = None;
+    let fail_all = |senders: &mut Option<Wanted>, msg: String| {
         if let Some(s) = senders.take() {
             for (_, tx) in s {
                 let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));

@@ -24,6 +24,9 @@ pub enum ReferrersMode {
     Tag,
 }
 
+/// A repository's tag list, fetched at most once (`None` when listing was refused).
+type Listing = Arc<tokio::sync::OnceCell<Option<HashSet<String>>>>;
+
 /// Every registry a run talks to, sharing one connection pool.
 pub struct Registries {
     http: reqwest::Client,
@@ -35,7 +38,7 @@ pub struct Registries {
     pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
     read_only: bool,
     /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost no request.
-    listed: Mutex<HashMap<Repo, Arc<tokio::sync::OnceCell<Option<HashSet<String>>>>>>,
+    listed: Mutex<HashMap<Repo, Listing>>,
 }
 
 impl Registries {
@@ -74,7 +77,7 @@ impl Registries {
         }
     }
 
-    fn listing(&self, repo: &Repo) -> Arc<tokio::sync::OnceCell<Option<HashSet<String>>>> {
+    fn listing(&self, repo: &Repo) -> Listing {
         let mut l = match self.listed.lock() {
             Ok(l) => l,
             Err(p) => p.into_inner(),
@@ -85,7 +88,9 @@ impl Registries {
     /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag.
     async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
         let cell = self.listing(repo);
-        let all = cell.get_or_init(|| async { self.client(&repo.registry).list_tags(&repo.repository).await.ok().map(|t| t.into_iter().collect()) }).await;
+        let all = cell
+            .get_or_init(|| async { self.client(&repo.registry).list_tags(&repo.repository).await.ok().map(|t| t.into_iter().collect()) })
+            .await;
         match all {
             Some(set) if !set.contains(&subject.schema_tag()) => Ok(Vec::new()),
             _ => self.tag_schema_referrers(repo, subject).await,
