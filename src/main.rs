@@ -1,15 +1,6 @@
 //! `oras`: back up and restore OCI content between registries and portable OCI layouts.
 
-mod cli;
-mod commands;
-mod digest;
-mod engine;
-mod layout;
-mod manifest;
-mod progress;
-mod reference;
-mod registry;
-mod target;
+use oras::{cli, commands};
 
 use clap::Parser;
 use std::process::ExitCode;
