@@ -71,7 +71,8 @@ impl Progress {
     /// Starts a per-blob bar (TTY) or nothing (plain; a line is printed when it finishes).
     pub fn blob(&self, digest: &str, size: u64) -> BlobProgress {
         let short: String = digest.trim_start_matches("sha256:").chars().take(12).collect();
-        let bar = self.multi.as_ref().map(|m| {
+        // Small blobs finish before a bar could be drawn; bars are for the transfers worth watching.
+        let bar = self.multi.as_ref().filter(|_| size >= 1024 * 1024).map(|m| {
             let b = m.insert_from_back(1, ProgressBar::new(size));
             b.set_style(
                 ProgressStyle::with_template("  {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
