@@ -42,6 +42,7 @@ pub struct Options {
 
 /// One copied tag (or untagged root) and how many referrers came with it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RootReport {
     /// The tag, or none for a root copied by digest.
     pub tag: Option<String>,
@@ -53,6 +54,7 @@ pub struct RootReport {
 
 /// The result of one job.
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobReport {
     /// Source repository.
     pub source: String,
@@ -64,6 +66,7 @@ pub struct JobReport {
 
 /// The result of a run.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     /// Per-job results.
     pub jobs: Vec<JobReport>,

@@ -23,8 +23,7 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         let (repo, refs) = match &reference {
             Some(r) => {
                 let (repo, desc) = resolve_in_layout(&layout, r).await?;
-                let tag = r.rsplit_once(':').map(|(_, t)| t).filter(|t| crate::reference::valid_tag(t) && !r.contains('@'));
-                (repo, vec![tag.map(str::to_string).unwrap_or_else(|| desc.digest.to_string())])
+                (repo, vec![layout_tag(r).unwrap_or_else(|| desc.digest.to_string())])
             }
             None => (layout.find_repo(None)?, Vec::new()),
         };
@@ -44,12 +43,12 @@ pub async fn run(args: CopyArgs) -> Result<()> {
             Some((p, t)) if valid_tag(t) && !p.is_empty() && !t.contains('/') => (std::path::PathBuf::from(p), Some(t.to_string())),
             _ => (std::path::PathBuf::from(&args.to), None),
         };
-        let sink: Arc<dyn Sink> =
-            if args.to.to_ascii_lowercase().trim_end_matches(&format!(":{}", tag.clone().unwrap_or_default())).ends_with(".tar") {
-                Arc::new(TarSink::create(&path)?)
-            } else {
-                Arc::new(DirSink::create(&path).await?)
-            };
+        // The path, not the whole argument, decides: `out.tar:Release` is an archive too.
+        let sink: Arc<dyn Sink> = if path.to_string_lossy().to_ascii_lowercase().ends_with(".tar") {
+            Arc::new(TarSink::create(&path)?)
+        } else {
+            Arc::new(DirSink::create(&path).await?)
+        };
         (sink, src_repo.clone(), tag.map(|t| vec![t]))
     } else {
         let r = Reference::parse(&args.to).map_err(|e| UsageError(e.to_string()))?;
@@ -87,4 +86,16 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         common::size(report.bytes_skipped)
     ));
     Ok(())
+}
+
+/// The tag a `--from-oci-layout` reference names (`<tag>` or `<registry>/<repo>:<tag>`), or
+/// `None` for a digest, so that a copied tag keeps its name.
+fn layout_tag(reference: &str) -> Option<String> {
+    if reference.starts_with('@') || reference.contains('@') || reference.parse::<crate::digest::Digest>().is_ok() {
+        return None;
+    }
+    if reference.contains('/') {
+        return Reference::parse(reference).ok().and_then(|r| r.tags.first().cloned());
+    }
+    Some(reference.to_string()).filter(|t| valid_tag(t))
 }

@@ -31,15 +31,44 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
         let repo = layout.find_repo(Some(&r.repo_name()))?;
         let what = r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tags.first().cloned());
         let what = what.ok_or_else(|| UsageError(format!("name a tag or digest in {reference:?}")))?;
-        let d = layout.resolve(&repo, &what).await?;
-        return Ok((repo, d));
+        return match layout.resolve(&repo, &what).await {
+            Ok(d) => Ok((repo, d)),
+            Err(e) => match r.digest.as_ref() {
+                Some(digest) => Ok((repo, stored_manifest(layout, digest).await.ok_or(e)?)),
+                None => Err(e),
+            },
+        };
     }
     for r in layout.repositories() {
         if let Ok(d) = layout.resolve(&r, reference).await {
             return Ok((r, d));
         }
     }
+    // A digest that index.json does not list (an index child, a referrer): any manifest the
+    // backup stores can be named by its digest.
+    if let Ok(digest) = reference.parse::<crate::digest::Digest>() {
+        if let Some(d) = stored_manifest(layout, &digest).await {
+            let repo = layout.repositories().into_iter().next().unwrap_or_else(unnamed);
+            return Ok((repo, d));
+        }
+    }
     anyhow::bail!("{reference} not found in the backup")
+}
+
+/// The descriptor of a manifest stored in the backup under `digest`, when its bytes are
+/// there, match the digest and parse as a manifest.
+async fn stored_manifest(layout: &LayoutSource, digest: &crate::digest::Digest) -> Option<crate::manifest::Descriptor> {
+    use crate::manifest::{self, Descriptor};
+    use crate::target::Source;
+    let size = layout.blob_size(digest).await?;
+    if size > manifest::MAX_MANIFEST_SIZE {
+        return None;
+    }
+    let probe = Descriptor::new("", digest.clone(), size);
+    let bytes = layout.fetch_manifest(&unnamed(), &probe).await.ok()?;
+    crate::digest::verify_bytes(&bytes, digest, size).ok()?;
+    let parsed = manifest::parse(&probe, &bytes).ok()?;
+    Some(Descriptor::new(&parsed.media_type, digest.clone(), size))
 }
 
 fn print_list(format: Format, key: &str, items: &[String]) -> Result<()> {

@@ -8,7 +8,7 @@ use crate::manifest::{self, Descriptor};
 use crate::target::{Repo, Source};
 use anyhow::{bail, Result};
 use futures::{stream, StreamExt};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What verify found.
@@ -54,13 +54,28 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
+/// "tag v1, manifest sha256:..." — every parent, a few named, the rest counted.
+fn referenced_by(parents: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut list: Vec<&str> = parents.iter().map(String::as_str).collect();
+    list.sort_unstable();
+    list.dedup();
+    let more = list.len().saturating_sub(SHOWN);
+    let mut text = list.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    format!("referenced by {text}")
+}
+
 async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
     if let Err(e) = layout.check_layout_file().await {
         out.problems.push(e);
     }
     let repo = Repo::new("", "");
     out.tags = layout.entries().iter().filter(|e| e.tag.is_some()).count();
-    // Walk every manifest reachable from index.json.
+    // Walk every manifest reachable from index.json, recording every parent of each manifest
+    // and blob, so that a problem names everything that refers to the broken content.
     let mut queue: Vec<(Descriptor, String)> = layout
         .entries()
         .iter()
@@ -73,35 +88,40 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
             (e.desc.clone(), what)
         })
         .collect();
-    let mut seen = HashSet::new();
-    let mut blobs: BTreeMap<Digest, (Descriptor, String)> = BTreeMap::new();
+    let mut manifest_parents: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    // digest -> what is wrong with that manifest (formatted with its parents at the end)
+    let mut manifest_problems: BTreeMap<Digest, String> = BTreeMap::new();
+    let mut blobs: BTreeMap<Digest, (Descriptor, Vec<String>)> = BTreeMap::new();
     let mut subjects: Vec<(Digest, Digest)> = Vec::new();
     while let Some((desc, parent)) = queue.pop() {
-        if !seen.insert(desc.digest.clone()) {
+        let parents = manifest_parents.entry(desc.digest.clone()).or_default();
+        let first = parents.is_empty();
+        parents.push(parent);
+        if !first {
             continue;
         }
         if desc.size > manifest::MAX_MANIFEST_SIZE {
-            out.problems
-                .push(format!("manifest {} (referenced by {parent}) declares {} bytes, over the 4 MiB limit", desc.digest, desc.size));
+            manifest_problems
+                .insert(desc.digest.clone(), format!("manifest {} declares {} bytes, over the 4 MiB limit", desc.digest, desc.size));
             continue;
         }
         let bytes = match layout.fetch_manifest(&repo, &desc).await {
             Ok(b) => b,
             Err(_) => {
-                out.problems.push(format!("manifest {} (referenced by {parent}) is missing", desc.digest));
+                manifest_problems.insert(desc.digest.clone(), format!("manifest {} is missing", desc.digest));
                 continue;
             }
         };
         out.manifests += 1;
         out.bytes += bytes.len() as u64;
         if let Err(e) = crate::digest::verify_bytes(&bytes, &desc.digest, desc.size) {
-            out.problems.push(format!("manifest {} (referenced by {parent}): {e}", desc.digest));
+            manifest_problems.insert(desc.digest.clone(), format!("manifest {}: {e}", desc.digest));
             continue;
         }
         let parsed = match manifest::parse(&desc, &bytes) {
             Ok(p) => p,
             Err(e) => {
-                out.problems.push(format!("{e} (referenced by {parent})"));
+                manifest_problems.insert(desc.digest.clone(), e.to_string());
                 continue;
             }
         };
@@ -110,11 +130,15 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
             queue.push((c.clone(), me.clone()));
         }
         for b in &parsed.blobs {
-            blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), me.clone()));
+            blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), Vec::new())).1.push(me.clone());
         }
         if let Some(s) = &parsed.subject {
             subjects.push((desc.digest.clone(), s.digest.clone()));
         }
+    }
+    for (digest, problem) in &manifest_problems {
+        let parents = manifest_parents.get(digest).map(|p| referenced_by(p)).unwrap_or_default();
+        out.problems.push(format!("{problem} ({parents})"));
     }
     for (referrer, subject) in subjects {
         if layout.blob_size(&subject).await.is_none() {
@@ -123,32 +147,31 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
     }
     out.blobs = blobs.len();
     out.bytes += blobs.values().map(|(d, _)| d.size).sum::<u64>();
-    let problems: Vec<String> = stream::iter(blobs.into_values().map(|(desc, parent)| {
+    let problems: Vec<String> = stream::iter(blobs.into_values().map(|(desc, parents)| {
         let repo = repo.clone();
+        let parent = referenced_by(&parents);
         async move {
             match layout.blob_size(&desc.digest).await {
-                None => return Some(format!("blob {} (referenced by {parent}) is missing", desc.digest)),
-                Some(s) if s != desc.size => {
-                    return Some(format!("blob {} (referenced by {parent}) is {s} bytes, expected {}", desc.digest, desc.size))
-                }
+                None => return Some(format!("blob {} ({parent}) is missing", desc.digest)),
+                Some(s) if s != desc.size => return Some(format!("blob {} ({parent}) is {s} bytes, expected {}", desc.digest, desc.size)),
                 _ => {}
             }
             let mut s = match layout.fetch_blob(&repo, &desc).await {
                 Ok(s) => s,
-                Err(e) => return Some(format!("blob {} (referenced by {parent}): {e:#}", desc.digest)),
+                Err(e) => return Some(format!("blob {} ({parent}): {e:#}", desc.digest)),
             };
             let mut v = Verifier::new(&desc.digest, desc.size);
             while let Some(chunk) = s.next().await {
                 match chunk {
                     Ok(c) => {
                         if let Err(e) = v.update(&c) {
-                            return Some(format!("blob {e} (referenced by {parent})"));
+                            return Some(format!("blob {e} ({parent})"));
                         }
                     }
-                    Err(e) => return Some(format!("blob {} (referenced by {parent}): {e}", desc.digest)),
+                    Err(e) => return Some(format!("blob {} ({parent}): {e}", desc.digest)),
                 }
             }
-            v.finish().err().map(|e| format!("blob {e} (referenced by {parent})"))
+            v.finish().err().map(|e| format!("blob {e} ({parent})"))
         }
     }))
     .buffer_unordered(conc.max(1))

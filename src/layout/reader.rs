@@ -215,6 +215,20 @@ impl LayoutSource {
         }
     }
 
+    /// A descriptor for a manifest stored as a blob, checked and typed by its content.
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Descriptor> {
+        let not_found = || anyhow!("{digest} not found in the backup");
+        let size = self.blob_size(digest).await.ok_or_else(not_found)?;
+        if size > MAX_MANIFEST_SIZE {
+            bail!("{digest} in the backup is not a manifest (it is {size} bytes)");
+        }
+        let bytes = self.read_file(&blob_path(digest), MAX_MANIFEST_SIZE).await?;
+        crate::digest::verify_bytes(&bytes, digest, size)?;
+        let probe = Descriptor::new("", digest.clone(), size);
+        let parsed = manifest::parse(&probe, &bytes).map_err(|_| anyhow!("{digest} in the backup is not a manifest"))?;
+        Ok(Descriptor::new(&parsed.media_type, digest.clone(), size))
+    }
+
     /// Tags stored for a repository.
     pub fn tags_of(&self, repo: &Repo) -> Vec<String> {
         let mut tags: Vec<String> = self.entries.iter().filter(|e| self.matches(e, repo)).filter_map(|e| e.tag.clone()).collect();
@@ -245,7 +259,14 @@ impl Source for LayoutSource {
         } else {
             self.entries.iter().find(|e| self.matches(e, repo) && e.tag.as_deref() == Some(reference)).map(|e| e.desc.clone())
         };
-        let mut d = found.ok_or_else(|| anyhow!("{reference} not found in the backup"))?;
+        let mut d = match found {
+            Some(d) => d,
+            // A digest not listed in index.json (an index child, a referrer) is still in the backup's blobs.
+            None => match reference.parse::<Digest>() {
+                Ok(digest) => self.stored_manifest(&digest).await?,
+                Err(_) => bail!("{reference} not found in the backup"),
+            },
+        };
         d.annotations = None;
         Ok(d)
     }

@@ -144,7 +144,8 @@ impl Client {
 
     /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination.
     pub async fn list_repositories(&self) -> Result<Vec<String>> {
-        let url = format!("{}/v2/_catalog?n=1000", self.base);
+        // No `n`: Distribution refuses one above its catalog.maxentries; its own page size and Link work everywhere.
+        let url = format!("{}/v2/_catalog", self.base);
         let registry = self.registry.clone();
         self.paginate("list repositories of", &registry, url, &["registry:catalog:*".to_string()], "repositories").await
     }

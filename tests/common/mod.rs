@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod companion;
 pub mod fake_referrers;
 pub mod fixtures;
 pub mod layout;
