@@ -132,11 +132,6 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     }
     let nodes: HashMap<Digest, Arc<Node>> = nodes.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
 
-    // 3. A local source (a backup) is checked whole before anything is written.
-    if src.is_local() {
-        verify_all(&src, jobs, &graphs, conc).await?;
-    }
-
     // 4. Plan.
     let mut contents: Vec<(Descriptor, bool)> = Vec::new();
     let mut seen = HashSet::new();
@@ -195,8 +190,9 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         // Streams pass once, in digest order: tasks start in that order so each waits only on earlier ones.
         tasks.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
     }
-    if src.ordered() {
-        // A stream source must know up front which blobs it will be asked for.
+    if src.ordered() || src.is_local() {
+        // A backup is checked before anything is written, and a stream must know up front which
+        // blobs it will be asked for: so first ask the destination what it already has.
         let present: Vec<bool> = stream::iter(tasks.iter().map(|(i, d)| {
             let dst = dst.clone();
             let repo = jobs[*i].dst.clone();
@@ -210,8 +206,10 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         let mut again = Vec::new();
         let mut wanted = Vec::new();
         let mut seen_digest = HashSet::new();
+        let mut skipped_local = Vec::new();
         for ((i, d), there) in tasks.into_iter().zip(present) {
             if there {
+                skipped_local.push((i, d.clone()));
                 outcomes.push(BlobOutcome::Skipped(d.size));
                 progress.add(d.size);
             } else if seen_digest.insert(d.digest.clone()) {
@@ -222,7 +220,16 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                 again.push((i, d, true));
             }
         }
-        if !opts.dry_run {
+        if src.is_local() {
+            // Everything that will be pushed is read and checked first (a dry run checks the whole backup).
+            let check: Vec<(usize, Descriptor)> = if opts.dry_run {
+                first.iter().chain(&again).map(|(i, d, _)| (*i, d.clone())).chain(skipped_local.drain(..)).collect()
+            } else {
+                first.iter().map(|(i, d, _)| (*i, d.clone())).collect()
+            };
+            verify_all(&src, jobs, &check, conc).await?;
+        }
+        if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;
         }
         passes.push(first);
@@ -512,14 +519,12 @@ async fn walk(
     Ok(())
 }
 
-async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], graphs: &[JobGraph], conc: usize) -> Result<()> {
+async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descriptor)], conc: usize) -> Result<()> {
     let mut seen = HashSet::new();
     let mut work = Vec::new();
-    for (job, g) in jobs.iter().zip(graphs) {
-        for b in g.blobs.values() {
-            if seen.insert(b.digest.clone()) {
-                work.push((job, b.clone()));
-            }
+    for (i, b) in blobs {
+        if seen.insert(b.digest.clone()) {
+            work.push((&jobs[*i], b.clone()));
         }
     }
     let errors: Vec<String> = stream::iter(work.into_iter().map(|(job, desc)| {
