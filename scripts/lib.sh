@@ -54,8 +54,10 @@ ensure_commands() {
 # (/usr/bin/docker-registry). The tests and the demo start their own registries on free
 # loopback ports with their own configuration; the package's own service, if the install
 # starts one, is never used.
+# The auth and TLS tests also make certificates with openssl and bcrypt password files
+# with htpasswd (Debian packages openssl and apache2-utils).
 ensure_registry() {
-    ensure_commands docker-registry:docker-registry
+    ensure_commands docker-registry:docker-registry openssl:openssl htpasswd:apache2-utils
     [ -x /usr/bin/docker-registry ] || command -v docker-registry >/dev/null 2>&1 \
         || die "docker-registry is still missing after installing it"
 }

@@ -189,7 +189,10 @@ pub struct Common {
     /// Client private key (PEM) for mutual TLS
     #[arg(long, value_name = "PATH", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
-    /// Registry username
+    /// Docker config.json with stored credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]
+    #[arg(long, value_name = "PATH")]
+    pub registry_config: Option<PathBuf>,
+    /// Registry username (for every registry named on the command line)
     #[arg(short = 'u', long, conflicts_with_all = ["identity_token", "identity_token_stdin"])]
     pub username: Option<String>,
     /// Registry password or token (prefer --password-stdin: this lands in shell history)
@@ -198,7 +201,7 @@ pub struct Common {
     /// Read the password from standard input
     #[arg(long, conflicts_with_all = ["identity_token", "identity_token_stdin"])]
     pub password_stdin: bool,
-    /// OAuth2 identity (refresh) token
+    /// OAuth2 identity (refresh) token (prefer --identity-token-stdin: this lands in shell history)
     #[arg(long, conflicts_with = "identity_token_stdin")]
     pub identity_token: Option<String>,
     /// Read the identity token from standard input

@@ -4,45 +4,55 @@ use super::UsageError;
 use crate::cli::{Common, DistributionSpec, Format};
 use crate::progress::Progress;
 use crate::registry::auth::Credentials;
+use crate::registry::credentials::CredentialStore;
 use crate::registry::target::{ReferrersMode, Registries};
 use crate::registry::TransportOptions;
 use anyhow::{Context, Result};
 use std::io::{IsTerminal, Read};
 
-/// Reads the credentials the flags name (stdin ones included).
-pub fn credentials(c: &Common) -> Result<Credentials> {
+/// The credentials the flags give (stdin ones included), or `None` to use the docker config.
+pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
     let read_stdin = |what: &str| -> Result<String> {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).with_context(|| format!("cannot read {what} from standard input"))?;
-        let s = s.trim_end_matches(['\n', '\r']).to_string();
+        // One trailing line break is how `echo` and files end; anything else is the secret.
+        let s = s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&s).to_string();
         if s.is_empty() {
             return Err(UsageError(format!("{what} read from standard input is empty")).into());
         }
         Ok(s)
     };
+    // clap already rejects conflicting sources; these are the combinations it cannot express.
     if let Some(t) = &c.identity_token {
-        return Ok(Credentials::IdentityToken(t.clone()));
+        eprintln!("Warning: an identity token given with --identity-token may be saved in shell history; prefer --identity-token-stdin");
+        if t.is_empty() {
+            return Err(UsageError("--identity-token is empty".into()).into());
+        }
+        return Ok(Some(Credentials::identity_token(t.clone(), "--identity-token")));
     }
     if c.identity_token_stdin {
-        return Ok(Credentials::IdentityToken(read_stdin("identity token")?));
+        return Ok(Some(Credentials::identity_token(read_stdin("identity token")?, "--identity-token-stdin")));
     }
-    let password = if c.password_stdin {
-        Some(read_stdin("password")?)
+    let (password, how) = if c.password_stdin {
+        (Some(read_stdin("password")?), "--username/--password-stdin")
     } else {
         if c.password.is_some() {
             eprintln!("Warning: a password given with -p/--password may be saved in shell history; prefer --password-stdin");
         }
-        c.password.clone()
+        (c.password.clone(), "--username/--password")
     };
     match (&c.username, password) {
-        (Some(u), Some(p)) => Ok(Credentials::Basic { username: u.clone(), password: p }),
-        (Some(_), None) => Err(UsageError("--username needs a password: add -p/--password or --password-stdin".into()).into()),
+        (Some(u), _) if u.is_empty() => Err(UsageError("--username is empty".into()).into()),
+        (Some(u), Some(p)) => Ok(Some(Credentials::basic(u.clone(), p, how))),
+        (Some(_), None) => Err(UsageError("--username needs a password: add --password-stdin or -p/--password".into()).into()),
         (None, Some(_)) => Err(UsageError("a password needs a username: add -u/--username".into()).into()),
-        (None, None) => Ok(Credentials::Anonymous),
+        (None, None) => Ok(None),
     }
 }
 
-/// The registries of a run, configured from the flags.
+/// The registries of a run, configured from the flags. Flag credentials apply to every
+/// registry of the run (they are all named on the command line); without them each
+/// registry gets its own entry of the docker config (`--registry-config` or the default).
 pub fn registries(c: &Common, read_only: bool) -> Result<Registries> {
     if c.insecure {
         eprintln!("Warning: --insecure: TLS certificates are not verified");
@@ -63,7 +73,8 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Registries> {
         Some(DistributionSpec::ReferrersApi) => ReferrersMode::Api,
         Some(DistributionSpec::ReferrersTag) => ReferrersMode::Tag,
     };
-    Registries::new(opts, credentials(c)?, mode, read_only)
+    let store = CredentialStore::load(credentials(c)?, c.registry_config.as_deref()).map_err(anyhow::Error::msg)?;
+    Registries::new(opts, store, mode, read_only)
 }
 
 /// Progress output as the flags and the terminal allow.

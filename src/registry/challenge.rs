@@ -60,7 +60,13 @@ pub fn parse(header: &str) -> Vec<Challenge> {
                 i += 1;
                 v
             } else {
-                read_token(&mut i)
+                // Unquoted values are tokens by the RFC, but registries send unquoted URLs
+                // (`realm=https://...`): take everything up to the next comma.
+                let s = i;
+                while i < chars.len() && chars[i] != ',' {
+                    i += 1;
+                }
+                chars[s..i].iter().collect::<String>().trim().to_string()
             };
             if let Some(c) = out.last_mut() {
                 c.params.insert(tok.to_ascii_lowercase(), value);
@@ -92,5 +98,28 @@ mod tests {
         assert_eq!(c[0].scheme, "basic");
         assert_eq!(c[1].params["service"], "reg");
         assert_eq!(c[1].params["realm"], "https://t/x");
+    }
+
+    #[test]
+    fn unquoted_urls_case_and_errors() {
+        let c = parse(r#"BEARER Realm=https://auth.example:8443/token?x=1 , service="reg", error="insufficient_scope""#);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].params["realm"], "https://auth.example:8443/token?x=1");
+        assert_eq!(c[0].params["service"], "reg");
+        assert_eq!(c[0].params["error"], "insufficient_scope");
+    }
+
+    #[test]
+    fn escapes_empty_values_and_garbage() {
+        let c = parse(r#"Basic realm="a \"quoted\" realm", Bearer realm="""#);
+        assert_eq!(c[0].params["realm"], r#"a "quoted" realm"#);
+        assert_eq!(c[1].params["realm"], "");
+        assert!(parse("").is_empty());
+        assert!(parse(" , ,").is_empty());
+        // Unterminated quotes and stray characters must not panic.
+        let c = parse(r#"Bearer realm="https://x"#);
+        assert_eq!(c[0].params["realm"], "https://x");
+        let _ = parse("=\"=,;;\u{1F600} Bearer");
     }
 }

@@ -1,8 +1,10 @@
 //! Distribution API calls against one registry host, with auth and bounded retries.
 
-use super::auth::{repo_scope, Auth, Credentials};
+use super::auth::{repo_scope, Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{describe_body, describe_transport, RegistryError};
-use super::transport::{api_host, is_localhost, TransportOptions};
+use super::transport::{
+    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, redact_url, retry_after, RetryPolicy, TransportOptions,
+};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
 use bytes::Bytes;
@@ -10,12 +12,9 @@ use futures::{Stream, StreamExt};
 use reqwest::{header, Method, StatusCode};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A stream of blob bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
-
-const MAX_ATTEMPTS: u32 = 4;
 
 /// A client for one registry.
 pub struct Client {
@@ -64,56 +63,79 @@ impl Client {
         }
     }
 
-    /// Sends a request built by `build` with auth for `scopes`, retrying transient failures.
-    /// `build` is called again for each attempt, so bodies must be replayable.
+    /// Sends a request built by `build` with auth for `scopes`, retrying transient failures
+    /// (connection errors, bodies cut short, 408/429/5xx) within the transport's retry budget.
+    /// `build` is called again for each attempt, so bodies must be replayable. A 401 is answered
+    /// once with fresh credentials, and once more when the token that failed came from the cache.
     async fn send<F>(&self, op: &str, target: &str, method: Method, url: &str, scopes: &[String], build: F) -> Result<reqwest::Response>
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
         let key = scopes.join(" ");
-        let mut reauthed = false;
+        let policy = RetryPolicy::default();
+        let started = std::time::Instant::now();
+        let mut fetched_here = 0u32;
         let mut attempt = 0;
+        let shown = redact_url(url);
+        // Small JSON answers (manifests, tag lists, referrers) are read here, so that a body
+        // cut short is retried like any transient failure; blobs stream to the caller.
+        let buffer = method == Method::GET && !url.contains("/blobs/");
         loop {
             attempt += 1;
-            let mut rb = build(self.http.request(method.clone(), url));
-            let authz = self.auth.cached(&key);
-            if let Some(a) = &authz {
-                rb = rb.header(header::AUTHORIZATION, a);
+            let mut authz = self.auth.cached(&key);
+            let from_cache = authz.is_some() && fetched_here == 0;
+            if authz.is_none() {
+                authz = self.auth.preauthorize(&self.http, &key, scopes).await.map_err(|e| rerr(op, target, Some(401), e.to_string()))?;
+                if authz.is_some() {
+                    fetched_here += 1;
+                }
             }
-            let res = rb.send().await;
+            let mut rb = build(self.http.request(method.clone(), url));
+            if let Some(a) = &authz {
+                let mut v = header::HeaderValue::from_str(a).map_err(|_| rerr(op, target, None, "unusable authorization token"))?;
+                v.set_sensitive(true);
+                rb = rb.header(header::AUTHORIZATION, v);
+            }
+            let auth_note = if authz.is_some() { " [Authorization: <redacted>]" } else { "" };
+            let res = match rb.send().await {
+                Ok(resp) if buffer && resp.status().is_success() => buffered(resp).await,
+                other => other,
+            };
             match res {
                 Err(e) => {
-                    self.trace(&method, url, None, authz.is_some());
-                    if attempt < MAX_ATTEMPTS {
-                        backoff(attempt, None).await;
-                        continue;
+                    let why = describe_transport(&e);
+                    debug_line(&format!("{method} {shown}{auth_note} -> {why}"));
+                    if is_retryable_transport(&e) {
+                        if let Some(wait) = policy.next_delay(attempt, started, None) {
+                            debug_line(&format!("retrying in {} ms (attempt {}/{})", wait.as_millis(), attempt + 1, policy.max_attempts));
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                     }
-                    return Err(rerr(op, target, None, format!("{} ({})", describe_transport(&e), self.registry)));
+                    let tries = if attempt > 1 { format!(", after {attempt} attempts") } else { String::new() };
+                    return Err(rerr(op, target, None, format!("{why} ({}{tries})", self.registry)));
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    self.trace(&method, url, Some(status), authz.is_some());
-                    if status == StatusCode::UNAUTHORIZED && !reauthed {
-                        reauthed = true;
-                        self.auth.invalidate(&key);
+                    debug_line(&format!("{method} {shown}{auth_note} -> {}", status.as_u16()));
+                    // Answer a 401 when we sent nothing, or sent a cached token that may have
+                    // gone stale; a token fetched for this very request failing is final.
+                    if status == StatusCode::UNAUTHORIZED && (authz.is_none() || from_cache) && fetched_here < 2 {
+                        self.auth.invalidate(&key, authz.as_deref());
                         let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
                         self.auth
-                            .authorize(&self.http, challenge.as_deref(), &key, scopes)
+                            .authorize(&self.http, challenge.as_deref(), &key, scopes, authz.as_deref())
                             .await
                             .map_err(|e| rerr(op, target, Some(401), e.to_string()))?;
+                        fetched_here += 1;
                         continue;
                     }
-                    let retryable = status == StatusCode::REQUEST_TIMEOUT
-                        || status == StatusCode::TOO_MANY_REQUESTS
-                        || matches!(status.as_u16(), 500 | 502 | 503 | 504);
-                    if retryable && attempt < MAX_ATTEMPTS {
-                        let after = resp
-                            .headers()
-                            .get(header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok());
-                        backoff(attempt, after).await;
-                        continue;
+                    if is_retryable_status(status) {
+                        if let Some(wait) = policy.next_delay(attempt, started, retry_after(resp.headers())) {
+                            debug_line(&format!("retrying in {} ms (attempt {}/{})", wait.as_millis(), attempt + 1, policy.max_attempts));
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                     }
                     return Ok(resp);
                 }
@@ -121,12 +143,15 @@ impl Client {
         }
     }
 
+    /// The error for an unsuccessful answer: operation, reference, status, the registry's
+    /// `errors[].code: message`, and for 401/403 which credentials were tried and how to give others.
     async fn fail(&self, op: &str, target: &str, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
         let mut detail = describe_body(&body);
-        if status == 401 {
-            detail = format!("{detail} (tried {})", self.auth.credentials().describe());
+        if status == 401 || status == 403 {
+            let what = if status == 401 { "not accepted" } else { "not allowed this" };
+            detail = format!("{detail} ({what}: tried {}; {CREDENTIALS_HINT})", self.auth.credentials().describe());
         }
         rerr(op, target, Some(status), detail)
     }
@@ -487,18 +512,34 @@ fn parse_next_link(link: &str) -> Option<String> {
     })
 }
 
-/// Exponential backoff with jitter; honours `Retry-After` seconds (capped).
-async fn backoff(attempt: u32, retry_after: Option<u64>) {
-    let base = 200u64 << attempt.min(6);
-    let jitter = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % (base / 2 + 1))
-        .unwrap_or(0);
-    let wait = match retry_after {
-        Some(s) => Duration::from_secs(s.min(30)),
-        None => Duration::from_millis(base + jitter),
+/// Reads a whole (small) response so that a transport error mid-body surfaces as an error of
+/// the request, which `send` retries; the caller gets an equivalent in-memory response. An
+/// answer too large to hold is handed on as a stream, unretried, for the caller's own limits.
+async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Response, reqwest::Error> {
+    const LIMIT: usize = 16 << 20;
+    if resp.content_length().is_some_and(|l| l > LIMIT as u64) {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let rebuild = move |body: reqwest::Body| {
+        let mut r = http::Response::new(body);
+        *r.status_mut() = status;
+        *r.version_mut() = version;
+        *r.headers_mut() = headers;
+        reqwest::Response::from(r)
     };
-    tokio::time::sleep(wait).await;
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buf.extend_from_slice(&chunk?);
+        if buf.len() > LIMIT {
+            let head = futures::stream::once(async move { Ok::<Bytes, reqwest::Error>(Bytes::from(buf)) });
+            return Ok(rebuild(reqwest::Body::wrap_stream(head.chain(stream))));
+        }
+    }
+    Ok(rebuild(reqwest::Body::from(buf)))
 }
 
 #[cfg(test)]

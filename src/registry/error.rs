@@ -31,11 +31,7 @@ impl fmt::Display for RegistryError {
                 write!(f, " ")?;
             }
         }
-        f.write_str(&self.detail)?;
-        if self.status == Some(401) || self.status == Some(403) {
-            f.write_str(" (check the credentials given with -u/-p, and that they may access this repository)")?;
-        }
-        Ok(())
+        f.write_str(&self.detail)
     }
 }
 

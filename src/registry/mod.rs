@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod client;
+pub mod credentials;
 pub mod error;
 pub mod target;
 pub mod transport;

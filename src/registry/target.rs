@@ -1,7 +1,7 @@
 //! Registry repositories as a `Source` and a `Sink`, including referrers (API or tag schema).
 
-use super::auth::Credentials;
 use super::client::Client;
+use super::credentials::CredentialStore;
 use super::transport::{build_client, TransportOptions};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
@@ -31,7 +31,7 @@ type Listing = Arc<tokio::sync::OnceCell<Option<HashSet<String>>>>;
 pub struct Registries {
     http: reqwest::Client,
     opts: TransportOptions,
-    creds: Credentials,
+    creds: CredentialStore,
     clients: Mutex<HashMap<String, Arc<Client>>>,
     mode: ReferrersMode,
     api_support: Mutex<HashMap<String, bool>>,
@@ -43,7 +43,7 @@ pub struct Registries {
 
 impl Registries {
     /// Sets up the transport; errors are about the options (bad CA file...).
-    pub fn new(opts: TransportOptions, creds: Credentials, mode: ReferrersMode, read_only: bool) -> Result<Registries> {
+    pub fn new(opts: TransportOptions, creds: CredentialStore, mode: ReferrersMode, read_only: bool) -> Result<Registries> {
         let http = build_client(&opts).map_err(|e| anyhow!(e))?;
         Ok(Registries {
             http,
@@ -58,13 +58,15 @@ impl Registries {
         })
     }
 
-    /// The client of a registry.
+    /// The client of a registry, with that registry's own credentials (looked up once).
     pub fn client(&self, registry: &str) -> Arc<Client> {
         let mut c = match self.clients.lock() {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
-        c.entry(registry.to_string()).or_insert_with(|| Client::new(self.http.clone(), registry, &self.opts, self.creds.clone())).clone()
+        c.entry(registry.to_string())
+            .or_insert_with(|| Client::new(self.http.clone(), registry, &self.opts, self.creds.for_registry(registry)))
+            .clone()
     }
 
     async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {

@@ -1,6 +1,9 @@
-//! Building the HTTP client: TLS, plain HTTP rules, `--resolve`, extra headers.
+//! Building the HTTP client (TLS, plain HTTP rules, `--resolve`, extra headers, proxies from
+//! the environment) and the retry policy every registry and token request follows.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Transport settings shared by every registry of a run.
 #[derive(Clone, Debug, Default)]
@@ -42,8 +45,41 @@ pub fn api_host(registry: &str) -> &str {
     }
 }
 
-/// Builds the shared reqwest client from the options.
+/// Whether `--debug` asked for an HTTP trace (process-wide: the trace is one stream).
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets.
+pub fn debug_line(line: &str) {
+    if DEBUG.load(Ordering::Relaxed) {
+        eprintln!("[debug] {line}");
+    }
+}
+
+/// A URL fit for messages: user info and credential-like query parameters are replaced.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut u) = url::Url::parse(raw) else { return raw.to_string() };
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("redacted");
+        let _ = u.set_password(None);
+    }
+    const SECRET_PARAMS: [&str; 6] = ["password", "refresh_token", "access_token", "token", "client_secret", "code"];
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) { "<redacted>".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+/// Builds the shared reqwest client from the options. Proxies come from `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (reqwest's system proxy, on by default).
 pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
+    DEBUG.store(o.debug, Ordering::Relaxed);
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("oras-backup/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
@@ -57,6 +93,10 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
         let pem = std::fs::read(ca).map_err(|e| format!("cannot read --ca-file {}: {e}", ca.display()))?;
         let certs =
             reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("--ca-file {} is not a PEM certificate: {e}", ca.display()))?;
+        if certs.is_empty() {
+            // Text without any PEM block parses as an empty bundle: say so rather than ignore the flag.
+            return Err(format!("--ca-file {} holds no PEM certificate", ca.display()));
+        }
         for c in certs {
             b = b.add_root_certificate(c);
         }
@@ -79,7 +119,8 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     let mut headers = reqwest::header::HeaderMap::new();
     for h in &o.headers {
-        let (n, v) = h.split_once(':').ok_or_else(|| format!("invalid --header {h:?}: expected 'Name: value'"))?;
+        // The value may be a secret (a token): quote only the name in messages.
+        let (n, v) = h.split_once(':').ok_or_else(|| "invalid --header: expected 'Name: value'".to_string())?;
         let name =
             reqwest::header::HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("invalid --header name {:?}", n.trim()))?;
         let value = reqwest::header::HeaderValue::from_str(v.trim()).map_err(|_| format!("invalid --header value for {:?}", n.trim()))?;
@@ -87,6 +128,125 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     b = b.default_headers(headers);
     b.build().map_err(|e| format!("cannot set up HTTP client: {e}"))
+}
+
+/// Bounds for retrying a request: attempts in all, and time spent waiting in all.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    /// No retry starts after this much time since the first attempt.
+    pub max_elapsed: Duration,
+    /// The first backoff; it doubles with each retry.
+    pub base: Duration,
+    /// The longest single backoff (and the longest `Retry-After` honoured).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(90),
+            base: Duration::from_millis(250),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait before attempt `attempt + 1`, or `None` when the budget is spent.
+    /// `retry_after` (from the server) replaces the computed backoff, within `max_delay`.
+    pub fn next_delay(&self, attempt: u32, started: Instant, retry_after: Option<Duration>) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max_delay);
+        // Equal jitter: half fixed, half random, so that concurrent clients spread out.
+        let half = exp / 2;
+        let wait = match retry_after {
+            // A server asking for a longer pause than we would ever wait: give up now with its answer.
+            Some(ra) if ra > self.max_delay => return None,
+            Some(ra) => ra,
+            None => half + Duration::from_nanos(jitter_nanos(half.as_nanos() as u64)),
+        };
+        if started.elapsed() + wait > self.max_elapsed {
+            return None;
+        }
+        Some(wait)
+    }
+}
+
+/// A pseudo-random number below `bound` (no RNG dependency: the clock and a counter, mixed).
+fn jitter_nanos(bound: u64) -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    if bound == 0 {
+        return 0;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut x = now ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)) % bound
+}
+
+/// Statuses worth another attempt: 408, 429, 500, 502, 503, 504.
+pub fn is_retryable_status(status: reqwest::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Whether a transport error may go away on its own (resets, refused or timed-out
+/// connections, bodies cut short); TLS certificate problems and bad requests do not.
+pub fn is_retryable_transport(e: &reqwest::Error) -> bool {
+    // (reqwest labels a body cut short while streaming as a "decode" error: that one is retried.)
+    if e.is_builder() || e.is_redirect() {
+        return false;
+    }
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("invalid peer") || text.contains("fatal alert") {
+            return false;
+        }
+        src = s.source();
+    }
+    true
+}
+
+/// `Retry-After` as a duration: delay-seconds or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = parse_http_date(v)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(when.saturating_sub(now)))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let rest = s.split_once(", ").map(|(_, r)| r)?;
+    let parts: Vec<&str> = rest.split_whitespace().collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    let day: u64 = day.parse().ok()?;
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|m| m == month)? as u64 + 1;
+    let year: u64 = year.parse().ok()?;
+    let hms: Vec<u64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?;
+    let [h, m, sec] = hms.as_slice() else { return None };
+    if year < 1970 || !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), valid for years >= 1970.
+    let (y, mo) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 /// Parses `host:port:address[:port]`.
@@ -132,5 +292,41 @@ mod tests {
         let (_, a) = parse_resolve("reg.example:443:127.0.0.1").unwrap();
         assert_eq!(a.port(), 443);
         assert!(parse_resolve("nonsense").is_err());
+        let (_, a) = parse_resolve("reg.example:443:[::1]:5000").unwrap();
+        assert!(a.is_ipv6() && a.port() == 5000);
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(parse_http_date("yesterday"), None);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_budget() {
+        let p = RetryPolicy { max_attempts: 3, max_elapsed: Duration::from_secs(10), ..RetryPolicy::default() };
+        let t = Instant::now();
+        let d1 = p.next_delay(1, t, None).unwrap();
+        assert!(d1 >= Duration::from_millis(125) && d1 <= Duration::from_millis(250), "{d1:?}");
+        let d2 = p.next_delay(2, t, None).unwrap();
+        assert!(d2 >= Duration::from_millis(250) && d2 <= Duration::from_millis(500), "{d2:?}");
+        assert_eq!(p.next_delay(3, t, None), None, "attempts are bounded");
+        assert_eq!(p.next_delay(1, t, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)), "Retry-After is honoured");
+        assert_eq!(p.next_delay(1, t, Some(Duration::from_secs(60))), None, "a wait past the longest backoff gives up");
+        let short = RetryPolicy { max_elapsed: Duration::from_secs(1), ..p };
+        assert_eq!(short.next_delay(1, t, Some(Duration::from_secs(2))), None, "a wait past the time budget gives up");
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let r = redact_url("https://user:pw@auth.example/token?service=x&refresh_token=abc&scope=repository%3Aa%3Apull");
+        assert!(!r.contains("pw") && !r.contains("abc"), "{r}");
+        assert!(r.contains("service=x") && r.contains("scope="), "{r}");
     }
 }

@@ -5,9 +5,12 @@
 pub mod client;
 pub mod companion;
 pub mod fake_referrers;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod layout;
 pub mod registry;
+pub mod tls;
+pub mod token_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,6 +107,12 @@ pub fn oras(args: &[&str]) -> Run {
 
 /// Run `oras <args>`, feeding `stdin` if given. Fails the test after a timeout.
 pub fn oras_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    oras_env(args, stdin, &[])
+}
+
+/// Run `oras <args>` with `env` set on top of the defaults (an empty docker config, no
+/// proxies): e.g. `PATH` with a credential helper, `DOCKER_CONFIG`, `HTTPS_PROXY`/`NO_PROXY`.
+pub fn oras_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let out_dir = tempfile::tempdir().unwrap();
     let out_path = out_dir.path().join("stdout");
     let err_path = out_dir.path().join("stderr");
@@ -118,6 +127,7 @@ pub fn oras_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .env_remove("https_proxy")
         .env_remove("all_proxy")
         .env("NO_PROXY", "*")
+        .envs(env.iter().copied())
         .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()));
     let stdin_file;
