@@ -173,17 +173,25 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         if opts.dry_run { "checking" } else { "copying" },
     );
 
+    // 4b. What the destination already holds, asked from the top.
+    let known = if dst.prunes() { already_there(&dst, jobs, &graphs, &nodes, conc).await? } else { Known::default() };
+
     // 5. Blobs.
     let mut tasks: Vec<(usize, Descriptor)> = Vec::new();
     let mut scoped = HashSet::new();
+    let mut outcomes: Vec<BlobOutcome> = Vec::new();
     for (i, (job, g)) in jobs.iter().zip(&graphs).enumerate() {
         for b in g.blobs.values() {
             if scoped.insert((dst.scope(&job.dst), b.digest.clone())) {
-                tasks.push((i, b.clone()));
+                if known.blobs.contains(&(i, b.digest.clone())) {
+                    outcomes.push(BlobOutcome::Skipped(b.size));
+                    progress.add(b.size);
+                } else {
+                    tasks.push((i, b.clone()));
+                }
             }
         }
     }
-    let mut outcomes: Vec<BlobOutcome> = Vec::new();
     // Each pass: tasks and whether the destination is already known not to have them.
     let mut passes: Vec<Vec<(usize, Descriptor, bool)>> = Vec::new();
     if src.ordered() || dst.ordered() {
@@ -276,6 +284,10 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         let mut memo = HashMap::new();
         for d in &g.manifests {
             let lvl = level(d, &nodes, g, &mut memo, 0);
+            if known.manifests.contains(&(i, d.clone())) {
+                report.manifests_skipped += 1;
+                continue;
+            }
             if scoped.insert((dst.scope(&job.dst), d.clone())) {
                 levels.entry(lvl).or_default().push((i, d.clone()));
             }
@@ -317,8 +329,11 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
 
     // 7. Tags and untagged roots.
     let mut tag_tasks = Vec::new();
-    for (job, g) in jobs.iter().zip(&graphs) {
+    for (i, (job, g)) in jobs.iter().zip(&graphs).enumerate() {
         for (tag, desc) in &g.roots {
+            if tag.as_ref().is_some_and(|t| known.tags.contains(&(i, t.clone()))) {
+                continue;
+            }
             let bytes = nodes.get(&desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
             match &job.retag {
                 Some(tags) => {
@@ -360,6 +375,99 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What the destination was found to hold before the transfer, per job.
+#[derive(Default)]
+struct Known {
+    manifests: HashSet<(usize, Digest)>,
+    blobs: HashSet<(usize, Digest)>,
+    tags: HashSet<(usize, String)>,
+}
+
+/// Asks the destination about roots (tag, then digest) and about the referrers of what is there;
+/// everything under a manifest that is there is there too.
+async fn already_there(
+    dst: &Arc<dyn Sink>,
+    jobs: &[Job],
+    graphs: &[JobGraph],
+    nodes: &HashMap<Digest, Arc<Node>>,
+    conc: usize,
+) -> Result<Known> {
+    let mut known = Known::default();
+    let roots: Vec<(usize, Option<String>, Descriptor)> = jobs
+        .iter()
+        .zip(graphs)
+        .enumerate()
+        .flat_map(|(i, (job, g))| g.roots.iter().map(move |(t, d)| (i, if job.retag.is_some() { None } else { t.clone() }, d.clone())))
+        .collect();
+    let answers: Vec<(usize, Option<String>, Digest, bool, bool)> = stream::iter(roots.into_iter().map(|(i, tag, desc)| {
+        let dst = dst.clone();
+        let repo = jobs[i].dst.clone();
+        async move {
+            let tagged = match &tag {
+                Some(t) => dst.tag_digest(&repo, t).await? == Some(desc.digest.clone()),
+                None => false,
+            };
+            let there = tagged || dst.has_manifest(&repo, &desc).await?;
+            Ok::<_, anyhow::Error>((i, tag, desc.digest, tagged, there))
+        }
+    }))
+    .buffer_unordered(conc)
+    .try_collect()
+    .await?;
+    for (i, tag, digest, tagged, there) in answers {
+        if let (true, Some(t)) = (tagged, tag) {
+            known.tags.insert((i, t));
+        }
+        if there {
+            known.manifests.insert((i, digest));
+        }
+    }
+    // Referrers of what is there, recorded there already (referrers of referrers in later rounds).
+    let mut asked: HashSet<(usize, Digest)> = HashSet::new();
+    loop {
+        let ask: Vec<(usize, Digest)> = graphs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.referrers_of.keys().map(move |s| (i, s.clone())))
+            .filter(|k| known.manifests.contains(k) && !asked.contains(k))
+            .collect();
+        if ask.is_empty() {
+            break;
+        }
+        asked.extend(ask.iter().cloned());
+        let listed: Vec<(usize, Digest, Vec<Digest>)> = stream::iter(ask.into_iter().filter_map(|(i, s)| {
+            let desc = nodes.get(&s)?.desc.clone();
+            let dst = dst.clone();
+            let repo = jobs[i].dst.clone();
+            Some(async move { Ok::<_, anyhow::Error>((i, s, dst.listed_referrers(&repo, &desc).await?)) })
+        }))
+        .buffer_unordered(conc)
+        .try_collect()
+        .await?;
+        for (i, subject, there) in listed {
+            for r in graphs[i].referrers_of.get(&subject).into_iter().flatten() {
+                if there.contains(r) {
+                    known.manifests.insert((i, r.clone()));
+                }
+            }
+        }
+    }
+    // Everything under a manifest that is there.
+    let mut stack: Vec<(usize, Digest)> = known.manifests.iter().cloned().collect();
+    while let Some((i, d)) = stack.pop() {
+        let Some(n) = nodes.get(&d) else { continue };
+        for b in &n.parsed.blobs {
+            known.blobs.insert((i, b.digest.clone()));
+        }
+        for c in &n.parsed.manifests {
+            if known.manifests.insert((i, c.digest.clone())) {
+                stack.push((i, c.digest.clone()));
+            }
+        }
+    }
+    Ok(known)
 }
 
 async fn resolve_roots(

@@ -91,6 +91,19 @@ pub trait Sink: Send + Sync {
     async fn prepare(&self, _plan: &Plan<'_>) -> Result<()> {
         Ok(())
     }
+    /// Whether asking from the top pays: a manifest that is there brings its whole subgraph (registries
+    /// refuse a manifest whose content is missing), so nothing under it needs asking about.
+    fn prunes(&self) -> bool {
+        false
+    }
+    /// The digest a tag points at, if the tag exists.
+    async fn tag_digest(&self, _repo: &Repo, _tag: &str) -> Result<Option<crate::digest::Digest>> {
+        Ok(None)
+    }
+    /// Digests of the referrers of `subject` already recorded there.
+    async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor) -> Result<Vec<crate::digest::Digest>> {
+        Ok(Vec::new())
+    }
     /// Whether the blob is already there.
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
     /// Writes a blob from a stream the engine verifies as it flows.

@@ -177,6 +177,18 @@ impl Sink for Registries {
         repo.to_string()
     }
 
+    fn prunes(&self) -> bool {
+        true
+    }
+
+    async fn tag_digest(&self, repo: &Repo, tag: &str) -> Result<Option<Digest>> {
+        Ok(self.client(&repo.registry).head_manifest(&repo.repository, tag, !self.read_only).await?.map(|d| d.digest))
+    }
+
+    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor) -> Result<Vec<Digest>> {
+        Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
+    }
+
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
         Ok(self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await?)
     }
@@ -224,8 +236,9 @@ impl Sink for Registries {
     async fn finish(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
         for ((repo, subject), new) in pending {
-            // Merge with what the registry already lists, so earlier referrers are kept.
-            let mut list = self.tag_schema_referrers(&repo, &subject).await?;
+            // Merge with what the registry already lists, so earlier referrers are kept (the tag list,
+            // taken before this run pushed anything, says whether there is anything to merge with).
+            let mut list = self.listed_schema_referrers(&repo, &subject).await?;
             let before = list.len();
             for d in new {
                 if !list.iter().any(|x| x.digest == d.digest) {
