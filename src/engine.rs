@@ -286,6 +286,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             let lvl = level(d, &nodes, g, &mut memo, 0);
             if known.manifests.contains(&(i, d.clone())) {
                 report.manifests_skipped += 1;
+                report.bytes_skipped += nodes.get(d).map(|n| n.desc.size).unwrap_or(0);
                 continue;
             }
             if scoped.insert((dst.scope(&job.dst), d.clone())) {
@@ -293,37 +294,70 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             }
         }
     }
+    // A registry creates a manifest pushed by tag: a tagged root goes out once, by its first tag.
+    let first_tags: Vec<HashMap<Digest, String>> = jobs
+        .iter()
+        .zip(&graphs)
+        .map(|(job, g)| {
+            let mut m = HashMap::new();
+            if job.retag.is_none() && dst.prunes() {
+                for (t, d) in &g.roots {
+                    if let Some(t) = t {
+                        m.entry(d.digest.clone()).or_insert_with(|| t.clone());
+                    }
+                }
+            }
+            m
+        })
+        .collect();
+    let mut tagged_early: HashSet<(usize, String)> = HashSet::new();
     for (_, batch) in levels {
-        let results: Vec<bool> = stream::iter(batch.into_iter().map(|(i, d)| {
+        // (pushed, size, tag it was pushed by)
+        type Pushed = (bool, u64, Option<(usize, String)>);
+        let results: Vec<Pushed> = stream::iter(batch.into_iter().map(|(i, d)| {
             let job = &jobs[i];
             let g = &graphs[i];
             let dst = dst.clone();
             let node = nodes.get(&d).cloned();
+            let by_tag = first_tags[i].get(&d).cloned();
             async move {
                 let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
                 let is_ref = g.referrer_nodes.contains(&d);
                 let exists = dst.has_manifest(&job.dst, &node.desc).await?;
                 if opts.dry_run || (exists && !is_ref) {
-                    return Ok::<bool, anyhow::Error>(!exists);
+                    return Ok::<_, anyhow::Error>((!exists, node.desc.size, None));
                 }
                 let subject = if is_ref { node.parsed.subject.as_ref() } else { None };
-                if !exists || subject.is_some() {
-                    dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject)
-                        .await
-                        .with_context(|| format!("cannot write manifest {} to {}", node.desc.digest, job.dst))?;
+                let mut tagged = None;
+                match (&by_tag, exists, subject) {
+                    (Some(t), false, None) => {
+                        dst.tag(&job.dst, &node.desc, node.bytes.clone(), Some(t))
+                            .await
+                            .with_context(|| format!("cannot write manifest {} as {}:{t}", node.desc.digest, job.dst))?;
+                        tagged = Some((i, t.clone()));
+                    }
+                    (_, true, None) => {}
+                    _ => {
+                        dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject)
+                            .await
+                            .with_context(|| format!("cannot write manifest {} to {}", node.desc.digest, job.dst))?;
+                    }
                 }
-                Ok(!exists)
+                Ok((!exists, node.desc.size, tagged))
             }
         }))
         .buffer_unordered(conc)
         .try_collect()
         .await?;
-        for copied in results {
+        for (copied, size, tagged) in results {
             if copied {
                 report.manifests_copied += 1;
+                report.bytes_copied += size;
             } else {
                 report.manifests_skipped += 1;
+                report.bytes_skipped += size;
             }
+            tagged_early.extend(tagged);
         }
     }
 
@@ -331,7 +365,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     let mut tag_tasks = Vec::new();
     for (i, (job, g)) in jobs.iter().zip(&graphs).enumerate() {
         for (tag, desc) in &g.roots {
-            if tag.as_ref().is_some_and(|t| known.tags.contains(&(i, t.clone()))) {
+            if tag.as_ref().is_some_and(|t| known.tags.contains(&(i, t.clone())) || tagged_early.contains(&(i, t.clone()))) {
                 continue;
             }
             let bytes = nodes.get(&desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
@@ -718,7 +752,12 @@ async fn copy_blob(
                 continue;
             }
         };
-        let verified = verifying(stream, desc, bar.counter(progress));
+        // A backup's blobs were read and checked before the first push, and a registry checks the digest again.
+        let verified = if src.is_local() && dst.prunes() {
+            counting(stream, bar.counter(progress))
+        } else {
+            verifying(stream, desc, bar.counter(progress))
+        };
         match dst.push_blob(&job.dst, desc, verified).await {
             Ok(()) => {
                 if let Ok(mut p) = placed.lock() {
@@ -741,6 +780,16 @@ async fn copy_blob(
     Err(last_err
         .unwrap_or_else(|| anyhow!("unknown error"))
         .context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
+}
+
+/// Counts bytes for progress, without hashing them again.
+fn counting(inner: ByteStream, bar: crate::progress::Counter) -> ByteStream {
+    Box::pin(inner.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            bar.inc(c.len() as u64);
+        }
+        chunk
+    }))
 }
 
 /// Wraps a stream so it fails at the end (or as soon as it runs long) if size or digest disagree.
