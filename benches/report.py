@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Helpers of benches/bench.sh: count HTTP requests in an `oras --debug` log, render the table.
+
+  report.py count LOG
+      Prints "<total>\t<breakdown>" for the `[debug] METHOD URL -> STATUS` lines of LOG
+      (one per HTTP request), the breakdown as "n× METHOD kind status; ...", most frequent
+      first.
+
+  report.py table RAW METRICS COMPARE
+      Markdown tables from the measurements:
+        RAW      key \t seconds \t peak_rss_kib \t status      (one line per timed run)
+        METRICS  key \t name \t value                         (tags, requests, breakdown, summary)
+        COMPARE  key \t skopeo_key \t floor_key \t first_key  ("-" where none)
+      A key is "scenario|operation|tool".
+"""
+
+import re
+import statistics
+import sys
+from collections import Counter, OrderedDict
+
+DEBUG = re.compile(r"^\[debug\] (\S+) (\S+)(?: \[[^\]]*\])* -> (\S+)")
+
+
+def kind(url):
+    path = re.sub(r"^https?://[^/]+", "", url)
+    path, _, query = path.partition("?")
+    if path in ("/v2", "/v2/"):
+        return "ping /v2/"
+    if path.endswith("/tags/list"):
+        return "tags/list"
+    if path.endswith("/_catalog"):
+        return "catalog"
+    if "/referrers/" in path:
+        return "referrers API"
+    if "/blobs/uploads/" in path:
+        if "mount=" in query:
+            return "blob mount"
+        return "blob upload" if path.endswith("/blobs/uploads/") else "blob upload session"
+    if "/blobs/" in path:
+        return "blob"
+    m = re.search(r"/manifests/(.+)$", path)
+    if m:
+        ref = m.group(1)
+        if re.fullmatch(r"sha256-[0-9a-f]{64}", ref):
+            return "manifest by schema tag sha256-<hex>"
+        if ref.startswith("sha256:"):
+            return "manifest by digest"
+        return "manifest by tag"
+    if "token" in path:
+        return "token"
+    return "other"
+
+
+def count(path):
+    c = Counter()
+    total = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = DEBUG.match(line)
+            if not m:
+                continue
+            total += 1
+            method, url, status = m.groups()
+            c[f"{method} {kind(url)} {status}"] += 1
+    breakdown = "; ".join(f"{n}× {k}" for k, n in c.most_common())
+    print(f"{total}\t{breakdown}")
+
+
+def read_tsv(path, width):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            parts = line.split("\t")
+            parts += ["-"] * (width - len(parts))
+            rows.append(parts[:width])
+    return rows
+
+
+def fmt_s(x):
+    if x is None:
+        return "–"
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return ""
+    return f"{a / b:.2f}×"
+
+
+def table(raw_path, metrics_path, compare_path):
+    runs = OrderedDict()
+    rss = {}
+    fails = Counter()
+    for key, secs, kib, status in read_tsv(raw_path, 4):
+        runs.setdefault(key, [])
+        if status == "ok":
+            runs[key].append(float(secs))
+            rss[key] = max(rss.get(key, 0), int(kib or 0))
+        else:
+            fails[key] += 1
+    metrics = {}
+    for key, name, value in read_tsv(metrics_path, 3):
+        metrics[(key, name)] = value
+    compare = {k: (s, f, b) for k, s, f, b in read_tsv(compare_path, 4)}
+
+    def median(key):
+        v = runs.get(key)
+        return statistics.median(v) if v else None
+
+    scenarios = OrderedDict()
+    for key in runs:
+        scen, op, tool = key.split("|", 2)
+        scenarios.setdefault(scen, []).append((op, tool, key))
+
+    out = []
+    for scen, rows in scenarios.items():
+        title = metrics.get((scen, "title"), scen)
+        out.append(f"### Scenario {scen}: {title}")
+        out.append("")
+        out.append(
+            "| operation | tool | median s (runs) | vs skopeo | vs curl floor | % of first run | peak RSS MiB "
+            "| tags | ms/tag | HTTP req/tag | notes |"
+        )
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for op, tool, key in rows:
+            m = median(key)
+            n_ok = len(runs[key])
+            s_key, f_key, b_key = compare.get(key, ("-", "-", "-"))
+            vs_sk = fmt_ratio(m, median(s_key)) if s_key != "-" else ""
+            vs_fl = fmt_ratio(m, median(f_key)) if f_key != "-" else ""
+            pct = ""
+            if b_key != "-" and m is not None and median(b_key):
+                pct = f"{100 * m / median(b_key):.0f}%"
+            tags = metrics.get((key, "tags")) or metrics.get((scen, "tags"))
+            per_tag = ""
+            req_tag = ""
+            if tags and tags != "-" and m is not None:
+                per_tag = f"{1000 * m / int(tags):.2f}"
+            req = metrics.get((key, "requests"))
+            if req and tags and tags != "-":
+                req_tag = f"{int(req) / int(tags):.1f} ({req})"
+            elif req:
+                req_tag = f"({req} total)"
+            notes = []
+            if fails[key]:
+                notes.append(f"**{fails[key]} run(s) FAILED**")
+            if metrics.get((key, "summary")):
+                notes.append(metrics[(key, "summary")])
+            if metrics.get((key, "note")):
+                notes.append(metrics[(key, "note")])
+            rss_mib = f"{rss[key] / 1024:.0f}" if key in rss else "–"
+            out.append(
+                f"| {op} | {tool} | {fmt_s(m)} ({n_ok}) | {vs_sk} | {vs_fl} | {pct} | {rss_mib} "
+                f"| {tags if tags and tags != '-' else ''} | {per_tag} | {req_tag} | {' '.join(notes)} |"
+            )
+        out.append("")
+        breakdowns = [(k, v) for (k, name), v in metrics.items() if name == "breakdown" and k.startswith(scen + "|")]
+        if breakdowns:
+            out.append(f"HTTP requests of `oras --debug` runs in scenario {scen}, by kind:")
+            out.append("")
+            for k, v in breakdowns:
+                _, op, tool = k.split("|", 2)
+                tags = metrics.get((k, "tags")) or metrics.get((scen, "tags"))
+                per = f", {tags} tags" if tags and tags != "-" else ""
+                out.append(f"- {op}, {tool} ({metrics.get((k, 'requests'), '?')} requests{per}): {v}")
+            out.append("")
+    print("\n".join(out))
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "count" and len(sys.argv) == 3:
+        count(sys.argv[2])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "table" and len(sys.argv) == 5:
+        table(*sys.argv[2:5])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
