@@ -24,3 +24,9 @@ cargo clippy --all-targets -- -D warnings
 
 log "cargo test --all-targets $*"
 cargo test --all-targets "$@"
+
+# Fuzzing after the tests: in CI, or when asked (ORAS_FUZZ=1; ORAS_FUZZ_SECONDS per target).
+if [ -n "${CI:-}" ] || [ "${ORAS_FUZZ:-}" = 1 ]; then
+    log "scripts/fuzz.sh ${ORAS_FUZZ_SECONDS:-20}"
+    bash "$root/scripts/fuzz.sh" "${ORAS_FUZZ_SECONDS:-20}"
+fi

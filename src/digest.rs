@@ -88,6 +88,27 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// Incremental SHA-256 of content whose digest is not known in advance.
+#[derive(Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    /// A fresh hasher.
+    pub fn new() -> Self {
+        Hasher(Sha256::new())
+    }
+
+    /// Feeds a chunk.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.0.update(chunk);
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(self.0.finalize())))
+    }
+}
+
 /// Incremental verifier: feed bytes as they stream, then check size and digest once at the end.
 pub struct Verifier {
     hasher: Sha256,

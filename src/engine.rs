@@ -128,7 +128,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     // 2. Walk manifests level by level, every level's fetches concurrent.
     let nodes: Arc<Mutex<HashMap<Digest, Arc<Node>>>> = Arc::new(Mutex::new(HashMap::new()));
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
-        walk(&src, job, graph, &nodes, &prefetched, opts, conc).await?;
+        walk((&src, &dst), job, graph, &nodes, &prefetched, opts, conc).await?;
     }
     let nodes: HashMap<Digest, Arc<Node>> = nodes.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
 
@@ -575,7 +575,7 @@ fn abbreviate(tags: &[String]) -> String {
 }
 
 async fn walk(
-    src: &Arc<dyn Source>,
+    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
     job: &Job,
     g: &mut JobGraph,
     nodes: &Arc<Mutex<HashMap<Digest, Arc<Node>>>>,
@@ -600,6 +600,7 @@ async fn walk(
         }
         let fetched: Vec<(Arc<Node>, Vec<Descriptor>)> = stream::iter(level.into_iter().map(|desc| {
             let src = src.clone();
+            let dst = dst.clone();
             let nodes = nodes.clone();
             let prefetched = prefetched.clone();
             async move {
@@ -611,9 +612,17 @@ async fn walk(
                             bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
                         }
                         let early = prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
+                        // A manifest the destination already holds (a directory backed up before) is not fetched again.
                         let bytes = match early {
                             Some(b) => b,
-                            None => src.fetch_manifest(&job.src, &desc).await?,
+                            None => match dst
+                                .stored_manifest(&desc)
+                                .await
+                                .filter(|b| crate::digest::verify_bytes(b, &desc.digest, desc.size).is_ok())
+                            {
+                                Some(b) => b,
+                                None => src.fetch_manifest(&job.src, &desc).await?,
+                            },
                         };
                         crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
                         let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;

@@ -102,7 +102,7 @@ pub struct Parsed {
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("manifest {0} is not valid JSON: {1}")]
+    #[error("manifest {0} is not a valid JSON manifest: {1}")]
     Json(Digest, String),
     #[error("manifest {0} is a Docker schema 1 manifest, which is deprecated and not supported")]
     Schema1(Digest),

@@ -104,6 +104,10 @@ pub trait Sink: Send + Sync {
     async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor) -> Result<Vec<crate::digest::Digest>> {
         Ok(Vec::new())
     }
+    /// The bytes of a manifest stored there already, when reading them is local and cheap (the caller verifies).
+    async fn stored_manifest(&self, _desc: &Descriptor) -> Option<Bytes> {
+        None
+    }
     /// Whether the blob is already there.
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
     /// Writes a blob from a stream the engine verifies as it flows.

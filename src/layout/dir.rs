@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A layout directory being written.
 pub struct DirSink {
@@ -36,13 +36,26 @@ fn temp_name(final_path: &Path) -> PathBuf {
     final_path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-/// Writes `data` to `path` through a temporary file and a rename.
-pub async fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// Creates a fresh temporary file, never following a link that is in the way (a stale leftover of an
+/// earlier run with the same pid is replaced). Synchronous, so that an interrupted run cannot have a
+/// creation still in flight after its guard has cleaned up.
+fn create_temp(tmp: &Path) -> Result<tokio::fs::File> {
+    let _ = std::fs::remove_file(tmp);
+    let f =
+        std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    Ok(tokio::fs::File::from_std(f))
+}
+
+/// Writes `data` to `path` through a temporary file and a rename; `durable` also waits for the disk
+/// (kept for index.json: an fsync per manifest cost more than the transfers of thousands of small tags).
+pub async fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let tmp = temp_name(path);
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = create_temp(&tmp)?;
     f.write_all(data).await?;
-    f.sync_all().await?;
+    if durable {
+        f.sync_all().await?;
+    }
     drop(f);
     tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot write {}", path.display()))?;
     guard.0 = None;
@@ -58,14 +71,25 @@ impl DirSink {
                 bail!("output {shown:?} exists and is not a directory: choose another path, or a name ending in .tar for an archive");
             }
         }
+        // Everything is written below root: a link in the layout's own structure could send it elsewhere.
+        for sub in ["blobs", "blobs/sha256", "index.json", "oci-layout"] {
+            if tokio::fs::symlink_metadata(root.join(sub)).await.is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!("output {shown:?} is not a usable layout: {sub} is a symbolic link; refusing to write through it");
+            }
+        }
         tokio::fs::create_dir_all(root.join("blobs/sha256")).await.with_context(|| format!("cannot create output directory {shown:?}"))?;
         let index_path = root.join("index.json");
         let mut existing = Vec::new();
-        if let Ok(meta) = tokio::fs::metadata(&index_path).await {
+        if let Ok(meta) = tokio::fs::symlink_metadata(&index_path).await {
+            if !meta.is_file() {
+                bail!("output {shown:?} is not a usable layout: its index.json is not a regular file");
+            }
             if meta.len() > MAX_INDEX_SIZE {
                 bail!("{shown:?} holds an index.json too large to be a layout index");
             }
-            let raw = tokio::fs::read(&index_path).await?;
+            let mut raw = Vec::new();
+            let f = tokio::fs::File::open(&index_path).await.with_context(|| format!("cannot read {}", index_path.display()))?;
+            f.take(MAX_INDEX_SIZE).read_to_end(&mut raw).await.with_context(|| format!("cannot read {}", index_path.display()))?;
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
         }
         Ok(DirSink { root: root.to_path_buf(), existing, added: Mutex::new(Vec::new()) })
@@ -75,7 +99,7 @@ impl DirSink {
         let path = self.root.join(blob_path(&desc.digest));
         let tmp = temp_name(&path);
         let mut guard = TempGuard(Some(tmp.clone()));
-        let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f = create_temp(&tmp)?;
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             f.write_all(&chunk).await.with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -115,6 +139,18 @@ impl Sink for DirSink {
         Ok(())
     }
 
+    async fn stored_manifest(&self, desc: &Descriptor) -> Option<Bytes> {
+        if desc.size > crate::manifest::MAX_MANIFEST_SIZE {
+            return None;
+        }
+        let p = self.root.join(blob_path(&desc.digest));
+        let meta = tokio::fs::symlink_metadata(&p).await.ok()?;
+        if !meta.is_file() || meta.len() != desc.size {
+            return None;
+        }
+        tokio::fs::read(&p).await.ok().map(Bytes::from)
+    }
+
     async fn has_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<bool> {
         let p = self.root.join(blob_path(&desc.digest));
         Ok(tokio::fs::symlink_metadata(&p).await.map(|m| m.is_file() && m.len() == desc.size).unwrap_or(false))
@@ -129,7 +165,7 @@ impl Sink for DirSink {
     }
 
     async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
-        write_atomic(&self.root.join(blob_path(&desc.digest)), &bytes).await
+        write_atomic(&self.root.join(blob_path(&desc.digest)), &bytes, false).await
     }
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, _bytes: Bytes, tag: Option<&str>) -> Result<()> {
@@ -153,7 +189,7 @@ impl Sink for DirSink {
             .cloned()
             .collect();
         all.extend(added);
-        write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT).await?;
-        write_atomic(&self.root.join("index.json"), &index::render(&all)).await
+        write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT, true).await?;
+        write_atomic(&self.root.join("index.json"), &index::render(&all), true).await
     }
 }

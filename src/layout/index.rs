@@ -29,7 +29,21 @@ struct RawIndex {
 /// Parses and classifies `index.json`.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
-    Ok(raw.manifests.into_iter().map(classify).collect())
+    let entries: Vec<Entry> = raw.manifests.into_iter().map(classify).collect();
+    // One tag, two manifests: which one is meant depends on the reader (this one would restore the
+    // first and rewrite the index with the last), so such an index is refused rather than guessed at.
+    let mut tags: std::collections::HashMap<(Option<&Repo>, &str), &crate::digest::Digest> = std::collections::HashMap::new();
+    for e in &entries {
+        if let Some(t) = &e.tag {
+            if let Some(prev) = tags.insert((e.repo.as_ref(), t.as_str()), &e.desc.digest) {
+                if prev != &e.desc.digest {
+                    let name = e.repo.as_ref().map(|r| format!("{r}:{t}")).unwrap_or_else(|| t.clone());
+                    return Err(format!("index.json lists tag {name} twice, for different manifests ({prev} and {})", e.desc.digest));
+                }
+            }
+        }
+    }
+    Ok(entries)
 }
 
 fn classify(desc: Descriptor) -> Entry {
@@ -152,6 +166,20 @@ mod tests {
         ];
         let text = String::from_utf8(render(&entries)).unwrap();
         assert!(text.contains(r#""org.opencontainers.image.ref.name": "reg.io/b:v1""#));
+    }
+
+    #[test]
+    fn one_tag_for_two_manifests_is_refused() {
+        let entry = |d: &str| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":1,"annotations":{{"io.containerd.image.name":"docker.io/foo:1.0"}}}}"#,
+                Digest::of(d.as_bytes())
+            )
+        };
+        let same = format!(r#"{{"manifests":[{},{}]}}"#, entry("a"), entry("a"));
+        assert_eq!(parse(same.as_bytes()).unwrap().len(), 2);
+        let differ = format!(r#"{{"manifests":[{},{}]}}"#, entry("a"), entry("b"));
+        assert!(parse(differ.as_bytes()).unwrap_err().contains("twice"));
     }
 
     #[test]

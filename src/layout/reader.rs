@@ -44,6 +44,10 @@ impl LayoutSource {
         let meta = tokio::fs::metadata(path)
             .await
             .with_context(|| format!("cannot open backup {shown:?}: it does not exist or is not readable"))?;
+        if !meta.is_dir() && !meta.is_file() {
+            // A fifo or device would block or never end; streams go through `--input -`.
+            bail!("cannot open backup {shown:?}: it is neither a directory nor a regular file (use --input - to read a stream)");
+        }
         let store = if meta.is_dir() {
             if tokio::fs::metadata(path.join("index.json")).await.is_err() {
                 bail!("{shown:?} is not an OCI image layout: it has no index.json");

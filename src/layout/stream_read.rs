@@ -16,6 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 
 const CHUNK: usize = 256 * 1024;
 
+/// Bytes of manifests and small blobs held in memory before the first large blob; a stream that
+/// keeps sending small entries beyond this is refused rather than held whole.
+const MAX_HEAD_BYTES: u64 = 1 << 30;
+
 type Chunk = std::result::Result<Bytes, std::io::Error>;
 
 /// The blobs wanted from the stream, each with the channel its bytes go to.
@@ -46,7 +50,8 @@ fn read_all<R: Read>(r: &mut R, size: u64, limit: u64, what: &str) -> Result<Vec
     if size > limit {
         bail!("{what} is {size} bytes, over the {limit} byte limit");
     }
-    let mut buf = Vec::with_capacity(size as usize);
+    // The header's size may lie: grow with the bytes that really arrive.
+    let mut buf = Vec::with_capacity(size.min(CHUNK as u64) as usize);
     r.take(size).read_to_end(&mut buf)?;
     if buf.len() as u64 != size {
         bail!("the stream ended inside {what}: truncated archive");
@@ -54,10 +59,47 @@ fn read_all<R: Read>(r: &mut R, size: u64, limit: u64, what: &str) -> Result<Vec
     Ok(buf)
 }
 
+/// The digest of the rest of an entry's data, read in chunks.
+fn digest_of_entry<R: Read>(r: &mut R) -> std::io::Result<Digest> {
+    let mut v = crate::digest::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(v.finish());
+        }
+        v.update(&buf[..n]);
+    }
+}
+
 /// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs on demand.
 fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) {
     let p = "standard input";
-    let mut archive = tar::Archive::new(input);
+    // The same format checks as for a file: a compressed or foreign stream gets a clear answer.
+    let mut input = input;
+    let mut first = vec![0u8; 512];
+    let mut n = 0;
+    while n < first.len() {
+        match input.read(&mut first[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = head_tx.send(Err(anyhow!("cannot read {p}: {e}")));
+                return;
+            }
+        }
+    }
+    first.truncate(n);
+    let empty = first.iter().all(|b| *b == 0);
+    if let Err(e) = super::tar_index::sniff(std::path::Path::new(p), &first) {
+        // An empty or all-zero stream is an empty tar: reported below as having no index.json.
+        if !empty {
+            let _ = head_tx.send(Err(e.into()));
+            return;
+        }
+    }
+    let mut archive = tar::Archive::new(std::io::Cursor::new(first).chain(input));
     let mut entries = match archive.entries() {
         Ok(e) => e,
         Err(e) => {
@@ -69,7 +111,20 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
     let mut index_entries: Option<Vec<Entry>> = None;
     let mut small: HashMap<Digest, Bytes> = HashMap::new();
     let mut senders: Option<Wanted> = None;
-    let fail_all = |senders: &mut Option<Wanted>, msg: String| {
+    // Digest of every entry read whole (head phase), and names of entries passed later: a name that
+    // comes twice must carry the same bytes, or the archive means different things to different tools.
+    let mut read_whole: HashMap<String, Digest> = HashMap::new();
+    let mut passed: HashSet<String> = HashSet::new();
+    let mut head_bytes = 0u64;
+    // The last chunk of the last wanted blob, held back until the end of the archive, so that damage
+    // found after it (a conflicting duplicate, truncation) still fails that upload, before anything is
+    // tagged. (An upload with a known length may end without waiting for the stream's end: the
+    // last bytes themselves must wait.)
+    let mut held: Option<(mpsc::Sender<Chunk>, Option<Bytes>)> = None;
+    let fail_all = |senders: &mut Option<Wanted>, held: &mut Option<(mpsc::Sender<Chunk>, Option<Bytes>)>, msg: String| {
+        if let Some((tx, _)) = held.take() {
+            let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+        }
         if let Some(s) = senders.take() {
             for (_, tx) in s {
                 let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
@@ -86,7 +141,7 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
                 if let Some(tx) = head_tx.take() {
                     let _ = tx.send(Err(anyhow!(msg)));
                 } else {
-                    fail_all(&mut senders, msg);
+                    fail_all(&mut senders, &mut held, msg);
                 }
                 return;
             }
@@ -98,7 +153,7 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
                 if let Some(tx) = head_tx.take() {
                     let _ = tx.send(Err(e.into()));
                 } else {
-                    fail_all(&mut senders, e.to_string());
+                    fail_all(&mut senders, &mut held, e.to_string());
                 }
                 return;
             }
@@ -106,19 +161,37 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
         let size = entry.size();
         if head_tx.is_some() {
             // Still reading the head: keep small entries until the first blob that is not a manifest.
+            let mut read_here = false;
+            let mut once = |bytes: &[u8]| -> Result<bool> {
+                read_here = true;
+                head_bytes += bytes.len() as u64;
+                if head_bytes > MAX_HEAD_BYTES {
+                    bail!("{p} holds more than {MAX_HEAD_BYTES} bytes of manifests before its first blob; refusing to hold them in memory");
+                }
+                let digest = Digest::of(bytes);
+                match read_whole.insert(name.clone(), digest.clone()) {
+                    Some(prev) if prev != digest => bail!("{p}: entry {name:?} appears twice with different contents"),
+                    Some(_) => Ok(false),
+                    None => Ok(true),
+                }
+            };
             let res: Result<bool> = (|| match name.as_str() {
                 "oci-layout" => {
-                    read_all(&mut entry, size, 4096, "oci-layout")?;
+                    let raw = read_all(&mut entry, size, 4096, "oci-layout")?;
+                    once(&raw)?;
                     Ok(true)
                 }
                 "index.json" => {
                     let raw = read_all(&mut entry, size, MAX_INDEX_SIZE, "index.json")?;
-                    index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
+                    if once(&raw)? {
+                        index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
+                    }
                     Ok(true)
                 }
                 n => match hex_of(n) {
                     Some(d) if size <= MAX_MANIFEST_SIZE => {
                         let bytes = read_all(&mut entry, size, MAX_MANIFEST_SIZE, n)?;
+                        once(&bytes)?;
                         let probe = Descriptor::new("", d.clone(), size);
                         let is_manifest = manifest::parse(&probe, &bytes).is_ok();
                         small.insert(d, Bytes::from(bytes));
@@ -147,6 +220,10 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
                         Ok(s) => senders = Some(s),
                         Err(_) => return,
                     }
+                    if read_here {
+                        // A small blob read whole above: it is served from memory.
+                        continue;
+                    }
                 }
                 Err(e) => {
                     if let Some(tx) = head_tx.take() {
@@ -158,9 +235,26 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
         }
         // Blob phase: hand this entry to whoever wants it; skip it otherwise. Small blobs read in the
         // head phase were already served from memory.
+        if read_whole.contains_key(&name) || !passed.insert(name.clone()) {
+            // A second copy: its first copy was what counted (and, if wanted, was verified); this one must agree.
+            let expected = read_whole.get(&name).cloned().or_else(|| hex_of(&name));
+            if let Some(expected) = expected {
+                match digest_of_entry(&mut entry) {
+                    Ok(got) if got == expected => continue,
+                    Ok(_) => fail_all(&mut senders, &mut held, format!("{p}: entry {name:?} appears twice with different contents")),
+                    Err(e) => fail_all(&mut senders, &mut held, format!("{p} is truncated or damaged: {e}")),
+                }
+                return;
+            }
+            continue;
+        }
         let Some(d) = hex_of(&name) else { continue };
         let tx = senders.as_mut().and_then(|s| s.remove(&d));
         let Some(tx) = tx else { continue };
+        let is_last = senders.as_ref().is_some_and(|s| s.is_empty());
+        if is_last {
+            held = Some((tx.clone(), None));
+        }
         let mut left = size;
         let mut buf = vec![0u8; CHUNK];
         while left > 0 {
@@ -168,23 +262,32 @@ fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan
             match entry.read(&mut buf[..want]) {
                 Ok(0) => {
                     let _ = tx.blocking_send(Err(std::io::Error::other(format!("{p} ended inside blob {d}: truncated archive"))));
-                    fail_all(&mut senders, format!("{p} ended before blob could be read: truncated archive"));
+                    fail_all(&mut senders, &mut held, format!("{p} ended before blob could be read: truncated archive"));
                     return;
                 }
                 Ok(n) => {
                     left -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    if left == 0 && is_last {
+                        held = Some((tx.clone(), Some(chunk)));
+                        break;
+                    }
+                    if tx.blocking_send(Ok(chunk)).is_err() {
                         // The consumer gave up (the run is failing); keep draining so others are not stuck.
                         break;
                     }
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
-                    fail_all(&mut senders, format!("{p} could not be read"));
+                    fail_all(&mut senders, &mut held, format!("{p} could not be read"));
                     return;
                 }
             }
         }
+    }
+    // The whole archive was read and agreed with itself: release the held bytes.
+    if let Some((tx, Some(chunk))) = held.take() {
+        let _ = tx.blocking_send(Ok(chunk));
     }
     if let Some(tx) = head_tx.take() {
         match index_entries {

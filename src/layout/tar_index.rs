@@ -71,7 +71,8 @@ pub fn check_entry<R: Read>(entry: &tar::Entry<'_, R>, p: &str) -> Result<Option
     let name = entry.path().map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?.into_owned();
     let kind = entry.header().entry_type();
     let Some(norm) = normalise(&name, p)? else { return Ok(None) };
-    if kind.is_dir() {
+    // A PAX global header (`git archive` writes one) only carries metadata for the readers that want it.
+    if kind.is_dir() || kind.is_pax_global_extensions() {
         return Ok(None);
     }
     if kind.is_symlink() || kind.is_hard_link() {
@@ -93,6 +94,8 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
     sniff(path, &head[..n])?;
     file.rewind().map_err(io)?;
+    // A second handle for comparing duplicate entries, positioned reads only (the archive owns the first).
+    let compare = std::fs::File::open(path).map_err(io)?;
     let mut archive = tar::Archive::new(file);
     let mut out = TarIndex::default();
     let entries = archive.entries_with_seek().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
@@ -104,8 +107,10 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
         if offset.checked_add(size).is_none_or(|end| end > len) {
             return Err(TarError::Damaged { path: p.clone(), detail: format!("entry {norm:?} runs past the end of the file") });
         }
-        if let Some(prev) = out.files.get(&norm) {
-            if prev.1 != size || norm == "index.json" || norm == "oci-layout" {
+        if let Some(&(prev_offset, prev_size)) = out.files.get(&norm) {
+            // Other readers keep the last copy, this one the first: two copies must not differ, or the
+            // archive would mean different things to different tools.
+            if prev_size != size || !same_bytes(&compare, prev_offset, offset, size).map_err(io)? {
                 return Err(TarError::Duplicate { path: p.clone(), entry: norm });
             }
             continue;
@@ -113,6 +118,24 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
         out.files.insert(norm, (offset, size));
     }
     Ok(out)
+}
+
+/// Whether the `len` bytes at offsets `a` and `b` of `f` are equal.
+fn same_bytes(f: &std::fs::File, a: u64, b: u64, len: u64) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 64 * 1024;
+    let (mut x, mut y) = (vec![0u8; CHUNK as usize], vec![0u8; CHUNK as usize]);
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK) as usize;
+        f.read_exact_at(&mut x[..n], a + done)?;
+        f.read_exact_at(&mut y[..n], b + done)?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        done += n as u64;
+    }
+    Ok(true)
 }
 
 fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -136,6 +159,41 @@ mod tests {
         assert!(normalise(Path::new("../x"), "t").is_err());
         assert!(normalise(Path::new("/etc/passwd"), "t").is_err());
         assert_eq!(normalise(Path::new("./blobs/sha256/ab"), "t").unwrap().as_deref(), Some("blobs/sha256/ab"));
+    }
+
+    fn tar_of(entries: &[(&str, &[u8])], global_header: bool) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(f.reopen().unwrap());
+        if global_header {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::XGlobalHeader);
+            let data = b"52 comment=0123456789abcdef0123456789abcdef01234567\n";
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, "pax_global_header", &data[..]).unwrap();
+        }
+        for (name, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.finish().unwrap();
+        f
+    }
+
+    #[test]
+    fn duplicates_must_agree() {
+        let same = tar_of(&[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("./blobs/sha256/ab", b"xy")], false);
+        assert_eq!(index(same.path()).unwrap().files.len(), 2);
+        let differ = tar_of(&[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("blobs/sha256/ab", b"xz")], false);
+        assert!(matches!(index(differ.path()), Err(TarError::Duplicate { .. })));
+        let two_index = tar_of(&[("index.json", b"{}"), ("index.json", b"[]")], false);
+        assert!(matches!(index(two_index.path()), Err(TarError::Duplicate { .. })));
+    }
+
+    #[test]
+    fn global_pax_header_is_skipped() {
+        let t = tar_of(&[("index.json", b"{}")], true);
+        assert_eq!(index(t.path()).unwrap().files.len(), 1);
     }
 
     #[test]

@@ -112,11 +112,12 @@ impl Sink for TarSink {
         // reader of a stream knows the whole graph before the first blob passes.
         let blobs: BTreeMap<(bool, &Digest), u64> =
             plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
+        // A fresh file, never through a link someone left at the temporary name.
+        let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&self.tmp_path)
             .with_context(|| format!("cannot create {}", self.tmp_path.display()))?;
         let mut pos = 0u64;

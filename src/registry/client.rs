@@ -251,10 +251,34 @@ impl Client {
             }
             _ => MANIFEST_TYPES.join(", "),
         };
-        let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
+        // Bytes damaged in transit are fetched again a couple of times before the run fails.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.get_manifest_once(op, &target, reference, &url, &scopes, &accept, expect).await {
+                Err(e) if e.status.is_none() && e.detail.contains("digest") && attempt < 3 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn get_manifest_once(
+        &self,
+        op: &str,
+        target: &str,
+        reference: &str,
+        url: &str,
+        scopes: &[String],
+        accept: &str,
+        expect: Option<&Descriptor>,
+    ) -> Result<(Descriptor, Bytes)> {
+        let target = target.to_string();
+        let resp = self.send(op, &target, Method::GET, url, scopes, |r| r.header(header::ACCEPT, accept)).await?;
         if !resp.status().is_success() {
             return Err(self.fail(op, &target, resp).await);
         }
+        let served = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok());
         let mt = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -276,6 +300,10 @@ impl Client {
                     if d != digest {
                         return Err(rerr(op, &target, None, format!("registry served content with digest {digest}")));
                     }
+                }
+                // By tag, the registry's own digest header is the only check there is.
+                if let Some(d) = served.filter(|d| *d != digest) {
+                    return Err(rerr(op, &target, None, format!("content does not match the registry's digest {d} (computed {digest})")));
                 }
                 let mt = if MANIFEST_TYPES.contains(&mt.as_str()) {
                     mt

@@ -158,3 +158,45 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// Failure-safety helpers: the registry dies (as if killed) and comes back on the same port and
+/// storage, so a client's references to it stay valid.
+impl Registry {
+    /// Kills the registry process (SIGKILL): connections are reset, new ones refused.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the registry if it runs, then starts it again with the same configuration (same
+    /// port, same storage) and waits until it answers. Plain-HTTP registries only.
+    pub fn restart(&mut self) {
+        self.kill();
+        let config_path = self._config_dir.path().join("config.yml");
+        let log =
+            std::fs::OpenOptions::new().append(true).create(true).open(self._config_dir.path().join("registry.log")).expect("registry log");
+        self.child = Command::new(BINARY)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("restart docker-registry");
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
+        let url = format!("http://127.0.0.1:{}/v2/", self.port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("restarted docker-registry exited ({status}): {}", self.log());
+            }
+            if let Ok(resp) = http.get(&url).send() {
+                if resp.status().as_u16() == 200 || resp.status().as_u16() == 401 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "restarted docker-registry on port {} not ready after 20 s", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

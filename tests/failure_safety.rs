@@ -1,0 +1,596 @@
+//! Failure safety against real registries: flaky networks (error storms, resets, stalls,
+//! corrupted bytes) either leave a run successful with identical digests or make it fail
+//! cleanly with nothing half-written; a registry that dies mid-transfer gives a clear error,
+//! never a hang, and the same command resumes once it is back; Ctrl-C/SIGTERM stop a run
+//! within a second or two with exit code 130 and no temporary files, and a re-run completes
+//! (a restore pushing only what is missing).
+
+mod common;
+#[path = "common/fault_proxy_safety.rs"]
+mod fault_proxy_safety;
+
+use common::client::{digest_hex, sha256_digest};
+use common::fault_proxy::{Fault, FaultProxy, When};
+use common::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
+use common::layout::Layout;
+use common::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry, Run};
+use fault_proxy_safety::{Direction, SafetyProxy};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Size of the layer that is in flight when the tests strike, and the relay's pace for it.
+const BIG: usize = 16 << 20;
+const SLOW: u64 = 3 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// `v1`: an image with a 16 MiB layer and a small one, signed; `v2`: a small image.
+fn push_big(c: &Client, repo: &str) -> (RepoFixture, String) {
+    let mut b = Builder::new(c, repo);
+    let big = b.blob(OCI_LAYER_GZIP, &pseudo_random("big-layer", BIG));
+    let small = b.blob(OCI_LAYER_GZIP, &pseudo_random("small-layer", 4096));
+    let v1 = b.oci_image_with_layers(Some("v1"), "big", "amd64", &[small, big.clone()]);
+    b.referrer(&v1, SIGNATURE_TYPE, b"signature-of-big", "sig");
+    b.oci_image(Some("v2"), "small", "amd64");
+    (b.finish(), big.digest)
+}
+
+/// Every file under `dir` whose name marks it as temporary.
+fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(partial_files(&p));
+        } else if e.file_name().to_string_lossy().contains(".partial") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The blobs an interrupted directory backup kept: every one must hash to its name.
+#[track_caller]
+fn kept_blobs(out: &Path) -> Vec<String> {
+    let dir = out.join("blobs/sha256");
+    let mut kept = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(e.path()).unwrap();
+        assert_eq!(sha256_digest(&bytes), format!("sha256:{name}"), "kept blob {name} does not hash to its name");
+        kept.push(format!("sha256:{name}"));
+    }
+    kept
+}
+
+/// After a failed or interrupted backup to `out` (a .tar, or a directory that did not exist):
+/// nothing that could pass for a backup, and no temporary file, is left.
+#[track_caller]
+fn nothing_half_written(out: &Path) -> Vec<String> {
+    let parent = out.parent().unwrap();
+    assert!(partial_files(parent).is_empty(), "temporary files left behind: {:?}", partial_files(parent));
+    if out.extension().is_some_and(|e| e == "tar") {
+        assert!(!out.exists(), "an incomplete archive was left at {}", out.display());
+        return Vec::new();
+    }
+    assert!(!out.join("index.json").exists(), "an incomplete directory backup has an index.json");
+    if out.exists() {
+        kept_blobs(out)
+    } else {
+        Vec::new()
+    }
+}
+
+/// An `oras` run in the background, to be struck while it works.
+struct Bg {
+    child: Child,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+fn spawn(args: &[&str]) -> Bg {
+    let dir = tempdir();
+    let cfg = dir.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.json"), "{\"auths\":{}}").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_oras"))
+        .args(args)
+        .env("DOCKER_CONFIG", &cfg)
+        .env("NO_COLOR", "1")
+        .env("NO_PROXY", "*")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout")).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).unwrap()))
+        .spawn()
+        .expect("spawn oras");
+    Bg { child, dir, args: args.iter().map(|a| a.to_string()).collect() }
+}
+
+impl Bg {
+    /// Sends a signal (`INT`, `TERM`) to the process.
+    fn signal(&self, sig: &str) {
+        // Through sh's builtin: minimal systems may lack a kill binary.
+        let st = Command::new("sh").arg("-c").arg(format!("kill -{sig} {}", self.child.id())).status().expect("sh -c kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Waits up to `limit` for the process to end; the run and how long it took to end.
+    fn wait(mut self, limit: Duration) -> (Run, Duration) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = started.elapsed();
+        let run = Run {
+            args: self.args.clone(),
+            code: status.and_then(|s| s.code()),
+            stdout: std::fs::read(self.dir.path().join("stdout")).unwrap_or_default(),
+            stderr: std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default(),
+        };
+        assert!(status.is_some(), "oras did not end within {limit:?} (a hang):\n{run:?}");
+        if std::env::var_os("ORAS_TEST_ECHO").is_some() {
+            eprintln!(
+                "oras {}\nended {took:?} after the wait began, exit {:?}\n--- stderr ---\n{}",
+                run.args.join(" "),
+                run.code,
+                run.stderr
+            );
+        }
+        (run, took)
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// Waits until `cond` holds (the background run must still be going), up to 60 s.
+#[track_caller]
+fn wait_until(bg: &mut Bg, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(bg.running(), "oras ended before {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A clean failure that names what it must (case-insensitive), with one error line.
+#[track_caller]
+fn assert_clean_failure(run: &Run, must_name: &[&str]) {
+    assert_eq!(run.code, Some(1), "expected a failure (exit 1):\n{run:?}");
+    assert!(!run.output().contains("panicked"), "panicked:\n{run:?}");
+    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("Error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{run:?}");
+    for n in must_name {
+        assert!(errors[0].to_lowercase().contains(&n.to_lowercase()), "the error does not name {n:?}: {}", errors[0]);
+    }
+}
+
+/// Exit 130 within two seconds of the signal, saying it was interrupted, without an error line.
+#[track_caller]
+fn assert_interrupted(run: &Run, took: Duration) {
+    assert_eq!(run.code, Some(130), "expected exit code 130:\n{run:?}");
+    assert!(took <= Duration::from_secs(2), "took {took:?} to stop after the signal:\n{run:?}");
+    assert!(!run.output().contains("panicked"), "panicked:\n{run:?}");
+    assert!(run.stderr.contains("Interrupted"), "{run:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flaky registries: error storms, resets, stalls.
+
+#[test]
+fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
+    let src = Registry::start();
+    let fx = fixtures::push_all_kinds(&Client::new(&src.host()), "team/app");
+    let proxy = FaultProxy::start(&src.host());
+    let dir = tempdir();
+    let name = format!("{}/team/app", proxy.host());
+    for out in [dir.path().join("storm.tar"), dir.path().join("storm-dir")] {
+        proxy.clear();
+        proxy.inject(When::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 2);
+        proxy.inject(When::method("GET").path("/manifests/"), Fault::unavailable(), 3);
+        proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(100), 3);
+        proxy.inject(When::method("GET").path("/blobs/"), Fault::status(502), 2);
+        proxy.inject(When::method("GET").path("/blobs/"), Fault::Close, 2);
+        proxy.inject(When::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(2)), 1);
+        proxy.inject(When::method("GET").path("/manifests/"), Fault::cut_body(10), 2);
+        proxy.inject(When::any(), Fault::status(504), 2);
+        let before = proxy.fired();
+        backup(&["--include-referrers", "-o", s(&out), &name]).ok();
+        assert!(proxy.fired() - before >= 10, "the faults did not fire ({} of them)", proxy.fired() - before);
+        assert!(partial_files(dir.path()).is_empty());
+        assert_layout_holds(&Layout::read(&out), &[(&name, &fx)], true);
+    }
+
+    // Restore through a flaky proxy in front of an empty registry.
+    let dst = Registry::start();
+    let dproxy = FaultProxy::start(&dst.host());
+    dproxy.inject(When::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(When::method("HEAD").path("/blobs/"), Fault::too_many_requests("1"), 2);
+    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
+    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
+    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::Close, 1);
+    dproxy.inject(When::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
+    restore(&["--input", s(&dir.path().join("storm.tar")), &format!("{}/team/app", dproxy.host())]).ok();
+    assert!(dproxy.fired() >= 8, "the faults did not fire ({})", dproxy.fired());
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
+}
+
+#[test]
+fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
+    let src = Registry::start();
+    let fx = fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
+    let proxy = FaultProxy::start(&src.host());
+    let dir = tempdir();
+    let name = format!("{}/team/app", proxy.host());
+    proxy.inject(When::method("GET").path("/blobs/"), Fault::unavailable(), 100_000);
+    for out in [dir.path().join("fail.tar"), dir.path().join("fail-dir")] {
+        let started = Instant::now();
+        let run = backup(&["--include-referrers", "-o", s(&out), &name]);
+        assert_clean_failure(&run, &[&proxy.host(), "blob", "503"]);
+        assert!(started.elapsed() < Duration::from_secs(90), "gave up only after {:?}", started.elapsed());
+        nothing_half_written(&out);
+    }
+    // Resets on every blob transfer.
+    proxy.clear();
+    proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(50), 100_000);
+    let out = dir.path().join("reset.tar");
+    assert_clean_failure(&backup(&["-o", s(&out), &name]), &[&proxy.host(), "blob"]);
+    nothing_half_written(&out);
+
+    // A restore whose manifests are always refused pushes no tag.
+    proxy.clear();
+    let good = dir.path().join("good.tar");
+    backup(&["--include-referrers", "-o", s(&good), &format!("{}/team/app", src.host())]).ok();
+    let dst = Registry::start();
+    let dproxy = FaultProxy::start(&dst.host());
+    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 100_000);
+    let run = restore(&["--input", s(&good), &format!("{}/team/app", dproxy.host())]);
+    assert_clean_failure(&run, &[&dproxy.host(), "manifest", "503"]);
+    let d = Client::new(&dst.host());
+    assert!(d.list_tags("team/app").is_empty(), "tags were pushed: {:?}", d.list_tags("team/app"));
+    assert!(!d.manifest_exists("team/app", fx.tag("v1")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrupted bytes.
+
+#[test]
+fn corrupted_downloads_are_retried_or_refused() {
+    let src = Registry::start();
+    let fx = fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
+    let proxy = SafetyProxy::start(&src.host());
+    let dir = tempdir();
+    let name = format!("{}/team/app", proxy.host());
+    let layer = fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
+
+    // Corrupted twice: the third attempt is clean; the backup is identical.
+    for out in [dir.path().join("once.tar"), dir.path().join("once-dir")] {
+        proxy.corrupt("GET", &layer, Direction::Response, 700, 2);
+        backup(&["--include-referrers", "-o", s(&out), &name]).ok();
+        assert_layout_holds(&Layout::read(&out), &[(&name, &fx)], true);
+    }
+    assert_eq!(proxy.fired(), 4);
+
+    // Always corrupted: the run fails naming the blob, nothing is left.
+    proxy.corrupt("GET", &layer, Direction::Response, 700, 100_000);
+    for out in [dir.path().join("always.tar"), dir.path().join("always-dir")] {
+        let run = backup(&["--include-referrers", "-o", s(&out), &name]);
+        assert_clean_failure(&run, &[digest_hex(&layer), "digest"]);
+        let kept = nothing_half_written(&out);
+        assert!(!kept.contains(&layer), "the corrupt blob was kept");
+    }
+    proxy.clear();
+
+    // A manifest fetched by digest (the referrers are) that is always corrupted.
+    let referrer = fx.referrers[fx.tag("v1")][0].digest.clone();
+    proxy.corrupt("GET", &format!("/manifests/{referrer}"), Direction::Response, 20, 100_000);
+    let out = dir.path().join("manifest.tar");
+    assert_clean_failure(&backup(&["--include-referrers", "-o", s(&out), &name]), &[digest_hex(&referrer)]);
+    nothing_half_written(&out);
+    proxy.clear();
+}
+
+/// A manifest fetched by tag has no digest to check against but the registry's
+/// `Docker-Content-Digest` header: a corruption that keeps the JSON valid must not become a
+/// backup with a different digest.
+#[test]
+
+fn a_corrupted_manifest_fetched_by_tag_is_not_backed_up_under_another_digest() {
+    let src = Registry::start();
+    let fx = fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
+    let proxy = SafetyProxy::start(&src.host());
+    let dir = tempdir();
+    let name = format!("{}/team/app", proxy.host());
+    let bytes = &fx.manifests[fx.tag("v1")].bytes;
+    // Inside the title annotation's value: flipping it keeps the JSON valid.
+    let at = bytes.windows(5).position(|w| w == b"-img\"").expect("title annotation") as u64 + 1;
+    proxy.corrupt("GET", "/manifests/v1", Direction::Response, at, 100_000);
+    let out = dir.path().join("tag.tar");
+    let run = backup(&["-o", s(&out), &format!("{name}:v1")]);
+    assert!(proxy.fired() > 0);
+    if run.code == Some(0) {
+        let layout = Layout::read(&out);
+        let v1 = layout.entries().into_iter().find(|e| e["annotations"][common::layout::REF_NAME] == "v1").unwrap();
+        assert_eq!(v1["digest"], fx.tag("v1"), "a corrupted manifest was backed up under another digest");
+    } else {
+        assert_clean_failure(&run, &["v1"]);
+        nothing_half_written(&out);
+    }
+}
+
+#[test]
+fn corrupted_uploads_are_retried_or_refused() {
+    let src = Registry::start();
+    let fx = fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
+    let dir = tempdir();
+    let good = dir.path().join("good.tar");
+    backup(&["--include-referrers", "-o", s(&good), &format!("{}/team/app", src.host())]).ok();
+    let layer = fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
+
+    // The closing PUT of the layer's upload carries its digest; corrupt its body twice.
+    let dst = Registry::start();
+    let proxy = SafetyProxy::start(&dst.host());
+    proxy.corrupt("PUT", &format!("digest={layer}"), Direction::Request, 700, 2);
+    restore(&["--input", s(&good), &format!("{}/team/app", proxy.host())]).ok();
+    assert_eq!(proxy.fired(), 2);
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
+
+    // Every manifest upload corrupted: the registry refuses them all; no tag appears.
+    let dst = Registry::start();
+    let proxy = SafetyProxy::start(&dst.host());
+    proxy.corrupt("PUT", "/manifests/", Direction::Request, 30, 100_000);
+    let run = restore(&["--input", s(&good), &format!("{}/team/app", proxy.host())]);
+    assert_clean_failure(&run, &[&proxy.host(), "manifest"]);
+    assert!(Client::new(&dst.host()).list_tags("team/app").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry dies mid-transfer, and comes back.
+
+/// Kills the source registry while the big layer streams (through a slow relay), checks the
+/// failure, restarts it on the same storage and re-runs: the backup completes, identical, and a
+/// directory backup does not fetch again what it kept.
+fn kill_mid_backup_then_resume(out: &Path) {
+    let mut src = Registry::start();
+    let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
+    let proxy = SafetyProxy::start(&src.host());
+    proxy.throttle(SLOW);
+    let name = format!("{}/big/app", proxy.host());
+    let args = ["backup", "--no-tty", "--include-referrers", "-o", s(out), &name];
+    let mut bg = spawn(&args);
+    wait_until(&mut bg, "the big layer to be in flight", || proxy.saw("GET", digest_hex(&big)));
+    std::thread::sleep(Duration::from_millis(700));
+    src.kill();
+    let (run, took) = bg.wait(Duration::from_secs(90));
+    assert_clean_failure(&run, &[&proxy.host(), digest_hex(&big)]);
+    assert!(took < Duration::from_secs(60), "took {took:?} to give up on a dead registry");
+    let kept = nothing_half_written(out);
+    assert!(!kept.contains(&big), "the interrupted layer was kept");
+
+    src.restart();
+    proxy.throttle(0);
+    proxy.forget();
+    backup(&["--include-referrers", "-o", s(out), &name]).ok();
+    assert_layout_holds(&Layout::read(out), &[(&name, &fx)], true);
+    for d in &kept {
+        assert!(!proxy.saw("GET", &format!("/blobs/{d}")), "blob {d} was kept but fetched again");
+    }
+    assert!(partial_files(out.parent().unwrap()).is_empty());
+}
+
+#[test]
+fn registry_killed_mid_backup_to_a_directory_then_restarted_resumes() {
+    let dir = tempdir();
+    kill_mid_backup_then_resume(&dir.path().join("backup"));
+}
+
+#[test]
+fn registry_killed_mid_backup_to_a_tar_then_restarted_completes() {
+    let dir = tempdir();
+    kill_mid_backup_then_resume(&dir.path().join("backup.tar"));
+}
+
+/// A tar backup of the big fixture, made directly (no relay).
+fn big_backup(src: &Registry, dir: &Path) -> (RepoFixture, String, PathBuf) {
+    let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
+    let tar = dir.join("big.tar");
+    backup(&["--include-referrers", "-o", s(&tar), &format!("{}/big/app", src.host())]).ok();
+    (fx, big, tar)
+}
+
+#[test]
+fn registry_killed_mid_restore_then_restarted_completes() {
+    let src = Registry::start();
+    let dir = tempdir();
+    let (fx, big, tar) = big_backup(&src, dir.path());
+    let mut dst = Registry::start();
+    let proxy = SafetyProxy::start(&dst.host());
+    proxy.throttle(SLOW);
+    let target = format!("{}/big/app", proxy.host());
+    let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
+    wait_until(&mut bg, "the big layer's upload", || proxy.saw("PUT", &format!("digest={big}")));
+    std::thread::sleep(Duration::from_millis(700));
+    dst.kill();
+    let (run, took) = bg.wait(Duration::from_secs(90));
+    assert_clean_failure(&run, &[&proxy.host(), digest_hex(&big)]);
+    assert!(took < Duration::from_secs(60), "took {took:?} to give up on a dead registry");
+    dst.restart();
+    let d = Client::new(&dst.host());
+    assert!(d.list_tags("big/app").is_empty(), "tags were pushed by a failed restore");
+    proxy.throttle(0);
+    restore(&["--input", s(&tar), &target]).ok();
+    assert_repo_matches(&d, "big/app", &fx, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C and SIGTERM.
+
+fn interrupt_mid_backup(out: &Path, signal: &str) {
+    let src = Registry::start();
+    let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
+    let proxy = SafetyProxy::start(&src.host());
+    proxy.throttle(SLOW);
+    let name = format!("{}/big/app", proxy.host());
+    let mut bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(out), &name]);
+    wait_until(&mut bg, "the big layer to be in flight", || proxy.saw("GET", digest_hex(&big)));
+    std::thread::sleep(Duration::from_millis(500));
+    // Meanwhile: the output is only a temporary file beside the target, named for this process.
+    let pid = bg.child.id();
+    let partial = partial_files(out.parent().unwrap());
+    assert!(!partial.is_empty(), "no temporary file while the transfer runs");
+    for p in &partial {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with('.') && name.ends_with(&format!(".partial-{pid}")), "unexpected temporary name {name}");
+    }
+    if out.extension().is_some_and(|e| e == "tar") {
+        assert!(!out.exists(), "the archive appeared before it was complete");
+        assert_eq!(partial, vec![out.with_file_name(format!(".out.tar.partial-{pid}"))]);
+    } else {
+        assert!(!out.join("index.json").exists(), "index.json was written before the end");
+        assert!(partial.contains(&out.join("blobs/sha256").join(format!(".{}.partial-{pid}", digest_hex(&big)))), "{partial:?}");
+    }
+    bg.signal(signal);
+    let (run, took) = bg.wait(Duration::from_secs(30));
+    assert_interrupted(&run, took);
+    let kept = nothing_half_written(out);
+    assert!(!kept.contains(&big), "the interrupted layer was kept");
+    if out.is_dir() {
+        assert!(!kept.is_empty(), "a directory kept without any blob must have been removed");
+    }
+    proxy.throttle(0);
+    proxy.forget();
+    backup(&["--include-referrers", "-o", s(out), &name]).ok();
+    assert_layout_holds(&Layout::read(out), &[(&name, &fx)], true);
+    for d in &kept {
+        assert!(!proxy.saw("GET", &format!("/blobs/{d}")), "blob {d} was kept but fetched again");
+    }
+}
+
+#[test]
+fn ctrl_c_mid_backup_to_a_tar() {
+    let dir = tempdir();
+    interrupt_mid_backup(&dir.path().join("out.tar"), "INT");
+}
+
+#[test]
+fn ctrl_c_mid_backup_to_a_directory() {
+    let dir = tempdir();
+    interrupt_mid_backup(&dir.path().join("out"), "INT");
+}
+
+#[test]
+fn sigterm_mid_backup_to_a_directory() {
+    let dir = tempdir();
+    interrupt_mid_backup(&dir.path().join("out"), "TERM");
+}
+
+/// Interrupted before any blob landed (the registry stalls on the first manifest): the new
+/// directory is removed, not left as an empty skeleton.
+#[test]
+fn ctrl_c_before_any_blob_leaves_no_skeleton() {
+    let src = Registry::start();
+    fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
+    let proxy = FaultProxy::start(&src.host());
+    proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+    let dir = tempdir();
+    for (i, out) in [dir.path().join("out"), dir.path().join("out.tar")].into_iter().enumerate() {
+        if i > 0 {
+            proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+        }
+        let seen_before = proxy.seen().len();
+        let mut bg = spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);
+        wait_until(&mut bg, "the stalled manifest request", || {
+            proxy.seen().iter().skip(seen_before).any(|r| r.method == "GET" && r.path.contains("/manifests/"))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        bg.signal("INT");
+        let (run, took) = bg.wait(Duration::from_secs(30));
+        assert_interrupted(&run, took);
+        nothing_half_written(&out);
+        assert!(!out.exists(), "{} was left behind", out.display());
+    }
+}
+
+#[test]
+fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
+    let src = Registry::start();
+    let dir = tempdir();
+    let (fx, big, tar) = big_backup(&src, dir.path());
+    let dst = Registry::start();
+    let proxy = SafetyProxy::start(&dst.host());
+    proxy.throttle(SLOW);
+    let target = format!("{}/big/app", proxy.host());
+    let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
+    wait_until(&mut bg, "the big layer's upload", || proxy.saw("PUT", &format!("digest={big}")));
+    std::thread::sleep(Duration::from_millis(500));
+    bg.signal("INT");
+    let (run, took) = bg.wait(Duration::from_secs(30));
+    assert_interrupted(&run, took);
+    let d = Client::new(&dst.host());
+    assert!(d.list_tags("big/app").is_empty(), "an interrupted restore pushed tags");
+    assert!(!d.blob_exists("big/app", &big), "the interrupted upload completed");
+    let there: Vec<String> = fx.blobs.keys().filter(|b| d.blob_exists("big/app", b)).cloned().collect();
+    assert!(!there.is_empty(), "no blob finished before the interruption (the test needs some)");
+
+    proxy.throttle(0);
+    proxy.forget();
+    let run = restore(&["--format", "json", "--input", s(&tar), &target]);
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
+    let report = &doc["report"];
+    assert_eq!(report["blobsSkipped"].as_u64(), Some(there.len() as u64), "{doc}");
+    assert_eq!(report["blobsCopied"].as_u64(), Some((fx.blobs.len() - there.len()) as u64), "{doc}");
+    for b in &there {
+        assert!(!proxy.saw("PUT", &format!("digest={b}")), "blob {b} was already there but uploaded again");
+    }
+    assert!(proxy.saw("PUT", &format!("digest={big}")));
+    assert_repo_matches(&d, "big/app", &fx, true);
+}
+
+/// An interrupted backup into an existing, complete layout leaves it exactly as it was (its
+/// index.json untouched, still verifiable); the re-run adds to it.
+#[test]
+fn ctrl_c_mid_backup_into_an_existing_layout_leaves_it_valid() {
+    let src = Registry::start();
+    let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
+    let proxy = SafetyProxy::start(&src.host());
+    let dir = tempdir();
+    let out = dir.path().join("layout");
+    let name = format!("{}/big/app", proxy.host());
+    backup(&["-o", s(&out), &format!("{name}:v2")]).ok();
+    let index_before = std::fs::read(out.join("index.json")).unwrap();
+
+    proxy.throttle(SLOW);
+    let mut bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(&out), &format!("{name}:v1")]);
+    wait_until(&mut bg, "the big layer to be in flight", || proxy.saw("GET", digest_hex(&big)));
+    std::thread::sleep(Duration::from_millis(300));
+    bg.signal("INT");
+    let (run, took) = bg.wait(Duration::from_secs(30));
+    assert_interrupted(&run, took);
+    assert!(partial_files(dir.path()).is_empty(), "temporary files left: {:?}", partial_files(dir.path()));
+    assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index_before, "index.json changed");
+    kept_blobs(&out);
+    common::oras(&["verify", s(&out)]).ok();
+
+    proxy.throttle(0);
+    backup(&["--include-referrers", "-o", s(&out), &format!("{name}:v1")]).ok();
+    assert_layout_holds(&Layout::read(&out), &[(&name, &fx)], true);
+}
