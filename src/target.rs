@@ -24,6 +24,10 @@ impl Repo {
 
 impl fmt::Display for Repo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.registry.is_empty() && self.repository.is_empty() {
+            // A layout from another tool that does not record where its tags came from.
+            return f.write_str("the backup's unnamed repository");
+        }
         write!(f, "{}/{}", self.registry, self.repository)
     }
 }
