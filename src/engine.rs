@@ -320,10 +320,11 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             let dst = dst.clone();
             let node = nodes.get(&d).cloned();
             let by_tag = first_tags[i].get(&d).cloned();
+            let asked = known.absent.contains(&(i, d.clone()));
             async move {
                 let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
                 let is_ref = g.referrer_nodes.contains(&d);
-                let exists = dst.has_manifest(&job.dst, &node.desc).await?;
+                let exists = !asked && dst.has_manifest(&job.dst, &node.desc).await?;
                 if opts.dry_run || (exists && !is_ref) {
                     return Ok::<_, anyhow::Error>((!exists, node.desc.size, None));
                 }
@@ -415,6 +416,8 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
 #[derive(Default)]
 struct Known {
     manifests: HashSet<(usize, Digest)>,
+    /// Roots the destination was asked about and does not have.
+    absent: HashSet<(usize, Digest)>,
     blobs: HashSet<(usize, Digest)>,
     tags: HashSet<(usize, String)>,
 }
@@ -456,6 +459,8 @@ async fn already_there(
         }
         if there {
             known.manifests.insert((i, digest));
+        } else {
+            known.absent.insert((i, digest));
         }
     }
     // Referrers of what is there, recorded there already (referrers of referrers in later rounds).

@@ -678,6 +678,11 @@ fn resolve_plain_http_and_headers_on_every_request() {
     let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test/pub/app"], None, &[]);
     r.ok();
     assert!(r.stdout_str().contains("v2"));
+    // ... and when the reference names a port of its own, that port is remapped too.
+    let alias = format!("alias.test:5555:127.0.0.1:{}", proxy.port());
+    let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test:5555/pub/app"], None, &[]);
+    r.ok();
+    assert!(r.stdout_str().contains("v2"));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -43,10 +43,19 @@ impl Client {
     /// A client for `registry` sharing the HTTP connection pool `http`.
     pub fn new(http: reqwest::Client, registry: &str, opts: &TransportOptions, creds: Credentials) -> Arc<Self> {
         let scheme = if opts.plain_http || is_localhost(registry) { "http" } else { "https" };
+        let mut authority = api_host(registry).to_string();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h.to_string(), p.parse::<u16>().ok()),
+            _ => (authority.clone(), None),
+        };
+        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if let Some(p) = super::transport::remapped_port(&opts.resolve, &host, port) {
+            authority = format!("{host}:{p}");
+        }
         Arc::new(Client {
             http,
             registry: registry.to_string(),
-            base: format!("{scheme}://{}", api_host(registry)),
+            base: format!("{scheme}://{authority}"),
             auth: Auth::new(creds),
             debug: opts.debug,
             chunk_size: opts.chunk_size,

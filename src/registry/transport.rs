@@ -272,9 +272,33 @@ fn parse_resolve(s: &str) -> Result<(String, SocketAddr), String> {
     Ok((host.to_string(), sock))
 }
 
+/// The port to dial instead of `port` for `host`, when a `--resolve` entry maps that host and port to
+/// another port. The connection then goes to `host:<new port>` (so the Host header names that port):
+/// the HTTP stack dials the port written in the URL, whatever the resolver says.
+pub fn remapped_port(resolve: &[String], host: &str, port: u16) -> Option<u16> {
+    resolve.iter().find_map(|r| {
+        let (h, rest) = r.split_once(':')?;
+        let (p, _) = rest.split_once(':')?;
+        if h != host || p.parse::<u16>().ok()? != port {
+            return None;
+        }
+        let (_, sock) = parse_resolve(r).ok()?;
+        (sock.port() != port).then_some(sock.port())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remaps_ports() {
+        let r = vec!["reg.example:443:127.0.0.1:5000".to_string()];
+        assert_eq!(remapped_port(&r, "reg.example", 443), Some(5000));
+        assert_eq!(remapped_port(&r, "reg.example", 8443), None);
+        assert_eq!(remapped_port(&r, "other.example", 443), None);
+        assert_eq!(remapped_port(&["reg.example:443:127.0.0.1".to_string()], "reg.example", 443), None);
+    }
 
     #[test]
     fn localhost_rule() {
