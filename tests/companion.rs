@@ -9,11 +9,12 @@ mod common;
 use common::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
 use common::companion::{
     blob_file, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines, tar_entries, verify,
-    verify_json, CatalogCapProxy, ConfiguredRegistry,
+    verify_json, CatalogCapProxy,
 };
 use common::fake_referrers::FakeRegistry;
 use common::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
 use common::layout::{Layout, LayoutBuilder, REF_NAME};
+use common::registry::RegistryOptions;
 use common::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -115,7 +116,7 @@ fn repo_ls_follows_catalog_pages_when_the_registry_caps_the_page_size() {
 
 #[test]
 fn repo_ls_works_against_distribution_with_a_small_catalog_maxentries() {
-    let reg = ConfiguredRegistry::start("catalog:\n  maxentries: 2\n");
+    let reg = Registry::start_with(&RegistryOptions { extra: Some("catalog:\n  maxentries: 2\n".into()), ..Default::default() });
     let c = Client::new(&reg.host());
     let mut want = Vec::new();
     for i in 0..5 {

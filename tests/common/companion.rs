@@ -1,5 +1,5 @@
 //! Helpers of the companion-command tests (`repo`, `discover`, `verify`, `copy`, completion,
-//! man pages): a Distribution registry with a custom configuration, a catalog-capping proxy,
+//! man pages): a catalog-capping proxy,
 //! damaging backups on purpose, and reading command output.
 
 use super::Run;
@@ -8,91 +8,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-/// A Distribution 2.8 registry started with extra top-level configuration (YAML appended to
-/// the same configuration [`super::Registry`] uses); killed on drop.
-pub struct ConfiguredRegistry {
-    child: Child,
-    port: u16,
-    _storage: tempfile::TempDir,
-    _config_dir: tempfile::TempDir,
-}
-
-impl ConfiguredRegistry {
-    /// Start with `extra` (e.g. `"catalog:\n  maxentries: 2\n"`) appended to the config.
-    pub fn start(extra: &str) -> ConfiguredRegistry {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match Self::try_start(extra) {
-                Ok(r) => return r,
-                Err(e) => last = e,
-            }
-        }
-        panic!("could not start docker-registry: {last}");
-    }
-
-    fn try_start(extra: &str) -> Result<ConfiguredRegistry, String> {
-        let storage = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let config_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let port = super::registry::free_port();
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: error\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{}\n  secret: oras-test-secret\n{}",
-            storage.path().display(),
-            port,
-            extra
-        );
-        let config_path = config_dir.path().join("config.yml");
-        std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(config_dir.path().join("registry.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("spawn docker-registry: {e}"))?;
-        let mut reg = ConfiguredRegistry { child, port, _storage: storage, _config_dir: config_dir };
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = reg.child.try_wait() {
-                let log = std::fs::read_to_string(reg._config_dir.path().join("registry.log")).unwrap_or_default();
-                return Err(format!("docker-registry exited early ({status}): {log}"));
-            }
-            if let Ok(resp) = http.get(format!("http://127.0.0.1:{port}/v2/")).send() {
-                if resp.status().as_u16() == 200 {
-                    return Ok(reg);
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = reg.child.kill();
-                return Err(format!("docker-registry on port {port} not ready after 20 s"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `127.0.0.1:PORT`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for ConfiguredRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::time::Duration;
 
 /// A loopback HTTP proxy in front of a registry that answers `/v2/_catalog` in pages of at
 /// most `cap` repositories, whatever `n` the client asks for (as hosted registries that cap

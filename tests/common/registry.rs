@@ -31,6 +31,8 @@ pub struct RegistryOptions {
     /// Serve this storage directory (e.g. another registry's `storage()`) instead of a fresh one,
     /// so fixtures can be pushed through a plain registry and read through a guarded one.
     pub storage: Option<PathBuf>,
+    /// More top-level configuration, appended as is (e.g. `"catalog:\n  maxentries: 2\n"`).
+    pub extra: Option<String>,
 }
 
 /// A loopback port that was free a moment ago.
@@ -90,6 +92,9 @@ impl Registry {
             if !auth.ends_with('\n') {
                 config.push('\n');
             }
+        }
+        if let Some(extra) = &opts.extra {
+            config.push_str(extra);
         }
         let config_path = config_dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
