@@ -108,7 +108,8 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
         let bytes = match layout.fetch_manifest(&repo, &desc).await {
             Ok(b) => b,
             Err(_) => {
-                manifest_problems.insert(desc.digest.clone(), format!("manifest {} is missing", desc.digest));
+                let why = layout.absence(&desc.digest).await;
+                manifest_problems.insert(desc.digest.clone(), format!("manifest {} {why}", desc.digest));
                 continue;
             }
         };
@@ -152,7 +153,7 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
         let parent = referenced_by(&parents);
         async move {
             match layout.blob_size(&desc.digest).await {
-                None => return Some(format!("blob {} ({parent}) is missing", desc.digest)),
+                None => return Some(format!("blob {} ({parent}) {}", desc.digest, layout.absence(&desc.digest).await)),
                 Some(s) if s != desc.size => return Some(format!("blob {} ({parent}) is {s} bytes, expected {}", desc.digest, desc.size)),
                 _ => {}
             }

@@ -91,6 +91,17 @@ impl LayoutSource {
         }
     }
 
+    /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
+    pub async fn absence(&self, digest: &Digest) -> &'static str {
+        match &self.store {
+            Store::Dir(root) => match tokio::fs::symlink_metadata(root.join(blob_path(digest))).await {
+                Ok(m) if !m.is_file() => "is missing (what is there is a link, fifo or directory, not a regular file)",
+                _ => "is missing",
+            },
+            Store::Tar(..) => "is missing",
+        }
+    }
+
     /// The `oci-layout` file's content, checked.
     pub async fn check_layout_file(&self) -> std::result::Result<(), String> {
         let raw = self.read_file("oci-layout", 4096).await.map_err(|e| format!("{e:#}"))?;
