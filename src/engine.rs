@@ -686,22 +686,11 @@ async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descri
     let errors: Vec<String> = stream::iter(work.into_iter().map(|(job, desc)| {
         let src = src.clone();
         async move {
-            let mut s = match src.fetch_blob(&job.src, &desc).await {
-                Ok(s) => s,
-                Err(e) => return Some(format!("{e:#}")),
-            };
-            let mut v = Verifier::new(&desc.digest, desc.size);
-            while let Some(chunk) = s.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if let Err(e) = v.update(&c) {
-                            return Some(format!("blob {e}"));
-                        }
-                    }
-                    Err(e) => return Some(format!("blob {}: {e}", desc.digest)),
-                }
-            }
-            v.finish().err().map(|e| format!("blob {e}"))
+            check_blob(&*src, &job.src, &desc).await.err().map(|e| match e {
+                BlobProblem::Unreadable(e) => format!("{e:#}"),
+                BlobProblem::Bytes(e) => format!("blob {e}"),
+                BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
+            })
         }
     }))
     .buffer_unordered(conc.max(2))
@@ -713,6 +702,26 @@ async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descri
         bail!("the backup is damaged, nothing was pushed: {}{more}", errors[0]);
     }
     Ok(())
+}
+
+/// Why a blob read back from a source is not what its descriptor says.
+pub enum BlobProblem {
+    /// It could not be opened.
+    Unreadable(anyhow::Error),
+    /// Its size or digest is wrong.
+    Bytes(crate::digest::VerifyError),
+    /// Reading it failed part-way.
+    Read(std::io::Error),
+}
+
+/// Reads a blob from `src` once, checking its size and digest as the bytes pass.
+pub async fn check_blob(src: &dyn Source, repo: &Repo, desc: &Descriptor) -> std::result::Result<(), BlobProblem> {
+    let mut s = src.fetch_blob(repo, desc).await.map_err(BlobProblem::Unreadable)?;
+    let mut v = Verifier::new(&desc.digest, desc.size);
+    while let Some(chunk) = s.next().await {
+        v.update(&chunk.map_err(BlobProblem::Read)?).map_err(BlobProblem::Bytes)?;
+    }
+    v.finish().map_err(BlobProblem::Bytes)
 }
 
 enum BlobOutcome {

@@ -2,7 +2,8 @@
 //! size and digest, every referrer's subject is present. Reports every problem, not only the first.
 
 use crate::cli::{Format, VerifyArgs};
-use crate::digest::{Digest, Verifier};
+use crate::digest::Digest;
+use crate::engine::{check_blob, BlobProblem};
 use crate::layout::reader::LayoutSource;
 use crate::manifest::{self, Descriptor};
 use crate::target::{Repo, Source};
@@ -157,22 +158,11 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
                 Some(s) if s != desc.size => return Some(format!("blob {} ({parent}) is {s} bytes, expected {}", desc.digest, desc.size)),
                 _ => {}
             }
-            let mut s = match layout.fetch_blob(&repo, &desc).await {
-                Ok(s) => s,
-                Err(e) => return Some(format!("blob {} ({parent}): {e:#}", desc.digest)),
-            };
-            let mut v = Verifier::new(&desc.digest, desc.size);
-            while let Some(chunk) = s.next().await {
-                match chunk {
-                    Ok(c) => {
-                        if let Err(e) = v.update(&c) {
-                            return Some(format!("blob {e} ({parent})"));
-                        }
-                    }
-                    Err(e) => return Some(format!("blob {} ({parent}): {e}", desc.digest)),
-                }
-            }
-            v.finish().err().map(|e| format!("blob {e} ({parent})"))
+            check_blob(layout, &repo, &desc).await.err().map(|e| match e {
+                BlobProblem::Unreadable(e) => format!("blob {} ({parent}): {e:#}", desc.digest),
+                BlobProblem::Bytes(e) => format!("blob {e} ({parent})"),
+                BlobProblem::Read(e) => format!("blob {} ({parent}): {e}", desc.digest),
+            })
         }
     }))
     .buffer_unordered(conc.max(1))

@@ -63,6 +63,58 @@ fn classify(desc: Descriptor) -> Entry {
     Entry { repo, tag, desc }
 }
 
+/// The repository name used for entries of a layout that does not record one.
+pub fn unnamed() -> Repo {
+    Repo::new("", "")
+}
+
+/// Whether an entry belongs to `repo` (entries without a repository belong to the unnamed one).
+fn belongs(e: &Entry, repo: &Repo) -> bool {
+    match &e.repo {
+        Some(r) => r == repo,
+        None => repo == &unnamed(),
+    }
+}
+
+/// The repositories entries name (sorted), plus the unnamed one when tags carry no repository.
+pub fn repositories(entries: &[Entry]) -> Vec<Repo> {
+    let mut set: BTreeSet<Repo> = BTreeSet::new();
+    for e in entries {
+        match (&e.repo, &e.tag) {
+            (Some(r), _) => {
+                set.insert(r.clone());
+            }
+            (None, Some(_)) => {
+                set.insert(unnamed());
+            }
+            _ => {}
+        }
+    }
+    set.into_iter().collect()
+}
+
+/// The tags of a repository, sorted.
+pub fn tags_of(entries: &[Entry], repo: &Repo) -> Vec<String> {
+    let mut tags: Vec<String> = entries.iter().filter(|e| belongs(e, repo)).filter_map(|e| e.tag.clone()).collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// Roots stored by digest (no tag) for a repository.
+pub fn untagged_of(entries: &[Entry], repo: &Repo) -> Vec<Descriptor> {
+    entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect()
+}
+
+/// The listed descriptor of a tag of `repo`, or of a digest anywhere, without its annotations.
+pub fn find(entries: &[Entry], repo: &Repo, reference: &str) -> Option<Descriptor> {
+    let found = match reference.parse::<crate::digest::Digest>() {
+        Ok(d) => entries.iter().find(|e| e.desc.digest == d),
+        Err(_) => entries.iter().find(|e| belongs(e, repo) && e.tag.as_deref() == Some(reference)),
+    };
+    found.map(|e| Descriptor { annotations: None, ..e.desc.clone() })
+}
+
 /// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names, several get full references.
 pub fn render(entries: &[Entry]) -> Vec<u8> {
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();

@@ -9,7 +9,7 @@ use crate::target::{ByteStream, Repo, Result, Source};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
@@ -32,10 +32,7 @@ pub struct LayoutSource {
     pub is_tar: bool,
 }
 
-/// The repository name used for entries of a layout that does not record one.
-pub fn unnamed() -> Repo {
-    Repo::new("", "")
-}
+pub use super::index::unnamed;
 
 impl LayoutSource {
     /// Opens a directory or a tar (recognised by content, whatever its name).
@@ -134,19 +131,7 @@ impl LayoutSource {
 
     /// Repositories the backup names (sorted), plus the unnamed one when tags carry no repository.
     pub fn repositories(&self) -> Vec<Repo> {
-        let mut set: BTreeSet<Repo> = BTreeSet::new();
-        for e in &self.entries {
-            match (&e.repo, &e.tag) {
-                (Some(r), _) => {
-                    set.insert(r.clone());
-                }
-                (None, Some(_)) => {
-                    set.insert(unnamed());
-                }
-                _ => {}
-            }
-        }
-        set.into_iter().collect()
+        index::repositories(&self.entries)
     }
 
     fn locate(&self, digest: &Digest) -> Option<u64> {
@@ -223,13 +208,6 @@ impl LayoutSource {
         Ok(())
     }
 
-    fn matches(&self, e: &Entry, repo: &Repo) -> bool {
-        match &e.repo {
-            Some(r) => r == repo,
-            None => repo == &unnamed(),
-        }
-    }
-
     /// A descriptor for a manifest stored as a blob, checked and typed by its content.
     async fn stored_manifest(&self, digest: &Digest) -> Result<Descriptor> {
         let not_found = || anyhow!("{digest} not found in the backup");
@@ -246,15 +224,12 @@ impl LayoutSource {
 
     /// Tags stored for a repository.
     pub fn tags_of(&self, repo: &Repo) -> Vec<String> {
-        let mut tags: Vec<String> = self.entries.iter().filter(|e| self.matches(e, repo)).filter_map(|e| e.tag.clone()).collect();
-        tags.sort();
-        tags.dedup();
-        tags
+        index::tags_of(&self.entries, repo)
     }
 
     /// Roots stored by digest (no tag) for a repository.
     pub fn untagged_of(&self, repo: &Repo) -> Vec<Descriptor> {
-        self.entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect()
+        index::untagged_of(&self.entries, repo)
     }
 }
 
@@ -269,21 +244,14 @@ impl Source for LayoutSource {
     }
 
     async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        let found = if let Ok(d) = reference.parse::<Digest>() {
-            self.entries.iter().find(|e| e.desc.digest == d).map(|e| e.desc.clone())
-        } else {
-            self.entries.iter().find(|e| self.matches(e, repo) && e.tag.as_deref() == Some(reference)).map(|e| e.desc.clone())
-        };
-        let mut d = match found {
-            Some(d) => d,
+        match index::find(&self.entries, repo, reference) {
+            Some(d) => Ok(d),
             // A digest not listed in index.json (an index child, a referrer) is still in the backup's blobs.
             None => match reference.parse::<Digest>() {
-                Ok(digest) => self.stored_manifest(&digest).await?,
+                Ok(digest) => self.stored_manifest(&digest).await,
                 Err(_) => bail!("{reference} not found in the backup"),
             },
-        };
-        d.annotations = None;
-        Ok(d)
+        }
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {

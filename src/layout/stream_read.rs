@@ -351,51 +351,22 @@ impl StreamSource {
 
     /// The repositories the stream's index names.
     pub fn repositories(&self) -> Vec<Repo> {
-        let mut set = std::collections::BTreeSet::new();
-        for e in &self.entries {
-            match (&e.repo, &e.tag) {
-                (Some(r), _) => {
-                    set.insert(r.clone());
-                }
-                (None, Some(_)) => {
-                    set.insert(super::reader::unnamed());
-                }
-                _ => {}
-            }
-        }
-        set.into_iter().collect()
-    }
-
-    fn matches(&self, e: &Entry, repo: &Repo) -> bool {
-        match &e.repo {
-            Some(r) => r == repo,
-            None => repo == &super::reader::unnamed(),
-        }
+        index::repositories(&self.entries)
     }
 }
 
 #[async_trait]
 impl Source for StreamSource {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
-        let mut tags: Vec<String> = self.entries.iter().filter(|e| self.matches(e, repo)).filter_map(|e| e.tag.clone()).collect();
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
+        Ok(index::tags_of(&self.entries, repo))
     }
 
     async fn untagged(&self, repo: &Repo) -> Result<Vec<Descriptor>> {
-        Ok(self.entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect())
+        Ok(index::untagged_of(&self.entries, repo))
     }
 
     async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        let found = if let Ok(d) = reference.parse::<Digest>() {
-            self.entries.iter().find(|e| e.desc.digest == d)
-        } else {
-            self.entries.iter().find(|e| self.matches(e, repo) && e.tag.as_deref() == Some(reference))
-        };
-        let mut d = found.map(|e| e.desc.clone()).ok_or_else(|| anyhow!("{reference} not found in the backup"))?;
-        d.annotations = None;
-        Ok(d)
+        index::find(&self.entries, repo, reference).ok_or_else(|| anyhow!("{reference} not found in the backup"))
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
