@@ -35,6 +35,11 @@ pub struct RegistryOptions {
     pub extra: Option<String>,
 }
 
+/// Runs `docker-registry serve <config>`, its log going to `log`.
+fn spawn(config: &std::path::Path, log: std::fs::File) -> std::io::Result<std::process::Child> {
+    Command::new(BINARY).arg("serve").arg(config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -99,14 +104,7 @@ impl Registry {
         let config_path = config_dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(config_dir.path().join("registry.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(BINARY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|e| format!("spawn {BINARY}: {e}"))?;
+        let child = spawn(&config_path, log).map_err(|e| format!("spawn {BINARY}: {e}"))?;
         let mut reg = Registry { child, port, storage, _config_dir: config_dir, shared_storage: opts.storage.clone() };
         // A guarded registry does not answer a plain anonymous GET with 200: accept a 401, or
         // (TLS) a listening port.
@@ -180,14 +178,7 @@ impl Registry {
         let config_path = self._config_dir.path().join("config.yml");
         let log =
             std::fs::OpenOptions::new().append(true).create(true).open(self._config_dir.path().join("registry.log")).expect("registry log");
-        self.child = Command::new(BINARY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("restart docker-registry");
+        self.child = spawn(&config_path, log).expect("restart docker-registry");
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
         let url = format!("http://127.0.0.1:{}/v2/", self.port);
         let deadline = Instant::now() + Duration::from_secs(20);
