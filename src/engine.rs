@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod stage;
+
 /// What to copy from one source repository into one destination repository.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -192,6 +194,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             }
         }
     }
+    let placed: Placed = Arc::new(Mutex::new(HashMap::new()));
     // Each pass: tasks and whether the destination is already known not to have them.
     let mut passes: Vec<Vec<(usize, Descriptor, bool)>> = Vec::new();
     if src.ordered() || dst.ordered() {
@@ -228,14 +231,45 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                 again.push((i, d, true));
             }
         }
-        if src.is_local() {
-            // Everything that will be pushed is read and checked first (a dry run checks the whole backup).
-            let check: Vec<(usize, Descriptor)> = if opts.dry_run {
-                first.iter().chain(&again).map(|(i, d, _)| (*i, d.clone())).chain(skipped_local.drain(..)).collect()
-            } else {
-                first.iter().map(|(i, d, _)| (*i, d.clone())).collect()
-            };
-            verify_all(&src, jobs, &check, conc).await?;
+        if src.is_local() && opts.dry_run {
+            // A dry run reads and checks the whole backup.
+            let check: Vec<(usize, Descriptor)> =
+                first.iter().chain(&again).map(|(i, d, _)| (*i, d.clone())).chain(skipped_local.drain(..)).collect();
+            damaged(blob_problems(&src, jobs, &check, conc).await)?;
+        } else if src.is_local() {
+            // Everything that will be pushed is checked before anything becomes visible: large blobs
+            // as they are sent into held-back uploads, the rest in a pass of its own alongside.
+            let (ahead, rest): (Vec<_>, Vec<_>) =
+                first.into_iter().partition(|(_, d, _)| dst.stages() && d.size >= stage::STAGE_MIN && !src.ordered());
+            let ahead: Vec<(usize, Descriptor)> = ahead.into_iter().map(|(i, d, _)| (i, d)).collect();
+            let rest_check: Vec<(usize, Descriptor)> = rest.iter().map(|(i, d, _)| (*i, d.clone())).collect();
+            let (staged, mut problems) =
+                futures::join!(stage::stage_all((&src, &dst), jobs, ahead, progress, conc), blob_problems(&src, jobs, &rest_check, conc));
+            let mut sent = Vec::new();
+            let mut plain = Vec::new();
+            let mut failed = None;
+            for s in staged {
+                match s {
+                    stage::Staged::Sent(i, d, token) => sent.push((i, d, token)),
+                    stage::Staged::Damaged(why) => problems.push(why),
+                    stage::Staged::Unsupported(i, d) => plain.push((i, d)),
+                    stage::Staged::Failed(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if problems.is_empty() && failed.is_none() {
+                problems = blob_problems(&src, jobs, &plain, conc).await;
+            }
+            if !problems.is_empty() || failed.is_some() {
+                stage::cancel_all(&dst, jobs, &sent, conc).await;
+                damaged(problems)?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+            let (committed, resend) = stage::commit_all(&dst, jobs, sent, &placed, conc).await;
+            outcomes.extend(committed);
+            first = rest;
+            first.extend(plain.into_iter().chain(resend).map(|(i, d)| (i, d, true)));
         }
         if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;
@@ -245,7 +279,6 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     } else {
         passes.push(tasks.into_iter().map(|(i, d)| (i, d, false)).collect());
     }
-    let placed: Placed = Arc::new(Mutex::new(HashMap::new()));
     for pass in passes {
         let done: Vec<BlobOutcome> = stream::iter(pass.into_iter().map(|(i, desc, known_missing)| {
             let job = &jobs[i];
@@ -325,7 +358,9 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                 let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
                 let is_ref = g.referrer_nodes.contains(&d);
                 let exists = !asked && dst.has_manifest(&job.dst, &node.desc).await?;
-                if opts.dry_run || (exists && !is_ref) {
+                // A registry may hold a referrer without listing it (tag schema): pushing it again records it.
+                // A layout lists referrers in its index, so a stored one is done.
+                if opts.dry_run || (exists && (!is_ref || !dst.prunes())) {
                     return Ok::<_, anyhow::Error>((!exists, node.desc.size, None));
                 }
                 let subject = if is_ref { node.parsed.subject.as_ref() } else { None };
@@ -675,7 +710,8 @@ async fn walk(
     Ok(())
 }
 
-async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descriptor)], conc: usize) -> Result<()> {
+/// Reads and checks each distinct blob once; returns every problem found, worded for the user.
+async fn blob_problems(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descriptor)], conc: usize) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut work = Vec::new();
     for (i, b) in blobs {
@@ -683,7 +719,7 @@ async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descri
             work.push((&jobs[*i], b.clone()));
         }
     }
-    let errors: Vec<String> = stream::iter(work.into_iter().map(|(job, desc)| {
+    stream::iter(work.into_iter().map(|(job, desc)| {
         let src = src.clone();
         async move {
             check_blob(&*src, &job.src, &desc).await.err().map(|e| match e {
@@ -696,12 +732,18 @@ async fn verify_all(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Descri
     .buffer_unordered(conc.max(2))
     .filter_map(|e| async move { e })
     .collect()
-    .await;
-    if !errors.is_empty() {
-        let more = if errors.len() > 1 { format!(" (and {} more problem(s))", errors.len() - 1) } else { String::new() };
-        bail!("the backup is damaged, nothing was pushed: {}{more}", errors[0]);
+    .await
+}
+
+/// Refuses a damaged backup, naming its first problem and counting the others.
+fn damaged(mut problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // The same damage gives the same message, whichever check finished first.
+    problems.sort();
+    let more = if problems.len() > 1 { format!(" (and {} more problem(s))", problems.len() - 1) } else { String::new() };
+    bail!("the backup is damaged, nothing was pushed: {}{more}", problems[0])
 }
 
 /// Why a blob read back from a source is not what its descriptor says.

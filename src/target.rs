@@ -116,6 +116,21 @@ pub trait Sink: Send + Sync {
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
     /// Writes a blob from a stream the engine verifies as it flows.
     async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()>;
+    /// Whether blobs can be sent ahead and committed later, invisible until then (registry upload sessions):
+    /// a backup's blobs are then checked as they are sent instead of in a pass of their own.
+    fn stages(&self) -> bool {
+        false
+    }
+    /// Sends a blob without making it visible; returns a token for [`Sink::commit_blob`] or [`Sink::cancel_blob`].
+    async fn stage_blob(&self, _repo: &Repo, _desc: &Descriptor, _data: ByteStream) -> Result<String> {
+        Err(anyhow::anyhow!("internal: this destination cannot hold uploads back"))
+    }
+    /// Makes a staged blob visible under its digest.
+    async fn commit_blob(&self, _repo: &Repo, _desc: &Descriptor, _token: String) -> Result<()> {
+        Err(anyhow::anyhow!("internal: this destination cannot hold uploads back"))
+    }
+    /// Abandons a staged blob, best effort.
+    async fn cancel_blob(&self, _repo: &Repo, _token: &str) {}
     /// Makes a blob that `from` (same registry) holds appear in `repo` without sending it; false if not possible.
     async fn mount_blob(&self, _repo: &Repo, _desc: &Descriptor, _from: &Repo) -> Result<bool> {
         Ok(false)

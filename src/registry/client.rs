@@ -372,6 +372,40 @@ impl Client {
 
     /// Uploads a blob: one streamed PUT, or PATCH chunks when a chunk size is set.
     pub async fn push_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<()> {
+        let (target, key, put) = self.start_upload(repo, desc).await?;
+        if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
+            let closing = self.upload_chunks(&target, &key, put, data, chunk).await?;
+            return self.finish_upload(&target, &key, closing, desc, reqwest::Body::from(Vec::new()), 0).await;
+        }
+        self.finish_upload(&target, &key, put, desc, reqwest::Body::wrap_stream(data), desc.size).await
+    }
+
+    /// Sends a blob's bytes into an upload session without committing it, so nothing is visible until
+    /// [`Client::commit_upload`]; returns the session's location.
+    pub async fn stage_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<String> {
+        let (target, key, location) = self.start_upload(repo, desc).await?;
+        if desc.size == 0 {
+            return Ok(location);
+        }
+        let chunk = self.chunk_size.unwrap_or(desc.size).max(1);
+        self.upload_chunks(&target, &key, location, data, chunk).await
+    }
+
+    /// Commits a staged upload under the blob's digest (the registry checks it).
+    pub async fn commit_upload(&self, repo: &str, desc: &Descriptor, location: String) -> Result<()> {
+        let target = format!("{}/{repo}@{}", self.registry, desc.digest);
+        let key = repo_scope(repo, true);
+        self.finish_upload(&target, &key, location, desc, reqwest::Body::from(Vec::new()), 0).await
+    }
+
+    /// Abandons a staged upload; best effort (registries also expire abandoned sessions).
+    pub async fn cancel_upload(&self, repo: &str, location: &str) {
+        let scopes = [repo_scope(repo, true)];
+        let _ = self.send("cancel upload", repo, Method::DELETE, location, &scopes, |r| r).await;
+    }
+
+    /// Opens an upload session: (what is uploaded, auth key, absolute session location).
+    async fn start_upload(&self, repo: &str, desc: &Descriptor) -> Result<(String, String, String)> {
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let op = "push blob";
         let scopes = vec![repo_scope(repo, true)];
@@ -385,17 +419,16 @@ impl Client {
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| rerr(op, &target, None, "upload started without a Location header"))?;
-        let put = if location.starts_with("http://") || location.starts_with("https://") {
+        let location = self.absolute(location);
+        Ok((target, scopes.join(" "), location))
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
             location.to_string()
         } else {
             format!("{}{location}", self.base)
-        };
-        let key = scopes.join(" ");
-        if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
-            let closing = self.upload_chunks(&target, &key, put, data, chunk).await?;
-            return self.finish_upload(&target, &key, closing, desc, reqwest::Body::from(Vec::new()), 0).await;
         }
-        self.finish_upload(&target, &key, put, desc, reqwest::Body::wrap_stream(data), desc.size).await
     }
 
     /// Sends the closing PUT of an upload session, with the last bytes (or none).
@@ -425,9 +458,15 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads a stream as PATCH chunks of `chunk` bytes; returns the location for the closing PUT.
-    async fn upload_chunks(&self, target: &str, key: &str, mut location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
+    /// Uploads a stream as PATCH chunks of `chunk` bytes, each held in memory; with no chunk size set the
+    /// whole stream goes out as one PATCH as it comes. Returns the location for the closing PUT.
+    async fn upload_chunks(&self, target: &str, key: &str, location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
+        if self.chunk_size.is_none() {
+            // One PATCH carrying the whole stream: the size is known, so it is a single spec-conformant chunk.
+            return self.patch(target, key, location, 0, chunk, reqwest::Body::wrap_stream(data)).await;
+        }
         let op = "push blob chunk";
+        let mut location = location;
         let mut offset = 0u64;
         let mut buf: Vec<u8> = Vec::with_capacity(chunk as usize);
         loop {
@@ -444,31 +483,39 @@ impl Client {
                 continue;
             }
             let body = std::mem::replace(&mut buf, Vec::with_capacity(chunk as usize));
-            let end = offset + body.len() as u64 - 1;
-            let mut rb = self
-                .http
-                .patch(&location)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
-                .header(header::CONTENT_LENGTH, body.len())
-                .body(body);
-            if let Some(a) = self.auth.cached(key) {
-                rb = rb.header(header::AUTHORIZATION, a);
-            }
-            let resp = rb.send().await;
-            self.trace(&Method::PATCH, &location, resp.as_ref().ok().map(|r| r.status()), true);
-            let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
-            if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-                return Err(self.fail(op, target, resp).await);
-            }
-            if let Some(l) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-                location = if l.starts_with("http://") || l.starts_with("https://") { l.to_string() } else { format!("{}{l}", self.base) };
-            }
-            offset = end + 1;
+            let len = body.len() as u64;
+            location = self.patch(target, key, location, offset, len, reqwest::Body::from(body)).await?;
+            offset += len;
             if done {
                 return Ok(location);
             }
         }
+    }
+
+    /// Sends `len` bytes at `offset` of an upload session; returns the session's next location.
+    async fn patch(&self, target: &str, key: &str, location: String, offset: u64, len: u64, body: reqwest::Body) -> Result<String> {
+        let op = "push blob chunk";
+        let end = offset + len - 1;
+        let mut rb = self
+            .http
+            .patch(&location)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
+            .header(header::CONTENT_LENGTH, len)
+            .body(body);
+        if let Some(a) = self.auth.cached(key) {
+            rb = rb.header(header::AUTHORIZATION, a);
+        }
+        let resp = rb.send().await;
+        self.trace(&Method::PATCH, &location, resp.as_ref().ok().map(|r| r.status()), true);
+        let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+        if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
+            return Err(self.fail(op, target, resp).await);
+        }
+        Ok(match resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+            Some(l) => self.absolute(l),
+            None => location,
+        })
     }
 
     /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
@@ -483,7 +530,7 @@ impl Client {
             StatusCode::ACCEPTED => {
                 // The registry started an upload session instead; close it so it does not linger.
                 if let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-                    let loc = if loc.starts_with("http") { loc.to_string() } else { format!("{}{loc}", self.base) };
+                    let loc = self.absolute(loc);
                     let _ = self.send(op, &target, Method::DELETE, &loc, &scopes, |r| r).await;
                 }
                 Ok(false)

@@ -197,6 +197,22 @@ impl Sink for Registries {
         Ok(self.client(&repo.registry).push_blob(&repo.repository, desc, data).await?)
     }
 
+    fn stages(&self) -> bool {
+        true
+    }
+
+    async fn stage_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String> {
+        Ok(self.client(&repo.registry).stage_blob(&repo.repository, desc, data).await?)
+    }
+
+    async fn commit_blob(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
+        Ok(self.client(&repo.registry).commit_upload(&repo.repository, desc, token).await?)
+    }
+
+    async fn cancel_blob(&self, repo: &Repo, token: &str) {
+        self.client(&repo.registry).cancel_upload(&repo.repository, token).await
+    }
+
     async fn mount_blob(&self, repo: &Repo, desc: &Descriptor, from: &Repo) -> Result<bool> {
         if from.registry != repo.registry {
             return Ok(false);
