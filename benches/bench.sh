@@ -15,7 +15,9 @@
 #   b  a repository of 1,000 (quick: 100) small tags, each with 2 referrers recorded with the
 #      referrers tag schema (sha256-<hex> tags; Distribution 2.8 has no referrers API):
 #      oras with --include-referrers, oras tags only, `skopeo sync` (tags only: skopeo cannot
-#      follow referrers), the curl floors; restore; second backup / restore; requests per tag.
+#      follow referrers), the curl floors; restore; second backup / restore; requests per tag;
+#      the floor of a second backup: curl making the 2 requests per tag that any client must make
+#      to see that a tag and its referrers are unchanged (its manifest, its referrers index).
 #   c  a repository of 2,500 / 5,000 / 10,000 tiny tags (quick: 250 / 500 / 1,000), grown
 #      in place: listing and resolution; time and HTTP requests per tag at each size.
 #   a-big (only with BENCH_BIG=2G or similar): scenario a with that total size, one run, to
@@ -335,6 +337,25 @@ floor_config() {
         }' "$list"
 }
 
+# recheck_config LIST HOST REPO N: a curl -K config making the requests any client must make to
+# find out that N tags with tag-schema referrers are unchanged: each tag's manifest (tags
+# v000000..) and each image's referrers index (tag sha256-<hex>), bodies discarded.
+recheck_config() {
+    local list=$1 host=$2 repo=$3 n=$4
+    awk -v base="http://$host/v2/$repo" -v n="$n" '
+        BEGIN {
+            print "header = \"Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json\""
+            print "fail"
+            print "silent"
+            print "show-error"
+            for (i = 0; i < n; i++) printf "url = \"%s/manifests/v%06d\"\noutput = \"/dev/null\"\n", base, i
+        }
+        $1 == "M" && $5 == "image" {
+            h = $3; sub(/^sha256:/, "", h)
+            printf "url = \"%s/manifests/sha256-%s\"\noutput = \"/dev/null\"\n", base, h
+        }' "$list"
+}
+
 # floor_pairs LIST HOST REPO OUTDIR: "FILE URL" lines for xargs -n 2 curl -o (scenario a).
 floor_pairs() {
     local list=$1 host=$2 repo=$3 dest=$4
@@ -548,9 +569,17 @@ YAML
     stop_registry "$FRESH_NAME" "$FRESH_PID"
 
     k="b|second backup into the same directory"
-    compare "$k|$o_ref" - - "$kd|$o_ref"
+    local f_re="curl floor (tag + referrers index of each tag)"
+    recheck_config "$list" "$SRC" "$repo" "$n" >"$TMP/recheck-b.cfg"
+    compare "$k|$o_ref" - "$k|$f_re" "$kd|$o_ref"
+    compare "$k|$f_re" - - "$kd|$o_ref"
     for ((r = 1; r <= RUNS; r++)); do
-        measure "$k|$o_ref" "$ORAS" backup --concurrency "$CONC" --include-referrers -o "$dir" "$SRC/$repo"
+        while read -r tool; do
+            case $tool in
+            oras) measure "$k|$o_ref" "$ORAS" backup --concurrency "$CONC" --include-referrers -o "$dir" "$SRC/$repo" ;;
+            floor) measure "$k|$f_re" curl --parallel --parallel-max "$CONC" -K "$TMP/recheck-b.cfg" ;;
+            esac
+        done < <(rotate "$r" oras floor)
     done
     metric "$k|$o_ref" summary "$(summary_of "$k|$o_ref")"
     count_requests "$k|$o_ref" "$ORAS" backup --concurrency "$CONC" --include-referrers -o "$dir" "$SRC/$repo"
