@@ -239,8 +239,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         } else if src.is_local() {
             // Everything that will be pushed is checked before anything becomes visible: large blobs
             // as they are sent into held-back uploads, the rest in a pass of its own alongside.
-            let (ahead, rest): (Vec<_>, Vec<_>) =
-                first.into_iter().partition(|(_, d, _)| dst.stages() && d.size >= stage::STAGE_MIN && !src.ordered());
+            let (ahead, rest): (Vec<_>, Vec<_>) = first.into_iter().partition(|(_, d, _)| dst.stages() && d.size >= stage::STAGE_MIN);
             let ahead: Vec<(usize, Descriptor)> = ahead.into_iter().map(|(i, d, _)| (i, d)).collect();
             let rest_check: Vec<(usize, Descriptor)> = rest.iter().map(|(i, d, _)| (*i, d.clone())).collect();
             let (staged, mut problems) =

@@ -11,19 +11,111 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 const READ_BUF: usize = 256 * 1024;
 
 enum Store {
-    Dir(PathBuf),
-    Tar(PathBuf, TarIndex),
+    /// A directory and its canonical path (reads must stay inside it).
+    Dir(PathBuf, PathBuf),
+    /// A tar, its index, and one handle that every read shares (positional reads).
+    Tar(PathBuf, TarIndex, std::fs::File),
+}
+
+impl Store {
+    /// Opens a file of the backup for reading from its start: (handle, offset of its bytes, size).
+    /// Blocking: called on the blocking pool, once per file.
+    fn open(&self, name: &str) -> Result<(std::fs::File, u64, u64)> {
+        match self {
+            Store::Dir(root, top) => {
+                let p = root.join(name);
+                // Only regular files inside the layout: a symlink could point anywhere.
+                let meta = std::fs::symlink_metadata(&p).with_context(|| format!("{name} is missing from the backup"))?;
+                if !meta.is_file() {
+                    bail!("{name} in the backup is not a regular file");
+                }
+                if !std::fs::canonicalize(&p)?.starts_with(top) {
+                    bail!("{name} in the backup resolves outside the backup directory; refusing to read it");
+                }
+                let f = std::fs::File::open(&p).with_context(|| format!("cannot open {name}"))?;
+                Ok((f, 0, meta.len()))
+            }
+            Store::Tar(path, idx, _) => {
+                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+                // A handle of its own: a stream reads on from its own position.
+                let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                Ok((f, off, size))
+            }
+        }
+    }
+
+    /// Reads a whole (small) file of the backup, refusing one over `limit` bytes. Blocking.
+    fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let opened;
+        let (file, off, size) = match self {
+            // Positional reads on the shared handle: no open, seek and close per manifest.
+            Store::Tar(_, idx, shared) => {
+                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+                (shared, off, size)
+            }
+            Store::Dir(..) => {
+                let (f, off, size) = self.open(name)?;
+                opened = f;
+                (&opened, off, size)
+            }
+        };
+        if size > limit {
+            bail!("{name} is {size} bytes, over the {limit} byte limit");
+        }
+        let mut buf = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => bail!("{name} is truncated"),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot read {name}"))),
+            }
+        }
+        Ok(buf)
+    }
+}
+
+/// Every referrer of the backup's manifests, by subject, in digest order; walks the manifests
+/// reachable from `roots`. Blocking: thousands of small reads, done in one go on the blocking pool.
+fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> HashMap<Digest, Vec<Descriptor>> {
+    let mut seen = HashSet::new();
+    let mut queue = roots;
+    let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+    while let Some(d) = queue.pop() {
+        if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
+            continue;
+        }
+        if !d.is_manifest() && !d.media_type.is_empty() {
+            continue;
+        }
+        let Ok(bytes) = store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE) else { continue };
+        let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
+        if let Some(s) = &parsed.subject {
+            let list = map.entry(s.digest.clone()).or_default();
+            if !list.iter().any(|x| x.digest == d.digest) {
+                list.push(manifest::referrer_descriptor(&d, &parsed));
+            }
+        }
+        queue.extend(parsed.manifests.iter().cloned());
+    }
+    for list in map.values_mut() {
+        list.sort_by(|a, b| a.digest.cmp(&b.digest));
+    }
+    map
 }
 
 /// A backup opened for reading.
 pub struct LayoutSource {
-    store: Store,
+    store: Arc<Store>,
     entries: Vec<Entry>,
     referrers: HashMap<Digest, Vec<Descriptor>>,
     /// Total size on disk (tar size, or sum of blob sizes for a directory).
@@ -49,20 +141,24 @@ impl LayoutSource {
             if tokio::fs::metadata(path.join("index.json")).await.is_err() {
                 bail!("{shown:?} is not an OCI image layout: it has no index.json");
             }
-            Store::Dir(path.to_path_buf())
+            let top = tokio::fs::canonicalize(path).await.with_context(|| format!("cannot open backup {shown:?}"))?;
+            Store::Dir(path.to_path_buf(), top)
         } else {
             let p = path.to_path_buf();
             let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
             if !idx.files.contains_key("index.json") {
                 bail!("{shown:?} is a tar archive but not an OCI image layout: it has no index.json");
             }
-            Store::Tar(path.to_path_buf(), idx)
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open backup {shown:?}"))?;
+            Store::Tar(path.to_path_buf(), idx, file)
         };
+        let store = Arc::new(store);
         let mut src = LayoutSource { store, entries: Vec::new(), referrers: HashMap::new(), size: 0, is_tar: !meta.is_dir() };
         let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
         src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
         src.size = if meta.is_dir() { 0 } else { meta.len() };
-        src.index_referrers().await.with_context(|| format!("in backup {shown:?}"))?;
+        let (store, roots) = (src.store.clone(), src.entries.iter().map(|e| e.desc.clone()).collect());
+        src.referrers = tokio::task::spawn_blocking(move || referrers_of(&store, roots)).await.context("internal: reader task failed")?;
         if meta.is_dir() {
             let mut total = 0;
             for d in src.all_descriptors() {
@@ -80,18 +176,18 @@ impl LayoutSource {
 
     /// Whether a blob file is present, and its size.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        match &self.store {
-            Store::Dir(root) => {
+        match &*self.store {
+            Store::Dir(root, _) => {
                 tokio::fs::symlink_metadata(root.join(blob_path(digest))).await.ok().filter(|m| m.is_file()).map(|m| m.len())
             }
-            Store::Tar(_, idx) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
+            Store::Tar(_, idx, _) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
         }
     }
 
     /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
     pub async fn absence(&self, digest: &Digest) -> &'static str {
-        match &self.store {
-            Store::Dir(root) => match tokio::fs::symlink_metadata(root.join(blob_path(digest))).await {
+        match &*self.store {
+            Store::Dir(root, _) => match tokio::fs::symlink_metadata(root.join(blob_path(digest))).await {
                 Ok(m) if !m.is_file() => "is missing (what is there is a link, fifo or directory, not a regular file)",
                 _ => "is missing",
             },
@@ -135,77 +231,25 @@ impl LayoutSource {
     }
 
     fn locate(&self, digest: &Digest) -> Option<u64> {
-        match &self.store {
-            Store::Dir(_) => None,
-            Store::Tar(_, idx) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
+        match &*self.store {
+            Store::Dir(..) => None,
+            Store::Tar(_, idx, _) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
         }
     }
 
     async fn read_file(&self, name: &str, limit: u64) -> Result<Bytes> {
-        let (mut file, size) = self.open_file(name).await?;
-        if size > limit {
-            bail!("{name} is {size} bytes, over the {limit} byte limit");
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        (&mut file).take(size).read_to_end(&mut buf).await.with_context(|| format!("cannot read {name}"))?;
-        if (buf.len() as u64) < size {
-            bail!("{name} is truncated");
-        }
-        Ok(Bytes::from(buf))
+        let (store, owned) = (self.store.clone(), name.to_string());
+        // One hop to the blocking pool per file: a restore reads thousands of manifests.
+        let bytes = tokio::task::spawn_blocking(move || store.read(&owned, limit)).await.context("internal: reader task failed")??;
+        Ok(Bytes::from(bytes))
     }
 
     async fn open_file(&self, name: &str) -> Result<(tokio::fs::File, u64)> {
-        match &self.store {
-            Store::Dir(root) => {
-                let p = root.join(name);
-                // Only regular files inside the layout: a symlink could point anywhere.
-                let meta = tokio::fs::symlink_metadata(&p).await.with_context(|| format!("{name} is missing from the backup"))?;
-                if !meta.is_file() {
-                    bail!("{name} in the backup is not a regular file");
-                }
-                let real = tokio::fs::canonicalize(&p).await?;
-                let top = tokio::fs::canonicalize(root).await?;
-                if !real.starts_with(&top) {
-                    bail!("{name} in the backup resolves outside the backup directory; refusing to read it");
-                }
-                let f = tokio::fs::File::open(&p).await.with_context(|| format!("cannot open {name}"))?;
-                Ok((f, meta.len()))
-            }
-            Store::Tar(path, idx) => {
-                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
-                let mut f = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
-                f.seek(std::io::SeekFrom::Start(off)).await?;
-                Ok((f, size))
-            }
-        }
-    }
-
-    async fn index_referrers(&mut self) -> Result<()> {
-        let mut seen = HashSet::new();
-        let mut queue: Vec<Descriptor> = self.entries.iter().map(|e| e.desc.clone()).collect();
-        let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
-        while let Some(d) = queue.pop() {
-            if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
-                continue;
-            }
-            if !d.is_manifest() && !d.media_type.is_empty() {
-                continue;
-            }
-            let Ok(bytes) = self.read_file(&blob_path(&d.digest), MAX_MANIFEST_SIZE).await else { continue };
-            let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
-            if let Some(s) = &parsed.subject {
-                let list = map.entry(s.digest.clone()).or_default();
-                if !list.iter().any(|x| x.digest == d.digest) {
-                    list.push(manifest::referrer_descriptor(&d, &parsed));
-                }
-            }
-            queue.extend(parsed.manifests.iter().cloned());
-        }
-        for list in map.values_mut() {
-            list.sort_by(|a, b| a.digest.cmp(&b.digest));
-        }
-        self.referrers = map;
-        Ok(())
+        let (store, owned) = (self.store.clone(), name.to_string());
+        let (file, off, size) = tokio::task::spawn_blocking(move || store.open(&owned)).await.context("internal: reader task failed")??;
+        let mut file = tokio::fs::File::from_std(file);
+        file.seek(std::io::SeekFrom::Start(off)).await?;
+        Ok((file, size))
     }
 
     /// A descriptor for a manifest stored as a blob, checked and typed by its content.
