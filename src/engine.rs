@@ -237,38 +237,28 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                 first.iter().chain(&again).map(|(i, d, _)| (*i, d.clone())).chain(skipped_local.drain(..)).collect();
             damaged(blob_problems(&src, jobs, &check, conc).await)?;
         } else if src.is_local() {
-            // Everything that will be pushed is checked before anything becomes visible: large blobs
-            // as they are sent into held-back uploads, the rest in a pass of its own alongside.
-            let (ahead, rest): (Vec<_>, Vec<_>) = first.into_iter().partition(|(_, d, _)| dst.stages() && d.size >= stage::STAGE_MIN);
-            let ahead: Vec<(usize, Descriptor)> = ahead.into_iter().map(|(i, d, _)| (i, d)).collect();
-            let rest_check: Vec<(usize, Descriptor)> = rest.iter().map(|(i, d, _)| (*i, d.clone())).collect();
-            let (staged, mut problems) =
-                futures::join!(stage::stage_all((&src, &dst), jobs, ahead, progress, conc), blob_problems(&src, jobs, &rest_check, conc));
-            let mut sent = Vec::new();
-            let mut plain = Vec::new();
-            let mut failed = None;
-            for s in staged {
-                match s {
-                    stage::Staged::Sent(i, d, token) => sent.push((i, d, token)),
-                    stage::Staged::Damaged(why) => problems.push(why),
-                    stage::Staged::Unsupported(i, d) => plain.push((i, d)),
-                    stage::Staged::Failed(e) => failed = failed.or(Some(e)),
-                }
-            }
-            if problems.is_empty() && failed.is_none() {
-                problems = blob_problems(&src, jobs, &plain, conc).await;
-            }
-            if !problems.is_empty() || failed.is_some() {
-                stage::cancel_all(&dst, jobs, &sent, conc).await;
-                damaged(problems)?;
-                if let Some(e) = failed {
-                    return Err(e);
-                }
-            }
-            let (committed, resend) = stage::commit_all(&dst, jobs, sent, &placed, conc).await;
-            outcomes.extend(committed);
-            first = rest;
-            first.extend(plain.into_iter().chain(resend).map(|(i, d)| (i, d, true)));
+            // Everything that will be pushed is checked before anything becomes visible; the uploads
+            // start beside the check and are held back until it is done (see stage.rs).
+            let check: Vec<(usize, Descriptor)> = first.iter().map(|(i, d, _)| (*i, d.clone())).collect();
+            let (tx, rx) = tokio::sync::watch::channel(stage::Checked::Pending);
+            let checking = async {
+                let problems = blob_problems(&src, jobs, &check, conc).await;
+                let _ = tx.send(if problems.is_empty() { stage::Checked::Intact } else { stage::Checked::Damaged });
+                problems
+            };
+            let blobs = std::mem::take(&mut first).into_iter().map(|(i, d, _)| (i, d)).collect();
+            let uploads = stage::upload_checked((&src, &dst), jobs, blobs, rx, &placed, progress, conc);
+            let (mut checking, mut uploads) = (Box::pin(checking), Box::pin(uploads));
+            let (problems, uploaded) = tokio::select! {
+                problems = &mut checking => (problems, uploads.await),
+                uploaded = &mut uploads => match uploaded {
+                    // A failing destination ends the run without waiting for the rest of the check.
+                    Err(e) if !stage::abandoned(&e) => return Err(e),
+                    uploaded => (checking.await, uploaded),
+                },
+            };
+            damaged(problems)?;
+            outcomes.extend(uploaded?);
         }
         if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;

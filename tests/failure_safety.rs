@@ -387,14 +387,15 @@ fn held_back_uploads_survive_corruption_and_refusal() {
     assert_repo_matches(&Client::new(&dst.host()), "big/app", &fx, true);
 }
 
-/// A large blob whose bytes were changed (same size) shows only while it is being sent: the uploads
-/// under way are abandoned and nothing becomes visible, exactly as when the damage is found first.
+/// Damage at the end of a large blob is found by the check while the uploads run beside it: the
+/// upload held back meanwhile is abandoned and nothing becomes visible.
 #[test]
-fn a_damaged_large_blob_found_while_sending_leaves_nothing_visible() {
+fn a_damaged_large_blob_found_while_uploading_leaves_nothing_visible() {
     let src = Registry::start();
     let mut b = Builder::new(&Client::new(&src.host()), "big/app");
-    let intact = b.blob(OCI_LAYER_GZIP, &pseudo_random("intact-layer", 3 << 20));
-    let damaged = pseudo_random("damaged-layer", 3 << 20);
+    let intact = b.blob(OCI_LAYER_GZIP, &pseudo_random("intact-layer", 2 << 20));
+    // Large enough that checking it takes longer than sending the intact layer.
+    let damaged = pseudo_random("damaged-layer", 128 << 20);
     let bad = b.blob(OCI_LAYER_GZIP, &damaged);
     b.oci_image_with_layers(Some("v1"), "big", "amd64", &[intact, bad.clone()]);
     let fx = b.finish();
@@ -403,13 +404,14 @@ fn a_damaged_large_blob_found_while_sending_leaves_nothing_visible() {
     let tar = dir.path().join("backup.tar");
     backup(&["-o", s(&layout), &format!("{}/big/app", src.host())]).ok();
     backup(&["-o", s(&tar), &format!("{}/big/app", src.host())]).ok();
+    let last = damaged.len() - 10;
     let in_layout = layout.join("blobs/sha256").join(digest_hex(&bad.digest));
     let mut bytes = std::fs::read(&in_layout).unwrap();
-    bytes[(3 << 20) - 10] ^= 0xff;
+    bytes[last] ^= 0xff;
     std::fs::write(&in_layout, &bytes).unwrap();
     let mut t = std::fs::read(&tar).unwrap();
     let at = t.windows(64).position(|w| w == &damaged[..64]).expect("the layer is in the tar");
-    t[at + (3 << 20) - 10] ^= 0xff;
+    t[at + last] ^= 0xff;
     std::fs::write(&tar, &t).unwrap();
 
     for input in [&layout, &tar] {
@@ -423,12 +425,12 @@ fn a_damaged_large_blob_found_while_sending_leaves_nothing_visible() {
             assert!(!d.blob_exists("big/app", blob), "blob {blob} became visible ({})", input.display());
         }
         let seen = proxy.seen();
-        assert!(seen.iter().any(|r| r.method == "PATCH"), "the large blobs were not sent ahead (the test needs them to be)");
+        assert!(!seen.iter().any(|r| r.method == "PUT"), "something was committed or pushed");
+        assert!(seen.iter().any(|r| r.method == "PATCH"), "no upload was held back while the check ran (the test needs one)");
         assert!(
             seen.iter().any(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/")),
-            "the intact layer's upload was not abandoned"
+            "the intact layer's held upload was not abandoned"
         );
-        assert!(!seen.iter().any(|r| r.method == "PUT"), "something was committed or pushed");
     }
 }
 
@@ -478,6 +480,12 @@ fn registry_killed_mid_backup_to_a_tar_then_restarted_completes() {
     kill_mid_backup_then_resume(&dir.path().join("backup.tar"));
 }
 
+/// Whether the big layer's upload has started: held back (a PATCH into a session, while the backup is
+/// being checked) or plain (a PUT carrying its digest).
+fn big_upload_seen(proxy: &SafetyProxy, big: &str) -> bool {
+    proxy.saw("PATCH", "/blobs/uploads/") || proxy.saw("PUT", &format!("digest={big}"))
+}
+
 /// A tar backup of the big fixture, made directly (no relay).
 fn big_backup(src: &Registry, dir: &Path) -> (RepoFixture, String, PathBuf) {
     let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
@@ -496,8 +504,7 @@ fn registry_killed_mid_restore_then_restarted_completes() {
     proxy.throttle(SLOW);
     let target = format!("{}/big/app", proxy.host());
     let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
-    // Large blobs go out first, checked as they are sent, into upload sessions committed later.
-    wait_until(&mut bg, "the big layer's upload", || proxy.saw("PATCH", "/blobs/uploads/"));
+    wait_until(&mut bg, "the big layer's upload", || big_upload_seen(&proxy, &big));
     std::thread::sleep(Duration::from_millis(700));
     dst.kill();
     let (run, took) = bg.wait(Duration::from_secs(90));
@@ -600,8 +607,6 @@ fn ctrl_c_before_any_blob_leaves_no_skeleton() {
     }
 }
 
-/// Interrupted while the big layer is being sent: nothing at all is visible (a backup's blobs are
-/// committed only once every one has been checked); a re-run sends only what the registry lacks.
 #[test]
 fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     let src = Registry::start();
@@ -612,28 +617,28 @@ fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     proxy.throttle(SLOW);
     let target = format!("{}/big/app", proxy.host());
     let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
-    wait_until(&mut bg, "the big layer's upload", || proxy.saw("PATCH", "/blobs/uploads/"));
+    wait_until(&mut bg, "the big layer's upload", || big_upload_seen(&proxy, &big));
     std::thread::sleep(Duration::from_millis(500));
     bg.signal("INT");
     let (run, took) = bg.wait(Duration::from_secs(30));
     assert_interrupted(&run, took);
     let d = Client::new(&dst.host());
     assert!(d.list_tags("big/app").is_empty(), "an interrupted restore pushed tags");
-    let there: Vec<&String> = fx.blobs.keys().filter(|b| d.blob_exists("big/app", b)).collect();
-    assert!(there.is_empty(), "an interrupted restore made blobs visible before the whole backup was checked: {there:?}");
+    assert!(!d.blob_exists("big/app", &big), "the interrupted upload completed");
+    let there: Vec<String> = fx.blobs.keys().filter(|b| d.blob_exists("big/app", b)).cloned().collect();
+    assert!(!there.is_empty(), "no blob finished before the interruption (the test needs some)");
 
-    // As after an interruption later on: one blob is there already.
-    let small = d.push_blob("big/app", &pseudo_random("small-layer", 4096));
-    assert!(fx.blobs.contains_key(&small), "the test's blob is not one of the fixture's");
     proxy.throttle(0);
     proxy.forget();
     let run = restore(&["--format", "json", "--input", s(&tar), &target]);
     run.ok();
     let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
     let report = &doc["report"];
-    assert_eq!(report["blobsSkipped"].as_u64(), Some(1), "{doc}");
-    assert_eq!(report["blobsCopied"].as_u64(), Some((fx.blobs.len() - 1) as u64), "{doc}");
-    assert!(!proxy.saw("PUT", &format!("digest={small}")), "blob {small} was already there but uploaded again");
+    assert_eq!(report["blobsSkipped"].as_u64(), Some(there.len() as u64), "{doc}");
+    assert_eq!(report["blobsCopied"].as_u64(), Some((fx.blobs.len() - there.len()) as u64), "{doc}");
+    for b in &there {
+        assert!(!proxy.saw("PUT", &format!("digest={b}")), "blob {b} was already there but uploaded again");
+    }
     assert!(proxy.saw("PUT", &format!("digest={big}")));
     assert_repo_matches(&d, "big/app", &fx, true);
 }
