@@ -144,6 +144,12 @@ impl Verifier {
         Ok(())
     }
 
+    /// Whether every declared byte has arrived (a sender that stops reading at the declared length
+    /// never asks for the end of the stream, so the check must not wait for it).
+    pub fn is_complete(&self) -> bool {
+        self.seen == self.size
+    }
+
     /// Checks the final size and digest.
     pub fn finish(self) -> Result<(), VerifyError> {
         if self.seen != self.size {
@@ -167,6 +173,17 @@ pub fn verify_bytes(data: &[u8], digest: &Digest, size: u64) -> Result<(), Verif
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complete_once_every_declared_byte_arrived() {
+        let d = Digest::of(b"abc");
+        let mut v = Verifier::new(&d, 3);
+        v.update(b"ab").unwrap();
+        assert!(!v.is_complete());
+        v.update(b"c").unwrap();
+        assert!(v.is_complete());
+        assert!(v.finish().is_ok());
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -262,6 +262,11 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         }
         if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;
+            if dst.stages() {
+                // A stream cannot be checked before it is read: every blob is held until all have passed.
+                let blobs = std::mem::take(&mut first).into_iter().map(|(i, d, _)| (i, d)).collect();
+                outcomes.extend(stage::restore_stream_held((&src, &dst), jobs, blobs, &placed, progress, conc).await?);
+            }
         }
         passes.push(first);
         passes.push(again);

@@ -3,14 +3,17 @@
 //! registry keeps invisible and small ones wait; once the backup has proved intact, the held sessions
 //! are committed and the rest is pushed the plain way (visible at once, so an interrupted restore
 //! resumes). If the check finds damage, the held sessions are abandoned: nothing became visible.
+//! A restore from a stream cannot be checked ahead: there every blob is held, hashed as it passes,
+//! and all are committed once the whole stream has proved intact.
 
 use super::{copy_blob, BlobOutcome, Job, Placed};
+use crate::digest::Verifier;
 use crate::manifest::Descriptor;
-use crate::progress::Progress;
-use crate::target::{Sink, Source};
+use crate::progress::{Counter, Progress};
+use crate::target::{ByteStream, Sink, Source};
 use anyhow::Result;
-use futures::{stream, StreamExt};
-use std::sync::Arc;
+use futures::{stream, StreamExt, TryStreamExt};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Blobs from this size on are sent ahead while the check runs; smaller ones wait for it, as a held
@@ -154,4 +157,129 @@ fn refused(e: &anyhow::Error) -> bool {
 /// Whether an upload error only says it was given up for damage found by the check.
 pub(super) fn abandoned(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Abandoned>().is_some()
+}
+
+/// Restores the blobs of a stream, in its order: each is hashed as it passes into a held upload
+/// session; once every one has passed intact, all are committed. Damage (or a failure) abandons them
+/// all, so nothing becomes visible.
+pub(super) async fn restore_stream_held(
+    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
+    jobs: &[Job],
+    blobs: Vec<(usize, Descriptor)>,
+    placed: &Placed,
+    progress: &Progress,
+    conc: usize,
+) -> Result<Vec<BlobOutcome>> {
+    let mut results = stream::iter(blobs.into_iter().map(|(i, desc)| async move {
+        let job = &jobs[i];
+        if desc.size == 0 && desc.digest != crate::digest::Digest::of(b"") {
+            // No bytes pass to be hashed: the descriptor alone is wrong.
+            anyhow::bail!("the backup is damaged, nothing was pushed: blob {} is empty but named as if it were not", desc.digest);
+        }
+        let bar = progress.blob(desc.digest.as_str(), desc.size);
+        let problem = Arc::new(Mutex::new(None));
+        let data = src.fetch_blob(&job.src, &desc).await?;
+        let sent = dst.stage_blob(&job.dst, &desc, checking(data, &desc, bar.counter(progress), problem.clone())).await;
+        let damage = problem.lock().ok().and_then(|mut p| p.take());
+        match (sent, damage) {
+            (Ok(token), None) => {
+                bar.done("Uploaded");
+                Ok((i, desc, token))
+            }
+            (sent, Some(why)) => {
+                if let Ok(token) = sent {
+                    dst.cancel_blob(&job.dst, &token).await;
+                }
+                Err(anyhow::anyhow!("the backup is damaged, nothing was pushed: {why}"))
+            }
+            (Err(e), None) => {
+                let hint = if refused(&e) { " (this registry does not take held uploads: restore from a file instead)" } else { "" };
+                Err(e.context(format!("cannot copy blob {} from {} to {}{hint}", desc.digest, job.src, job.dst)))
+            }
+        }
+    }))
+    .buffer_unordered(conc);
+    let mut held = Vec::new();
+    let mut failed = None;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(h) => held.push(h),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // Uploads still under way are dropped with the stream; their sessions expire on the registry.
+    drop(results);
+    if let Some(e) = failed {
+        stream::iter(held.iter().map(|(i, _, token)| dst.cancel_blob(&jobs[*i].dst, token)))
+            .buffer_unordered(conc)
+            .collect::<Vec<()>>()
+            .await;
+        return Err(e);
+    }
+    stream::iter(held.into_iter().map(|(i, desc, token)| async move {
+        let job = &jobs[i];
+        dst.commit_blob(&job.dst, &desc, token)
+            .await
+            .map_err(|e| e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))?;
+        if let Ok(mut p) = placed.lock() {
+            p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
+        }
+        Ok(BlobOutcome::Copied(desc.size))
+    }))
+    .buffer_unordered(conc)
+    .try_collect()
+    .await
+}
+
+/// Passes a blob through, hashing it; on damage the stream fails (so the upload is cut off) and
+/// `problem` says why. The digest is checked before the last bytes go out: an HTTP body of known
+/// length is not read to its end, so its end cannot be waited for.
+fn checking(inner: ByteStream, desc: &Descriptor, bar: Counter, problem: Arc<Mutex<Option<String>>>) -> ByteStream {
+    struct St {
+        inner: ByteStream,
+        v: Option<Verifier>,
+        bar: Counter,
+        problem: Arc<Mutex<Option<String>>>,
+        digest: String,
+    }
+    fn fail(st: St, why: String) -> Option<(std::io::Result<bytes::Bytes>, St)> {
+        if let Ok(mut p) = st.problem.lock() {
+            p.get_or_insert(why.clone());
+        }
+        Some((Err(std::io::Error::other(why)), st))
+    }
+    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar, problem, digest: desc.digest.to_string() };
+    Box::pin(stream::unfold(st, |mut st| async move {
+        let v = st.v.as_mut()?;
+        match st.inner.next().await {
+            Some(Ok(chunk)) => {
+                if let Err(e) = v.update(&chunk) {
+                    st.v = None;
+                    return fail(st, format!("blob {e}"));
+                }
+                if v.is_complete() {
+                    if let Some(Err(e)) = st.v.take().map(Verifier::finish) {
+                        return fail(st, format!("blob {e}"));
+                    }
+                }
+                st.bar.inc(chunk.len() as u64);
+                Some((Ok(chunk), st))
+            }
+            Some(Err(e)) => {
+                st.v = None;
+                let why = format!("blob {}: {e}", st.digest);
+                fail(st, why)
+            }
+            None => {
+                let v = st.v.take()?;
+                match v.finish() {
+                    Ok(()) => None,
+                    Err(e) => fail(st, format!("blob {e}")),
+                }
+            }
+        }
+    }))
 }
