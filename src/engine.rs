@@ -815,7 +815,7 @@ async fn copy_blob(
         let verified = if src.is_local() && dst.prunes() {
             counting(stream, bar.counter(progress))
         } else {
-            verifying(stream, desc, bar.counter(progress))
+            verifying(stream, desc, bar.counter(progress), None)
         };
         match dst.push_blob(&job.dst, desc, verified).await {
             Ok(()) => {
@@ -851,39 +851,62 @@ fn counting(inner: ByteStream, bar: crate::progress::Counter) -> ByteStream {
     }))
 }
 
-/// Wraps a stream so it fails at the end (or as soon as it runs long) if size or digest disagree.
-fn verifying(inner: ByteStream, desc: &Descriptor, bar: crate::progress::Counter) -> ByteStream {
+/// Wraps a stream so it fails as soon as size or digest disagree: the digest is checked at the last
+/// declared byte, before that chunk is passed on, since an HTTP body of known length is not read to
+/// its end. `problem`, when given, is told why in the words of the backup check.
+fn verifying(inner: ByteStream, desc: &Descriptor, bar: crate::progress::Counter, problem: Option<Problem>) -> ByteStream {
     struct St {
         inner: ByteStream,
         v: Option<Verifier>,
         bar: crate::progress::Counter,
+        problem: Option<Problem>,
+        digest: Digest,
     }
-    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar };
+    fn fail(st: St, why: String, err: std::io::Error) -> Option<(std::io::Result<Bytes>, St)> {
+        if let Some(Ok(mut p)) = st.problem.as_ref().map(|p| p.lock()) {
+            p.get_or_insert(why);
+        }
+        Some((Err(err), st))
+    }
+    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar, problem, digest: desc.digest.clone() };
     Box::pin(stream::unfold(st, |mut st| async move {
         let v = st.v.as_mut()?;
+        let bad = |e: crate::digest::VerifyError| (format!("blob {e}"), std::io::Error::other(e.to_string()));
         match st.inner.next().await {
             Some(Ok(chunk)) => {
-                if let Err(e) = v.update(&chunk) {
+                let mut checked = v.update(&chunk);
+                if checked.is_ok() && v.is_complete() {
+                    checked = st.v.take().map_or(Ok(()), Verifier::finish);
+                }
+                if let Err(e) = checked {
                     st.v = None;
-                    return Some((Err(std::io::Error::other(e.to_string())), st));
+                    let (why, err) = bad(e);
+                    return fail(st, why, err);
                 }
                 st.bar.inc(chunk.len() as u64);
                 Some((Ok(chunk), st))
             }
             Some(Err(e)) => {
                 st.v = None;
-                Some((Err(e), st))
+                let why = format!("blob {}: {e}", st.digest);
+                fail(st, why, e)
             }
             None => {
                 let v = st.v.take()?;
                 match v.finish() {
                     Ok(()) => None,
-                    Err(e) => Some((Err(std::io::Error::other(e.to_string())), st)),
+                    Err(e) => {
+                        let (why, err) = bad(e);
+                        fail(st, why, err)
+                    }
                 }
             }
         }
     }))
 }
+
+/// Where a check passing over a stream leaves what it found wrong.
+type Problem = Arc<Mutex<Option<String>>>;
 
 fn level(d: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGraph, memo: &mut HashMap<Digest, usize>, depth: usize) -> usize {
     if let Some(l) = memo.get(d) {

@@ -7,10 +7,9 @@
 //! and all are committed once the whole stream has proved intact.
 
 use super::{copy_blob, BlobOutcome, Job, Placed};
-use crate::digest::Verifier;
 use crate::manifest::Descriptor;
-use crate::progress::{Counter, Progress};
-use crate::target::{ByteStream, Sink, Source};
+use crate::progress::Progress;
+use crate::target::{Sink, Source};
 use anyhow::Result;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::sync::{Arc, Mutex};
@@ -179,7 +178,7 @@ pub(super) async fn restore_stream_held(
         let bar = progress.blob(desc.digest.as_str(), desc.size);
         let problem = Arc::new(Mutex::new(None));
         let data = src.fetch_blob(&job.src, &desc).await?;
-        let sent = dst.stage_blob(&job.dst, &desc, checking(data, &desc, bar.counter(progress), problem.clone())).await;
+        let sent = dst.stage_blob(&job.dst, &desc, super::verifying(data, &desc, bar.counter(progress), Some(problem.clone()))).await;
         let damage = problem.lock().ok().and_then(|mut p| p.take());
         match (sent, damage) {
             (Ok(token), None) => {
@@ -232,54 +231,4 @@ pub(super) async fn restore_stream_held(
     .buffer_unordered(conc)
     .try_collect()
     .await
-}
-
-/// Passes a blob through, hashing it; on damage the stream fails (so the upload is cut off) and
-/// `problem` says why. The digest is checked before the last bytes go out: an HTTP body of known
-/// length is not read to its end, so its end cannot be waited for.
-fn checking(inner: ByteStream, desc: &Descriptor, bar: Counter, problem: Arc<Mutex<Option<String>>>) -> ByteStream {
-    struct St {
-        inner: ByteStream,
-        v: Option<Verifier>,
-        bar: Counter,
-        problem: Arc<Mutex<Option<String>>>,
-        digest: String,
-    }
-    fn fail(st: St, why: String) -> Option<(std::io::Result<bytes::Bytes>, St)> {
-        if let Ok(mut p) = st.problem.lock() {
-            p.get_or_insert(why.clone());
-        }
-        Some((Err(std::io::Error::other(why)), st))
-    }
-    let st = St { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar, problem, digest: desc.digest.to_string() };
-    Box::pin(stream::unfold(st, |mut st| async move {
-        let v = st.v.as_mut()?;
-        match st.inner.next().await {
-            Some(Ok(chunk)) => {
-                if let Err(e) = v.update(&chunk) {
-                    st.v = None;
-                    return fail(st, format!("blob {e}"));
-                }
-                if v.is_complete() {
-                    if let Some(Err(e)) = st.v.take().map(Verifier::finish) {
-                        return fail(st, format!("blob {e}"));
-                    }
-                }
-                st.bar.inc(chunk.len() as u64);
-                Some((Ok(chunk), st))
-            }
-            Some(Err(e)) => {
-                st.v = None;
-                let why = format!("blob {}: {e}", st.digest);
-                fail(st, why)
-            }
-            None => {
-                let v = st.v.take()?;
-                match v.finish() {
-                    Ok(()) => None,
-                    Err(e) => fail(st, format!("blob {e}")),
-                }
-            }
-        }
-    }))
 }
