@@ -239,26 +239,8 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         } else if src.is_local() {
             // Everything that will be pushed is checked before anything becomes visible; the uploads
             // start beside the check and are held back until it is done (see stage.rs).
-            let check: Vec<(usize, Descriptor)> = first.iter().map(|(i, d, _)| (*i, d.clone())).collect();
-            let (tx, rx) = tokio::sync::watch::channel(stage::Checked::Pending);
-            let checking = async {
-                let problems = blob_problems(&src, jobs, &check, conc).await;
-                let _ = tx.send(if problems.is_empty() { stage::Checked::Intact } else { stage::Checked::Damaged });
-                problems
-            };
             let blobs = std::mem::take(&mut first).into_iter().map(|(i, d, _)| (i, d)).collect();
-            let uploads = stage::upload_checked((&src, &dst), jobs, blobs, rx, &placed, progress, conc);
-            let (mut checking, mut uploads) = (Box::pin(checking), Box::pin(uploads));
-            let (problems, uploaded) = tokio::select! {
-                problems = &mut checking => (problems, uploads.await),
-                uploaded = &mut uploads => match uploaded {
-                    // A failing destination ends the run without waiting for the rest of the check.
-                    Err(e) if !stage::abandoned(&e) => return Err(e),
-                    uploaded => (checking.await, uploaded),
-                },
-            };
-            damaged(problems)?;
-            outcomes.extend(uploaded?);
+            outcomes.extend(stage::restore_checked((&src, &dst), jobs, blobs, &placed, progress, conc).await?);
         }
         if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;

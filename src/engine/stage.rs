@@ -6,7 +6,7 @@
 //! A restore from a stream cannot be checked ahead: there every blob is held, hashed as it passes,
 //! and all are committed once the whole stream has proved intact.
 
-use super::{copy_blob, BlobOutcome, Job, Placed};
+use super::{blob_problems, copy_blob, damaged, BlobOutcome, Job, Placed};
 use crate::manifest::Descriptor;
 use crate::progress::Progress;
 use crate::target::{Sink, Source};
@@ -21,7 +21,7 @@ const STAGE_MIN: u64 = 1 << 20;
 
 /// What the check of the backup has found so far.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Checked {
+enum Checked {
     Pending,
     Intact,
     Damaged,
@@ -30,12 +30,43 @@ pub(super) enum Checked {
 /// The error of an upload given up because the check found damage (the damage is what gets reported).
 #[derive(Debug, thiserror::Error)]
 #[error("upload abandoned: the backup is damaged")]
-pub(super) struct Abandoned;
+struct Abandoned;
+
+/// Restores `blobs` (all missing from the destination) of a backup that can be read twice, checking
+/// them beside the uploads; a damaged backup is refused with nothing made visible.
+pub(super) async fn restore_checked(
+    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
+    jobs: &[Job],
+    blobs: Vec<(usize, Descriptor)>,
+    placed: &Placed,
+    progress: &Progress,
+    conc: usize,
+) -> Result<Vec<BlobOutcome>> {
+    let (tx, rx) = watch::channel(Checked::Pending);
+    let check = blobs.clone();
+    let checking = async {
+        let problems = blob_problems(src, jobs, &check, conc).await;
+        let _ = tx.send(if problems.is_empty() { Checked::Intact } else { Checked::Damaged });
+        problems
+    };
+    let uploads = upload_checked((src, dst), jobs, blobs, rx, placed, progress, conc);
+    let (mut checking, mut uploads) = (Box::pin(checking), Box::pin(uploads));
+    let (problems, uploaded) = tokio::select! {
+        problems = &mut checking => (problems, uploads.await),
+        uploaded = &mut uploads => match uploaded {
+            // A failing destination ends the run without waiting for the rest of the check.
+            Err(e) if !abandoned(&e) => return Err(e),
+            uploaded => (checking.await, uploaded),
+        },
+    };
+    damaged(problems)?;
+    uploaded
+}
 
 /// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
 /// `checked` says the backup is intact; stops at the first failure of the destination. Damage lets every
 /// upload wind down (held sessions are deleted) before it returns.
-pub(super) async fn upload_checked(
+async fn upload_checked(
     (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
     jobs: &[Job],
     blobs: Vec<(usize, Descriptor)>,
@@ -154,7 +185,7 @@ fn refused(e: &anyhow::Error) -> bool {
 }
 
 /// Whether an upload error only says it was given up for damage found by the check.
-pub(super) fn abandoned(e: &anyhow::Error) -> bool {
+fn abandoned(e: &anyhow::Error) -> bool {
     e.downcast_ref::<Abandoned>().is_some()
 }
 
