@@ -143,7 +143,44 @@ struct Shared {
 pub struct FaultProxy {
     port: u16,
     shared: Arc<Shared>,
+    _listening: Listening,
+}
+
+/// Stops a loopback listener of [`serve_loopback`] when dropped.
+pub struct Listening {
+    port: u16,
     stop: Arc<AtomicBool>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Listens on a free loopback port and hands each connection to `handle` on a thread of its own,
+/// until the returned guard is dropped. Shared by the test relays.
+pub fn serve_loopback<F>(handle: F) -> (u16, Listening)
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback relay");
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sp, handle) = (stop.clone(), Arc::new(handle));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if sp.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(conn));
+        }
+    });
+    (port, Listening { port, stop })
 }
 
 impl FaultProxy {
@@ -151,24 +188,12 @@ impl FaultProxy {
     pub fn start(upstream: &str) -> FaultProxy {
         let upstream = upstream.to_socket_addrs().expect("upstream address").next().expect("upstream address");
         assert!(upstream.ip().is_loopback(), "the fault proxy only forwards to loopback addresses");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault proxy");
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared { upstream, rules: Mutex::new(Vec::new()), seen: Mutex::new(Vec::new()), fired: Mutex::new(0) });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sh, sp) = (shared.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let sh = sh.clone();
-                std::thread::spawn(move || {
-                    let _ = handle(conn, &sh);
-                });
-            }
+        let sh = shared.clone();
+        let (port, listening) = serve_loopback(move |conn| {
+            let _ = handle(conn, &sh);
         });
-        FaultProxy { port, shared, stop }
+        FaultProxy { port, shared, _listening: listening }
     }
 
     /// `127.0.0.1:PORT`, to use as the registry host (or as `http://` proxy address).
@@ -208,18 +233,11 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
 /// Header lines as (name, value).
-type Headers = Vec<(String, String)>;
+pub type Headers = Vec<(String, String)>;
 
 /// Reads a request or response head: the first line and the header lines.
-fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Headers)>> {
+pub fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<(String, Headers)>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
@@ -242,6 +260,12 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 fn write_head<W: Write>(w: &mut W, first: &str, headers: &[(String, String)]) -> std::io::Result<()> {
+    w.write_all(&head_bytes(first, headers))
+}
+
+/// A head as sent on: hop-by-hop connection headers dropped, `Connection: close` added (one
+/// exchange per connection keeps the relays simple; clients reconnect).
+pub fn head_bytes(first: &str, headers: &[(String, String)]) -> Vec<u8> {
     let mut out = format!("{first}\r\n");
     for (n, v) in headers {
         if n.eq_ignore_ascii_case("connection") || n.eq_ignore_ascii_case("proxy-connection") || n.eq_ignore_ascii_case("keep-alive") {
@@ -249,9 +273,8 @@ fn write_head<W: Write>(w: &mut W, first: &str, headers: &[(String, String)]) ->
         }
         out.push_str(&format!("{n}: {v}\r\n"));
     }
-    // One exchange per connection keeps the relay simple; clients reconnect.
     out.push_str("Connection: close\r\n\r\n");
-    w.write_all(out.as_bytes())
+    out.into_bytes()
 }
 
 /// Copies a request body (Content-Length or chunked) from `r` to `w` (or discards it when `w` is None).

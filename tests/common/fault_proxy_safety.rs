@@ -6,9 +6,10 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::common::fault_proxy::{head_bytes, read_head, serve_loopback, Listening};
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ struct Shared {
 pub struct SafetyProxy {
     port: u16,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    _listening: Listening,
 }
 
 impl SafetyProxy {
@@ -60,8 +61,6 @@ impl SafetyProxy {
     pub fn start(upstream: &str) -> SafetyProxy {
         let upstream = upstream.to_socket_addrs().expect("upstream address").next().expect("upstream address");
         assert!(upstream.ip().is_loopback(), "the relay only forwards to loopback addresses");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             upstream,
             rate: AtomicU64::new(0),
@@ -69,21 +68,11 @@ impl SafetyProxy {
             seen: Mutex::new(Vec::new()),
             fired: AtomicU64::new(0),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sh, sp) = (shared.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let sh = sh.clone();
-                std::thread::spawn(move || {
-                    let _ = handle(conn, &sh);
-                });
-            }
+        let sh = shared.clone();
+        let (port, listening) = serve_loopback(move |conn| {
+            let _ = handle(conn, &sh);
         });
-        SafetyProxy { port, shared, stop }
+        SafetyProxy { port, shared, _listening: listening }
     }
 
     /// `127.0.0.1:PORT`, to use as the registry host.
@@ -133,47 +122,6 @@ impl SafetyProxy {
     pub fn saw(&self, method: &str, fragment: &str) -> bool {
         self.seen().iter().any(|s| s.method == method && s.path.contains(fragment))
     }
-}
-
-impl Drop for SafetyProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-/// A request or response head: the first line and the header lines.
-type Head = (String, Vec<(String, String)>);
-
-fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Option<Head>> {
-    let mut first = String::new();
-    if r.read_line(&mut first)? == 0 {
-        return Ok(None);
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-            break;
-        }
-        if let Some((n, v)) = line.trim_end().split_once(':') {
-            headers.push((n.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    Ok(Some((first.trim_end().to_string(), headers)))
-}
-
-fn head_bytes(first: &str, headers: &[(String, String)]) -> Vec<u8> {
-    let mut out = format!("{first}\r\n");
-    for (n, v) in headers {
-        let lower = n.to_ascii_lowercase();
-        if lower == "connection" || lower == "keep-alive" || lower == "proxy-connection" {
-            continue;
-        }
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    out.push_str("Connection: close\r\n\r\n");
-    out.into_bytes()
 }
 
 /// Copies `from` to `to` (after `prefix`), flipping the byte at `corrupt_at` and pacing to the
