@@ -751,6 +751,13 @@ enum BlobOutcome {
 /// Where blobs already landed in this run, for cross-repository mounts.
 type Placed = Arc<Mutex<HashMap<Digest, Repo>>>;
 
+/// Records that a blob landed in the job's destination (the first place it landed is kept).
+fn place(placed: &Placed, desc: &Descriptor, job: &Job) {
+    if let Ok(mut p) = placed.lock() {
+        p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
+    }
+}
+
 async fn copy_blob(
     (src, dst): (Arc<dyn Source>, Arc<dyn Sink>),
     job: &Job,
@@ -761,9 +768,7 @@ async fn copy_blob(
 ) -> Result<BlobOutcome> {
     if !known_missing && dst.has_blob(&job.dst, desc).await? {
         progress.add(desc.size);
-        if let Ok(mut p) = placed.lock() {
-            p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
-        }
+        place(&placed, desc, job);
         return Ok(BlobOutcome::Skipped(desc.size));
     }
     if dry_run {
@@ -801,9 +806,7 @@ async fn copy_blob(
         };
         match dst.push_blob(&job.dst, desc, verified).await {
             Ok(()) => {
-                if let Ok(mut p) = placed.lock() {
-                    p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
-                }
+                place(&placed, desc, job);
                 bar.done("Copied");
                 return Ok(BlobOutcome::Copied(desc.size));
             }

@@ -117,7 +117,7 @@ pub trait Sink: Send + Sync {
     /// Writes a blob from a stream the engine verifies as it flows.
     async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()>;
     /// Whether blobs can be sent ahead and committed later, invisible until then (registry upload sessions):
-    /// a backup's blobs are then checked as they are sent instead of in a pass of their own.
+    /// a restore then sends blobs while the backup is still being checked, and commits them once it has passed.
     fn stages(&self) -> bool {
         false
     }

@@ -6,7 +6,7 @@
 //! A restore from a stream cannot be checked ahead: there every blob is held, hashed as it passes,
 //! and all are committed once the whole stream has proved intact.
 
-use super::{blob_problems, copy_blob, damaged, BlobOutcome, Job, Placed};
+use super::{blob_problems, copy_blob, damaged, place, BlobOutcome, Job, Placed};
 use crate::manifest::Descriptor;
 use crate::progress::Progress;
 use crate::target::{Sink, Source};
@@ -110,13 +110,8 @@ async fn upload_one(
                 dst.cancel_blob(&job.dst, &token).await;
                 return Err(Abandoned.into());
             }
-            match dst.commit_blob(&job.dst, &desc, token).await {
-                Ok(()) => {
-                    if let Ok(mut p) = placed.lock() {
-                        p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
-                    }
-                    return Ok(BlobOutcome::Copied(desc.size));
-                }
+            match commit(dst, job, &desc, token, placed).await {
+                Ok(done) => return Ok(done),
                 // Its bytes were checked: sent again the plain way below.
                 Err(e) => crate::registry::transport::debug_line(&format!("commit of {} failed, sending it again: {e:#}", desc.digest)),
             }
@@ -126,6 +121,13 @@ async fn upload_one(
         return Err(Abandoned.into());
     }
     copy_blob((src.clone(), dst.clone()), job, &desc, placed.clone(), progress, (false, true)).await
+}
+
+/// Makes a held blob visible and records where it landed.
+async fn commit(dst: &Arc<dyn Sink>, job: &Job, desc: &Descriptor, token: String, placed: &Placed) -> Result<BlobOutcome> {
+    dst.commit_blob(&job.dst, desc, token).await?;
+    place(placed, desc, job);
+    Ok(BlobOutcome::Copied(desc.size))
 }
 
 /// Waits for the check to end; true if it ended as `want`. With `want` Damaged it never returns on
@@ -251,13 +253,9 @@ pub(super) async fn restore_stream_held(
     }
     stream::iter(held.into_iter().map(|(i, desc, token)| async move {
         let job = &jobs[i];
-        dst.commit_blob(&job.dst, &desc, token)
+        commit(dst, job, &desc, token, placed)
             .await
-            .map_err(|e| e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))?;
-        if let Ok(mut p) = placed.lock() {
-            p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
-        }
-        Ok(BlobOutcome::Copied(desc.size))
+            .map_err(|e| e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
     }))
     .buffer_unordered(conc)
     .try_collect()

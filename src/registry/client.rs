@@ -387,8 +387,11 @@ impl Client {
         if desc.size == 0 {
             return Ok(location);
         }
-        let chunk = self.chunk_size.unwrap_or(desc.size).max(1);
-        self.upload_chunks(&target, &key, location, data, chunk).await
+        match self.chunk_size {
+            Some(chunk) => self.upload_chunks(&target, &key, location, data, chunk).await,
+            // One PATCH carrying the whole stream: the size is known, so it is a single spec-conformant chunk.
+            None => self.patch(&target, &key, location, 0, desc.size, reqwest::Body::wrap_stream(data)).await,
+        }
     }
 
     /// Commits a staged upload under the blob's digest (the registry checks it).
@@ -458,15 +461,10 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads a stream as PATCH chunks of `chunk` bytes, each held in memory; with no chunk size set the
-    /// whole stream goes out as one PATCH as it comes. Returns the location for the closing PUT.
-    async fn upload_chunks(&self, target: &str, key: &str, location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
-        if self.chunk_size.is_none() {
-            // One PATCH carrying the whole stream: the size is known, so it is a single spec-conformant chunk.
-            return self.patch(target, key, location, 0, chunk, reqwest::Body::wrap_stream(data)).await;
-        }
+    /// Uploads a stream as PATCH chunks of `chunk` bytes, each held in memory; returns the location for
+    /// the closing PUT.
+    async fn upload_chunks(&self, target: &str, key: &str, mut location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
         let op = "push blob chunk";
-        let mut location = location;
         let mut offset = 0u64;
         let mut buf: Vec<u8> = Vec::with_capacity(chunk as usize);
         loop {
