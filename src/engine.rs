@@ -117,7 +117,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     // Manifests that came with the answer to a resolve: the walk does not fetch them again.
     let prefetched: Arc<Mutex<HashMap<Digest, Bytes>>> = Arc::new(Mutex::new(HashMap::new()));
     for job in jobs {
-        let roots = resolve_roots(&*src, job, conc, progress, &prefetched).await?;
+        let roots = resolve_roots((&*src, &*dst), job, conc, progress, &prefetched).await?;
         graphs.push(JobGraph {
             roots,
             manifests: BTreeSet::new(),
@@ -454,7 +454,7 @@ async fn already_there(
         let repo = jobs[i].dst.clone();
         async move {
             let tagged = match &tag {
-                Some(t) => dst.tag_digest(&repo, t).await? == Some(desc.digest.clone()),
+                Some(t) => dst.tag_points_at(&repo, t, &desc.digest).await?,
                 None => false,
             };
             let there = tagged || dst.has_manifest(&repo, &desc).await?;
@@ -521,7 +521,7 @@ async fn already_there(
 }
 
 async fn resolve_roots(
-    src: &dyn Source,
+    (src, dst): (&dyn Source, &dyn Sink),
     job: &Job,
     conc: usize,
     progress: &Progress,
@@ -554,7 +554,9 @@ async fn resolve_roots(
     }
     type Resolved = Result<(Descriptor, Option<Bytes>)>;
     let results: Vec<(String, Resolved)> = stream::iter(refs.into_iter().map(|r| async move {
-        let d = src.resolve_manifest(&job.src, &r).await;
+        // A tag the destination already holds (a second backup into a directory) is only confirmed.
+        let known = if job.retag.is_none() { dst.known_tag(&job.dst, &r) } else { None };
+        let d = src.resolve_manifest(&job.src, &r, known.as_ref()).await;
         (r, d)
     }))
     .buffered(conc)

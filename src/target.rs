@@ -49,7 +49,9 @@ pub trait Source: Send + Sync {
     /// Resolves a tag or `sha256:` digest to a descriptor; errors name what was not found.
     async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor>;
     /// Resolves like `resolve`, also returning the manifest bytes when they came with the answer (saves a request).
-    async fn resolve_manifest(&self, repo: &Repo, reference: &str) -> Result<(Descriptor, Option<Bytes>)> {
+    /// `known` is what the tag pointed at last time (a layout being added to): a source may then just confirm
+    /// it, answering `known` without bytes.
+    async fn resolve_manifest(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<(Descriptor, Option<Bytes>)> {
         Ok((self.resolve(repo, reference).await?, None))
     }
     /// Fetches manifest bytes (the engine verifies them).
@@ -100,9 +102,14 @@ pub trait Sink: Send + Sync {
     fn prunes(&self) -> bool {
         false
     }
-    /// The digest a tag points at, if the tag exists.
-    async fn tag_digest(&self, _repo: &Repo, _tag: &str) -> Result<Option<crate::digest::Digest>> {
-        Ok(None)
+    /// Whether a tag exists there and points at `digest`.
+    async fn tag_points_at(&self, _repo: &Repo, _tag: &str, _digest: &crate::digest::Digest) -> Result<bool> {
+        Ok(false)
+    }
+    /// What a tag pointed at when the destination was opened, when that is known locally (a layout being
+    /// added to), so that a source can be asked whether the tag moved instead of for its manifest.
+    fn known_tag(&self, _repo: &Repo, _tag: &str) -> Option<Descriptor> {
+        None
     }
     /// Digests of the referrers of `subject` already recorded there.
     async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor) -> Result<Vec<crate::digest::Digest>> {

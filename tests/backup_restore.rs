@@ -366,6 +366,73 @@ fn restoring_twice_is_idempotent() {
     assert_eq!(d.tag_schema_referrers("team/app", v1).len(), fx.referrers[v1].len());
 }
 
+/// `[debug]` request lines of a run for manifests, as (method, reference, status).
+fn manifest_requests(stderr: &str) -> Vec<(String, String, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("[debug] ")?.split_whitespace();
+            let (method, url, _, status) = (w.next()?, w.next()?, w.next()?, w.next()?);
+            let reference = url.split_once("/manifests/")?.1;
+            Some((method.to_string(), reference.to_string(), status.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
+    let (src, _c, fx) = source_with_all_kinds();
+    let dir = tempdir();
+    let out = dir.path().join("app.tar");
+    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &dst.host()]).ok();
+    let d = Client::new(&dst.host());
+    // Someone points v1 elsewhere in the destination between the runs.
+    let moved = Builder::new(&d, "team/app").oci_image(Some("v1"), "moved", "arm64");
+    assert_ne!(moved.digest, fx.tag("v1"));
+    let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
+    run.ok();
+    let asked = manifest_requests(&run.stderr);
+    // Each tag is asked about conditionally: the ones in place answer 304, the moved one does not.
+    let confirmed: Vec<&String> = asked.iter().filter(|(m, _, st)| m == "HEAD" && st == "304").map(|(_, r, _)| r).collect();
+    assert_eq!(confirmed.len(), fx.tags.len() - 1, "{}", run.stderr);
+    assert!(!confirmed.contains(&&"v1".to_string()), "{}", run.stderr);
+    assert_repo_matches(&d, "team/app", &fx, true);
+}
+
+#[test]
+fn a_second_backup_confirms_unchanged_tags_and_follows_a_moved_one() {
+    let (src, c, fx) = source_with_all_kinds();
+    let dir = tempdir();
+    let out = dir.path().join("app");
+    let repo = format!("{}/team/app", src.host());
+    backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
+    let moved = Builder::new(&c, "team/app").oci_image(Some("v1"), "moved", "arm64");
+    let run = backup(&["--include-referrers", "--debug", "-o", s(&out), &repo]);
+    run.ok();
+    let asked = manifest_requests(&run.stderr);
+    // Tags the directory holds are confirmed (If-None-Match, 304) rather than fetched again.
+    let by_tag: Vec<&(String, String, String)> = asked.iter().filter(|(m, r, _)| m == "GET" && fx.tags.contains_key(r)).collect();
+    assert_eq!(by_tag.len(), fx.tags.len(), "one request per tag: {}", run.stderr);
+    for (_, tag, status) in by_tag {
+        let want = if tag == "v1" { "200" } else { "304" };
+        assert_eq!(status, want, "tag {tag}: {}", run.stderr);
+    }
+    let layout = Layout::read(&out);
+    let v1: Vec<String> = layout
+        .entries()
+        .iter()
+        .filter(|e| e["annotations"][REF_NAME] == "v1")
+        .map(|e| e["digest"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(v1, std::slice::from_ref(&moved.digest), "v1 follows the source");
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &dst.host()]).ok();
+    let restored = Client::new(&dst.host()).get_manifest("team/app", "v1").map(|m| m.digest);
+    assert_eq!(restored, Some(moved.digest.clone()));
+}
+
 #[test]
 fn restore_recognises_tar_by_magic_whatever_its_name() {
     let reg = Registry::start();

@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct DirSink {
     root: PathBuf,
     existing: Vec<Entry>,
+    /// The tags of `existing`, for a second backup that confirms them with the source.
+    tagged: HashMap<(Repo, String), Descriptor>,
     added: Mutex<Vec<Entry>>,
 }
 
@@ -93,7 +95,8 @@ impl DirSink {
             f.take(MAX_INDEX_SIZE).read_to_end(&mut raw).await.with_context(|| format!("cannot read {}", index_path.display()))?;
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
         }
-        Ok(DirSink { root: root.to_path_buf(), existing, added: Mutex::new(Vec::new()) })
+        let tagged = index::by_tag(&existing);
+        Ok(DirSink { root: root.to_path_buf(), existing, tagged, added: Mutex::new(Vec::new()) })
     }
 
     async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
@@ -138,6 +141,10 @@ impl Sink for DirSink {
             }
         }
         Ok(())
+    }
+
+    fn known_tag(&self, repo: &Repo, tag: &str) -> Option<Descriptor> {
+        self.tagged.get(&(repo.clone(), tag.to_string())).cloned()
     }
 
     async fn stored_manifest(&self, desc: &Descriptor) -> Option<Bytes> {

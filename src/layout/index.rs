@@ -4,7 +4,7 @@ use crate::manifest::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAM
 use crate::reference::{is_schema_tag, valid_tag, Reference};
 use crate::target::Repo;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Largest `index.json` accepted; a backup of 100k tags stays well under it.
 pub const MAX_INDEX_SIZE: u64 = 256 * 1024 * 1024;
@@ -113,6 +113,17 @@ pub fn find(entries: &[Entry], repo: &Repo, reference: &str) -> Option<Descripto
         Err(_) => entries.iter().find(|e| belongs(e, repo) && e.tag.as_deref() == Some(reference)),
     };
     found.map(|e| Descriptor { annotations: None, ..e.desc.clone() })
+}
+
+/// Tagged entries by repository and tag (entries without a repository under the unnamed one), for many lookups.
+pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let key = (e.repo.clone().unwrap_or_else(unnamed), e.tag.clone()?);
+            Some((key, Descriptor { annotations: None, ..e.desc.clone() }))
+        })
+        .collect()
 }
 
 /// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names, several get full references.

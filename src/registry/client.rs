@@ -220,11 +220,35 @@ impl Client {
         let scopes = [repo_scope(repo, push)];
         let accept = MANIFEST_TYPES.join(", ");
         let resp = self.send("resolve", &target, Method::HEAD, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
+        self.described(repo, reference, &target, resp).await
+    }
+
+    /// Whether a tag points at `digest`. Asked conditionally (If-None-Match): a registry that
+    /// honours it answers 304 without reading the manifest from its storage.
+    pub async fn tag_points_at(&self, repo: &str, tag: &str, digest: &Digest, push: bool) -> Result<bool> {
+        let target = format!("{}/{repo}:{tag}", self.registry);
+        let url = self.url(repo, &format!("manifests/{tag}"));
+        let scopes = [repo_scope(repo, push)];
+        let accept = MANIFEST_TYPES.join(", ");
+        let etag = format!("\"{digest}\"");
+        let resp = self
+            .send("resolve", &target, Method::HEAD, &url, &scopes, |r| {
+                r.header(header::ACCEPT, &accept).header(header::IF_NONE_MATCH, &etag)
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(true);
+        }
+        Ok(self.described(repo, tag, &target, resp).await?.is_some_and(|d| d.digest == *digest))
+    }
+
+    /// The descriptor a HEAD of a manifest answered with; None when there is no such manifest.
+    async fn described(&self, repo: &str, reference: &str, target: &str, resp: reqwest::Response) -> Result<Option<Descriptor>> {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         if !resp.status().is_success() {
-            return Err(self.fail("resolve", &target, resp).await);
+            return Err(self.fail("resolve", target, resp).await);
         }
         let h = resp.headers();
         let media_type =
@@ -264,7 +288,26 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.get_manifest_once(op, &target, reference, &url, &scopes, &accept, expect).await {
+            match self.get_manifest_once(op, &target, reference, &url, &scopes, &accept, expect, None).await {
+                Err(e) if e.status.is_none() && e.detail.contains("digest") && attempt < 3 => continue,
+                Ok(Some(found)) => return Ok(found),
+                Ok(None) => return Err(rerr(op, &target, Some(304), "the registry answered an unconditional request with 304")),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Fetches a manifest by tag unless the tag still points at `known`: then (a 304 from a
+    /// registry that honours If-None-Match, saving it a storage read and the body) returns None.
+    pub async fn get_manifest_unless(&self, repo: &str, tag: &str, known: &Digest) -> Result<Option<(Descriptor, Bytes)>> {
+        let target = format!("{}/{repo}:{tag}", self.registry);
+        let url = self.url(repo, &format!("manifests/{tag}"));
+        let scopes = [repo_scope(repo, false)];
+        let accept = MANIFEST_TYPES.join(", ");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.get_manifest_once("fetch manifest", &target, tag, &url, &scopes, &accept, None, Some(known)).await {
                 Err(e) if e.status.is_none() && e.detail.contains("digest") && attempt < 3 => continue,
                 other => return other,
             }
@@ -281,9 +324,22 @@ impl Client {
         scopes: &[String],
         accept: &str,
         expect: Option<&Descriptor>,
-    ) -> Result<(Descriptor, Bytes)> {
+        unless: Option<&Digest>,
+    ) -> Result<Option<(Descriptor, Bytes)>> {
         let target = target.to_string();
-        let resp = self.send(op, &target, Method::GET, url, scopes, |r| r.header(header::ACCEPT, accept)).await?;
+        let etag = unless.map(|d| format!("\"{d}\""));
+        let resp = self
+            .send(op, &target, Method::GET, url, scopes, |r| {
+                let r = r.header(header::ACCEPT, accept);
+                match &etag {
+                    Some(e) => r.header(header::IF_NONE_MATCH, e),
+                    None => r,
+                }
+            })
+            .await?;
+        if unless.is_some() && resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
         if !resp.status().is_success() {
             return Err(self.fail(op, &target, resp).await);
         }
@@ -323,7 +379,7 @@ impl Client {
                 Descriptor::new(&mt, digest, body.len() as u64)
             }
         };
-        Ok((desc, body))
+        Ok(Some((desc, body)))
     }
 
     /// Pushes manifest bytes under a tag or digest with the descriptor's media type.

@@ -128,11 +128,19 @@ impl Source for Registries {
         }
     }
 
-    async fn resolve_manifest(&self, repo: &Repo, reference: &str) -> Result<(Descriptor, Option<Bytes>)> {
-        match self.client(&repo.registry).get_manifest(&repo.repository, reference, None).await {
-            Ok((d, bytes)) => Ok((d, Some(bytes))),
-            Err(e) if e.is_not_found() => bail!("{reference} not found in {repo}"),
-            Err(e) => Err(e.into()),
+    async fn resolve_manifest(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<(Descriptor, Option<Bytes>)> {
+        let c = self.client(&repo.registry);
+        let found = match known {
+            Some(k) => c.get_manifest_unless(&repo.repository, reference, &k.digest).await,
+            None => c.get_manifest(&repo.repository, reference, None).await.map(Some),
+        };
+        match (found, known) {
+            (Ok(Some((d, bytes))), _) => Ok((d, Some(bytes))),
+            // Unchanged since the destination recorded it.
+            (Ok(None), Some(k)) => Ok((k.clone(), None)),
+            (Ok(None), None) => bail!("internal: {reference} in {repo} answered as unchanged without being asked"),
+            (Err(e), _) if e.is_not_found() => bail!("{reference} not found in {repo}"),
+            (Err(e), _) => Err(e.into()),
         }
     }
 
@@ -181,8 +189,8 @@ impl Sink for Registries {
         true
     }
 
-    async fn tag_digest(&self, repo: &Repo, tag: &str) -> Result<Option<Digest>> {
-        Ok(self.client(&repo.registry).head_manifest(&repo.repository, tag, !self.read_only).await?.map(|d| d.digest))
+    async fn tag_points_at(&self, repo: &Repo, tag: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.client(&repo.registry).tag_points_at(&repo.repository, tag, digest, !self.read_only).await?)
     }
 
     async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor) -> Result<Vec<Digest>> {
