@@ -477,6 +477,8 @@ async fn already_there(
     // Referrers of what is there, recorded there already (referrers of referrers in later rounds).
     let mut asked: HashSet<(usize, Digest)> = HashSet::new();
     loop {
+        // Everything under a manifest that is there is there too, and may have referrers of its own.
+        close_under(&mut known, nodes);
         let ask: Vec<(usize, Digest)> = graphs
             .iter()
             .enumerate()
@@ -489,9 +491,16 @@ async fn already_there(
         asked.extend(ask.iter().cloned());
         let listed: Vec<(usize, Digest, Vec<Digest>)> = stream::iter(ask.into_iter().filter_map(|(i, s)| {
             let desc = nodes.get(&s)?.desc.clone();
+            let ours: Vec<Descriptor> = graphs[i]
+                .referrers_of
+                .get(&s)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| nodes.get(r).map(|n| manifest::referrer_descriptor(&n.desc, &n.parsed)))
+                .collect();
             let dst = dst.clone();
             let repo = jobs[i].dst.clone();
-            Some(async move { Ok::<_, anyhow::Error>((i, s, dst.listed_referrers(&repo, &desc).await?)) })
+            Some(async move { Ok::<_, anyhow::Error>((i, s, dst.listed_referrers(&repo, &desc, &ours).await?)) })
         }))
         .buffer_unordered(conc)
         .try_collect()
@@ -504,7 +513,12 @@ async fn already_there(
             }
         }
     }
-    // Everything under a manifest that is there.
+    close_under(&mut known, nodes);
+    Ok(known)
+}
+
+/// Adds everything under the manifests known to be there (registries refuse a manifest whose content is missing).
+fn close_under(known: &mut Known, nodes: &HashMap<Digest, Arc<Node>>) {
     let mut stack: Vec<(usize, Digest)> = known.manifests.iter().cloned().collect();
     while let Some((i, d)) = stack.pop() {
         let Some(n) = nodes.get(&d) else { continue };
@@ -517,7 +531,6 @@ async fn already_there(
             }
         }
     }
-    Ok(known)
 }
 
 async fn resolve_roots(

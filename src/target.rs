@@ -111,8 +111,9 @@ pub trait Sink: Send + Sync {
     fn known_tag(&self, _repo: &Repo, _tag: &str) -> Option<Descriptor> {
         None
     }
-    /// Digests of the referrers of `subject` already recorded there.
-    async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor) -> Result<Vec<crate::digest::Digest>> {
+    /// Digests of the referrers of `subject` already recorded there; `ours` are the referrers about to be
+    /// written (a destination may confirm they are all recorded instead of listing what is).
+    async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor, _ours: &[Descriptor]) -> Result<Vec<crate::digest::Digest>> {
         Ok(Vec::new())
     }
     /// The bytes of a manifest stored there already, when reading them is local and cheap (the caller verifies).

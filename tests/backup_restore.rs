@@ -391,13 +391,18 @@ fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
     // Someone points v1 elsewhere in the destination between the runs.
     let moved = Builder::new(&d, "team/app").oci_image(Some("v1"), "moved", "arm64");
     assert_ne!(moved.digest, fx.tag("v1"));
-    let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
+    // The tag schema named up front: no referrers API probe comes first.
+    let run = restore(&["--debug", "--distribution-spec", "v1.1-referrers-tag", "--input", s(&out), &dst.host()]);
     run.ok();
     let asked = manifest_requests(&run.stderr);
     // Each tag is asked about conditionally: the ones in place answer 304, the moved one does not.
     let confirmed: Vec<&String> = asked.iter().filter(|(m, _, st)| m == "HEAD" && st == "304").map(|(_, r, _)| r).collect();
     assert_eq!(confirmed.len(), fx.tags.len() - 1, "{}", run.stderr);
     assert!(!confirmed.contains(&&"v1".to_string()), "{}", run.stderr);
+    // The referrers indexes are the ones the first run wrote: each is confirmed, not fetched.
+    let indexes: Vec<&String> = asked.iter().filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-")).map(|(_, _, st)| st).collect();
+    assert_eq!(indexes.len(), fx.subjects().len(), "{}", run.stderr);
+    assert!(indexes.iter().all(|st| *st == "304"), "{}", run.stderr);
     assert_repo_matches(&d, "team/app", &fx, true);
 }
 

@@ -89,14 +89,20 @@ impl Registries {
 
     /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag.
     async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
+        match self.listing_has(repo, &subject.schema_tag()).await {
+            Some(false) => Ok(Vec::new()),
+            _ => self.tag_schema_referrers(repo, subject).await,
+        }
+    }
+
+    /// Whether the repository's tag list (taken once, before this run pushed anything) has `tag`;
+    /// None when the list could not be read.
+    async fn listing_has(&self, repo: &Repo, tag: &str) -> Option<bool> {
         let cell = self.listing(repo);
         let all = cell
             .get_or_init(|| async { self.client(&repo.registry).list_tags(&repo.repository).await.ok().map(|t| t.into_iter().collect()) })
             .await;
-        match all {
-            Some(set) if !set.contains(&subject.schema_tag()) => Ok(Vec::new()),
-            _ => self.tag_schema_referrers(repo, subject).await,
-        }
+        all.as_ref().map(|set| set.contains(tag))
     }
 
     fn cached_support(&self, registry: &str) -> Option<bool> {
@@ -193,7 +199,26 @@ impl Sink for Registries {
         Ok(self.client(&repo.registry).tag_points_at(&repo.repository, tag, digest, !self.read_only).await?)
     }
 
-    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor) -> Result<Vec<Digest>> {
+    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
+        let schema_only =
+            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
+        if schema_only && !ours.is_empty() && self.listing_has(repo, &subject.digest.schema_tag()).await != Some(false) {
+            // If the index is still the one this tool writes for exactly these referrers (a restore run
+            // again), the registry confirms it with a 304 instead of sending it.
+            let written = schema_index(ours.to_vec()).1;
+            let c = self.client(&repo.registry);
+            let tag = subject.digest.schema_tag();
+            return match c.get_manifest_unless(&repo.repository, &tag, &written.digest).await {
+                Ok(None) => Ok(ours.iter().map(|d| d.digest.clone()).collect()),
+                Ok(Some((_, bytes))) => Ok(manifest::index_manifests(&bytes)
+                    .map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))?
+                    .into_iter()
+                    .map(|d| d.digest)
+                    .collect()),
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                Err(e) => Err(e.into()),
+            };
+        }
         Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
     }
 
@@ -272,10 +297,7 @@ impl Sink for Registries {
             if list.len() == before {
                 continue;
             }
-            // Digest order, so the same referrers always give the same index bytes.
-            list.sort_by(|a, b| a.digest.cmp(&b.digest));
-            let body = Bytes::from(manifest::index_bytes(&list));
-            let desc = Descriptor::new(manifest::OCI_INDEX, Digest::of(&body), body.len() as u64);
+            let (body, desc) = schema_index(list);
             self.client(&repo.registry)
                 .put_manifest(&repo.repository, &subject.schema_tag(), &desc, body)
                 .await
@@ -283,4 +305,13 @@ impl Sink for Registries {
         }
         Ok(())
     }
+}
+
+/// The tag-schema index listing `referrers`, as bytes and descriptor: in digest order, so the same
+/// referrers always give the same bytes (and a run repeated can recognise its own index).
+fn schema_index(mut referrers: Vec<Descriptor>) -> (Bytes, Descriptor) {
+    referrers.sort_by(|a, b| a.digest.cmp(&b.digest));
+    let body = Bytes::from(manifest::index_bytes(&referrers));
+    let desc = Descriptor::new(manifest::OCI_INDEX, Digest::of(&body), body.len() as u64);
+    (body, desc)
 }
