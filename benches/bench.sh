@@ -25,6 +25,7 @@
 #
 # Knobs (environment):
 #   BENCH_RUNS=3           runs per measurement (median)
+#   BENCH_A_RUNS           runs of scenario a (default 5 in full mode: its ratios are the noisiest)
 #   BENCH_QUICK=1          small sizes
 #   BENCH_CONCURRENCY=4    --concurrency of oras, parallelism of the curl floor
 #   BENCH_SCENARIOS="a b c"  which scenarios to run (empty: none, e.g. with BENCH_BIG only)
@@ -76,6 +77,7 @@ else
     MODE=full
     C_RESTORE_RUNS=${BENCH_C_RESTORE_RUNS:-1}
 fi
+A_RUNS=${BENCH_A_RUNS:-$([ "$MODE" = full ] && echo 5 || echo "$RUNS")}
 A_BYTES=$(bytes_of "$A_SIZE")
 BIG=${BENCH_BIG:-}
 BIG_BYTES=0
@@ -83,6 +85,7 @@ BIG_BYTES=0
 SK_RUNS=${BENCH_SKOPEO_SYNC_RUNS:-1}
 OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+[[ $A_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_A_RUNS must be a positive integer"
 [[ $CONC =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY must be a positive integer"
 [[ $SK_RUNS =~ ^[0-9]+$ ]] || die "BENCH_SKOPEO_SYNC_RUNS must be a number"
 [[ $C_RESTORE_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_C_RESTORE_RUNS must be a positive integer"
@@ -695,7 +698,7 @@ log "mode $MODE: runs $RUNS, concurrency $CONC, scenarios: $SCENARIOS"
 
 for s in $SCENARIOS; do
     case $s in
-    a) scenario_a a "$A_BYTES" "$RUNS" ;;
+    a) scenario_a a "$A_BYTES" "$A_RUNS" ;;
     b) scenario_b ;;
     c) scenario_c ;;
     *) die "unknown scenario $s (a, b, c)" ;;
@@ -709,7 +712,7 @@ ELAPSED=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
 {
     printf '# oras benchmark results (%s mode)\n\n' "$MODE"
     cat <<EOF
-Run $START_DATE by \`benches/bench.sh\`: $RUNS run(s) per measurement, tools alternating (the
+Run $START_DATE by \`benches/bench.sh\`: $RUNS run(s) per measurement ($A_RUNS in scenario a), tools alternating (the
 starting tool rotates each run), median shown; oras \`--concurrency $CONC\`, curl floor $CONC in
 parallel; \`skopeo sync\` $SK_RUNS run(s); scenario c restores $C_RESTORE_RUNS run(s); registry
 storage on $REG_STORAGE; wall time of the whole benchmark ${ELAPSED}s. Ratios are time / time of the compared
