@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod digest;
 pub mod engine;
+pub mod interrupt;
 pub mod layout;
 pub mod manifest;
 pub mod progress;

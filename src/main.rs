@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             r = work => match r {
                 Ok(()) => 0u8,
                 Err(e) => {
+                    oras::interrupt::abandon_uploads(std::time::Duration::from_millis(1500)).await;
                     // One line: the outermost context, then its causes.
                     let msg = format!("{e:#}").replace('\n', " ");
                     eprintln!("Error: {msg}");
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
                 }
             },
             _ = interrupted() => {
+                oras::interrupt::abandon_uploads(std::time::Duration::from_millis(1500)).await;
                 eprintln!("Interrupted: stopped transfers; nothing incomplete was left in place.");
                 130
             }

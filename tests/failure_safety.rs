@@ -92,6 +92,17 @@ struct Bg {
 }
 
 fn spawn(args: &[&str]) -> Bg {
+    spawn_with(args, Stdio::null())
+}
+
+/// Spawns oras reading its stdin from a pipe the test writes to.
+fn spawn_fed(args: &[&str]) -> (Bg, std::process::ChildStdin) {
+    let mut bg = spawn_with(args, Stdio::piped());
+    let stdin = bg.child.stdin.take().expect("piped stdin");
+    (bg, stdin)
+}
+
+fn spawn_with(args: &[&str], stdin: Stdio) -> Bg {
     let dir = tempdir();
     let cfg = dir.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
@@ -105,7 +116,7 @@ fn spawn(args: &[&str]) -> Bg {
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
         .env_remove("https_proxy")
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout")).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).unwrap()))
         .spawn()
@@ -641,6 +652,67 @@ fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     }
     assert!(proxy.saw("PUT", &format!("digest={big}")));
     assert_repo_matches(&d, "big/app", &fx, true);
+}
+
+/// Where the data of tar entry `name` ends (padded to its 512-byte block), read from the headers.
+fn end_of_entry(tar: &[u8], name: &str) -> usize {
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at] != 0 {
+        let header = &tar[at..at + 512];
+        let entry = String::from_utf8_lossy(&header[..100]).trim_end_matches('\0').to_string();
+        let octal = String::from_utf8_lossy(&header[124..136]).trim_matches(|c: char| c == '\0' || c == ' ').to_string();
+        let size = usize::from_str_radix(&octal, 8).expect("octal size");
+        let end = at + 512 + size.div_ceil(512) * 512;
+        if entry.trim_start_matches("./") == name {
+            return end;
+        }
+        at = end;
+    }
+    panic!("{name} is not in the tar");
+}
+
+/// Files under `dir`, with their sizes (what a registry keeps of upload sessions).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(tree(&e.path()));
+        } else {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push(format!("{} ({len})", e.path().display()));
+        }
+    }
+    out
+}
+
+/// A stream restore holds every blob in an upload session until the whole stream is in. Stopped while
+/// it waits for the rest, it deletes those sessions rather than leave their bytes to the registry's
+/// expiry (a week for Distribution), and nothing is visible.
+#[test]
+fn ctrl_c_during_a_stream_restore_deletes_the_uploads_it_held() {
+    let src = Registry::start();
+    let dir = tempdir();
+    let (fx, big, tar) = big_backup(&src, dir.path());
+    let bytes = std::fs::read(&tar).unwrap();
+    let cut = end_of_entry(&bytes, &format!("blobs/sha256/{}", digest_hex(&big)));
+    let dst = Registry::start();
+    let (mut bg, mut stdin) = spawn_fed(&["restore", "--no-tty", "--input", "-", &format!("{}/big/app", dst.host())]);
+    // Everything up to the end of the big blob, then the stream pauses.
+    std::io::Write::write_all(&mut stdin, &bytes[..cut]).unwrap();
+    let uploads = dst.storage().join("docker/registry/v2/repositories/big/app/_uploads");
+    let held = |size: usize| tree(&uploads).iter().any(|f| f.ends_with(&format!("/data ({size})")));
+    wait_until(&mut bg, "the big blob held in an upload session", || held(BIG));
+    std::thread::sleep(Duration::from_millis(200));
+    bg.signal("INT");
+    let (run, took) = bg.wait(Duration::from_secs(30));
+    drop(stdin);
+    assert_interrupted(&run, took);
+    // Distribution 2.8 itself leaves a 108-byte hash-state stub of a deleted session; the bytes go.
+    let kept: Vec<String> = tree(&uploads).into_iter().filter(|f| !f.contains("/hashstates/")).collect();
+    assert_eq!(kept, Vec::<String>::new(), "upload sessions left behind with their bytes");
+    let d = Client::new(&dst.host());
+    assert!(fx.blobs.keys().all(|b| !d.blob_exists("big/app", b)), "a blob of the interrupted stream is visible");
+    assert!(d.list_tags("big/app").is_empty());
 }
 
 /// An interrupted backup into an existing, complete layout leaves it exactly as it was (its

@@ -66,7 +66,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     for r in &args.references {
         refs.push(Reference::parse(r).map_err(|e| UsageError(e.to_string()))?);
     }
-    let registries = Arc::new(common::registries(&args.common, true)?);
+    let registries = common::registries(&args.common, true)?;
     let mut progress = common::progress(&args.common);
     if matches!(out, Output::Stdout) {
         progress.status_to_stderr();

@@ -9,6 +9,7 @@ use crate::registry::target::{ReferrersMode, Registries};
 use crate::registry::TransportOptions;
 use anyhow::{Context, Result};
 use std::io::{IsTerminal, Read};
+use std::sync::Arc;
 
 /// The credentials the flags give (stdin ones included), or `None` to use the docker config.
 pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
@@ -53,7 +54,7 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
 /// The registries of a run, configured from the flags. Flag credentials apply to every
 /// registry of the run (they are all named on the command line); without them each
 /// registry gets its own entry of the docker config (`--registry-config` or the default).
-pub fn registries(c: &Common, read_only: bool) -> Result<Registries> {
+pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
     if c.insecure {
         eprintln!("Warning: --insecure: TLS certificates are not verified");
     }
@@ -74,7 +75,10 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Registries> {
         Some(DistributionSpec::ReferrersTag) => ReferrersMode::Tag,
     };
     let store = CredentialStore::load(credentials(c)?, c.registry_config.as_deref()).map_err(anyhow::Error::msg)?;
-    Registries::new(opts, store, mode, read_only)
+    let registries = Arc::new(Registries::new(opts, store, mode, read_only)?);
+    // A run that stops early deletes the upload sessions it leaves open.
+    crate::interrupt::watch(&registries);
+    Ok(registries)
 }
 
 /// Progress output as the flags and the terminal allow.

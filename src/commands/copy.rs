@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Runs `oras copy`.
 pub async fn run(args: CopyArgs) -> Result<()> {
-    let regs = Arc::new(common::registries(&args.common, false)?);
+    let regs = common::registries(&args.common, false)?;
     // Source.
     let (src, src_repo, refs, label): (Arc<dyn Source>, Repo, Vec<String>, String) = if args.from_oci_layout {
         let (path, reference) = split_layout_arg(&args.from);

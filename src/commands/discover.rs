@@ -72,7 +72,7 @@ pub async fn run(args: DiscoverArgs) -> Result<()> {
             (None, [t]) => t.clone(),
             _ => return Err(UsageError(format!("name one tag or a digest: {}", args.reference)).into()),
         };
-        let regs = Arc::new(common::registries(&args.common, true)?);
+        let regs = common::registries(&args.common, true)?;
         let repo = Repo::new(&r.registry, &r.repository);
         let desc = regs.resolve(&repo, &reference).await?;
         let shown = repo.to_string();

@@ -121,7 +121,7 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         bail!("the backup {:?} holds no tags", args.input);
     }
     let jobs = map_targets(&args.targets, &repos)?;
-    let registries = Arc::new(common::registries(&args.common, args.dry_run)?);
+    let registries = common::registries(&args.common, args.dry_run)?;
     let opts = Options {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(5),
         referrers: !args.exclude_referrers,

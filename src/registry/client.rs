@@ -10,6 +10,7 @@ use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::{header, Method, StatusCode};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct Client {
     auth: Auth,
     debug: bool,
     chunk_size: Option<u64>,
+    /// Upload sessions opened and not finished: session path -> (repository, latest location).
+    open_uploads: std::sync::Mutex<HashMap<String, (String, String)>>,
 }
 
 /// What a manifest PUT told us.
@@ -59,7 +62,25 @@ impl Client {
             auth: Auth::new(creds),
             debug: opts.debug,
             chunk_size: opts.chunk_size,
+            open_uploads: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn session_closed(&self, location: &str) {
+        if let Ok(mut open) = self.open_uploads.lock() {
+            open.remove(session_of(location));
+        }
+    }
+
+    /// Deletes the upload sessions this client opened and did not finish (an interrupted or failed run),
+    /// best effort: a registry would otherwise keep their bytes until its own expiry (a week for
+    /// Distribution). A session cut off mid-transfer may refuse: its location no longer matches its size.
+    pub async fn abandon_open_uploads(&self) {
+        let open: Vec<(String, String)> = match self.open_uploads.lock() {
+            Ok(mut open) => open.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        futures::future::join_all(open.iter().map(|(repo, location)| self.cancel_upload(repo, location))).await;
     }
 
     fn trace(&self, method: &Method, url: &str, status: Option<StatusCode>, authed: bool) {
@@ -461,6 +482,7 @@ impl Client {
     pub async fn cancel_upload(&self, repo: &str, location: &str) {
         let scopes = [repo_scope(repo, true)];
         let _ = self.send("cancel upload", repo, Method::DELETE, location, &scopes, |r| r).await;
+        self.session_closed(location);
     }
 
     /// Opens an upload session: (what is uploaded, auth key, absolute session location).
@@ -479,6 +501,9 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| rerr(op, &target, None, "upload started without a Location header"))?;
         let location = self.absolute(location);
+        if let Ok(mut open) = self.open_uploads.lock() {
+            open.insert(session_of(&location).to_string(), (repo.to_string(), location.clone()));
+        }
         Ok((target, scopes.join(" "), location))
     }
 
@@ -501,6 +526,7 @@ impl Client {
         len: u64,
     ) -> Result<()> {
         let op = "push blob";
+        let session = session_of(&put).to_string();
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", desc.digest));
         let mut rb =
@@ -514,6 +540,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.fail(op, target, resp).await);
         }
+        self.session_closed(&session);
         Ok(())
     }
 
@@ -566,10 +593,17 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
             return Err(self.fail(op, target, resp).await);
         }
-        Ok(match resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        let next = match resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
             Some(l) => self.absolute(l),
-            None => location,
-        })
+            None => return Ok(location),
+        };
+        // Distribution only accepts a session's latest location (its state names the size so far).
+        if let Ok(mut open) = self.open_uploads.lock() {
+            if let Some((repo, _)) = open.remove(session_of(&location)) {
+                open.insert(session_of(&next).to_string(), (repo, next.clone()));
+            }
+        }
+        Ok(next)
     }
 
     /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
@@ -678,6 +712,11 @@ async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Respo
         }
     }
     Ok(rebuild(reqwest::Body::from(buf)))
+}
+
+/// The session an upload location names: the location without its query (which carries state).
+fn session_of(location: &str) -> &str {
+    location.split('?').next().unwrap_or(location)
 }
 
 #[cfg(test)]

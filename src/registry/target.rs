@@ -69,6 +69,15 @@ impl Registries {
             .clone()
     }
 
+    /// Deletes the upload sessions left open on every registry (a run that stops early).
+    pub async fn abandon_open_uploads(&self) {
+        let clients: Vec<Arc<Client>> = match self.clients.lock() {
+            Ok(c) => c.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        };
+        futures::future::join_all(clients.iter().map(|c| c.abandon_open_uploads())).await;
+    }
+
     async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
         let c = self.client(&repo.registry);
         let tag = subject.schema_tag();
