@@ -425,6 +425,27 @@ fn credential_helper(answers: &[(&str, &str, &str)]) -> (tempfile::TempDir, Path
     (dir, log)
 }
 
+/// A helper stuck on a prompt nobody sees (a locked keychain in a CI job) does not hang the run.
+#[test]
+fn a_credential_helper_that_never_answers_is_given_up_on() {
+    let (ga, _da) = basic_tls("reg.test");
+    let helper = tempdir();
+    let path = helper.path().join("docker-credential-stuck");
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = tempdir();
+    std::fs::write(cfg.path().join("config.json"), serde_json::json!({"credHelpers": {ga.name.clone(): "stuck"}}).to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let r = run(
+        &["repo", "tags", "--ca-file", ca(), "--resolve", &ga.resolve(), &ga.repo("src/app")],
+        None,
+        &[("DOCKER_CONFIG", s(cfg.path())), ("PATH", &path_with(helper.path())), ("ORAS_CREDENTIAL_HELPER_TIMEOUT", "1")],
+    );
+    r.fails(1, "docker-credential-stuck get` did not answer within 1 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
 fn path_with(dir: &Path) -> String {
     format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
 }

@@ -205,6 +205,46 @@ struct HelperResponse {
     secret: String,
 }
 
+/// How long a credential helper may take: `ORAS_CREDENTIAL_HELPER_TIMEOUT` seconds, 60 by default.
+/// A helper waiting for a prompt nobody sees (a locked keychain in a CI job) would hang the run.
+fn helper_timeout() -> std::time::Duration {
+    let secs = std::env::var("ORAS_CREDENTIAL_HELPER_TIMEOUT").ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|s| *s > 0);
+    std::time::Duration::from_secs(secs.unwrap_or(60))
+}
+
+/// Collects a child's output, or kills it once `limit` has passed (None).
+fn wait_for(mut child: std::process::Child, limit: std::time::Duration) -> std::io::Result<Option<std::process::Output>> {
+    use std::io::Read;
+    // Readers on their own threads, so a full pipe cannot stall the child; after a kill they are
+    // left to end with the pipes (a grandchild may still hold them).
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(Some(std::process::Output { status, stdout, stderr }))
+}
+
 /// Runs `docker-credential-<name> get` with the server address on stdin.
 fn run_helper(name: &str, server: &str) -> HelperAnswer {
     let program = format!("docker-credential-{name}");
@@ -225,8 +265,16 @@ fn run_helper(name: &str, server: &str) -> HelperAnswer {
         // A helper that exits without reading is answered by its exit status below.
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = match child.wait_with_output() {
-        Ok(o) => o,
+    let limit = helper_timeout();
+    let out = match wait_for(child, limit) {
+        Ok(Some(o)) => o,
+        Ok(None) => return HelperAnswer::Failed(Credentials::unavailable(
+            format!(
+                "`{program} get` did not answer within {} s (is it waiting for a prompt? ORAS_CREDENTIAL_HELPER_TIMEOUT sets the limit)",
+                limit.as_secs()
+            ),
+            origin,
+        )),
         Err(e) => return HelperAnswer::Failed(Credentials::unavailable(format!("cannot run {program}: {e}"), origin)),
     };
     if !out.status.success() {
