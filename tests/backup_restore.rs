@@ -18,6 +18,16 @@ fn source_with_all_kinds() -> (Registry, Client, RepoFixture) {
     (reg, c, fx)
 }
 
+/// [`source_with_all_kinds`] backed up with its referrers into `name` in a fresh directory (kept
+/// alive by the returned handle).
+fn backed_up(name: &str) -> (Registry, Client, RepoFixture, tempfile::TempDir, std::path::PathBuf) {
+    let (src, c, fx) = source_with_all_kinds();
+    let dir = tempdir();
+    let out = dir.path().join(name);
+    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    (src, c, fx, dir, out)
+}
+
 fn round_trip(output_name: &str) {
     let (src, _c, fx) = source_with_all_kinds();
     let dir = tempdir();
@@ -156,10 +166,7 @@ fn backup_by_digest() {
 
 #[test]
 fn restore_with_renaming_and_tag_selection() {
-    let (src, _c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app.tar");
-    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
 
     let dst = Registry::start();
     let d = Client::new(&dst.host());
@@ -205,10 +212,7 @@ fn restore_several_targets_maps_by_path_then_order() {
 
 #[test]
 fn exclude_referrers() {
-    let (src, _c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app.tar");
-    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
     let dst = Registry::start();
     restore(&["--exclude-referrers", "--input", s(&out), &dst.host()]).ok();
     let d = Client::new(&dst.host());
@@ -352,10 +356,7 @@ fn json_format_prints_one_document() {
 
 #[test]
 fn restoring_twice_is_idempotent() {
-    let (src, _c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app.tar");
-    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
     let dst = Registry::start();
     restore(&["--input", s(&out), &dst.host()]).ok();
     restore(&["--input", s(&out), &dst.host()]).ok();
@@ -381,10 +382,7 @@ fn manifest_requests(stderr: &str) -> Vec<(String, String, String)> {
 
 #[test]
 fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
-    let (src, _c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app.tar");
-    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
     let dst = Registry::start();
     restore(&["--input", s(&out), &dst.host()]).ok();
     let d = Client::new(&dst.host());
@@ -408,11 +406,8 @@ fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
 
 #[test]
 fn a_second_backup_confirms_unchanged_tags_and_follows_a_moved_one() {
-    let (src, c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app");
+    let (src, c, fx, _dir, out) = backed_up("app");
     let repo = format!("{}/team/app", src.host());
-    backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
     let moved = Builder::new(&c, "team/app").oci_image(Some("v1"), "moved", "arm64");
     let run = backup(&["--include-referrers", "--debug", "-o", s(&out), &repo]);
     run.ok();
@@ -455,11 +450,8 @@ fn restore_recognises_tar_by_magic_whatever_its_name() {
 
 #[test]
 fn backing_up_twice_into_the_same_directory() {
-    let (src, _c, fx) = source_with_all_kinds();
-    let dir = tempdir();
-    let out = dir.path().join("app");
+    let (src, _c, fx, _dir, out) = backed_up("app");
     let repo = format!("{}/team/app", src.host());
-    backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
     let first = Layout::read(&out);
     backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
     let second = Layout::read(&out);
