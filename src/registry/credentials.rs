@@ -268,13 +268,13 @@ fn run_helper(name: &str, server: &str) -> HelperAnswer {
     let limit = helper_timeout();
     let out = match wait_for(child, limit) {
         Ok(Some(o)) => o,
-        Ok(None) => return HelperAnswer::Failed(Credentials::unavailable(
-            format!(
-                "`{program} get` did not answer within {} s (is it waiting for a prompt? ORAS_CREDENTIAL_HELPER_TIMEOUT sets the limit)",
-                limit.as_secs()
-            ),
-            origin,
-        )),
+        Ok(None) => {
+            let secs = limit.as_secs();
+            let why = format!(
+                "`{program} get` did not answer within {secs} s (waiting for a prompt? ORAS_CREDENTIAL_HELPER_TIMEOUT sets the limit)"
+            );
+            return HelperAnswer::Failed(Credentials::unavailable(why, origin));
+        }
         Err(e) => return HelperAnswer::Failed(Credentials::unavailable(format!("cannot run {program}: {e}"), origin)),
     };
     if !out.status.success() {
