@@ -202,6 +202,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         tasks.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
     }
     if src.ordered() || src.is_local() {
+        let restore = stage::Restore { src: &src, dst: &dst, jobs, placed: &placed, progress, conc };
         // A backup is checked before anything is written, and a stream must know up front which
         // blobs it will be asked for: so first ask the destination what it already has.
         let present: Vec<bool> = stream::iter(tasks.iter().map(|(i, d)| {
@@ -240,14 +241,14 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             // Everything that will be pushed is checked before anything becomes visible; the uploads
             // start beside the check and are held back until it is done (see stage.rs).
             let blobs = std::mem::take(&mut first).into_iter().map(|(i, d, _)| (i, d)).collect();
-            outcomes.extend(stage::restore_checked((&src, &dst), jobs, blobs, &placed, progress, conc).await?);
+            outcomes.extend(stage::restore_checked(restore, blobs).await?);
         }
         if src.ordered() && !opts.dry_run {
             src.expect(&wanted).await?;
             if dst.stages() {
                 // A stream cannot be checked before it is read: every blob is held until all have passed.
                 let blobs = std::mem::take(&mut first).into_iter().map(|(i, d, _)| (i, d)).collect();
-                outcomes.extend(stage::restore_stream_held((&src, &dst), jobs, blobs, &placed, progress, conc).await?);
+                outcomes.extend(stage::restore_stream_held(restore, blobs).await?);
             }
         }
         passes.push(first);

@@ -27,6 +27,17 @@ enum Checked {
     Damaged,
 }
 
+/// What the restore paths of this module share: where blobs come from and go, and the run's bookkeeping.
+#[derive(Clone, Copy)]
+pub(super) struct Restore<'a> {
+    pub(super) src: &'a Arc<dyn Source>,
+    pub(super) dst: &'a Arc<dyn Sink>,
+    pub(super) jobs: &'a [Job],
+    pub(super) placed: &'a Placed,
+    pub(super) progress: &'a Progress,
+    pub(super) conc: usize,
+}
+
 /// The error of an upload given up because the check found damage (the damage is what gets reported).
 #[derive(Debug, thiserror::Error)]
 #[error("upload abandoned: the backup is damaged")]
@@ -34,14 +45,8 @@ struct Abandoned;
 
 /// Restores `blobs` (all missing from the destination) of a backup that can be read twice, checking
 /// them beside the uploads; a damaged backup is refused with nothing made visible.
-pub(super) async fn restore_checked(
-    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
-    jobs: &[Job],
-    blobs: Vec<(usize, Descriptor)>,
-    placed: &Placed,
-    progress: &Progress,
-    conc: usize,
-) -> Result<Vec<BlobOutcome>> {
+pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+    let Restore { src, jobs, conc, .. } = r;
     let (tx, rx) = watch::channel(Checked::Pending);
     let check = blobs.clone();
     let checking = async {
@@ -49,7 +54,7 @@ pub(super) async fn restore_checked(
         let _ = tx.send(if problems.is_empty() { Checked::Intact } else { Checked::Damaged });
         problems
     };
-    let uploads = upload_checked((src, dst), jobs, blobs, rx, placed, progress, conc);
+    let uploads = upload_checked(r, blobs, rx);
     let (mut checking, mut uploads) = (Box::pin(checking), Box::pin(uploads));
     let (problems, uploaded) = tokio::select! {
         problems = &mut checking => (problems, uploads.await),
@@ -66,20 +71,12 @@ pub(super) async fn restore_checked(
 /// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
 /// `checked` says the backup is intact; stops at the first failure of the destination. Damage lets every
 /// upload wind down (held sessions are deleted) before it returns.
-async fn upload_checked(
-    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
-    jobs: &[Job],
-    blobs: Vec<(usize, Descriptor)>,
-    checked: watch::Receiver<Checked>,
-    placed: &Placed,
-    progress: &Progress,
-    conc: usize,
-) -> Result<Vec<BlobOutcome>> {
+async fn upload_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>, checked: watch::Receiver<Checked>) -> Result<Vec<BlobOutcome>> {
     let mut results = stream::iter(blobs.into_iter().map(|(i, desc)| {
         let checked = checked.clone();
-        async move { upload_one((src, dst), &jobs[i], desc, checked, placed, progress).await }
+        async move { upload_one(r, &r.jobs[i], desc, checked).await }
     }))
-    .buffer_unordered(conc);
+    .buffer_unordered(r.conc);
     let mut done = Vec::new();
     let mut given_up = None;
     while let Some(r) = results.next().await {
@@ -92,17 +89,11 @@ async fn upload_checked(
     given_up.map_or(Ok(done), Err)
 }
 
-async fn upload_one(
-    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
-    job: &Job,
-    desc: Descriptor,
-    mut checked: watch::Receiver<Checked>,
-    placed: &Placed,
-    progress: &Progress,
-) -> Result<BlobOutcome> {
+async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: watch::Receiver<Checked>) -> Result<BlobOutcome> {
+    let Restore { src, dst, placed, progress, .. } = r;
     if dst.stages() && desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending {
         let sent = tokio::select! {
-            sent = stage((src, dst), job, &desc, progress) => sent?,
+            sent = stage(r, job, &desc) => sent?,
             _ = verdict(&mut checked, Checked::Damaged) => return Err(Abandoned.into()),
         };
         if let Some(token) = sent {
@@ -146,12 +137,8 @@ async fn verdict(checked: &mut watch::Receiver<Checked>, want: Checked) -> bool 
 
 /// Sends a blob into a held upload session, retrying like a plain upload; `None` when the registry
 /// refuses this way of uploading (the plain upload is used then).
-async fn stage(
-    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
-    job: &Job,
-    desc: &Descriptor,
-    progress: &Progress,
-) -> Result<Option<String>> {
+async fn stage(r: Restore<'_>, job: &Job, desc: &Descriptor) -> Result<Option<String>> {
+    let Restore { src, dst, progress, .. } = r;
     let mut attempt = 0u64;
     loop {
         let bar = progress.blob(desc.digest.as_str(), desc.size);
@@ -194,14 +181,8 @@ fn abandoned(e: &anyhow::Error) -> bool {
 /// Restores the blobs of a stream, in its order: each is hashed as it passes into a held upload
 /// session; once every one has passed intact, all are committed. Damage (or a failure) abandons them
 /// all, so nothing becomes visible.
-pub(super) async fn restore_stream_held(
-    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
-    jobs: &[Job],
-    blobs: Vec<(usize, Descriptor)>,
-    placed: &Placed,
-    progress: &Progress,
-    conc: usize,
-) -> Result<Vec<BlobOutcome>> {
+pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+    let Restore { src, dst, jobs, placed, progress, conc } = r;
     let mut results = stream::iter(blobs.into_iter().map(|(i, desc)| async move {
         let job = &jobs[i];
         if desc.size == 0 && desc.digest != crate::digest::Digest::of(b"") {
@@ -242,7 +223,8 @@ pub(super) async fn restore_stream_held(
             }
         }
     }
-    // Uploads still under way are dropped with the stream; their sessions expire on the registry.
+    // Uploads still under way are dropped with the stream; the run's way out deletes their sessions
+    // (crate::interrupt), as far as the registry lets it.
     drop(results);
     if let Some(e) = failed {
         stream::iter(held.iter().map(|(i, _, token)| dst.cancel_blob(&jobs[*i].dst, token)))
