@@ -236,31 +236,30 @@ impl Client {
 
     /// Resolves a tag or digest to a descriptor with HEAD; `None` when it does not exist.
     pub async fn head_manifest(&self, repo: &str, reference: &str, push: bool) -> Result<Option<Descriptor>> {
-        let target = format!("{}/{repo}:{reference}", self.registry);
-        let url = self.url(repo, &format!("manifests/{reference}"));
-        let scopes = [repo_scope(repo, push)];
-        let accept = MANIFEST_TYPES.join(", ");
-        let resp = self.send("resolve", &target, Method::HEAD, &url, &scopes, |r| r.header(header::ACCEPT, &accept)).await?;
+        let (target, resp) = self.head(repo, reference, push, None).await?;
         self.described(repo, reference, &target, resp).await
     }
 
     /// Whether a tag points at `digest`. Asked conditionally (If-None-Match): a registry that
     /// honours it answers 304 without reading the manifest from its storage.
     pub async fn tag_points_at(&self, repo: &str, tag: &str, digest: &Digest, push: bool) -> Result<bool> {
-        let target = format!("{}/{repo}:{tag}", self.registry);
-        let url = self.url(repo, &format!("manifests/{tag}"));
-        let scopes = [repo_scope(repo, push)];
-        let accept = MANIFEST_TYPES.join(", ");
-        let etag = format!("\"{digest}\"");
-        let resp = self
-            .send("resolve", &target, Method::HEAD, &url, &scopes, |r| {
-                r.header(header::ACCEPT, &accept).header(header::IF_NONE_MATCH, &etag)
-            })
-            .await?;
+        let (target, resp) = self.head(repo, tag, push, Some(digest)).await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(true);
         }
         Ok(self.described(repo, tag, &target, resp).await?.is_some_and(|d| d.digest == *digest))
+    }
+
+    /// Sends a HEAD for a manifest, conditional on `unless` when given: (what was asked, the answer).
+    async fn head(&self, repo: &str, reference: &str, push: bool, unless: Option<&Digest>) -> Result<(String, reqwest::Response)> {
+        let target = format!("{}/{repo}:{reference}", self.registry);
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let scopes = [repo_scope(repo, push)];
+        let accept = MANIFEST_TYPES.join(", ");
+        let resp = self
+            .send("resolve", &target, Method::HEAD, &url, &scopes, |r| if_none_match(r.header(header::ACCEPT, &accept), unless))
+            .await?;
+        Ok((target, resp))
     }
 
     /// The descriptor a HEAD of a manifest answered with; None when there is no such manifest.
@@ -285,6 +284,32 @@ impl Client {
 
     /// Fetches a manifest by tag or digest; verifies it against `expect` when given.
     pub async fn get_manifest(&self, repo: &str, reference: &str, expect: Option<&Descriptor>) -> Result<(Descriptor, Bytes)> {
+        match self.get_manifest_if(repo, reference, expect, None).await? {
+            Some(found) => Ok(found),
+            None => Err(rerr(
+                "fetch manifest",
+                &format!("{}/{repo}/{reference}", self.registry),
+                Some(304),
+                "the registry answered an unconditional request with 304",
+            )),
+        }
+    }
+
+    /// Fetches a manifest by tag unless the tag still points at `known`: then (a 304 from a
+    /// registry that honours If-None-Match, saving it a storage read and the body) returns None.
+    pub async fn get_manifest_unless(&self, repo: &str, tag: &str, known: &Digest) -> Result<Option<(Descriptor, Bytes)>> {
+        self.get_manifest_if(repo, tag, None, Some(known)).await
+    }
+
+    /// Fetches a manifest, verified against `expect` when given; None when `unless` was sent and the
+    /// registry answered that it is unchanged.
+    async fn get_manifest_if(
+        &self,
+        repo: &str,
+        reference: &str,
+        expect: Option<&Descriptor>,
+        unless: Option<&Digest>,
+    ) -> Result<Option<(Descriptor, Bytes)>> {
         let target = format!("{}/{repo}{}{reference}", self.registry, if reference.contains(':') { "@" } else { ":" });
         let op = "fetch manifest";
         if let Some(d) = expect {
@@ -309,26 +334,7 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.get_manifest_once(op, &target, reference, &url, &scopes, &accept, expect, None).await {
-                Err(e) if e.status.is_none() && e.detail.contains("digest") && attempt < 3 => continue,
-                Ok(Some(found)) => return Ok(found),
-                Ok(None) => return Err(rerr(op, &target, Some(304), "the registry answered an unconditional request with 304")),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Fetches a manifest by tag unless the tag still points at `known`: then (a 304 from a
-    /// registry that honours If-None-Match, saving it a storage read and the body) returns None.
-    pub async fn get_manifest_unless(&self, repo: &str, tag: &str, known: &Digest) -> Result<Option<(Descriptor, Bytes)>> {
-        let target = format!("{}/{repo}:{tag}", self.registry);
-        let url = self.url(repo, &format!("manifests/{tag}"));
-        let scopes = [repo_scope(repo, false)];
-        let accept = MANIFEST_TYPES.join(", ");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.get_manifest_once("fetch manifest", &target, tag, &url, &scopes, &accept, None, Some(known)).await {
+            match self.get_manifest_once(op, &target, reference, &url, &scopes, &accept, expect, unless).await {
                 Err(e) if e.status.is_none() && e.detail.contains("digest") && attempt < 3 => continue,
                 other => return other,
             }
@@ -348,16 +354,7 @@ impl Client {
         unless: Option<&Digest>,
     ) -> Result<Option<(Descriptor, Bytes)>> {
         let target = target.to_string();
-        let etag = unless.map(|d| format!("\"{d}\""));
-        let resp = self
-            .send(op, &target, Method::GET, url, scopes, |r| {
-                let r = r.header(header::ACCEPT, accept);
-                match &etag {
-                    Some(e) => r.header(header::IF_NONE_MATCH, e),
-                    None => r,
-                }
-            })
-            .await?;
+        let resp = self.send(op, &target, Method::GET, url, scopes, |r| if_none_match(r.header(header::ACCEPT, accept), unless)).await?;
         if unless.is_some() && resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
@@ -712,6 +709,14 @@ async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Respo
         }
     }
     Ok(rebuild(reqwest::Body::from(buf)))
+}
+
+/// Makes a request conditional on the manifest not being `unless` (registries use the digest as ETag).
+fn if_none_match(r: reqwest::RequestBuilder, unless: Option<&Digest>) -> reqwest::RequestBuilder {
+    match unless {
+        Some(d) => r.header(header::IF_NONE_MATCH, format!("\"{d}\"")),
+        None => r,
+    }
 }
 
 /// The session an upload location names: the location without its query (which carries state).

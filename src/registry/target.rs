@@ -78,12 +78,21 @@ impl Registries {
         futures::future::join_all(clients.iter().map(|c| c.abandon_open_uploads())).await;
     }
 
-    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
+    /// The referrers a subject's `sha256-<hex>` index lists; None when `unless` was sent and the index is
+    /// still that one.
+    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest, unless: Option<&Digest>) -> Result<Option<Vec<Descriptor>>> {
         let c = self.client(&repo.registry);
         let tag = subject.schema_tag();
-        match c.get_manifest(&repo.repository, &tag, None).await {
-            Ok((_, bytes)) => manifest::index_manifests(&bytes).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}")),
-            Err(e) if e.is_not_found() => Ok(Vec::new()),
+        let found = match unless {
+            Some(d) => c.get_manifest_unless(&repo.repository, &tag, d).await,
+            None => c.get_manifest(&repo.repository, &tag, None).await.map(Some),
+        };
+        match found {
+            Ok(None) => Ok(None),
+            Ok(Some((_, bytes))) => {
+                manifest::index_manifests(&bytes).map(Some).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))
+            }
+            Err(e) if e.is_not_found() => Ok(Some(Vec::new())),
             Err(e) => Err(e.into()),
         }
     }
@@ -100,7 +109,7 @@ impl Registries {
     async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
         match self.listing_has(repo, &subject.schema_tag()).await {
             Some(false) => Ok(Vec::new()),
-            _ => self.tag_schema_referrers(repo, subject).await,
+            _ => Ok(self.tag_schema_referrers(repo, subject, None).await?.unwrap_or_default()),
         }
     }
 
@@ -215,18 +224,8 @@ impl Sink for Registries {
             // If the index is still the one this tool writes for exactly these referrers (a restore run
             // again), the registry confirms it with a 304 instead of sending it.
             let written = schema_index(ours.to_vec()).1;
-            let c = self.client(&repo.registry);
-            let tag = subject.digest.schema_tag();
-            return match c.get_manifest_unless(&repo.repository, &tag, &written.digest).await {
-                Ok(None) => Ok(ours.iter().map(|d| d.digest.clone()).collect()),
-                Ok(Some((_, bytes))) => Ok(manifest::index_manifests(&bytes)
-                    .map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))?
-                    .into_iter()
-                    .map(|d| d.digest)
-                    .collect()),
-                Err(e) if e.is_not_found() => Ok(Vec::new()),
-                Err(e) => Err(e.into()),
-            };
+            let listed = self.tag_schema_referrers(repo, &subject.digest, Some(&written.digest)).await?;
+            return Ok(listed.as_deref().unwrap_or(ours).iter().map(|d| d.digest.clone()).collect());
         }
         Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
     }
