@@ -2,6 +2,7 @@
 //! `index.json` is merged with what is there and written last, atomically.
 
 use super::blob_path;
+use super::durable::{start_writeback, sync_filesystem, WRITEBACK_STEP};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::manifest::Descriptor;
 use crate::target::{ByteStream, Plan, Repo, Result, Sink};
@@ -10,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,6 +24,8 @@ pub struct DirSink {
     /// The tags of `existing`, for a second backup that confirms them with the source.
     tagged: HashMap<(Repo, String), Descriptor>,
     added: Mutex<Vec<Entry>>,
+    /// Whether this run wrote blobs or manifests, which must reach the disk before `index.json` names them.
+    dirty: AtomicBool,
 }
 
 /// Removes a temporary file unless disarmed.
@@ -42,11 +47,9 @@ fn temp_name(final_path: &Path) -> PathBuf {
 /// Creates a fresh temporary file, never following a link that is in the way (a stale leftover of an
 /// earlier run with the same pid is replaced). Synchronous, so that an interrupted run cannot have a
 /// creation still in flight after its guard has cleaned up.
-fn create_temp(tmp: &Path) -> Result<tokio::fs::File> {
+fn create_temp(tmp: &Path) -> Result<std::fs::File> {
     let _ = std::fs::remove_file(tmp);
-    let f =
-        std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    Ok(tokio::fs::File::from_std(f))
+    std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).with_context(|| format!("cannot write {}", tmp.display()))
 }
 
 /// Writes `data` to `path` through a temporary file and a rename; `durable` also waits for the disk
@@ -54,7 +57,7 @@ fn create_temp(tmp: &Path) -> Result<tokio::fs::File> {
 pub async fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let tmp = temp_name(path);
     let mut guard = TempGuard(Some(tmp.clone()));
-    let mut f = create_temp(&tmp)?;
+    let mut f = tokio::fs::File::from_std(create_temp(&tmp)?);
     f.write_all(data).await?;
     if durable {
         f.sync_all().await?;
@@ -96,7 +99,7 @@ impl DirSink {
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
         }
         let tagged = index::by_tag(&existing);
-        Ok(DirSink { root: root.to_path_buf(), existing, tagged, added: Mutex::new(Vec::new()) })
+        Ok(DirSink { root: root.to_path_buf(), existing, tagged, added: Mutex::new(Vec::new()), dirty: AtomicBool::new(false) })
     }
 
     async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
@@ -104,11 +107,20 @@ impl DirSink {
         let tmp = temp_name(&path);
         let mut guard = TempGuard(Some(tmp.clone()));
         let mut f = create_temp(&tmp)?;
+        self.dirty.store(true, Ordering::SeqCst);
+        let (mut pos, mut flushed) = (0u64, 0u64);
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
-            f.write_all(&chunk).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+            // Written in place, as the tar writer does: a page-cache write of one chunk is short, and an
+            // async file would hop to the blocking pool (and copy) for every chunk.
+            f.write_all(&chunk).with_context(|| format!("cannot write {}", tmp.display()))?;
+            pos += chunk.len() as u64;
+            if pos - flushed >= WRITEBACK_STEP {
+                start_writeback(&f, flushed, pos - flushed);
+                flushed = pos;
+            }
         }
-        f.flush().await?;
+        start_writeback(&f, flushed, pos - flushed);
         drop(f);
         tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
         guard.0 = None;
@@ -178,6 +190,7 @@ impl Sink for DirSink {
     }
 
     async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+        self.dirty.store(true, Ordering::SeqCst);
         write_atomic(&self.root.join(blob_path(&desc.digest)), &bytes, false).await
     }
 
@@ -211,6 +224,15 @@ impl Sink for DirSink {
             .cloned()
             .collect();
         all.extend(added);
+        if self.dirty.load(Ordering::SeqCst) {
+            // What index.json is about to name must be on disk first, or a crash could leave a backup that
+            // looks complete with blobs that never reached the disk.
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || sync_filesystem(&root))
+                .await
+                .context("internal: sync task failed")?
+                .with_context(|| format!("cannot sync the backup in {} to disk", self.root.display()))?;
+        }
         write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT, true).await?;
         write_atomic(&self.root.join("index.json"), &index::render(&all), true).await
     }

@@ -1,6 +1,7 @@
 //! OCI image layouts: the `index.json` model, the directory store, the tar writer and the tar reader.
 
 pub mod dir;
+pub mod durable;
 pub mod index;
 pub mod reader;
 pub mod stream_read;

@@ -2,6 +2,7 @@
 //! write straight into their own regions of one file. It is written under a temporary name and renamed when complete.
 
 use super::blob_path;
+use super::durable::{start_writeback, WRITEBACK_STEP};
 use super::index::{self, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -15,25 +16,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-
-/// How much of a blob is written before its writeback to disk is started.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Starts writing a range of the archive to disk now, without waiting for it: the fsync that ends a
-/// backup then finds little left to do, instead of flushing the whole archive after the last byte arrived.
-#[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File, off: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else { return };
-    // SAFETY: a plain system call on a descriptor the File keeps open; it touches no memory of ours.
-    // A failure only leaves the work to the final fsync, which reports errors.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File, _off: u64, _len: u64) {}
 
 /// A layout tar being written.
 pub struct TarSink {
