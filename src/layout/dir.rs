@@ -116,11 +116,17 @@ impl DirSink {
             f.write_all(&chunk).with_context(|| format!("cannot write {}", tmp.display()))?;
             pos += chunk.len() as u64;
             if pos - flushed >= WRITEBACK_STEP {
-                start_writeback(&f, flushed, pos - flushed);
+                if pos >= WRITEBACK_STEP {
+                    // Small blobs are left to the final sync, which writes thousands of them in one go.
+                    start_writeback(&f, flushed, pos - flushed);
+                }
                 flushed = pos;
             }
         }
-        start_writeback(&f, flushed, pos - flushed);
+        if pos >= WRITEBACK_STEP {
+            // Small blobs are left to the final sync, which writes thousands of them in one go.
+            start_writeback(&f, flushed, pos - flushed);
+        }
         drop(f);
         tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
         guard.0 = None;

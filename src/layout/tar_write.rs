@@ -157,11 +157,17 @@ impl Sink for TarSink {
             file.write_all_at(&chunk, off + pos)?;
             pos += chunk.len() as u64;
             if pos - flushed >= WRITEBACK_STEP {
-                start_writeback(&file, off + flushed, pos - flushed);
+                if pos >= WRITEBACK_STEP {
+                    // Small blobs are left to the final fsync, which writes them in one go.
+                    start_writeback(&file, off + flushed, pos - flushed);
+                }
                 flushed = pos;
             }
         }
-        start_writeback(&file, off + flushed, pos - flushed);
+        if pos >= WRITEBACK_STEP {
+            // Small blobs are left to the final fsync, which writes them in one go.
+            start_writeback(&file, off + flushed, pos - flushed);
+        }
         if pos != size {
             bail!("blob {} ended after {pos} of {size} bytes", desc.digest);
         }
