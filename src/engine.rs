@@ -330,11 +330,11 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             let dst = dst.clone();
             let node = nodes.get(&d).cloned();
             let by_tag = first_tags[i].get(&d).cloned();
-            let asked = known.absent.contains(&(i, d.clone()));
+            let absent = known.absent.contains(&(i, d.clone())) || known.new_repos.contains(&i);
             async move {
                 let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
                 let is_ref = g.referrer_nodes.contains(&d);
-                let exists = !asked && dst.has_manifest(&job.dst, &node.desc).await?;
+                let exists = !absent && dst.has_manifest(&job.dst, &node.desc).await?;
                 // A registry may hold a referrer without listing it (tag schema): pushing it again records it.
                 // A layout lists referrers in its index, so a stored one is done.
                 if opts.dry_run || (exists && (!is_ref || !dst.prunes())) {
@@ -430,6 +430,10 @@ struct Known {
     manifests: HashSet<(usize, Digest)>,
     /// Roots the destination was asked about and does not have.
     absent: HashSet<(usize, Digest)>,
+    /// Jobs whose destination repository had no tags: manifests are written there without asking, as a
+    /// PUT of one that is there costs no more than the question and changes nothing. Blobs are still
+    /// asked about, so that a restore resumed after an interruption sends none twice.
+    new_repos: HashSet<usize>,
     blobs: HashSet<(usize, Digest)>,
     tags: HashSet<(usize, String)>,
 }
@@ -444,12 +448,24 @@ async fn already_there(
     conc: usize,
 ) -> Result<Known> {
     let mut known = Known::default();
+    let mut new_repos: HashMap<&Repo, bool> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if !new_repos.contains_key(&job.dst) {
+            new_repos.insert(&job.dst, dst.is_new(&job.dst).await);
+        }
+        if new_repos.get(&job.dst) == Some(&true) {
+            known.new_repos.insert(i);
+        }
+    }
     let roots: Vec<(usize, Option<String>, Descriptor)> = jobs
         .iter()
         .zip(graphs)
         .enumerate()
         .flat_map(|(i, (job, g))| g.roots.iter().map(move |(t, d)| (i, if job.retag.is_some() { None } else { t.clone() }, d.clone())))
         .collect();
+    // A repository without tags holds none of the roots worth asking about: pushing one again is harmless.
+    let (unasked, roots): (Vec<_>, Vec<_>) = roots.into_iter().partition(|(i, _, _)| known.new_repos.contains(i));
+    known.absent.extend(unasked.into_iter().map(|(i, _, d)| (i, d.digest)));
     let answers: Vec<(usize, Option<String>, Digest, bool, bool)> = stream::iter(roots.into_iter().map(|(i, tag, desc)| {
         let dst = dst.clone();
         let repo = jobs[i].dst.clone();

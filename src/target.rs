@@ -116,6 +116,11 @@ pub trait Sink: Send + Sync {
     async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor, _ours: &[Descriptor]) -> Result<Vec<crate::digest::Digest>> {
         Ok(Vec::new())
     }
+    /// Whether the repository had no tags before this run wrote to it (a new repository, as when feeding a
+    /// fresh registry): manifests are then written without first asking whether they are there.
+    async fn is_new(&self, _repo: &Repo) -> bool {
+        false
+    }
     /// The bytes of a manifest stored there already, when reading them is local and cheap (the caller verifies).
     async fn stored_manifest(&self, _desc: &Descriptor) -> Option<Bytes> {
         None

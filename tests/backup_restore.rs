@@ -405,6 +405,36 @@ fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
 }
 
 #[test]
+fn a_restore_into_a_new_repository_writes_manifests_without_asking() {
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
+    let dst = Registry::start();
+    let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
+    run.ok();
+    // The repository has no tags: a manifest PUT costs no more than asking first.
+    let asked: Vec<(String, String, String)> = manifest_requests(&run.stderr).into_iter().filter(|(m, _, _)| m == "HEAD").collect();
+    assert!(asked.is_empty(), "no manifest asked about in a new repository: {asked:#?}");
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
+}
+
+#[test]
+fn a_repository_without_tags_but_with_some_blobs_gets_only_the_missing_ones() {
+    // As an interrupted restore leaves it: blobs there, no tags yet.
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
+    let dst = Registry::start();
+    let d = Client::new(&dst.host());
+    let there: Vec<&Vec<u8>> = fx.blobs.values().take(3).collect();
+    for bytes in &there {
+        d.push_blob("team/app", bytes);
+    }
+    let run = restore(&["--format", "json", "--input", s(&out), &dst.host()]);
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
+    assert_eq!(doc["report"]["blobsSkipped"].as_u64(), Some(there.len() as u64), "{doc}");
+    assert_eq!(doc["report"]["blobsCopied"].as_u64(), Some((fx.blobs.len() - there.len()) as u64), "{doc}");
+    assert_repo_matches(&d, "team/app", &fx, true);
+}
+
+#[test]
 fn a_second_backup_confirms_unchanged_tags_and_follows_a_moved_one() {
     let (src, c, fx, _dir, out) = backed_up("app");
     let repo = format!("{}/team/app", src.host());

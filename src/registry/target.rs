@@ -116,11 +116,23 @@ impl Registries {
     /// Whether the repository's tag list (taken once, before this run pushed anything) has `tag`;
     /// None when the list could not be read.
     async fn listing_has(&self, repo: &Repo, tag: &str) -> Option<bool> {
+        self.with_listing(repo, |all| all.map(|set| set.contains(tag))).await
+    }
+
+    /// Applies `f` to the repository's tag list (taken once, before this run pushed anything); a repository
+    /// the registry does not know (404) has no tags, a list that could not be read is `None`.
+    async fn with_listing<T>(&self, repo: &Repo, f: impl FnOnce(Option<&HashSet<String>>) -> T) -> T {
         let cell = self.listing(repo);
         let all = cell
-            .get_or_init(|| async { self.client(&repo.registry).list_tags(&repo.repository).await.ok().map(|t| t.into_iter().collect()) })
+            .get_or_init(|| async {
+                match self.client(&repo.registry).list_tags(&repo.repository).await {
+                    Ok(tags) => Some(tags.into_iter().collect()),
+                    Err(e) if e.is_not_found() => Some(HashSet::new()),
+                    Err(_) => None,
+                }
+            })
             .await;
-        all.as_ref().map(|set| set.contains(tag))
+        f(all.as_ref())
     }
 
     fn cached_support(&self, registry: &str) -> Option<bool> {
@@ -228,6 +240,10 @@ impl Sink for Registries {
             return Ok(listed.as_deref().unwrap_or(ours).iter().map(|d| d.digest.clone()).collect());
         }
         Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
+    }
+
+    async fn is_new(&self, repo: &Repo) -> bool {
+        self.with_listing(repo, |all| all.is_some_and(HashSet::is_empty)).await
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
