@@ -197,6 +197,18 @@ impl Client {
         self.paginate("list tags of", &target, url, &[repo_scope(repo, false)], "tags").await
     }
 
+    /// Whether a repository has at least one tag, from one page of one tag (a repository the registry does
+    /// not know has none).
+    pub async fn has_tags(&self, repo: &str) -> Result<bool> {
+        let target = format!("{}/{repo}", self.registry);
+        let url = self.url(repo, "tags/list?n=1");
+        match self.paginate_up_to(1, "list tags of", &target, url, &[repo_scope(repo, false)], "tags").await {
+            Ok(tags) => Ok(!tags.is_empty()),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination.
     pub async fn list_repositories(&self) -> Result<Vec<String>> {
         // No `n`: Distribution refuses one above its catalog.maxentries; its own page size and Link work everywhere.
@@ -206,9 +218,22 @@ impl Client {
     }
 
     /// Follows `Link: <...>; rel="next"` pages, collecting the string array `field` of each.
-    async fn paginate(&self, op: &str, target: &str, mut url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
+    async fn paginate(&self, op: &str, target: &str, url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
+        self.paginate_up_to(100_000, op, target, url, scopes, field).await
+    }
+
+    /// [`Client::paginate`], reading at most `pages` pages.
+    async fn paginate_up_to(
+        &self,
+        pages: usize,
+        op: &str,
+        target: &str,
+        mut url: String,
+        scopes: &[String],
+        field: &str,
+    ) -> Result<Vec<String>> {
         let mut tags = Vec::new();
-        for _ in 0..100_000 {
+        for _ in 0..pages {
             let resp = self.send(op, target, Method::GET, &url, scopes, |r| r).await?;
             if !resp.status().is_success() {
                 return Err(self.fail(op, target, resp).await);

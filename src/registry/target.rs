@@ -243,7 +243,19 @@ impl Sink for Registries {
     }
 
     async fn is_new(&self, repo: &Repo) -> bool {
-        self.with_listing(repo, |all| all.is_some_and(HashSet::is_empty)).await
+        let cell = self.listing(repo);
+        if let Some(all) = cell.get() {
+            return all.as_ref().is_some_and(HashSet::is_empty);
+        }
+        // One tag is enough to know: a repository of many thousands is not listed whole for this.
+        match self.client(&repo.registry).has_tags(&repo.repository).await {
+            Ok(false) => {
+                // Its whole list is known too: nothing (a sha256- tag asked about later costs no request).
+                let _ = cell.set(Some(HashSet::new()));
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
