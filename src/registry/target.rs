@@ -114,14 +114,8 @@ impl Registries {
     }
 
     /// Whether the repository's tag list (taken once, before this run pushed anything) has `tag`;
-    /// None when the list could not be read.
+    /// None when the list could not be read. A repository the registry does not know (404) has no tags.
     async fn listing_has(&self, repo: &Repo, tag: &str) -> Option<bool> {
-        self.with_listing(repo, |all| all.map(|set| set.contains(tag))).await
-    }
-
-    /// Applies `f` to the repository's tag list (taken once, before this run pushed anything); a repository
-    /// the registry does not know (404) has no tags, a list that could not be read is `None`.
-    async fn with_listing<T>(&self, repo: &Repo, f: impl FnOnce(Option<&HashSet<String>>) -> T) -> T {
         let cell = self.listing(repo);
         let all = cell
             .get_or_init(|| async {
@@ -132,7 +126,7 @@ impl Registries {
                 }
             })
             .await;
-        f(all.as_ref())
+        all.as_ref().map(|set| set.contains(tag))
     }
 
     fn cached_support(&self, registry: &str) -> Option<bool> {
