@@ -200,6 +200,8 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     if src.ordered() || dst.ordered() {
         // Streams pass once, in digest order: tasks start in that order so each waits only on earlier ones.
         tasks.sort_by(|a, b| a.1.digest.cmp(&b.1.digest));
+    } else {
+        largest_first(&mut tasks);
     }
     if src.ordered() || src.is_local() {
         let restore = stage::Restore { src: &src, dst: &dst, jobs, placed: &placed, progress, conc };
@@ -422,6 +424,13 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Orders transfers largest first: a large blob started last would run alone at the end, and (restore
+/// of a backup) small blobs waiting for the check would hold slots a large one could use. Ties go by
+/// digest, so runs are repeatable.
+fn largest_first(blobs: &mut [(usize, Descriptor)]) {
+    blobs.sort_by(|(_, a), (_, b)| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
 }
 
 /// What the destination was found to hold before the transfer, per job.
@@ -973,4 +982,21 @@ fn count_referrers(root: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGra
         }
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfers_start_with_the_largest_blobs() {
+        let blob = |data: &[u8], size| (0, Descriptor::new("application/octet-stream", Digest::of(data), size));
+        let mut blobs = vec![blob(b"config", 400), blob(b"layer-a", 5 << 20), blob(b"tiny", 2), blob(b"layer-b", 90 << 20)];
+        largest_first(&mut blobs);
+        let sizes: Vec<u64> = blobs.iter().map(|(_, d)| d.size).collect();
+        assert_eq!(sizes, vec![90 << 20, 5 << 20, 400, 2]);
+        let mut ties = vec![blob(b"b", 7), blob(b"a", 7)];
+        largest_first(&mut ties);
+        assert!(ties[0].1.digest < ties[1].1.digest, "equal sizes go by digest");
+    }
 }

@@ -45,9 +45,10 @@ struct Abandoned;
 
 /// Restores `blobs` (all missing from the destination) of a backup that can be read twice, checking
 /// them beside the uploads; a damaged backup is refused with nothing made visible.
-pub(super) async fn restore_checked(r: Restore<'_>, mut blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+/// `blobs` come largest first (see [`super::largest_first`]): small ones wait for the check, and would
+/// otherwise hold slots of the concurrency while a large one, which could go ahead held, queued behind them.
+pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
     let Restore { src, jobs, conc, .. } = r;
-    largest_first(&mut blobs);
     let (tx, rx) = watch::channel(Checked::Pending);
     let check = blobs.clone();
     let checking = async {
@@ -67,13 +68,6 @@ pub(super) async fn restore_checked(r: Restore<'_>, mut blobs: Vec<(usize, Descr
     };
     damaged(problems)?;
     uploaded
-}
-
-/// Orders uploads largest first: small blobs wait for the check and would hold a slot of the concurrency
-/// while a large one, which could go ahead held, queued behind them; and the longest transfers should
-/// start first. Ties go by digest, so runs are repeatable.
-fn largest_first(blobs: &mut [(usize, Descriptor)]) {
-    blobs.sort_by(|(_, a), (_, b)| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
 }
 
 /// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
@@ -250,22 +244,4 @@ pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(usize, Descr
     .buffer_unordered(conc)
     .try_collect()
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::digest::Digest;
-
-    #[test]
-    fn large_blobs_are_uploaded_before_the_small_ones_that_wait_for_the_check() {
-        let blob = |data: &[u8], size| (0, Descriptor::new("application/octet-stream", Digest::of(data), size));
-        let mut blobs = vec![blob(b"config", 400), blob(b"layer-a", 5 << 20), blob(b"tiny", 2), blob(b"layer-b", 90 << 20)];
-        largest_first(&mut blobs);
-        let sizes: Vec<u64> = blobs.iter().map(|(_, d)| d.size).collect();
-        assert_eq!(sizes, vec![90 << 20, 5 << 20, 400, 2]);
-        let mut ties = vec![blob(b"b", 7), blob(b"a", 7)];
-        largest_first(&mut ties);
-        assert!(ties[0].1.digest < ties[1].1.digest, "equal sizes go by digest");
-    }
 }
