@@ -2,7 +2,7 @@
 //! `index.json` is merged with what is there and written last, atomically.
 
 use super::blob_path;
-use super::durable::{start_writeback, sync_filesystem, WRITEBACK_STEP};
+use super::durable::{sync_filesystem, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::manifest::Descriptor;
 use crate::target::{ByteStream, Plan, Repo, Result, Sink};
@@ -108,25 +108,15 @@ impl DirSink {
         let mut guard = TempGuard(Some(tmp.clone()));
         let mut f = create_temp(&tmp)?;
         self.dirty.store(true, Ordering::SeqCst);
-        let (mut pos, mut flushed) = (0u64, 0u64);
+        let mut writeback = Writeback::new(0);
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             // Written in place, as the tar writer does: a page-cache write of one chunk is short, and an
             // async file would hop to the blocking pool (and copy) for every chunk.
             f.write_all(&chunk).with_context(|| format!("cannot write {}", tmp.display()))?;
-            pos += chunk.len() as u64;
-            if pos - flushed >= WRITEBACK_STEP {
-                if pos >= WRITEBACK_STEP {
-                    // Small blobs are left to the final sync, which writes thousands of them in one go.
-                    start_writeback(&f, flushed, pos - flushed);
-                }
-                flushed = pos;
-            }
+            writeback.wrote(&f, chunk.len() as u64);
         }
-        if pos >= WRITEBACK_STEP {
-            // Small blobs are left to the final sync, which writes thousands of them in one go.
-            start_writeback(&f, flushed, pos - flushed);
-        }
+        writeback.finish(&f);
         drop(f);
         tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
         guard.0 = None;

@@ -5,11 +5,47 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// How much of a blob is written before its writeback is started.
-pub const WRITEBACK_STEP: u64 = 8 << 20;
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Follows one blob as it is written into a file, starting the writeback of every [`WRITEBACK_STEP`]
+/// written. Blobs smaller than that are left to the final sync, which writes thousands of them in one go.
+pub struct Writeback {
+    /// Where the blob starts in the file.
+    base: u64,
+    written: u64,
+    started: u64,
+}
+
+impl Writeback {
+    /// A blob about to be written at `base`.
+    pub fn new(base: u64) -> Writeback {
+        Writeback { base, written: 0, started: 0 }
+    }
+
+    /// Records `n` more bytes written.
+    pub fn wrote(&mut self, file: &impl AsRawFd, n: u64) {
+        self.written += n;
+        if self.written - self.started >= WRITEBACK_STEP {
+            self.start(file);
+        }
+    }
+
+    /// The blob is complete: starts the writeback of its tail, if it was large enough to have any.
+    pub fn finish(&mut self, file: &impl AsRawFd) {
+        if self.written >= WRITEBACK_STEP && self.written > self.started {
+            self.start(file);
+        }
+    }
+
+    fn start(&mut self, file: &impl AsRawFd) {
+        start_writeback(file, self.base + self.started, self.written - self.started);
+        self.started = self.written;
+    }
+}
 
 /// Starts writing a range of a file to disk now, without waiting for it.
 #[cfg(target_os = "linux")]
-pub fn start_writeback(file: &impl AsRawFd, off: u64, len: u64) {
+fn start_writeback(file: &impl AsRawFd, off: u64, len: u64) {
     let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else { return };
     // SAFETY: a plain system call on a descriptor the caller keeps open; it touches no memory of ours.
     // A failure only leaves the work to the final sync, which reports errors.
@@ -20,7 +56,7 @@ pub fn start_writeback(file: &impl AsRawFd, off: u64, len: u64) {
 
 /// Starts writing a range of a file to disk now (elsewhere than Linux the final sync does it all).
 #[cfg(not(target_os = "linux"))]
-pub fn start_writeback(_file: &impl AsRawFd, _off: u64, _len: u64) {}
+fn start_writeback(_file: &impl AsRawFd, _off: u64, _len: u64) {}
 
 /// Waits until everything written to the filesystem that holds `dir` is on disk: one call for the
 /// thousands of files of a backup, where an fsync each would cost more than their transfers.
@@ -54,10 +90,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("blob");
         let mut f = std::fs::File::create(&path).expect("create");
-        f.write_all(&[7u8; 4096]).expect("write");
-        start_writeback(&f, 0, 4096);
+        let chunk = vec![7u8; 1 << 20];
+        let mut writeback = Writeback::new(0);
+        for _ in 0..9 {
+            f.write_all(&chunk).expect("write");
+            writeback.wrote(&f, chunk.len() as u64);
+        }
+        assert_eq!(writeback.started, WRITEBACK_STEP, "the first 8 MiB went to disk early");
+        writeback.finish(&f);
+        assert_eq!(writeback.started, 9 << 20, "the tail too, once complete");
+        let mut small = Writeback::new(0);
+        small.wrote(&f, 4096);
+        small.finish(&f);
+        assert_eq!(small.started, 0, "a small blob is left to the final sync");
         sync_filesystem(dir.path()).expect("sync");
-        assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; 4096]);
+        assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; 9 << 20]);
         assert!(sync_filesystem(&dir.path().join("missing")).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! write straight into their own regions of one file. It is written under a temporary name and renamed when complete.
 
 use super::blob_path;
-use super::durable::{start_writeback, WRITEBACK_STEP};
+use super::durable::Writeback;
 use super::index::{self, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -147,7 +147,8 @@ impl Sink for TarSink {
     async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
         let (off, size) = self.region(&desc.digest)?;
         let file = self.file()?;
-        let (mut pos, mut flushed) = (0u64, 0u64);
+        let mut pos = 0u64;
+        let mut writeback = Writeback::new(off);
         while let Some(chunk) = data.next().await {
             let chunk = chunk?;
             if pos + chunk.len() as u64 > size {
@@ -156,18 +157,9 @@ impl Sink for TarSink {
             // Page-cache writes of one chunk are short; a blocking-pool hop per chunk costs more than it saves.
             file.write_all_at(&chunk, off + pos)?;
             pos += chunk.len() as u64;
-            if pos - flushed >= WRITEBACK_STEP {
-                if pos >= WRITEBACK_STEP {
-                    // Small blobs are left to the final fsync, which writes them in one go.
-                    start_writeback(&file, off + flushed, pos - flushed);
-                }
-                flushed = pos;
-            }
+            writeback.wrote(&*file, chunk.len() as u64);
         }
-        if pos >= WRITEBACK_STEP {
-            // Small blobs are left to the final fsync, which writes them in one go.
-            start_writeback(&file, off + flushed, pos - flushed);
-        }
+        writeback.finish(&*file);
         if pos != size {
             bail!("blob {} ended after {pos} of {size} bytes", desc.digest);
         }
