@@ -466,15 +466,15 @@ async fn already_there(
             known.new_repos.insert(i);
         }
     }
+    // A repository without tags holds none of the roots worth asking about (its manifests are written
+    // without asking: see Known::new_repos).
     let roots: Vec<(usize, Option<String>, Descriptor)> = jobs
         .iter()
         .zip(graphs)
         .enumerate()
+        .filter(|(i, _)| !known.new_repos.contains(i))
         .flat_map(|(i, (job, g))| g.roots.iter().map(move |(t, d)| (i, if job.retag.is_some() { None } else { t.clone() }, d.clone())))
         .collect();
-    // A repository without tags holds none of the roots worth asking about: pushing one again is harmless.
-    let (unasked, roots): (Vec<_>, Vec<_>) = roots.into_iter().partition(|(i, _, _)| known.new_repos.contains(i));
-    known.absent.extend(unasked.into_iter().map(|(i, _, d)| (i, d.digest)));
     let answers: Vec<(usize, Option<String>, Digest, bool, bool)> = stream::iter(roots.into_iter().map(|(i, tag, desc)| {
         let dst = dst.clone();
         let repo = jobs[i].dst.clone();
