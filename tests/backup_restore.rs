@@ -487,8 +487,12 @@ fn backing_up_twice_into_the_same_directory() {
     let (src, _c, fx, _dir, out) = backed_up("app");
     let repo = format!("{}/team/app", src.host());
     let first = Layout::read(&out);
+    let inode = |name: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(name)).unwrap());
+    let files_before = (inode("index.json"), inode("oci-layout"));
     backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
     let second = Layout::read(&out);
+    // Nothing changed, so nothing was rewritten (a rewrite renames a new file into place).
+    assert_eq!((inode("index.json"), inode("oci-layout")), files_before, "an unchanged backup rewrote its index");
     assert_eq!(first.files.keys().collect::<Vec<_>>(), second.files.keys().collect::<Vec<_>>());
     assert!(first.index() == second.index(), "index.json changed between identical backups");
     assert_layout_holds(&second, &[(&repo, &fx)], true);
