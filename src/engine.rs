@@ -4,7 +4,7 @@
 use crate::digest::{Digest, Verifier};
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::progress::Progress;
-use crate::target::{ByteStream, Plan, Repo, Sink, Source};
+use crate::target::{ByteStream, Plan, ReferrerListing, Repo, Sink, Source};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -103,6 +103,8 @@ struct JobGraph {
     manifests: BTreeSet<Digest>,
     referrer_nodes: BTreeSet<Digest>,
     referrers_of: BTreeMap<Digest, Vec<Digest>>,
+    /// Digest of the source's referrers index each subject's referrers were listed by, where there is one.
+    listed_by: BTreeMap<Digest, Digest>,
     blobs: BTreeMap<Digest, Descriptor>,
 }
 
@@ -123,6 +125,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             manifests: BTreeSet::new(),
             referrer_nodes: BTreeSet::new(),
             referrers_of: BTreeMap::new(),
+            listed_by: BTreeMap::new(),
             blobs: BTreeMap::new(),
         });
     }
@@ -157,10 +160,20 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                 None => entries.push((job.dst.clone(), desc.clone(), tag.clone(), false)),
             }
         }
+    }
+    let listed_by = recorded_indexes(&graphs, &nodes);
+    for (job, g) in jobs.iter().zip(&graphs) {
         for d in &g.referrer_nodes {
             if let Some(n) = nodes.get(d) {
                 let mut rd = manifest::referrer_descriptor(&n.desc, &n.parsed);
                 rd.annotations = None;
+                if let Some(subject) = &n.parsed.subject {
+                    let mut ann = BTreeMap::from([(manifest::ANNOTATION_SUBJECT.to_string(), subject.digest.to_string())]);
+                    if let Some(Some(index)) = listed_by.get(d) {
+                        ann.insert(manifest::ANNOTATION_REFERRERS_INDEX.to_string(), index.to_string());
+                    }
+                    rd.annotations = Some(ann);
+                }
                 entries.push((job.dst.clone(), rd, None, true));
             }
         }
@@ -426,6 +439,28 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     Ok(report)
 }
 
+/// For each referrer, the source index to record with it (see `ANNOTATION_REFERRERS_INDEX`): the index that
+/// listed it, recorded only when the record is exact. A later run trusts a confirmed index to list precisely
+/// the referrers recorded with it, so an index is recorded for none of its referrers unless every one of them
+/// names that subject itself, and a referrer two listings disagree about gets none.
+fn recorded_indexes(graphs: &[JobGraph], nodes: &HashMap<Digest, Arc<Node>>) -> HashMap<Digest, Option<Digest>> {
+    let mut out: HashMap<Digest, Option<Digest>> = HashMap::new();
+    for g in graphs {
+        for (subject, referrers) in &g.referrers_of {
+            let index = g.listed_by.get(subject).filter(|_| {
+                referrers.iter().all(|r| nodes.get(r).and_then(|n| n.parsed.subject.as_ref()).is_some_and(|s| &s.digest == subject))
+            });
+            for r in referrers {
+                let slot = out.entry(r.clone()).or_insert_with(|| index.cloned());
+                if slot.as_ref() != index {
+                    *slot = None;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Orders transfers largest first: a large blob started last would run alone at the end, and (restore
 /// of a backup) small blobs waiting for the check would hold slots a large one could use. Ties go by
 /// digest, so runs are repeatable.
@@ -655,7 +690,7 @@ async fn walk(
                 level.push(d);
             }
         }
-        let fetched: Vec<(Arc<Node>, Vec<Descriptor>)> = stream::iter(level.into_iter().map(|desc| {
+        let fetched: Vec<(Arc<Node>, ReferrerListing)> = stream::iter(level.into_iter().map(|desc| {
             let src = src.clone();
             let dst = dst.clone();
             let nodes = nodes.clone();
@@ -695,11 +730,13 @@ async fn walk(
                     }
                 };
                 let refs = if opts.referrers {
-                    src.referrers(&job.src, &node.desc)
+                    // A layout being added to may have recorded this listing: the source is then asked to confirm it.
+                    let known = dst.known_referrers(&node.desc.digest);
+                    src.referrer_listing(&job.src, &node.desc, known.as_ref())
                         .await
                         .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
                 } else {
-                    Vec::new()
+                    ReferrerListing::default()
                 };
                 Ok((node, refs))
             }
@@ -717,7 +754,10 @@ async fn walk(
                 }
                 g.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
             }
-            for r in refs {
+            if let Some(index) = refs.index {
+                g.listed_by.insert(node.desc.digest.clone(), index);
+            }
+            for r in refs.referrers {
                 if r.digest != node.desc.digest {
                     frontier.push((r, Some(node.desc.digest.clone())));
                 }
@@ -998,5 +1038,61 @@ mod tests {
         let mut ties = vec![blob(b"b", 7), blob(b"a", 7)];
         largest_first(&mut ties);
         assert!(ties[0].1.digest < ties[1].1.digest, "equal sizes go by digest");
+    }
+
+    /// A referrer node whose manifest names `subject`.
+    fn node(name: &str, subject: &Digest) -> (Digest, Arc<Node>) {
+        let desc = Descriptor::new(manifest::OCI_MANIFEST, Digest::of(name.as_bytes()), 1);
+        let parsed = Parsed {
+            media_type: manifest::OCI_MANIFEST.into(),
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+            subject: Some(Descriptor::new(manifest::OCI_MANIFEST, subject.clone(), 1)),
+            artifact_type: None,
+            annotations: None,
+        };
+        (desc.digest.clone(), Arc::new(Node { desc, bytes: Bytes::new(), parsed }))
+    }
+
+    fn graph(listings: &[(&Digest, &Digest, &[&Digest])]) -> JobGraph {
+        let mut g = JobGraph {
+            roots: Vec::new(),
+            manifests: BTreeSet::new(),
+            referrer_nodes: BTreeSet::new(),
+            referrers_of: BTreeMap::new(),
+            listed_by: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+        };
+        for (subject, index, referrers) in listings {
+            g.referrers_of.insert((*subject).clone(), referrers.iter().map(|r| (*r).clone()).collect());
+            g.listed_by.insert((*subject).clone(), (*index).clone());
+        }
+        g
+    }
+
+    #[test]
+    fn an_index_is_recorded_with_all_of_its_referrers_or_with_none() {
+        let (img, other) = (Digest::of(b"img"), Digest::of(b"other"));
+        let (idx, idx2, bogus_idx) = (Digest::of(b"idx"), Digest::of(b"idx2"), Digest::of(b"bogus"));
+        let (sig, n_sig) = node("sig", &img);
+        let (sbom, n_sbom) = node("sbom", &img);
+        let (stray, n_stray) = node("stray", &img);
+        let (att, n_att) = node("att", &other);
+        let nodes: HashMap<Digest, Arc<Node>> =
+            [(sig.clone(), n_sig), (sbom.clone(), n_sbom), (stray.clone(), n_stray), (att.clone(), n_att)].into();
+
+        // One job: img's index lists two referrers of img; other's index also lists `stray`, which names img.
+        let one = graph(&[(&img, &idx, &[&sig, &sbom]), (&other, &bogus_idx, &[&att, &stray])]);
+        let got = recorded_indexes(std::slice::from_ref(&one), &nodes);
+        assert_eq!(got[&sig], Some(idx.clone()));
+        assert_eq!(got[&sbom], Some(idx.clone()));
+        assert_eq!(got[&att], None, "an index listing a manifest of another subject is not recorded");
+        assert_eq!(got[&stray], None);
+
+        // Two jobs (repositories) whose indexes of img differ: neither can stand for the other.
+        let two = graph(&[(&img, &idx2, &[&sig])]);
+        let got = recorded_indexes(&[one, two], &nodes);
+        assert_eq!(got[&sig], None);
+        assert_eq!(got[&sbom], Some(idx));
     }
 }

@@ -23,6 +23,11 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Image-name annotation containerd and Docker read on import.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// On a referrer's `index.json` entry: the digest of its subject (the referrer graph, readable without opening manifests).
+pub const ANNOTATION_SUBJECT: &str = "vnd.oras-backup.subject";
+/// On a referrer's `index.json` entry: the digest of the source's referrers index (tag schema) that listed it,
+/// which a later backup into the same directory asks the source to confirm instead of fetching it again.
+pub const ANNOTATION_REFERRERS_INDEX: &str = "vnd.oras-backup.referrers-index";
 
 /// An OCI content descriptor.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

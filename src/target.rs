@@ -32,6 +32,16 @@ impl fmt::Display for Repo {
     }
 }
 
+/// The referrers of a subject as one listing by a source gave them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReferrerListing {
+    /// The referrers.
+    pub referrers: Vec<Descriptor>,
+    /// Digest of the index they were read from (the referrers tag schema), by which a later run can ask
+    /// whether the list changed; `None` when the source has no such index (referrers API, layouts).
+    pub index: Option<crate::digest::Digest>,
+}
+
 /// A boxed error crossing the target boundary, already worded for the user.
 pub type TargetError = anyhow::Error;
 /// Result of target operations.
@@ -60,6 +70,11 @@ pub trait Source: Send + Sync {
     async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream>;
     /// Manifests whose subject is `desc`.
     async fn referrers(&self, repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>>;
+    /// The referrers of `desc` with the index they came from; `known` is what an earlier listing of this
+    /// source gave (recorded in a layout being added to), which a source may confirm instead of listing again.
+    async fn referrer_listing(&self, repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+        Ok(ReferrerListing { referrers: self.referrers(repo, desc).await?, index: None })
+    }
     /// Whether reading a blob is cheap and local, so the engine can verify everything before writing.
     fn is_local(&self) -> bool {
         false
@@ -120,6 +135,11 @@ pub trait Sink: Send + Sync {
     /// fresh registry): manifests are then written without first asking whether they are there.
     async fn is_new(&self, _repo: &Repo) -> bool {
         false
+    }
+    /// What the destination recorded about the referrers of `subject` from its source's referrers index (a
+    /// layout being added to), when that record is complete and unambiguous.
+    fn known_referrers(&self, _subject: &crate::digest::Digest) -> Option<ReferrerListing> {
+        None
     }
     /// The bytes of a manifest stored there already, when reading them is local and cheap (the caller verifies).
     async fn stored_manifest(&self, _desc: &Descriptor) -> Option<Bytes> {

@@ -468,6 +468,39 @@ fn a_second_backup_confirms_unchanged_tags_and_follows_a_moved_one() {
 }
 
 #[test]
+fn a_second_backup_confirms_unchanged_referrer_indexes_and_follows_a_changed_one() {
+    let (src, c, fx, _dir, out) = backed_up("app");
+    let repo = format!("{}/team/app", src.host());
+    // Each referrer's entry names its subject and the tag-schema index that listed it (Distribution 2.8).
+    let layout = Layout::read(&out);
+    for (subject, referrers) in &fx.referrers {
+        for r in referrers {
+            let entry = layout.entries().into_iter().find(|e| e["digest"] == r.digest.as_str()).expect("referrer listed in index.json");
+            assert_eq!(entry["annotations"]["vnd.oras-backup.subject"], subject.as_str(), "{entry}");
+            assert!(entry["annotations"]["vnd.oras-backup.referrers-index"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{entry}");
+        }
+    }
+    // A second signature of v1 changes v1's index between the runs.
+    let v1 = fx.desc(fx.tag("v1"));
+    let mut b = Builder { client: c.clone(), fx: fx.clone(), tag_schema: true };
+    let added = b.referrer(&v1, fixtures::SIGNATURE_TYPE, b"second-signature-of-v1", "sig 2 v1");
+    let run = backup(&["--include-referrers", "--debug", "-o", s(&out), &repo]);
+    run.ok();
+    let schema: Vec<(String, String, String)> =
+        manifest_requests(&run.stderr).into_iter().filter(|(_, r, _)| r.starts_with("sha256-")).collect();
+    assert_eq!(schema.len(), fx.tag_schema_tags.len(), "one request per index: {}", run.stderr);
+    for (method, reference, status) in &schema {
+        let want = if *reference == tag_schema_tag(&v1.digest) { "200" } else { "304" };
+        assert_eq!((method.as_str(), status.as_str()), ("GET", want), "{reference}: {}", run.stderr);
+    }
+    let layout = Layout::read(&out);
+    assert!(layout.entries().iter().any(|e| e["digest"] == added.digest.as_str()), "the new referrer is backed up");
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &dst.host()]).ok();
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &b.fx, true);
+}
+
+#[test]
 fn restore_recognises_tar_by_magic_whatever_its_name() {
     let reg = Registry::start();
     let c = Client::new(&reg.host());

@@ -4,8 +4,9 @@
 use super::blob_path;
 use super::durable::{sync_filesystem, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
+use crate::digest::Digest;
 use crate::manifest::Descriptor;
-use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use crate::target::{ByteStream, Plan, ReferrerListing, Repo, Result, Sink};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub struct DirSink {
     existing: Vec<Entry>,
     /// The tags of `existing`, for a second backup that confirms them with the source.
     tagged: HashMap<(Repo, String), Descriptor>,
+    /// The referrer listings `existing` records, by subject, for a second backup that confirms them with the source.
+    listings: HashMap<Digest, ReferrerListing>,
     added: Mutex<Vec<Entry>>,
     /// The bytes of `index.json` as found, so that a run that changes nothing writes nothing.
     index_found: Vec<u8>,
@@ -108,10 +111,12 @@ impl DirSink {
         let marker_found = tokio::fs::symlink_metadata(&marker).await.is_ok_and(|m| m.is_file() && m.len() == OCI_LAYOUT.len() as u64)
             && tokio::fs::read(&marker).await.is_ok_and(|b| b == OCI_LAYOUT);
         let tagged = index::by_tag(&existing);
+        let listings = index::referrer_listings(&existing);
         Ok(DirSink {
             root: root.to_path_buf(),
             existing,
             tagged,
+            listings,
             added: Mutex::new(Vec::new()),
             index_found,
             marker_found,
@@ -162,7 +167,8 @@ impl Sink for DirSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
         for (_, desc, _, is_referrer) in plan.entries {
             if *is_referrer {
-                self.record(Entry { repo: None, tag: None, desc: bare(desc) });
+                // A referrer's annotations are the engine's record of its subject and listing.
+                self.record(Entry { repo: None, tag: None, desc: Descriptor { annotations: desc.annotations.clone(), ..bare(desc) } });
             }
         }
         Ok(())
@@ -170,6 +176,10 @@ impl Sink for DirSink {
 
     fn known_tag(&self, repo: &Repo, tag: &str) -> Option<Descriptor> {
         self.tagged.get(&(repo.clone(), tag.to_string())).cloned()
+    }
+
+    fn known_referrers(&self, subject: &Digest) -> Option<ReferrerListing> {
+        self.listings.get(subject).cloned()
     }
 
     async fn stored_manifest(&self, desc: &Descriptor) -> Option<Bytes> {

@@ -1,8 +1,11 @@
 //! The `index.json` model: which entry is a tag of which repository, and its reproducible rendering (format.md).
 
-use crate::manifest::{Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX};
+use crate::digest::Digest;
+use crate::manifest::{
+    Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REFERRERS_INDEX, ANNOTATION_REF_NAME, ANNOTATION_SUBJECT, OCI_INDEX,
+};
 use crate::reference::{is_schema_tag, valid_tag, Reference};
-use crate::target::Repo;
+use crate::target::{ReferrerListing, Repo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -175,7 +178,25 @@ pub fn render(entries: &[Entry]) -> Vec<u8> {
     v
 }
 
-/// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed).
+/// The referrer listings an index records (see `ANNOTATION_REFERRERS_INDEX`), by subject: a subject's is
+/// known only when every referrer recorded for it names the same source index, which then listed exactly
+/// those (the engine records an index with all of its referrers or with none).
+pub fn referrer_listings(entries: &[Entry]) -> HashMap<Digest, ReferrerListing> {
+    let mut by_subject: HashMap<Digest, Option<ReferrerListing>> = HashMap::new();
+    for e in entries.iter().filter(|e| e.tag.is_none() && e.repo.is_none()) {
+        let Some(subject) = e.desc.annotation(ANNOTATION_SUBJECT).and_then(|s| s.parse::<Digest>().ok()) else { continue };
+        let index = e.desc.annotation(ANNOTATION_REFERRERS_INDEX).and_then(|s| s.parse::<Digest>().ok());
+        let slot = by_subject.entry(subject).or_insert_with(|| Some(ReferrerListing { referrers: Vec::new(), index: index.clone() }));
+        match slot {
+            Some(l) if index.is_some() && l.index == index => l.referrers.push(Descriptor { annotations: None, ..e.desc.clone() }),
+            _ => *slot = None,
+        }
+    }
+    by_subject.into_iter().filter_map(|(s, l)| Some((s, l?))).collect()
+}
+
+/// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the annotations
+/// the engine gives them).
 pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
     let entries: Vec<Entry> = plan
         .entries
@@ -183,6 +204,9 @@ pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
         .map(|(repo, desc, tag, is_ref)| {
             let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
             d.artifact_type = desc.artifact_type.clone();
+            if *is_ref {
+                d.annotations = desc.annotations.clone();
+            }
             Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
         })
         .collect();
@@ -195,7 +219,6 @@ pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
 
     fn d(s: &str) -> Descriptor {
         Descriptor::new(crate::manifest::OCI_MANIFEST, Digest::of(s.as_bytes()), 1)
@@ -243,6 +266,40 @@ mod tests {
         assert_eq!(parse(same.as_bytes()).unwrap().len(), 2);
         let differ = format!(r#"{{"manifests":[{},{}]}}"#, entry("a"), entry("b"));
         assert!(parse(differ.as_bytes()).unwrap_err().contains("twice"));
+    }
+
+    fn referrer(name: &str, subject: &str, index: Option<&str>) -> Entry {
+        let mut desc = d(name);
+        let mut ann = BTreeMap::from([(ANNOTATION_SUBJECT.to_string(), Digest::of(subject.as_bytes()).to_string())]);
+        if let Some(i) = index {
+            ann.insert(ANNOTATION_REFERRERS_INDEX.to_string(), Digest::of(i.as_bytes()).to_string());
+        }
+        desc.annotations = Some(ann);
+        Entry { repo: None, tag: None, desc }
+    }
+
+    #[test]
+    fn a_referrer_listing_is_known_only_when_every_referrer_of_the_subject_names_the_same_index() {
+        let entries = vec![
+            referrer("sig", "img", Some("idx")),
+            referrer("sbom", "img", Some("idx")),
+            referrer("sig2", "other", Some("idx-a")),
+            referrer("sbom2", "other", Some("idx-b")),
+            referrer("att", "third", Some("idx-c")),
+            referrer("old", "third", None),
+            Entry { repo: None, tag: None, desc: d("unannotated") },
+        ];
+        // Rendered and read back, as a second run finds them.
+        let listings = referrer_listings(&parse(&render(&entries)).unwrap());
+        assert_eq!(listings.len(), 1, "{listings:?}");
+        let img = &listings[&Digest::of(b"img")];
+        assert_eq!(img.index, Some(Digest::of(b"idx")));
+        let mut got: Vec<Digest> = img.referrers.iter().map(|r| r.digest.clone()).collect();
+        got.sort();
+        let mut want = vec![Digest::of(b"sig"), Digest::of(b"sbom")];
+        want.sort();
+        assert_eq!(got, want);
+        assert!(img.referrers.iter().all(|r| r.annotations.is_none()), "listed as a source would list them");
     }
 
     #[test]

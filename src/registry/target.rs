@@ -6,7 +6,7 @@ use super::transport::{build_client, TransportOptions};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
 use crate::reference::is_schema_tag;
-use crate::target::{ByteStream, Repo, Result, Sink, Source};
+use crate::target::{ByteStream, ReferrerListing, Repo, Result, Sink, Source};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -78,9 +78,9 @@ impl Registries {
         futures::future::join_all(clients.iter().map(|c| c.abandon_open_uploads())).await;
     }
 
-    /// The referrers a subject's `sha256-<hex>` index lists; None when `unless` was sent and the index is
-    /// still that one.
-    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest, unless: Option<&Digest>) -> Result<Option<Vec<Descriptor>>> {
+    /// The referrers a subject's `sha256-<hex>` index lists, with that index's digest; None when `unless` was
+    /// sent and the index is still that one.
+    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest, unless: Option<&Digest>) -> Result<Option<ReferrerListing>> {
         let c = self.client(&repo.registry);
         let tag = subject.schema_tag();
         let found = match unless {
@@ -89,10 +89,11 @@ impl Registries {
         };
         match found {
             Ok(None) => Ok(None),
-            Ok(Some((_, bytes))) => {
-                manifest::index_manifests(&bytes).map(Some).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))
+            Ok(Some((desc, bytes))) => {
+                let referrers = manifest::index_manifests(&bytes).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))?;
+                Ok(Some(ReferrerListing { referrers, index: Some(desc.digest) }))
             }
-            Err(e) if e.is_not_found() => Ok(Some(Vec::new())),
+            Err(e) if e.is_not_found() => Ok(Some(ReferrerListing::default())),
             Err(e) => Err(e.into()),
         }
     }
@@ -105,11 +106,20 @@ impl Registries {
         l.entry(repo.clone()).or_default().clone()
     }
 
-    /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag.
-    async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest) -> Result<Vec<Descriptor>> {
+    /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag, and
+    /// asking whether the index is still `known`'s when there is one.
+    async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
         match self.listing_has(repo, &subject.schema_tag()).await {
-            Some(false) => Ok(Vec::new()),
-            _ => Ok(self.tag_schema_referrers(repo, subject, None).await?.unwrap_or_default()),
+            Some(false) => Ok(ReferrerListing::default()),
+            _ => {
+                let known = known.filter(|k| k.index.is_some());
+                let unless = known.and_then(|k| k.index.as_ref());
+                match self.tag_schema_referrers(repo, subject, unless).await? {
+                    Some(found) => Ok(found),
+                    // Still the index a layout recorded: its referrers are the ones recorded with it.
+                    None => Ok(known.cloned().unwrap_or_default()),
+                }
+            }
         }
     }
 
@@ -184,28 +194,33 @@ impl Source for Registries {
     }
 
     async fn referrers(&self, repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
+        Ok(self.referrer_listing(repo, desc, None).await?.referrers)
+    }
+
+    async fn referrer_listing(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
         let c = self.client(&repo.registry);
-        let mut list = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
+        let mut listing = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
             match c.referrers_api(&repo.repository, &desc.digest).await? {
-                Some(list) => {
+                Some(referrers) => {
                     self.set_support(&repo.registry, true);
-                    list
+                    ReferrerListing { referrers, index: None }
                 }
                 None if self.mode == ReferrersMode::Api => {
                     bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry)
                 }
                 None => {
                     self.set_support(&repo.registry, false);
-                    self.listed_schema_referrers(repo, &desc.digest).await?
+                    self.listed_schema_referrers(repo, &desc.digest, known).await?
                 }
             }
         } else {
-            self.listed_schema_referrers(repo, &desc.digest).await?
+            self.listed_schema_referrers(repo, &desc.digest, known).await?
         };
+        let list = &mut listing.referrers;
         list.retain(|d| d.is_manifest() || d.media_type.is_empty());
         list.sort_by(|a, b| a.digest.cmp(&b.digest));
         list.dedup_by(|a, b| a.digest == b.digest);
-        Ok(list)
+        Ok(listing)
     }
 }
 
@@ -231,7 +246,7 @@ impl Sink for Registries {
             // again), the registry confirms it with a 304 instead of sending it.
             let written = schema_index(ours.to_vec()).1;
             let listed = self.tag_schema_referrers(repo, &subject.digest, Some(&written.digest)).await?;
-            return Ok(listed.as_deref().unwrap_or(ours).iter().map(|d| d.digest.clone()).collect());
+            return Ok(listed.as_ref().map_or(ours, |l| &l.referrers).iter().map(|d| d.digest.clone()).collect());
         }
         Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
     }
@@ -317,7 +332,7 @@ impl Sink for Registries {
         for ((repo, subject), new) in pending {
             // Merge with what the registry already lists, so earlier referrers are kept (the tag list,
             // taken before this run pushed anything, says whether there is anything to merge with).
-            let mut list = self.listed_schema_referrers(&repo, &subject).await?;
+            let mut list = self.listed_schema_referrers(&repo, &subject, None).await?.referrers;
             let before = list.len();
             for d in new {
                 if !list.iter().any(|x| x.digest == d.digest) {
