@@ -96,6 +96,8 @@ struct Node {
     desc: Descriptor,
     bytes: Bytes,
     parsed: Parsed,
+    /// Read from the destination, which therefore holds it.
+    stored: bool,
 }
 
 struct JobGraph {
@@ -130,7 +132,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         });
     }
 
-    // 2. Walk manifests level by level, every level's fetches concurrent.
+    // 2. Walk manifests, pipelined under the concurrency (see `walk`).
     let nodes: Arc<Mutex<HashMap<Digest, Arc<Node>>>> = Arc::new(Mutex::new(HashMap::new()));
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
         walk((&src, &dst), job, graph, &nodes, &prefetched, opts, conc).await?;
@@ -139,17 +141,17 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
 
     // 4. Plan.
     let mut contents: Vec<(Descriptor, bool)> = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<&Digest> = HashSet::new();
     let mut entries = Vec::new();
     for (job, g) in jobs.iter().zip(&graphs) {
         for b in g.blobs.values() {
-            if seen.insert(b.digest.clone()) {
+            if seen.insert(&b.digest) {
                 contents.push((b.clone(), false));
             }
         }
         for d in &g.manifests {
             if let Some(n) = nodes.get(d) {
-                if seen.insert(d.clone()) {
+                if seen.insert(d) {
                     contents.push((n.desc.clone(), true));
                 }
             }
@@ -349,7 +351,8 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             async move {
                 let node = node.ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
                 let is_ref = g.referrer_nodes.contains(&d);
-                let exists = !absent && dst.has_manifest(&job.dst, &node.desc).await?;
+                // A manifest this run read from the destination is there.
+                let exists = !absent && (node.stored || dst.has_manifest(&job.dst, &node.desc).await?);
                 // A registry may hold a referrer without listing it (tag schema): pushing it again records it.
                 // A layout lists referrers in its index, so a stored one is done.
                 if opts.dry_run || (exists && (!is_ref || !dst.prunes())) {
@@ -666,6 +669,10 @@ fn abbreviate(tags: &[String]) -> String {
     }
 }
 
+/// Walks the manifests under a job's roots (children and, with referrers, referrers), pipelined: a manifest
+/// starts as soon as the one naming it is done, never waiting for the rest of its level. Newest first, so
+/// what the destination already holds (a second backup into a directory) is read while requests for the
+/// rest are in flight instead of after them.
 async fn walk(
     (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
     job: &Job,
@@ -675,96 +682,101 @@ async fn walk(
     opts: &Options,
     conc: usize,
 ) -> Result<()> {
-    let mut frontier: Vec<(Descriptor, Option<Digest>)> = g.roots.iter().map(|(_, d)| (d.clone(), None)).collect();
-    while !frontier.is_empty() {
-        let mut level = Vec::new();
-        for (d, subject) in frontier.drain(..) {
-            if let Some(s) = &subject {
-                g.referrer_nodes.insert(d.digest.clone());
-                let list = g.referrers_of.entry(s.clone()).or_default();
-                if !list.contains(&d.digest) {
-                    list.push(d.digest.clone());
-                }
-            }
-            if g.manifests.insert(d.digest.clone()) {
-                level.push(d);
-            }
+    // A stack: the roots go in reverse so that they start in order.
+    let mut queue: Vec<Descriptor> = Vec::new();
+    for (_, d) in g.roots.iter().rev() {
+        if g.manifests.insert(d.digest.clone()) {
+            queue.push(d.clone());
         }
-        let fetched: Vec<(Arc<Node>, ReferrerListing)> = stream::iter(level.into_iter().map(|desc| {
-            let src = src.clone();
-            let dst = dst.clone();
-            let nodes = nodes.clone();
-            let prefetched = prefetched.clone();
-            async move {
-                let cached = nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
-                let node = match cached {
-                    Some(n) => n,
-                    None => {
-                        if desc.size > manifest::MAX_MANIFEST_SIZE {
-                            bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
-                        }
-                        let early = prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
-                        // A manifest the destination already holds (a directory backed up before) is not fetched again.
-                        let bytes = match early {
-                            Some(b) => b,
-                            None => match dst
-                                .stored_manifest(&desc)
-                                .await
-                                .filter(|b| crate::digest::verify_bytes(b, &desc.digest, desc.size).is_ok())
-                            {
-                                Some(b) => b,
-                                None => src.fetch_manifest(&job.src, &desc).await?,
-                            },
-                        };
-                        crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
-                        let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
-                        let mut desc = desc.clone();
-                        if !desc.is_manifest() {
-                            desc.media_type = parsed.media_type.clone();
-                        }
-                        let n = Arc::new(Node { desc, bytes, parsed });
-                        if let Ok(mut map) = nodes.lock() {
-                            map.insert(n.desc.digest.clone(), n.clone());
-                        }
-                        n
-                    }
-                };
-                let refs = if opts.referrers {
-                    // A layout being added to may have recorded this listing: the source is then asked to confirm it.
-                    let known = dst.known_referrers(&node.desc.digest);
-                    src.referrer_listing(&job.src, &node.desc, known.as_ref())
-                        .await
-                        .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
-                } else {
-                    ReferrerListing::default()
-                };
-                Ok((node, refs))
+    }
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        while running.len() < conc {
+            let Some(desc) = queue.pop() else { break };
+            running.push(visit((src, dst), job, desc, nodes, prefetched, opts));
+        }
+        let Some(done) = running.next().await else { break };
+        let (node, refs) = done?;
+        let mut found: Vec<Descriptor> = node.parsed.manifests.clone();
+        for b in &node.parsed.blobs {
+            if b.urls.as_ref().is_some_and(|u| !u.is_empty()) && b.media_type.contains("nondistributable") {
+                continue;
             }
-        }))
-        .buffer_unordered(conc)
-        .try_collect()
-        .await?;
-        for (node, refs) in fetched {
-            for c in &node.parsed.manifests {
-                frontier.push((c.clone(), None));
+            g.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+        }
+        if let Some(index) = refs.index {
+            g.listed_by.insert(node.desc.digest.clone(), index);
+        }
+        for r in refs.referrers {
+            if r.digest == node.desc.digest {
+                continue;
             }
-            for b in &node.parsed.blobs {
-                if b.urls.as_ref().is_some_and(|u| !u.is_empty()) && b.media_type.contains("nondistributable") {
-                    continue;
-                }
-                g.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+            g.referrer_nodes.insert(r.digest.clone());
+            let list = g.referrers_of.entry(node.desc.digest.clone()).or_default();
+            if !list.contains(&r.digest) {
+                list.push(r.digest.clone());
             }
-            if let Some(index) = refs.index {
-                g.listed_by.insert(node.desc.digest.clone(), index);
-            }
-            for r in refs.referrers {
-                if r.digest != node.desc.digest {
-                    frontier.push((r, Some(node.desc.digest.clone())));
-                }
+            found.push(r);
+        }
+        for d in found.into_iter().rev() {
+            if g.manifests.insert(d.digest.clone()) {
+                queue.push(d);
             }
         }
     }
     Ok(())
+}
+
+/// One manifest of a walk: its node (fetched, or read where the destination already holds it) and its referrers.
+async fn visit(
+    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
+    job: &Job,
+    desc: Descriptor,
+    nodes: &Mutex<HashMap<Digest, Arc<Node>>>,
+    prefetched: &Mutex<HashMap<Digest, Bytes>>,
+    opts: &Options,
+) -> Result<(Arc<Node>, ReferrerListing)> {
+    let cached = nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
+    let node = match cached {
+        Some(n) => n,
+        None => {
+            if desc.size > manifest::MAX_MANIFEST_SIZE {
+                bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
+            }
+            let early = prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
+            // A manifest the destination already holds (a directory backed up before) is not fetched again.
+            let (bytes, stored) = match early {
+                Some(b) => (b, false),
+                None => {
+                    match dst.stored_manifest(&desc).await.filter(|b| crate::digest::verify_bytes(b, &desc.digest, desc.size).is_ok()) {
+                        Some(b) => (b, true),
+                        None => (src.fetch_manifest(&job.src, &desc).await?, false),
+                    }
+                }
+            };
+            crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+            let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
+            let mut desc = desc.clone();
+            if !desc.is_manifest() {
+                desc.media_type = parsed.media_type.clone();
+            }
+            let n = Arc::new(Node { desc, bytes, parsed, stored });
+            if let Ok(mut map) = nodes.lock() {
+                map.insert(n.desc.digest.clone(), n.clone());
+            }
+            n
+        }
+    };
+    let refs = if opts.referrers {
+        // A layout being added to may have recorded this listing: the source is then asked to confirm it.
+        let known = dst.known_referrers(&node.desc.digest);
+        src.referrer_listing(&job.src, &node.desc, known.as_ref())
+            .await
+            .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
+    } else {
+        ReferrerListing::default()
+    };
+    Ok((node, refs))
 }
 
 /// Reads and checks each distinct blob once; returns every problem found, worded for the user.
@@ -1051,7 +1063,7 @@ mod tests {
             artifact_type: None,
             annotations: None,
         };
-        (desc.digest.clone(), Arc::new(Node { desc, bytes: Bytes::new(), parsed }))
+        (desc.digest.clone(), Arc::new(Node { desc, bytes: Bytes::new(), parsed, stored: false }))
     }
 
     fn graph(listings: &[(&Digest, &Digest, &[&Digest])]) -> JobGraph {

@@ -38,15 +38,25 @@ impl Progress {
 
     /// Prints a status line (stdout), keeping bars intact.
     pub fn status(&self, line: &str) {
-        if self.quiet_status {
+        self.status_lines(&[line])
+    }
+
+    /// Prints status lines in one write: a summary of thousands of tags is not thousands of writes.
+    pub fn status_lines<S: AsRef<str>>(&self, lines: &[S]) {
+        if self.quiet_status || lines.is_empty() {
             return;
         }
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(l.as_ref());
+            text.push('\n');
+        }
         let print = || {
-            if self.status_to_stderr {
-                let _ = writeln!(std::io::stderr(), "{line}");
+            let _ = if self.status_to_stderr {
+                std::io::stderr().lock().write_all(text.as_bytes())
             } else {
-                let _ = writeln!(std::io::stdout(), "{line}");
-            }
+                std::io::stdout().lock().write_all(text.as_bytes())
+            };
         };
         match &self.multi {
             Some(m) => m.suspend(print),

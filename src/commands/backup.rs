@@ -112,14 +112,17 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    for j in &report.jobs {
-        for r in &j.roots {
-            match &r.tag {
-                Some(t) => progress.status(&format!("Pulled tag {t} with {} referrer(s)", r.referrers)),
-                None => progress.status(&format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers)),
-            }
-        }
-    }
+    let pulled: Vec<String> = report
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            j.roots.iter().map(move |r| match &r.tag {
+                Some(t) => format!("Pulled tag {t} with {} referrer(s)", r.referrers),
+                None => format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers),
+            })
+        })
+        .collect();
+    progress.status_lines(&pulled);
     progress.status(&format!(
         "Successfully backed up {tags} tag(s) from {} repository(ies) to {:?} in {}. Total size: {} ({} copied, {} already present).",
         repos.len(),

@@ -72,11 +72,13 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         );
         return Ok(());
     }
-    for j in &report.jobs {
-        for r in &j.roots {
-            progress.status(&format!("Copied {} {} with {} referrer(s)", r.tag.as_deref().unwrap_or("digest"), r.digest, r.referrers));
-        }
-    }
+    let copied: Vec<String> = report
+        .jobs
+        .iter()
+        .flat_map(|j| &j.roots)
+        .map(|r| format!("Copied {} {} with {} referrer(s)", r.tag.as_deref().unwrap_or("digest"), r.digest, r.referrers))
+        .collect();
+    progress.status_lines(&copied);
     progress.status(&format!(
         "Copied {:?} to {:?} in {}: {} copied, {} already present.",
         args.from,

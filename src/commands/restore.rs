@@ -144,14 +144,17 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     let verb = if args.dry_run { "Would push" } else { "Pushed" };
-    for j in &report.jobs {
-        for r in &j.roots {
-            match &r.tag {
-                Some(t) => progress.status(&format!("{verb} tag {t} with {} referrer(s) to {}", r.referrers, j.destination)),
-                None => progress.status(&format!("{verb} {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers)),
-            }
-        }
-    }
+    let pushed: Vec<String> = report
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            j.roots.iter().map(move |r| match &r.tag {
+                Some(t) => format!("{verb} tag {t} with {} referrer(s) to {}", r.referrers, j.destination),
+                None => format!("{verb} {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers),
+            })
+        })
+        .collect();
+    progress.status_lines(&pushed);
     if args.dry_run {
         progress.status(&format!(
             "Dry run: the backup is complete and valid. Would push {} blob(s) ({}) and {} manifest(s) to {targets:?}; {} blob(s) and {} manifest(s) are already there. Nothing was pushed.",
