@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A layout directory being written.
 pub struct DirSink {
@@ -101,9 +101,12 @@ impl DirSink {
             if meta.len() > MAX_INDEX_SIZE {
                 bail!("{shown:?} holds an index.json too large to be a layout index");
             }
-            let mut raw = Vec::new();
-            let f = tokio::fs::File::open(&index_path).await.with_context(|| format!("cannot read {}", index_path.display()))?;
-            f.take(MAX_INDEX_SIZE).read_to_end(&mut raw).await.with_context(|| format!("cannot read {}", index_path.display()))?;
+            // Read whole into a buffer of its size: an async file read it in small steps, growing (and
+            // copying) the buffer each time, before a second backup could ask its first question.
+            let mut raw = Vec::with_capacity(meta.len() as usize + 1);
+            let f = std::fs::File::open(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_INDEX_SIZE), &mut raw)
+                .with_context(|| format!("cannot read {}", index_path.display()))?;
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
             index_found = raw;
         }
@@ -224,7 +227,7 @@ impl Sink for DirSink {
     }
 
     async fn finish(&self) -> Result<()> {
-        let added = self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
+        let added = std::mem::take(&mut *self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
         // A new tag replaces the old one of its repository (or a bare one); a new untagged entry replaces
         // the same digest's. Hashed: a second backup of thousands of tags compares every pair otherwise.
         let mut new_tags: HashMap<&str, Vec<Option<&Repo>>> = HashMap::new();
@@ -237,16 +240,11 @@ impl Sink for DirSink {
                 }
             }
         }
-        let mut all: Vec<Entry> = self
-            .existing
-            .iter()
-            .filter(|old| match &old.tag {
-                Some(t) => !new_tags.get(t.as_str()).is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
-                None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
-            })
-            .cloned()
-            .collect();
-        all.extend(added);
+        let kept = self.existing.iter().filter(|old| match &old.tag {
+            Some(t) => !new_tags.get(t.as_str()).is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
+            None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
+        });
+        let rendered = index::render(kept.chain(&added));
         if self.dirty.load(Ordering::SeqCst) {
             // What index.json is about to name must be on disk first, or a crash could leave a backup that
             // looks complete with blobs that never reached the disk.
@@ -261,7 +259,6 @@ impl Sink for DirSink {
         if !self.marker_found {
             write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT, true).await?;
         }
-        let rendered = index::render(&all);
         if rendered != self.index_found {
             write_atomic(&self.root.join("index.json"), &rendered, true).await?;
         }

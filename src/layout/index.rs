@@ -130,7 +130,8 @@ pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
 }
 
 /// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names, several get full references.
-pub fn render(entries: &[Entry]) -> Vec<u8> {
+pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let entries: Vec<&Entry> = entries.into_iter().collect();
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
     let single = repos.len() <= 1;
     let mut tagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
@@ -173,7 +174,11 @@ pub fn render(entries: &[Entry]) -> Vec<u8> {
         media_type: &'static str,
         manifests: Vec<Descriptor>,
     }
-    let mut v = serde_json::to_vec_pretty(&Out { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default();
+    // Sized up front: grown by doubling, a large index was copied over and over.
+    let mut v = Vec::with_capacity(manifests.len() * 320 + 128);
+    if serde_json::to_writer_pretty(&mut v, &Out { schema_version: 2, media_type: OCI_INDEX, manifests }).is_err() {
+        v.clear();
+    }
     v.push(b'\n');
     v
 }
