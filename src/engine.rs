@@ -498,7 +498,9 @@ async fn already_there(
     let mut new_repos: HashMap<&Repo, bool> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         if !new_repos.contains_key(&job.dst) {
-            new_repos.insert(&job.dst, dst.is_new(&job.dst).await);
+            // Referrers to record make the destination list its tags anyway (tag schema): let that list answer.
+            let whole = jobs.iter().zip(graphs).any(|(j, g)| j.dst == job.dst && !g.referrers_of.is_empty());
+            new_repos.insert(&job.dst, dst.is_new(&job.dst, whole).await);
         }
         if new_repos.get(&job.dst) == Some(&true) {
             known.new_repos.insert(i);

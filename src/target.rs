@@ -133,7 +133,9 @@ pub trait Sink: Send + Sync {
     }
     /// Whether the repository had no tags before this run wrote to it (a new repository, as when feeding a
     /// fresh registry): manifests are then written without first asking whether they are there.
-    async fn is_new(&self, _repo: &Repo) -> bool {
+    /// `whole`: the run will want the repository's whole tag list anyway (referrers it may record by the tag
+    /// schema), so the answer can come from that list instead of a question of its own.
+    async fn is_new(&self, _repo: &Repo, _whole: bool) -> bool {
         false
     }
     /// What the destination recorded about the referrers of `subject` from its source's referrers index (a

@@ -251,7 +251,11 @@ impl Sink for Registries {
         Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
     }
 
-    async fn is_new(&self, repo: &Repo) -> bool {
+    async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
+        if whole && self.mode != ReferrersMode::Api {
+            // The list is taken once either way; the tag asked about is one no repository has.
+            let _ = self.listing_has(repo, "").await;
+        }
         let cell = self.listing(repo);
         if let Some(all) = cell.get() {
             return all.as_ref().is_some_and(HashSet::is_empty);
