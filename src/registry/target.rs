@@ -252,8 +252,11 @@ impl Sink for Registries {
     }
 
     async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
-        if whole && self.mode != ReferrersMode::Api {
-            // The list is taken once either way; the tag asked about is one no repository has.
+        let schema =
+            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
+        if whole && schema {
+            // The list is taken once either way; the tag asked about is one no repository has. (Where the
+            // registry may have a referrers API, a repository of many tags is not listed whole for this.)
             let _ = self.listing_has(repo, "").await;
         }
         let cell = self.listing(repo);
