@@ -499,6 +499,9 @@ fn a_second_backup_confirms_unchanged_referrer_indexes_and_follows_a_changed_one
     let schema: Vec<(String, String, String)> =
         manifest_requests(&run.stderr).into_iter().filter(|(_, r, _)| r.starts_with("sha256-")).collect();
     assert_eq!(schema.len(), fx.tag_schema_tags.len(), "one request per index: {}", run.stderr);
+    // Whether the registry has the referrers API is asked once, however many subjects are listed at once.
+    let probes = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/")).count();
+    assert_eq!(probes, 1, "{}", run.stderr);
     for (method, reference, status) in &schema {
         let want = if *reference == tag_schema_tag(&v1.digest) { "200" } else { "304" };
         assert_eq!((method.as_str(), status.as_str()), ("GET", want), "{reference}: {}", run.stderr);

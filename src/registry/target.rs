@@ -35,6 +35,9 @@ pub struct Registries {
     clients: Mutex<HashMap<String, Arc<Client>>>,
     mode: ReferrersMode,
     api_support: Mutex<HashMap<String, bool>>,
+    /// Held while a registry is first asked whether it has the referrers API, so that concurrent first
+    /// questions wait for that answer instead of each probing (a registry without it answered every one 404).
+    probing: tokio::sync::Mutex<()>,
     pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
     read_only: bool,
     /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost no request.
@@ -52,6 +55,7 @@ impl Registries {
             clients: Mutex::new(HashMap::new()),
             mode,
             api_support: Mutex::new(HashMap::new()),
+            probing: tokio::sync::Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
             read_only,
             listed: Mutex::new(HashMap::new()),
@@ -199,22 +203,27 @@ impl Source for Registries {
 
     async fn referrer_listing(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
         let c = self.client(&repo.registry);
-        let mut listing = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
-            match c.referrers_api(&repo.repository, &desc.digest).await? {
-                Some(referrers) => {
-                    self.set_support(&repo.registry, true);
-                    ReferrerListing { referrers, index: None }
-                }
-                None if self.mode == ReferrersMode::Api => {
-                    bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry)
-                }
-                None => {
-                    self.set_support(&repo.registry, false);
-                    self.listed_schema_referrers(repo, &desc.digest, known).await?
-                }
-            }
+        let probe = if self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry).is_none() {
+            let guard = self.probing.lock().await;
+            // Another question may have found the answer while this one waited.
+            self.cached_support(&repo.registry).is_none().then_some(guard)
         } else {
-            self.listed_schema_referrers(repo, &desc.digest, known).await?
+            None
+        };
+        let api = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
+            let answer = c.referrers_api(&repo.repository, &desc.digest).await?;
+            if answer.is_none() && self.mode == ReferrersMode::Api {
+                bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry);
+            }
+            self.set_support(&repo.registry, answer.is_some());
+            answer
+        } else {
+            None
+        };
+        drop(probe);
+        let mut listing = match api {
+            Some(referrers) => ReferrerListing { referrers, index: None },
+            None => self.listed_schema_referrers(repo, &desc.digest, known).await?,
         };
         let list = &mut listing.referrers;
         list.retain(|d| d.is_manifest() || d.media_type.is_empty());
