@@ -407,6 +407,22 @@ fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
 }
 
 #[test]
+fn a_second_restore_without_the_schema_named_probes_once_and_confirms_every_index() {
+    let (_src, _c, fx, _dir, out) = backed_up("app.tar");
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &dst.host()]).ok();
+    let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
+    run.ok();
+    let probes = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/")).count();
+    assert_eq!(probes, 1, "Distribution 2.8 has no referrers API, found once: {}", run.stderr);
+    let indexes: Vec<(String, String, String)> =
+        manifest_requests(&run.stderr).into_iter().filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-")).collect();
+    assert_eq!(indexes.len(), fx.subjects().len(), "{}", run.stderr);
+    assert!(indexes.iter().all(|(_, _, st)| st == "304"), "every index is the one the first run wrote: {indexes:#?}");
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
+}
+
+#[test]
 fn a_restore_into_a_new_repository_writes_manifests_without_asking() {
     let (_src, _c, fx, _dir, out) = backed_up("app.tar");
     let dst = Registry::start();

@@ -248,16 +248,11 @@ impl Sink for Registries {
     }
 
     async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
-        let schema_only =
-            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
-        if schema_only && !ours.is_empty() && self.listing_has(repo, &subject.digest.schema_tag()).await != Some(false) {
-            // If the index is still the one this tool writes for exactly these referrers (a restore run
-            // again), the registry confirms it with a 304 instead of sending it.
-            let written = schema_index(ours.to_vec()).1;
-            let listed = self.tag_schema_referrers(repo, &subject.digest, Some(&written.digest)).await?;
-            return Ok(listed.as_ref().map_or(ours, |l| &l.referrers).iter().map(|d| d.digest.clone()).collect());
-        }
-        Ok(Source::referrers(self, repo, subject).await?.into_iter().map(|d| d.digest).collect())
+        // If the tag-schema index is still the one this tool writes for exactly these referrers (a restore
+        // run again), the registry confirms it with a 304 instead of sending it.
+        let known =
+            (!ours.is_empty()).then(|| ReferrerListing { referrers: ours.to_vec(), index: Some(schema_index(ours.to_vec()).1.digest) });
+        Ok(self.referrer_listing(repo, subject, known.as_ref()).await?.referrers.into_iter().map(|d| d.digest).collect())
     }
 
     async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
