@@ -24,8 +24,9 @@ pub struct DirSink {
     existing: Vec<Entry>,
     /// The tags of `existing`, for a second backup that confirms them with the source.
     tagged: HashMap<(Repo, String), Descriptor>,
-    /// The referrer listings `existing` records, by subject, for a second backup that confirms them with the source.
-    listings: HashMap<Digest, ReferrerListing>,
+    /// The referrer listings `existing` records, by subject, for a second backup that confirms them with the
+    /// source; worked out when first asked (during the walk, not before the first request; never without referrers).
+    listings: std::sync::OnceLock<HashMap<Digest, ReferrerListing>>,
     added: Mutex<Vec<Entry>>,
     /// The bytes of `index.json` as found, so that a run that changes nothing writes nothing.
     index_found: Vec<u8>,
@@ -114,12 +115,11 @@ impl DirSink {
         let marker_found = tokio::fs::symlink_metadata(&marker).await.is_ok_and(|m| m.is_file() && m.len() == OCI_LAYOUT.len() as u64)
             && tokio::fs::read(&marker).await.is_ok_and(|b| b == OCI_LAYOUT);
         let tagged = index::by_tag(&existing);
-        let listings = index::referrer_listings(&existing);
         Ok(DirSink {
             root: root.to_path_buf(),
             existing,
             tagged,
-            listings,
+            listings: std::sync::OnceLock::new(),
             added: Mutex::new(Vec::new()),
             index_found,
             marker_found,
@@ -182,7 +182,7 @@ impl Sink for DirSink {
     }
 
     fn known_referrers(&self, subject: &Digest) -> Option<ReferrerListing> {
-        self.listings.get(subject).cloned()
+        self.listings.get_or_init(|| index::referrer_listings(&self.existing)).get(subject).cloned()
     }
 
     async fn stored_manifest(&self, desc: &Descriptor) -> Option<Bytes> {
