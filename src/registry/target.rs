@@ -127,20 +127,24 @@ impl Registries {
         }
     }
 
-    /// Whether the repository's tag list (taken once, before this run pushed anything) has `tag`;
-    /// None when the list could not be read. A repository the registry does not know (404) has no tags.
-    async fn listing_has(&self, repo: &Repo, tag: &str) -> Option<bool> {
+    /// The repository's tag list, taken once (before this run pushed anything) and held in the returned
+    /// cell: None when it could not be read. A repository the registry does not know (404) has no tags.
+    async fn tag_list(&self, repo: &Repo) -> Listing {
         let cell = self.listing(repo);
-        let all = cell
-            .get_or_init(|| async {
-                match self.client(&repo.registry).list_tags(&repo.repository).await {
-                    Ok(tags) => Some(tags.into_iter().collect()),
-                    Err(e) if e.is_not_found() => Some(HashSet::new()),
-                    Err(_) => None,
-                }
-            })
-            .await;
-        all.as_ref().map(|set| set.contains(tag))
+        cell.get_or_init(|| async {
+            match self.client(&repo.registry).list_tags(&repo.repository).await {
+                Ok(tags) => Some(tags.into_iter().collect()),
+                Err(e) if e.is_not_found() => Some(HashSet::new()),
+                Err(_) => None,
+            }
+        })
+        .await;
+        cell
+    }
+
+    /// Whether the repository's tag list has `tag`; None when the list could not be read.
+    async fn listing_has(&self, repo: &Repo, tag: &str) -> Option<bool> {
+        self.tag_list(repo).await.get().and_then(|all| all.as_ref().map(|set| set.contains(tag)))
     }
 
     fn cached_support(&self, registry: &str) -> Option<bool> {
@@ -259,9 +263,9 @@ impl Sink for Registries {
         let schema =
             self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
         if whole && schema {
-            // The list is taken once either way; the tag asked about is one no repository has. (Where the
-            // registry may have a referrers API, a repository of many tags is not listed whole for this.)
-            let _ = self.listing_has(repo, "").await;
+            // The list is taken once either way. (Where the registry may have a referrers API, a repository of
+            // many tags is not listed whole for this.)
+            return self.tag_list(repo).await.get().is_some_and(|all| all.as_ref().is_some_and(HashSet::is_empty));
         }
         let cell = self.listing(repo);
         if let Some(all) = cell.get() {
