@@ -222,10 +222,9 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
         let restore = stage::Restore { src: &src, dst: &dst, jobs, placed: &placed, progress, conc };
         // A backup is checked before anything is written, and a stream must know up front which
         // blobs it will be asked for: so first ask the destination what it already has.
-        let present: Vec<bool> = stream::iter(tasks.iter().map(|(i, d)| {
+        let probes: Vec<(Repo, Descriptor)> = tasks.iter().map(|(i, d)| (jobs[*i].dst.clone(), d.clone())).collect();
+        let present: Vec<bool> = stream::iter(probes.into_iter().map(|(repo, d)| {
             let dst = dst.clone();
-            let repo = jobs[*i].dst.clone();
-            let d = d.clone();
             async move { dst.has_blob(&repo, &d).await }
         }))
         .buffered(conc)
@@ -273,14 +272,28 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     } else {
         passes.push(tasks.into_iter().map(|(i, d)| (i, d, false)).collect());
     }
+    let shared_jobs: Arc<[Job]> = jobs.into();
     for pass in passes {
         let done: Vec<BlobOutcome> = stream::iter(pass.into_iter().map(|(i, desc, known_missing)| {
-            let job = &jobs[i];
+            let jobs = shared_jobs.clone();
             let src = src.clone();
             let dst = dst.clone();
             let placed = placed.clone();
-            let progress = &*progress;
-            async move { copy_blob((src, dst), job, &desc, placed, progress, (opts.dry_run, known_missing)).await }
+            let progress = progress.clone();
+            async move {
+                let job = &jobs[i];
+                if !known_missing && dst.has_blob(&job.dst, &desc).await? {
+                    progress.add(desc.size);
+                    place(&placed, &desc, job);
+                    return Ok(BlobOutcome::Skipped(desc.size));
+                }
+                if opts.dry_run {
+                    return Ok(BlobOutcome::Copied(desc.size));
+                }
+                // A task of its own: concurrent transfers hash (and write) on all the runtime's threads.
+                let task = tokio::spawn(async move { copy_blob((src, dst), &jobs[i], &desc, placed, &progress).await });
+                tokio_util::task::AbortOnDropHandle::new(task).await.map_err(|e| anyhow!("internal: blob task failed: {e}"))?
+            }
         }))
         .buffer_unordered(conc)
         .try_collect()
@@ -403,20 +416,20 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             match &job.retag {
                 Some(tags) => {
                     for t in tags {
-                        tag_tasks.push((job, desc.clone(), bytes.clone(), Some(t.clone())));
+                        tag_tasks.push((job.dst.clone(), desc.clone(), bytes.clone(), Some(t.clone())));
                     }
                 }
-                None => tag_tasks.push((job, desc.clone(), bytes, tag.clone())),
+                None => tag_tasks.push((job.dst.clone(), desc.clone(), bytes, tag.clone())),
             }
         }
     }
     if !opts.dry_run {
-        stream::iter(tag_tasks.into_iter().map(|(job, desc, bytes, tag)| {
+        stream::iter(tag_tasks.into_iter().map(|(repo, desc, bytes, tag)| {
             let dst = dst.clone();
             async move {
-                dst.tag(&job.dst, &desc, bytes, tag.as_deref())
+                dst.tag(&repo, &desc, bytes, tag.as_deref())
                     .await
-                    .with_context(|| format!("cannot tag {} in {}", tag.as_deref().unwrap_or(desc.digest.as_str()), job.dst))
+                    .with_context(|| format!("cannot tag {} in {repo}", tag.as_deref().unwrap_or(desc.digest.as_str())))
             }
         }))
         .buffer_unordered(conc)
@@ -787,17 +800,20 @@ async fn blob_problems(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Des
     let mut work = Vec::new();
     for (i, b) in blobs {
         if seen.insert(b.digest.clone()) {
-            work.push((&jobs[*i], b.clone()));
+            work.push((jobs[*i].src.clone(), b.clone()));
         }
     }
-    stream::iter(work.into_iter().map(|(job, desc)| {
+    stream::iter(work.into_iter().map(|(repo, desc)| {
         let src = src.clone();
         async move {
-            check_blob(&*src, &job.src, &desc).await.err().map(|e| match e {
-                BlobProblem::Unreadable(e) => format!("{e:#}"),
-                BlobProblem::Bytes(e) => format!("blob {e}"),
-                BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
-            })
+            let task = tokio::spawn(async move {
+                check_blob(&*src, &repo, &desc).await.err().map(|e| match e {
+                    BlobProblem::Unreadable(e) => format!("{e:#}"),
+                    BlobProblem::Bytes(e) => format!("blob {e}"),
+                    BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
+                })
+            });
+            tokio_util::task::AbortOnDropHandle::new(task).await.unwrap_or_else(|e| Some(format!("internal: check task failed: {e}")))
         }
     }))
     .buffer_unordered(conc.max(2))
@@ -853,22 +869,15 @@ fn place(placed: &Placed, desc: &Descriptor, job: &Job) {
     }
 }
 
+/// Copies a blob the destination lacks: mounted from a repository it landed in earlier in the run
+/// where the registry allows, otherwise streamed and verified, with a few attempts.
 async fn copy_blob(
     (src, dst): (Arc<dyn Source>, Arc<dyn Sink>),
     job: &Job,
     desc: &Descriptor,
     placed: Placed,
     progress: &Progress,
-    (dry_run, known_missing): (bool, bool),
 ) -> Result<BlobOutcome> {
-    if !known_missing && dst.has_blob(&job.dst, desc).await? {
-        progress.add(desc.size);
-        place(&placed, desc, job);
-        return Ok(BlobOutcome::Skipped(desc.size));
-    }
-    if dry_run {
-        return Ok(BlobOutcome::Copied(desc.size));
-    }
     let mount_from = placed
         .lock()
         .ok()

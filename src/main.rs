@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         }
     };
     let code = rt.block_on(async {
-        let work = async {
+        let work = async move {
             match cli.command {
                 cli::Command::Backup(a) => commands::backup::run(a).await,
                 cli::Command::Restore(a) => commands::restore::run(a).await,
@@ -30,6 +30,15 @@ fn main() -> ExitCode {
                     Ok(())
                 }
                 cli::Command::Man(a) => write_man_pages(&a.dir),
+            }
+        };
+        // The command runs as a task on the runtime's workers, beside the connection tasks it talks to:
+        // driven from this thread instead, every answer of thousands of small requests crossed threads.
+        // Aborted when dropped (Ctrl-C), as the future itself was.
+        let work = async move {
+            match tokio_util::task::AbortOnDropHandle::new(tokio::spawn(work)).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("internal: the command's task failed: {e}")),
             }
         };
         tokio::select! {

@@ -3,7 +3,8 @@
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 
-/// Where status and progress go.
+/// Where status and progress go (a clone shows on the same bars).
+#[derive(Clone)]
 pub struct Progress {
     multi: Option<MultiProgress>,
     overall: Option<ProgressBar>,

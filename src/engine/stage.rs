@@ -113,7 +113,7 @@ async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: wa
     if !verdict(&mut checked, Checked::Intact).await {
         return Err(Abandoned.into());
     }
-    copy_blob((src.clone(), dst.clone()), job, &desc, placed.clone(), progress, (false, true)).await
+    copy_blob((src.clone(), dst.clone()), job, &desc, placed.clone(), progress).await
 }
 
 /// Makes a held blob visible and records where it landed.
@@ -229,7 +229,7 @@ pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(usize, Descr
     // (crate::interrupt), as far as the registry lets it.
     drop(results);
     if let Some(e) = failed {
-        stream::iter(held.iter().map(|(i, _, token)| dst.cancel_blob(&jobs[*i].dst, token)))
+        stream::iter(held.into_iter().map(|(i, _, token)| async move { dst.cancel_blob(&jobs[i].dst, &token).await }))
             .buffer_unordered(conc)
             .collect::<Vec<()>>()
             .await;
