@@ -3,10 +3,12 @@
 use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A validated `sha256:<64 lowercase hex>` digest (the only algorithm registries and layouts use in practice).
+/// Shared, not copied: a run over thousands of manifests clones each digest into several sets and maps.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(String);
+pub struct Digest(Arc<str>);
 
 /// Why a digest string was refused.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +22,7 @@ pub enum DigestError {
 impl Digest {
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(Sha256::digest(data))))
+        Digest(format!("sha256:{}", hex::encode(Sha256::digest(data))).into())
     }
 
     /// The algorithm part (`sha256`).
@@ -59,7 +61,7 @@ impl FromStr for Digest {
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(DigestError::Malformed(s.to_string()));
         }
-        Ok(Digest(s.to_string()))
+        Ok(Digest(s.into()))
     }
 }
 
@@ -83,8 +85,18 @@ impl serde::Serialize for Digest {
 
 impl<'de> serde::Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Parsed from the deserializer's own text: no intermediate String per digest of a large index.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a digest string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -105,7 +117,7 @@ impl Hasher {
 
     /// The digest of everything fed.
     pub fn finish(self) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(self.0.finalize())))
+        Digest(format!("sha256:{}", hex::encode(self.0.finalize())).into())
     }
 }
 
@@ -155,7 +167,7 @@ impl Verifier {
         if self.seen != self.size {
             return Err(VerifyError::Size { digest: self.expected, expected: self.size, got: self.seen });
         }
-        let got = Digest(format!("sha256:{}", hex::encode(self.hasher.finalize())));
+        let got = Digest(format!("sha256:{}", hex::encode(self.hasher.finalize())).into());
         if got != self.expected {
             return Err(VerifyError::Mismatch { expected: self.expected, got });
         }
@@ -194,6 +206,19 @@ mod tests {
         assert!(matches!("sha256:ABCD".parse::<Digest>(), Err(DigestError::Malformed(_))));
         assert!(matches!("nonsense".parse::<Digest>(), Err(DigestError::Malformed(_))));
         assert_eq!(d.schema_tag().len(), 71);
+    }
+
+    #[test]
+    fn deserializes_from_borrowed_and_escaped_text() {
+        let d = Digest::of(b"");
+        let plain: Digest = serde_json::from_str(&format!("\"{d}\"")).unwrap();
+        assert_eq!(plain, d);
+        // An escape makes serde_json hand over a transient copy instead of the input's own text.
+        let escaped: Digest = serde_json::from_str(&format!("\"sha256\\u003a{}\"", d.hex())).unwrap();
+        assert_eq!(escaped, d);
+        let err = serde_json::from_str::<Digest>("\"sha256:ABCD\"").unwrap_err().to_string();
+        assert!(err.contains("malformed digest"), "{err}");
+        assert!(serde_json::from_str::<Digest>("42").is_err(), "a number is not a digest");
     }
 
     #[test]

@@ -140,19 +140,19 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
     let nodes: HashMap<Digest, Arc<Node>> = nodes.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone();
 
     // 4. Plan.
-    let mut contents: Vec<(Descriptor, bool)> = Vec::new();
+    let mut contents: Vec<(&Descriptor, bool)> = Vec::new();
     let mut seen: HashSet<&Digest> = HashSet::new();
     let mut entries = Vec::new();
     for (job, g) in jobs.iter().zip(&graphs) {
         for b in g.blobs.values() {
             if seen.insert(&b.digest) {
-                contents.push((b.clone(), false));
+                contents.push((b, false));
             }
         }
         for d in &g.manifests {
             if let Some(n) = nodes.get(d) {
                 if seen.insert(d) {
-                    contents.push((n.desc.clone(), true));
+                    contents.push((&n.desc, true));
                 }
             }
         }

@@ -92,7 +92,7 @@ pub trait Source: Send + Sync {
 /// What the engine will write, handed to the sink before any transfer.
 pub struct Plan<'a> {
     /// Every distinct blob and manifest to write, with whether it is a manifest.
-    pub contents: &'a [(Descriptor, bool)],
+    pub contents: &'a [(&'a Descriptor, bool)],
     /// Tagged and untagged roots and referrers: (repository, descriptor, tag, is_referrer).
     pub entries: &'a [(Repo, Descriptor, Option<String>, bool)],
     /// The bytes of every manifest in `contents`.

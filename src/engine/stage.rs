@@ -106,7 +106,7 @@ async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: wa
             match commit(dst, job, &desc, token, placed).await {
                 Ok(done) => return Ok(done),
                 // Its bytes were checked: sent again the plain way below.
-                Err(e) => crate::registry::transport::debug_line(&format!("commit of {} failed, sending it again: {e:#}", desc.digest)),
+                Err(e) => crate::registry::transport::debug_line(format_args!("commit of {} failed, sending it again: {e:#}", desc.digest)),
             }
         }
     }
@@ -153,7 +153,11 @@ async fn stage(r: Restore<'_>, job: &Job, desc: &Descriptor) -> Result<Option<St
             }
             Err(e) => {
                 drop(bar);
-                crate::registry::transport::debug_line(&format!("held upload of {} failed (attempt {}): {e:#}", desc.digest, attempt + 1));
+                crate::registry::transport::debug_line(format_args!(
+                    "held upload of {} failed (attempt {}): {e:#}",
+                    desc.digest,
+                    attempt + 1
+                ));
                 if refused(&e) {
                     return Ok(None);
                 }

@@ -63,7 +63,7 @@ impl Sink for StreamTarSink {
             out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize]).await?;
         }
         // Manifests are in memory already: they go out now, in the tar file's order.
-        let manifests: BTreeMap<&Digest, &Descriptor> = plan.contents.iter().filter(|(_, m)| *m).map(|(d, _)| (&d.digest, d)).collect();
+        let manifests: BTreeMap<&Digest, &Descriptor> = plan.contents.iter().filter(|(_, m)| *m).map(|(d, _)| (&d.digest, *d)).collect();
         for (digest, desc) in manifests {
             let bytes = plan.manifests.get(digest).ok_or_else(|| anyhow!("internal: manifest {digest} has no bytes"))?;
             self.write_entry_head(&mut **out, &blob_path(digest), desc.size).await?;

@@ -369,7 +369,7 @@ impl Auth {
             if !POST_UNSUPPORTED.contains(&resp.status().as_u16()) {
                 return Err(self.refused(&realm, resp).await);
             }
-            transport::debug_line(&format!("token server answered the OAuth2 POST with {}; trying GET", resp.status().as_u16()));
+            transport::debug_line(format_args!("token server answered the OAuth2 POST with {}; trying GET", resp.status().as_u16()));
         }
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(s) = &service {
@@ -412,11 +412,11 @@ impl Auth {
             match res {
                 Ok(resp) => {
                     let status = resp.status();
-                    transport::debug_line(&format!("{method} {url} [token request, credentials redacted] -> {}", status.as_u16()));
+                    transport::debug_line(format_args!("{method} {url} [token request, credentials redacted] -> {}", status.as_u16()));
                     if transport::is_retryable_status(status) {
                         let after = transport::retry_after(resp.headers());
                         if let Some(wait) = retry.next_delay(attempt, started, after) {
-                            transport::debug_line(&format!("retrying in {wait:?}"));
+                            transport::debug_line(format_args!("retrying in {wait:?}"));
                             tokio::time::sleep(wait).await;
                             continue;
                         }
@@ -424,7 +424,7 @@ impl Auth {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    transport::debug_line(&format!("{method} {url} [token request] -> {}", describe_transport(&e)));
+                    transport::debug_line(format_args!("{method} {url} [token request] -> {}", describe_transport(&e)));
                     if transport::is_retryable_transport(&e) {
                         if let Some(wait) = retry.next_delay(attempt, started, None) {
                             tokio::time::sleep(wait).await;

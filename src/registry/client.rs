@@ -3,7 +3,7 @@
 use super::auth::{repo_scope, Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{describe_body, describe_transport, RegistryError};
 use super::transport::{
-    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, redact_url, retry_after, RetryPolicy, TransportOptions,
+    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, retry_after, Redacted, RetryPolicy, TransportOptions,
 };
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
@@ -106,7 +106,7 @@ impl Client {
         let started = std::time::Instant::now();
         let mut fetched_here = 0u32;
         let mut attempt = 0;
-        let shown = redact_url(url);
+        let shown = Redacted(url);
         // Small JSON answers (manifests, tag lists, referrers) are read here, so that a body
         // cut short is retried like any transient failure; blobs stream to the caller.
         let buffer = method == Method::GET && !url.contains("/blobs/");
@@ -134,10 +134,15 @@ impl Client {
             match res {
                 Err(e) => {
                     let why = describe_transport(&e);
-                    debug_line(&format!("{method} {shown}{auth_note} -> {why}"));
+                    debug_line(format_args!("{method} {shown}{auth_note} -> {why}"));
                     if is_retryable_transport(&e) {
                         if let Some(wait) = policy.next_delay(attempt, started, None) {
-                            debug_line(&format!("retrying in {} ms (attempt {}/{})", wait.as_millis(), attempt + 1, policy.max_attempts));
+                            debug_line(format_args!(
+                                "retrying in {} ms (attempt {}/{})",
+                                wait.as_millis(),
+                                attempt + 1,
+                                policy.max_attempts
+                            ));
                             tokio::time::sleep(wait).await;
                             continue;
                         }
@@ -147,7 +152,7 @@ impl Client {
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    debug_line(&format!("{method} {shown}{auth_note} -> {}", status.as_u16()));
+                    debug_line(format_args!("{method} {shown}{auth_note} -> {}", status.as_u16()));
                     // Answer a 401 when we sent nothing, or sent a cached token that may have
                     // gone stale; a token fetched for this very request failing is final.
                     if status == StatusCode::UNAUTHORIZED && (authz.is_none() || from_cache) && fetched_here < 2 {
@@ -162,7 +167,12 @@ impl Client {
                     }
                     if is_retryable_status(status) {
                         if let Some(wait) = policy.next_delay(attempt, started, retry_after(resp.headers())) {
-                            debug_line(&format!("retrying in {} ms (attempt {}/{})", wait.as_millis(), attempt + 1, policy.max_attempts));
+                            debug_line(format_args!(
+                                "retrying in {} ms (attempt {}/{})",
+                                wait.as_millis(),
+                                attempt + 1,
+                                policy.max_attempts
+                            ));
                             tokio::time::sleep(wait).await;
                             continue;
                         }

@@ -48,10 +48,20 @@ pub fn api_host(registry: &str) -> &str {
 /// Whether `--debug` asked for an HTTP trace (process-wide: the trace is one stream).
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets.
-pub fn debug_line(line: &str) {
+/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted only
+/// when tracing: thousands of requests a second must not each format a line nobody reads.
+pub fn debug_line(line: std::fmt::Arguments<'_>) {
     if DEBUG.load(Ordering::Relaxed) {
         eprintln!("[debug] {line}");
+    }
+}
+
+/// A URL shown redacted (see [`redact_url`]) when formatted, and only then.
+pub struct Redacted<'a>(pub &'a str);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(self.0))
     }
 }
 
@@ -352,5 +362,6 @@ mod tests {
         let r = redact_url("https://user:pw@auth.example/token?service=x&refresh_token=abc&scope=repository%3Aa%3Apull");
         assert!(!r.contains("pw") && !r.contains("abc"), "{r}");
         assert!(r.contains("service=x") && r.contains("scope="), "{r}");
+        assert_eq!(Redacted("https://user:pw@r.example/v2/").to_string(), redact_url("https://user:pw@r.example/v2/"));
     }
 }
