@@ -3,6 +3,9 @@
 use oras::{cli, commands};
 
 use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
