@@ -694,11 +694,38 @@ fn resolve_plain_http_and_headers_on_every_request() {
     for t in ts.requests() {
         assert!(t.headers.iter().any(|(n, v)| n == "x-oras-test" && v == "hello"), "token request without -H header: {t:?}");
     }
-    // --resolve to another port: a registry on a standard port, served from a test port.
+    // --resolve to another port: a registry on a standard port, served from a test port. The requests
+    // still name the registry as written (Host: alias.test, as curl --resolve does), and so do the upload
+    // URLs the registry hands out, which must be dialled at the test port too.
     let alias = format!("alias.test:80:127.0.0.1:{}", proxy.port());
+    let before = proxy.seen().len();
     let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test/pub/app"], None, &[]);
     r.ok();
     assert!(r.stdout_str().contains("v2"));
+    let r = run(
+        &[
+            "restore",
+            "--no-tty",
+            "--plain-http",
+            "--resolve",
+            &alias,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--input",
+            s(&layout),
+            "alias.test/team/aliased",
+        ],
+        Some(format!("{ALICE_PW}\n").as_bytes()),
+        &[],
+    );
+    r.ok();
+    assert_repo_matches(&g.client(), "team/aliased", &fx, false);
+    let seen = proxy.seen();
+    assert!(seen[before..].iter().any(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")), "uploads went through the alias");
+    for s in &seen[before..] {
+        assert_eq!(s.header("host"), Some("alias.test"), "{} {}", s.method, s.path);
+    }
     // ... and when the reference names a port of its own, that port is remapped too.
     let alias = format!("alias.test:5555:127.0.0.1:{}", proxy.port());
     let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test:5555/pub/app"], None, &[]);

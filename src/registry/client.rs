@@ -51,9 +51,14 @@ impl Client {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h.to_string(), p.parse::<u16>().ok()),
             _ => (authority.clone(), None),
         };
-        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
-        if let Some(p) = super::transport::remapped_port(&opts.resolve, &host, port) {
-            authority = format!("{host}:{p}");
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        // A URL without a port of its own is dialled at the port `--resolve` gives (transport::parse_resolve
+        // keeps it), so the Host header and the registry's absolute upload URLs keep the name as written.
+        // A URL that names a port is dialled there whatever the resolver says: it must name the new one.
+        if let Some(port) = port.filter(|p| *p != default_port) {
+            if let Some(p) = super::transport::remapped_port(&opts.resolve, &host, port) {
+                authority = format!("{host}:{p}");
+            }
         }
         Arc::new(Client {
             http,

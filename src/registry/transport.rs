@@ -276,15 +276,15 @@ fn parse_resolve(s: &str) -> Result<(String, SocketAddr), String> {
         (addr.to_string(), None)
     };
     let ipaddr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    // The HTTP stack dials this port for a URL that names none (and the URL's own port otherwise).
     let sock = (ipaddr, to_port.unwrap_or(port)).to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
-    // reqwest's resolve override ignores the port unless it is non-zero; keep it.
-    let _ = port;
     Ok((host.to_string(), sock))
 }
 
 /// The port to dial instead of `port` for `host`, when a `--resolve` entry maps that host and port to
-/// another port. The connection then goes to `host:<new port>` (so the Host header names that port):
-/// the HTTP stack dials the port written in the URL, whatever the resolver says.
+/// another port. Only needed for a registry named with a port of its own: the HTTP stack dials the port
+/// written in a URL whatever the resolver says, so the URL (and with it the Host header) must name the
+/// new port. A registry named without one keeps its URL and is dialled at the resolver's port.
 pub fn remapped_port(resolve: &[String], host: &str, port: u16) -> Option<u16> {
     resolve.iter().find_map(|r| {
         let (h, rest) = r.split_once(':')?;
