@@ -291,8 +291,9 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
                     return Ok(BlobOutcome::Copied(desc.size));
                 }
                 // A task of its own: concurrent transfers hash (and write) on all the runtime's threads.
-                let task = tokio::spawn(async move { copy_blob((src, dst), &jobs[i], &desc, placed, &progress).await });
-                tokio_util::task::AbortOnDropHandle::new(task).await.map_err(|e| anyhow!("internal: blob task failed: {e}"))?
+                on_own_task(async move { copy_blob((src, dst), &jobs[i], &desc, placed, &progress).await })
+                    .await
+                    .map_err(|e| anyhow!("internal: blob task failed: {e}"))?
             }
         }))
         .buffer_unordered(conc)
@@ -806,14 +807,16 @@ async fn blob_problems(src: &Arc<dyn Source>, jobs: &[Job], blobs: &[(usize, Des
     stream::iter(work.into_iter().map(|(repo, desc)| {
         let src = src.clone();
         async move {
-            let task = tokio::spawn(async move {
+            // A task of its own, like a transfer: the check hashes on all the runtime's threads.
+            on_own_task(async move {
                 check_blob(&*src, &repo, &desc).await.err().map(|e| match e {
                     BlobProblem::Unreadable(e) => format!("{e:#}"),
                     BlobProblem::Bytes(e) => format!("blob {e}"),
                     BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
                 })
-            });
-            tokio_util::task::AbortOnDropHandle::new(task).await.unwrap_or_else(|e| Some(format!("internal: check task failed: {e}")))
+            })
+            .await
+            .unwrap_or_else(|e| Some(format!("internal: check task failed: {e}")))
         }
     }))
     .buffer_unordered(conc.max(2))
@@ -867,6 +870,14 @@ fn place(placed: &Placed, desc: &Descriptor, job: &Job) {
     if let Ok(mut p) = placed.lock() {
         p.entry(desc.digest.clone()).or_insert_with(|| job.dst.clone());
     }
+}
+
+/// Runs `f` as a task of its own, on whichever worker thread is free; dropping the returned future aborts
+/// it, so the caller's concurrency limit and cancellation hold as if `f` were awaited in place.
+async fn on_own_task<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(f)).await
 }
 
 /// Copies a blob the destination lacks: mounted from a repository it landed in earlier in the run
