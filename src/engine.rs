@@ -760,7 +760,8 @@ async fn visit(
                 bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
             }
             let early = prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
-            // A manifest the destination already holds (a directory backed up before) is not fetched again.
+            // A manifest the destination already holds (a directory backed up before) is not fetched again; a
+            // stored copy that fails its digest is fetched instead, and one that passes is not hashed twice.
             let (bytes, stored) = match early {
                 Some(b) => (b, false),
                 None => {
@@ -770,7 +771,9 @@ async fn visit(
                     }
                 }
             };
-            crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+            if !stored {
+                crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+            }
             let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
             let mut desc = desc.clone();
             if !desc.is_manifest() {
