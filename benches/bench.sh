@@ -6,7 +6,8 @@
 #   BENCH_QUICK=1 benches/bench.sh      # small sizes, to check the script (about 2 minutes)
 #
 # Scenarios (each timed in one run, tools ALTERNATING, start tool rotated each run, median of
-# BENCH_RUNS runs; peak RSS from /usr/bin/time -v):
+# BENCH_RUNS runs; peak RSS and CPU time from /usr/bin/time -v, the registries' CPU time from
+# /proc/PID/stat):
 #   a  one image of 4 layers of random data totalling 400 MiB (quick: 40 MiB):
 #      backup to .tar and to a directory vs `skopeo copy --all --preserve-digests` to
 #      oci-archive: / oci:, restore of the tar into an empty registry vs skopeo from the same
@@ -243,25 +244,46 @@ slug() {
     printf '%s' "$1" | tr -c 'A-Za-z0-9._-' '_'
 }
 
-# measure KEY CMD...: one timed run of CMD (wall clock) under /usr/bin/time -v (peak RSS);
-# appends to $RAW. The output of the last run of KEY stays in $LOGS/<slug>.{out,err}.
+# registry_ticks: CPU time (user + system, clock ticks) the running registries have used so far.
+registry_ticks() {
+    local pid stats=()
+    for pid in "${REG_PIDS[@]}"; do
+        [ ! -r "/proc/$pid/stat" ] || stats+=("/proc/$pid/stat")
+    done
+    [ "${#stats[@]}" -gt 0 ] || {
+        echo 0
+        return
+    }
+    # Fields 14 and 15 (utime, stime) count from after the ")" that ends the command name.
+    cat "${stats[@]}" 2>/dev/null | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
+}
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# measure KEY CMD...: one timed run of CMD (wall clock) under /usr/bin/time -v (peak RSS, CPU
+# time of CMD) with the CPU time the registries spent meanwhile; appends to $RAW. The output of
+# the last run of KEY stays in $LOGS/<slug>.{out,err}.
 measure() {
-    local key=$1 s t0 t1 rc=0 rss secs status=ok
+    local key=$1 s t0 t1 rc=0 rss secs status=ok cpu r0 r1 regcpu
     shift
     s=$(slug "$key")
     sync
+    r0=$(registry_ticks)
     t0=$EPOCHREALTIME
     /usr/bin/time -v -o "$LOGS/$s.time" "$@" >"$LOGS/$s.out" 2>"$LOGS/$s.err" || rc=$?
     t1=$EPOCHREALTIME
+    r1=$(registry_ticks)
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$LOGS/$s.time")
+    cpu=$(awk -F': *' '/User time \(seconds\)|System time \(seconds\)/ { t += $2 } END { printf "%.3f", t }' "$LOGS/$s.time")
+    # A registry started or stopped during the run (none is, by design) would make this negative.
+    regcpu=$(awk -v a="$r0" -v b="$r1" -v hz="$CLK_TCK" 'BEGIN { d = b - a; printf "%.2f", (d < 0 ? 0 : d) / hz }')
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     if [ "$rc" != 0 ]; then
         status=FAIL
         printf '  FAILED (exit %s): %s\n' "$rc" "$*" >&2
         tail -n 5 "$LOGS/$s.err" | sed 's/^/    /' >&2
     fi
-    printf '%s\t%s\t%s\t%s\n' "$key" "$secs" "${rss:-0}" "$status" >>"$RAW"
-    printf '  %-72s %8.2fs %6d MiB %s\n' "$key" "$secs" "$((${rss:-0} / 1024))" "$status" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$secs" "${rss:-0}" "$status" "$cpu" "$regcpu" >>"$RAW"
+    printf '  %-72s %8.2fs %6d MiB  cpu %6.2fs  registry %6.2fs %s\n' "$key" "$secs" "$((${rss:-0} / 1024))" "$cpu" "$regcpu" "$status" >&2
 }
 
 # metric KEY NAME VALUE

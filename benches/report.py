@@ -8,7 +8,8 @@
 
   report.py table RAW METRICS COMPARE
       Markdown tables from the measurements:
-        RAW      key \t seconds \t peak_rss_kib \t status      (one line per timed run)
+        RAW      key \t seconds \t peak_rss_kib \t status \t cpu_s \t registry_cpu_s
+                 (one line per timed run; the two CPU times: of the tool, of the registries meanwhile)
         METRICS  key \t name \t value                         (tags, requests, breakdown, summary)
         COMPARE  key \t skopeo_key \t floor_key \t first_key  ("-" where none)
       A key is "scenario|operation|tool".
@@ -95,12 +96,15 @@ def fmt_ratio(a, b):
 def table(raw_path, metrics_path, compare_path):
     runs = OrderedDict()
     rss = {}
+    cpus = {}
     fails = Counter()
-    for key, secs, kib, status in read_tsv(raw_path, 4):
+    for key, secs, kib, status, cpu, regcpu in read_tsv(raw_path, 6):
         runs.setdefault(key, [])
         if status == "ok":
             runs[key].append(float(secs))
             rss[key] = max(rss.get(key, 0), int(kib or 0))
+            if cpu != "-" and regcpu != "-":
+                cpus.setdefault(key, []).append((float(cpu), float(regcpu)))
         else:
             fails[key] += 1
     metrics = {}
@@ -124,9 +128,9 @@ def table(raw_path, metrics_path, compare_path):
         out.append("")
         out.append(
             "| operation | tool | median s (runs) | vs skopeo | vs curl floor | % of first run | peak RSS MiB "
-            "| tags | ms/tag | HTTP req/tag | notes |"
+            "| CPU s: tool + registry | tags | ms/tag | HTTP req/tag | notes |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for op, tool, key in rows:
             m = median(key)
             n_ok = len(runs[key])
@@ -154,8 +158,13 @@ def table(raw_path, metrics_path, compare_path):
             if metrics.get((key, "note")):
                 notes.append(metrics[(key, "note")])
             rss_mib = f"{rss[key] / 1024:.0f}" if key in rss else "–"
+            cpu = ""
+            if cpus.get(key):
+                tool_cpu = statistics.median(c for c, _ in cpus[key])
+                reg_cpu = statistics.median(r for _, r in cpus[key])
+                cpu = f"{tool_cpu:.2f} + {reg_cpu:.2f}"
             out.append(
-                f"| {op} | {tool} | {fmt_s(m)} ({n_ok}) | {vs_sk} | {vs_fl} | {pct} | {rss_mib} "
+                f"| {op} | {tool} | {fmt_s(m)} ({n_ok}) | {vs_sk} | {vs_fl} | {pct} | {rss_mib} | {cpu} "
                 f"| {tags if tags and tags != '-' else ''} | {per_tag} | {req_tag} | {' '.join(notes)} |"
             )
         out.append("")
