@@ -39,6 +39,8 @@
 #   BENCH_C_RESTORE_RUNS   runs of the scenario c restores (default 1; quick mode: BENCH_RUNS)
 #   BENCH_REG_DIR=path     registry storage (default: a directory on /dev/shm when it has room,
 #                          so that the registries' fsyncs do not add disk noise; else the temp dir)
+#   BENCH_SMALL_DIR=path   work files of scenarios b and c (thousands of small files; default: a
+#                          directory on /dev/shm when it has room, else the temp dir, as for a)
 #   BENCH_NO_BUILD=1       do not run cargo build --release; ORAS_BIN=path  use that binary
 #   BENCH_KEEP=1           keep the temporary directory (logs, debug traces)
 #
@@ -126,6 +128,7 @@ COMPARE=$TMP/compare.tsv
 export TMPDIR=$TMP/sktmp
 REG_PIDS=()
 REGROOT=
+SMALLROOT=
 
 cleanup() {
     local status=$? pid
@@ -134,11 +137,14 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        printf 'Kept %s %s\n' "$TMP" "$REGROOT" >&2
+        printf 'Kept %s %s %s\n' "$TMP" "$REGROOT" "$SMALLROOT" >&2
     else
         rm -rf "$TMP"
         case $REGROOT in
         */oras-bench-reg.*) rm -rf "$REGROOT" ;;
+        esac
+        case $SMALLROOT in
+        */oras-bench-small.*) rm -rf "$SMALLROOT" ;;
         esac
     fi
     exit "$status"
@@ -164,6 +170,26 @@ else
         REG_STORAGE="disk ($TMP)"
     fi
 fi
+
+# Scenarios b and c write thousands of small files (one per manifest and blob), which on some disks
+# measures the filesystem more than the tools: on the machine of the README's figures (ext4 without
+# a journal) creating 7,000 files took from 0.2 s to 4 s of kernel time, depending on how many had
+# been deleted shortly before, and first runs (and every ratio to them) swung with it. Their files go
+# to tmpfs when it has room; scenario a (a few large files, written durably) stays on the disk.
+if [ -n "${BENCH_SMALL_DIR:-}" ]; then
+    mkdir -p "$BENCH_SMALL_DIR"
+    SMALLROOT=$(mktemp -d "$BENCH_SMALL_DIR/oras-bench-small.XXXXXX")
+    SMALL_STORAGE="$BENCH_SMALL_DIR (BENCH_SMALL_DIR)"
+else
+    shm_kib=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+    if [ -d /dev/shm ] && [ -w /dev/shm ] && [ "${shm_kib:-0}" -gt $(((A_BYTES + BIG_BYTES) * 4 / 1024 + 2 * 1024 * 1024)) ]; then
+        SMALLROOT=$(mktemp -d /dev/shm/oras-bench-small.XXXXXX)
+        SMALL_STORAGE="tmpfs (/dev/shm)"
+    else
+        SMALL_STORAGE="disk ($TMP)"
+    fi
+fi
+SW=${SMALLROOT:-$W}
 
 # ---------------------------------------------------------------------------------------
 # Registries
@@ -506,7 +532,7 @@ scenario_a() {
 # Scenario b: many small tags, each with 2 referrers (tag schema).
 scenario_b() {
     local sc=b n=$B_TAGS repo=bench/refs list r tool k yaml
-    local dir=$W/b-dir dir2=$W/b-dir-tags tar=$W/b.tar skdir=$W/b-skopeo flall=$W/b-floor-all fltag=$W/b-floor-tags
+    local dir=$SW/b-dir dir2=$SW/b-dir-tags tar=$SW/b.tar skdir=$SW/b-skopeo flall=$SW/b-floor-all fltag=$SW/b-floor-tags
     local kd="b|backup to directory" kt="b|backup to .tar" kr="b|restore from .tar"
     local o_ref="oras --include-referrers" o_tag="oras (tags only)" sk="skopeo sync (tags only)"
     local f_all="curl floor (all content)" f_tag="curl floor (tags only)"
@@ -562,10 +588,10 @@ YAML
     metric "$kd|$o_ref" summary "$(summary_of "$kd|$o_ref")"
     metric "$kd|$o_tag" summary "$(summary_of "$kd|$o_tag")"
     rm -rf "$flall" "$fltag" "$dir2"
-    count_requests "$kd|$o_ref" "$ORAS" backup --concurrency "$CONC" --include-referrers -o "$W/b-debug" "$SRC/$repo"
-    rm -rf "$W/b-debug"
-    count_requests "$kd|$o_tag" "$ORAS" backup --concurrency "$CONC" -o "$W/b-debug" "$SRC/$repo"
-    rm -rf "$W/b-debug"
+    count_requests "$kd|$o_ref" "$ORAS" backup --concurrency "$CONC" --include-referrers -o "$SW/b-debug" "$SRC/$repo"
+    rm -rf "$SW/b-debug"
+    count_requests "$kd|$o_tag" "$ORAS" backup --concurrency "$CONC" -o "$SW/b-debug" "$SRC/$repo"
+    rm -rf "$SW/b-debug"
 
     for ((r = 1; r <= RUNS; r++)); do
         rm -f "$tar"
@@ -634,7 +660,7 @@ YAML
 # ---------------------------------------------------------------------------------------
 # Scenario c: many tiny tags; listing and resolution, at growing sizes.
 scenario_c() {
-    local repo=bench/many list=$TMP/list-c have=0 n r tool sk_here kt kr kf ks fl=$W/c-floor tar=$W/c.tar first=1 yaml skdir=$W/c-skopeo
+    local repo=bench/many list=$TMP/list-c have=0 n r tool sk_here kt kr kf ks fl=$SW/c-floor tar=$SW/c.tar first=1 yaml skdir=$SW/c-skopeo
     log "scenario c: tiny tags at sizes $C_SIZES"
     metric c title "a repository of tiny tags (one shared config and layer; distinct manifests), grown in place (concurrency $CONC)"
     rm -f "$list"
@@ -691,9 +717,9 @@ YAML
             measure "$kr|oras" "$ORAS" restore --concurrency "$CONC" --input "$tar" "$FRESH_HOST/$repo"
             stop_registry "$FRESH_NAME" "$FRESH_PID"
         done
-        rm -f "$W/c-debug.tar"
-        count_requests "$kt|oras" "$ORAS" backup --concurrency "$CONC" -o "$W/c-debug.tar" "$SRC/$repo"
-        rm -f "$W/c-debug.tar"
+        rm -f "$SW/c-debug.tar"
+        count_requests "$kt|oras" "$ORAS" backup --concurrency "$CONC" -o "$SW/c-debug.tar" "$SRC/$repo"
+        rm -f "$SW/c-debug.tar"
         if [ "$first" = 1 ]; then
             # Restore requests per tag are counted at the first size only (a restore is slow).
             fresh_registry
@@ -745,7 +771,7 @@ ELAPSED=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
 Run $START_DATE by \`benches/bench.sh\`: $RUNS run(s) per measurement ($A_RUNS in scenario a), tools alternating (the
 starting tool rotates each run), median shown; oras \`--concurrency $CONC\`, curl floor $CONC in
 parallel; \`skopeo sync\` $SK_RUNS run(s); scenario c restores $C_RESTORE_RUNS run(s); registry
-storage on $REG_STORAGE; wall time of the whole benchmark ${ELAPSED}s. Ratios are time / time of the compared
+storage on $REG_STORAGE; work files on disk ($TMP) in scenario a, on $SMALL_STORAGE in b and c; wall time of the whole benchmark ${ELAPSED}s. Ratios are time / time of the compared
 tool (below 1 = oras faster). Peak RSS: the largest "Maximum resident set size" of
 \`/usr/bin/time -v\` over the runs (for the curl floors: of the largest single curl process).
 HTTP req/tag: \`[debug]\` lines (one per request) of one extra \`oras --debug\` run, divided
