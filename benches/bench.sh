@@ -44,8 +44,8 @@
 #   BENCH_NO_BUILD=1       do not run cargo build --release; ORAS_BIN=path  use that binary
 #   BENCH_KEEP=1           keep the temporary directory (logs, debug traces)
 #
-# Output: the tables on stdout, also written to benches/results.md (BENCH_RESULTS), then the
-# machine.
+# Output: the tables on stdout, then the verdict on each target of the issue, then the machine;
+# also written to benches/results.md (BENCH_RESULTS).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -778,7 +778,7 @@ HTTP req/tag: \`[debug]\` lines (one per request) of one extra \`oras --debug\` 
 by the number of tags (total in brackets).
 
 EOF
-    python3 "$here/report.py" table "$RAW" "$METRICS" "$COMPARE"
+    BENCH_MODE=$MODE python3 "$here/report.py" table "$RAW" "$METRICS" "$COMPARE"
     printf '\n## Machine\n\n'
     machine
 } >"$TMP/results.md"

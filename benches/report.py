@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers of benches/bench.sh: count HTTP requests in an `oras --debug` log, render the table.
+"""Helpers of benches/bench.sh: count HTTP requests in an `oras --debug` log, render the tables and
+the verdicts on the targets.
 
   report.py count LOG
       Prints "<total>\t<breakdown>" for the `[debug] METHOD URL -> STATUS` lines of LOG
@@ -12,9 +13,11 @@
                  (one line per timed run; the two CPU times: of the tool, of the registries meanwhile)
         METRICS  key \t name \t value                         (tags, requests, breakdown, summary)
         COMPARE  key \t skopeo_key \t floor_key \t first_key  ("-" where none)
-      A key is "scenario|operation|tool".
+      A key is "scenario|operation|tool". After the tables, the targets of issue 5 that the rows
+      measure, each with the figure and whether it is met.
 """
 
+import os
 import re
 import statistics
 import sys
@@ -178,7 +181,78 @@ def table(raw_path, metrics_path, compare_path):
                 per = f", {tags} tags" if tags and tags != "-" else ""
                 out.append(f"- {op}, {tool} ({metrics.get((k, 'requests'), '?')} requests{per}): {v}")
             out.append("")
+    out.extend(targets(median, rss, metrics, compare))
     print("\n".join(out))
+
+
+def targets(median, rss, metrics, compare):
+    """The issue's targets, judged from the medians: a table of what was measured and whether it is met."""
+    rows = []
+
+    def faster(label, key, other, at_least):
+        a, b = median(key), median(other)
+        if a and b:
+            rows.append((label, f"{b / a:.2f}x", b / a >= at_least))
+
+    def within(label, key, floor, at_most):
+        a, b = median(key), median(floor)
+        if a and b:
+            rows.append((label, f"{a / b:.2f}x the floor", a / b <= at_most))
+
+    faster("backup of (a) to .tar at least 3x faster than skopeo", "a|backup to .tar|oras",
+           "a|backup to .tar|skopeo copy oci-archive:", 3)
+    faster("backup of (a) to a directory at least 1.5x faster than skopeo", "a|backup to directory|oras",
+           "a|backup to directory|skopeo copy oci:", 1.5)
+    for where in ("to .tar", "to directory"):
+        within(f"backup of (a) {where} within 2x of the curl floor", f"a|backup {where}|oras",
+               "a|fetch the blobs|curl floor", 2)
+    faster("restore of (a) at least 2x faster than skopeo", "a|restore from .tar|oras",
+           "a|restore from .tar|skopeo copy oci-archive:", 2)
+    for scen in ("a", "a-big"):
+        peaks = [v for k, v in rss.items() if k.startswith(scen + "|") and k.split("|")[2].startswith("oras")]
+        if peaks:
+            rows.append((f"peak RSS of oras in ({scen}) under 64 MiB", f"{max(peaks) / 1024:.0f} MiB",
+                         max(peaks) < 64 * 1024))
+    small = [v for k, v in rss.items() if k.startswith("a|") and k.split("|")[2].startswith("oras")]
+    big = [v for k, v in rss.items() if k.startswith("a-big|") and k.split("|")[2].startswith("oras")]
+    if small and big:
+        # A few MiB either way are the allocator's, not buffering that grows with the blobs.
+        rows.append(("peak RSS not growing with blob size (a-big against a)",
+                     f"{max(big) / 1024:.0f} / {max(small) / 1024:.0f} MiB", max(big) <= max(small) * 1.25 + 4096))
+    for key, (_, _, first) in compare.items():
+        scen, op, tool = key.split("|", 2)
+        if not op.startswith("second") or not tool.startswith("oras") or first == "-":
+            continue
+        m, f = median(key), median(first)
+        if m is None or not f:
+            continue
+        summary = metrics.get((key, "summary"), "")
+        no_bytes = "(0 B copied" in summary or "(0 B uploaded" in summary
+        rows.append((f"({scen}) {op}: under 10% of the first run, no blob bytes",
+                     f"{100 * m / f:.1f}%, {'no blob bytes' if no_bytes else 'blob bytes moved'}",
+                     m / f < 0.10 and no_bytes))
+    per_tag = []
+    for key in list(compare):
+        scen, op, tool = key.split("|", 2)
+        tags = metrics.get((key, "tags"))
+        if scen == "c" and op.startswith("backup to .tar") and tool == "oras" and tags and median(key):
+            per_tag.append((int(tags), 1000 * median(key) / int(tags)))
+    if len(per_tag) > 1:
+        per_tag.sort()
+        shown = " / ".join(f"{t:.2f}" for _, t in per_tag)
+        # Linear or better: the time per tag at the largest size is not above the smallest's (with noise).
+        growth = per_tag[-1][1] / per_tag[0][1]
+        rows.append((f"(c) time grows no faster than the tag count ({' / '.join(str(n) for n, _ in per_tag)} tags)",
+                     f"{shown} ms per tag", growth <= 1.3))
+    if not rows:
+        return []
+    out = ["### Targets (issue 5), judged from the medians above", ""]
+    if os.environ.get("BENCH_MODE") == "quick":
+        out += ["Quick mode: the sizes are far below the issue's, so these verdicts only exercise the script.", ""]
+    out += ["| target | measured | met |", "|---|---|---|"]
+    out += [f"| {label} | {value} | {'yes' if ok else '**no**'} |" for label, value, ok in rows]
+    out.append("")
+    return out
 
 
 def main():
