@@ -280,6 +280,55 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     assert!(!d.manifest_exists("team/app", fx.tag("v1")));
 }
 
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where this process may not mount (it takes root).
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempdir();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(dir.path())])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_backup_that_cannot_fit_is_refused_before_its_blobs_are_downloaded() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("skipped: mounting a small tmpfs takes root");
+        return;
+    };
+    let src = Registry::start();
+    let (_, big) = push_big(&Client::new(&src.host()), "team/app");
+    let proxy = FaultProxy::start(&src.host());
+    let name = format!("{}/team/app", proxy.host());
+    for out in [disk.dir.path().join("app.tar"), disk.dir.path().join("app-dir")] {
+        let run = backup(&["--include-referrers", "-o", s(&out), &name]);
+        assert_clean_failure(&run, &["not enough free space", s(&out), "MiB", "--output"]);
+        let fetched: Vec<String> =
+            proxy.seen().into_iter().filter(|r| r.method == "GET" && r.path.contains(&big)).map(|r| r.path).collect();
+        assert!(fetched.is_empty(), "the 16 MiB layer was downloaded before the refusal: {fetched:?}");
+        assert!(!out.exists(), "{} was left behind", out.display());
+        assert!(partial_files(disk.dir.path()).is_empty(), "temporary files were left behind");
+    }
+    // What fits is written as usual.
+    let out = disk.dir.path().join("small.tar");
+    backup(&["-o", s(&out), &format!("{name}:v2")]).ok();
+    assert!(out.is_file());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Corrupted bytes.
 

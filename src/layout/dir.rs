@@ -34,6 +34,9 @@ pub struct DirSink {
     marker_found: bool,
     /// Whether this run wrote blobs or manifests, which must reach the disk before `index.json` names them.
     dirty: AtomicBool,
+    /// Whether the layout held no blob when opened: then everything planned is to be written, and its
+    /// room can be checked before the transfer (a layout being added to or resumed is not stat'ed blob by blob).
+    empty: bool,
 }
 
 /// Removes a temporary file unless disarmed.
@@ -92,6 +95,7 @@ impl DirSink {
             }
         }
         tokio::fs::create_dir_all(root.join("blobs/sha256")).await.with_context(|| format!("cannot create output directory {shown:?}"))?;
+        let empty = std::fs::read_dir(root.join("blobs/sha256")).is_ok_and(|mut d| d.next().is_none());
         let index_path = root.join("index.json");
         let mut existing = Vec::new();
         let mut index_found = Vec::new();
@@ -124,6 +128,7 @@ impl DirSink {
             index_found,
             marker_found,
             dirty: AtomicBool::new(false),
+            empty,
         })
     }
 
@@ -185,6 +190,9 @@ impl Sink for DirSink {
     }
 
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
+        if self.empty {
+            super::space::ensure_room(&self.root, &self.root, plan.contents.iter().map(|(d, _)| d.size))?;
+        }
         for (_, desc, _, is_referrer) in plan.entries {
             if *is_referrer {
                 // A referrer's annotations are the engine's record of its subject and listing.

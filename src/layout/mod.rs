@@ -4,6 +4,7 @@ pub mod dir;
 pub mod durable;
 pub mod index;
 pub mod reader;
+pub mod space;
 pub mod stream_read;
 pub mod tar_index;
 pub mod tar_stream;
