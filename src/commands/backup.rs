@@ -62,6 +62,12 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     if matches!(out, Output::Stdout) && args.common.format == Format::Json {
         return Err(UsageError("--format json cannot be used with -o -: standard output carries the archive".into()).into());
     }
+    if matches!(out, Output::Stdout) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(UsageError(
+            "-o - writes a tar archive to standard output, which is a terminal: redirect it to a file or a pipe (... > backup.tar), or give a path".into(),
+        )
+        .into());
+    }
     let mut refs = Vec::new();
     for r in &args.references {
         refs.push(Reference::parse(r).map_err(|e| UsageError(e.to_string()))?);

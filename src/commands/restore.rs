@@ -97,6 +97,13 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         )
         .into());
     }
+    if from_stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // It would wait for an archive typed at the keyboard.
+        return Err(UsageError(
+            "--input - reads a tar stream from standard input, which is a terminal: pipe or redirect a backup into it (... < backup.tar), or give its path".into(),
+        )
+        .into());
+    }
     for t in &args.targets {
         Reference::parse_target(t).map_err(|e| UsageError(e.to_string()))?;
     }
