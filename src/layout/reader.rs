@@ -82,10 +82,12 @@ impl Store {
 
 /// Every referrer of the backup's manifests, by subject, in digest order; walks the manifests
 /// reachable from `roots`. Blocking: thousands of small reads, done in one go on the blocking pool.
-fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> HashMap<Digest, Vec<Descriptor>> {
+fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> (HashMap<Digest, Vec<Descriptor>>, u64) {
     let mut seen = HashSet::new();
     let mut queue = roots;
     let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+    // The size of everything reached, each digest once: what a directory backup holds for a restore.
+    let mut total = 0u64;
     while let Some(d) = queue.pop() {
         if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
             continue;
@@ -95,6 +97,12 @@ fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> HashMap<Digest, Vec<De
         }
         let Ok(bytes) = store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE) else { continue };
         let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
+        total = total.saturating_add(d.size);
+        for b in &parsed.blobs {
+            if seen.insert(b.digest.clone()) {
+                total = total.saturating_add(b.size);
+            }
+        }
         if let Some(s) = &parsed.subject {
             let list = map.entry(s.digest.clone()).or_default();
             if !list.iter().any(|x| x.digest == d.digest) {
@@ -106,7 +114,7 @@ fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> HashMap<Digest, Vec<De
     for list in map.values_mut() {
         list.sort_by(|a, b| a.digest.cmp(&b.digest));
     }
-    map
+    (map, total)
 }
 
 /// A backup opened for reading.
@@ -114,7 +122,7 @@ pub struct LayoutSource {
     store: Arc<Store>,
     entries: Vec<Entry>,
     referrers: HashMap<Digest, Vec<Descriptor>>,
-    /// Total size on disk (tar size, or sum of blob sizes for a directory).
+    /// Its size: of the tar file, or of the content its index reaches for a directory.
     pub size: u64,
     /// Whether the input is a tar archive.
     pub is_tar: bool,
@@ -152,16 +160,11 @@ impl LayoutSource {
         let mut src = LayoutSource { store, entries: Vec::new(), referrers: HashMap::new(), size: 0, is_tar: !meta.is_dir() };
         let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
         src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
-        src.size = if meta.is_dir() { 0 } else { meta.len() };
         let (store, roots) = (src.store.clone(), src.entries.iter().map(|e| e.desc.clone()).collect());
-        src.referrers = tokio::task::spawn_blocking(move || referrers_of(&store, roots)).await.context("internal: reader task failed")?;
-        if meta.is_dir() {
-            let mut total = 0;
-            for d in src.all_descriptors() {
-                total += d.size;
-            }
-            src.size = total;
-        }
+        let (referrers, content) =
+            tokio::task::spawn_blocking(move || referrers_of(&store, roots)).await.context("internal: reader task failed")?;
+        src.referrers = referrers;
+        src.size = if meta.is_dir() { content } else { meta.len() };
         Ok(src)
     }
 
@@ -215,10 +218,6 @@ impl LayoutSource {
                 .cloned()
                 .ok_or_else(|| anyhow!("the backup has no repository {n:?}; it holds: {}", listed())),
         }
-    }
-
-    fn all_descriptors(&self) -> Vec<&Descriptor> {
-        self.entries.iter().map(|e| &e.desc).collect()
     }
 
     /// Repositories the backup names (sorted), plus the unnamed one when tags carry no repository.
