@@ -58,6 +58,15 @@ fn round_trip(output_name: &str) {
     let run = restore(&["--input", s(&out), &dst.host()]);
     run.ok();
     let stdout = run.stdout_str();
+    // The size it announces is the whole backup's: the archive file, or every blob a directory holds.
+    let on_disk = if out.is_file() {
+        std::fs::metadata(&out).unwrap().len()
+    } else {
+        std::fs::read_dir(out.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    };
+    let loaded = stdout.lines().find(|l| l.starts_with("Loaded backup")).unwrap_or_else(|| panic!("no 'Loaded backup' line: {stdout}"));
+    let shown = human_bytes(loaded.rsplit_once('(').and_then(|(_, r)| r.strip_suffix(')')).unwrap_or_else(|| panic!("{loaded}")));
+    assert!(shown.abs_diff(on_disk) <= on_disk / 100 + 1, "{loaded}: the backup holds {on_disk} bytes");
     assert!(stdout.contains("Pushed tag v1"), "status line 'Pushed tag': {stdout}");
     assert!(stdout.contains("Successfully restored 8 tag(s)"), "summary line: {stdout}");
     let d = Client::new(&dst.host());
@@ -71,6 +80,20 @@ fn round_trip(output_name: &str) {
     want.sort();
     assert_eq!(found, want, "tag schema index of v1 in the target");
     common::assert_tag_schema_descriptors(&d, "team/app", &fx);
+}
+
+/// Bytes of a size as printed ("12.50 KiB", "3 B").
+fn human_bytes(text: &str) -> u64 {
+    let (n, unit) = text.split_once(' ').unwrap_or_else(|| panic!("not a size: {text:?}"));
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("not a size: {text:?}"));
+    let scale = match unit {
+        "B" => 1u64,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => panic!("unknown unit in {text:?}"),
+    };
+    (n * scale as f64).round() as u64
 }
 
 #[test]
@@ -136,6 +159,25 @@ fn multi_repository_backup_and_restore() {
     let d2 = Client::new(&dst2.host());
     assert_eq!(d2.catalog(), ["team/web"], "repositories not named are not restored");
     assert_repo_matches(&d2, "team/web", &web_sub, true);
+}
+
+#[test]
+fn a_repository_named_twice_is_backed_up_once() {
+    let (src, _c, fx) = source_with_all_kinds();
+    let dir = tempdir();
+    let out = dir.path().join("twice");
+    let repo = format!("{}/team/app", src.host());
+    let run = backup(&["-o", s(&out), &format!("{repo}:v1"), &format!("{repo}:v2,v1"), &format!("{repo}:v2")]);
+    run.ok();
+    let stdout = run.stdout_str();
+    assert!(stdout.contains("Successfully backed up 2 tag(s) from 1 repository(ies)"), "{stdout}");
+    assert_eq!(stdout.matches("Pulled tag v1 ").count(), 1, "{stdout}");
+    assert_eq!(Layout::read(&out).ref_names(), ["v1", "v2"]);
+    // Every tag absorbs the tags named beside it.
+    let out = dir.path().join("all");
+    let run = backup(&["-o", s(&out), &format!("{repo}:v1"), &repo]);
+    run.ok();
+    assert!(run.stdout_str().contains(&format!("Successfully backed up {} tag(s)", fx.tags.len())), "{}", run.stdout_str());
 }
 
 #[test]

@@ -56,6 +56,54 @@ impl Drop for CreatedDir {
     }
 }
 
+/// One job per repository named (with every tag and digest its references name, in order, once),
+/// so that `a:v1 a:v1` or `a a:v2` back up and count each tag once. A repository named without a tag
+/// is backed up whole; digests named beside that are a job of their own, as "every tag" has no room for them.
+fn jobs_of(refs: &[Reference]) -> Vec<Job> {
+    struct Wanted {
+        all_tags: bool,
+        tags: Vec<String>,
+        digests: Vec<String>,
+        label: String,
+    }
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut wanted: std::collections::HashMap<(String, String), Wanted> = std::collections::HashMap::new();
+    for r in refs {
+        let key = (r.registry.clone(), r.repository.clone());
+        let w = wanted.entry(key.clone()).or_insert_with(|| {
+            order.push(key);
+            Wanted { all_tags: false, tags: Vec::new(), digests: Vec::new(), label: r.repo_name() }
+        });
+        if r.tags.is_empty() && r.digest.is_none() {
+            w.all_tags = true;
+        }
+        for t in &r.tags {
+            if !w.tags.contains(t) {
+                w.tags.push(t.clone());
+            }
+        }
+        if let Some(d) = r.digest.as_ref().map(|d| d.to_string()).filter(|d| !w.digests.contains(d)) {
+            w.digests.push(d);
+        }
+    }
+    let mut jobs = Vec::new();
+    for key in order {
+        let Some(w) = wanted.remove(&key) else { continue };
+        let repo = Repo::new(&key.0, &key.1);
+        let job =
+            |refs: Vec<String>| Job { src: repo.clone(), dst: repo.clone(), refs, only_tags: None, retag: None, label: w.label.clone() };
+        if w.all_tags {
+            jobs.push(job(Vec::new()));
+            if !w.digests.is_empty() {
+                jobs.push(job(w.digests.clone()));
+            }
+        } else {
+            jobs.push(job(w.tags.iter().chain(&w.digests).cloned().collect()));
+        }
+    }
+    jobs
+}
+
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output)?;
@@ -77,17 +125,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     if matches!(out, Output::Stdout) {
         progress.status_to_stderr();
     }
-    let jobs: Vec<Job> = refs
-        .iter()
-        .map(|r| {
-            let repo = Repo::new(&r.registry, &r.repository);
-            let mut list = r.tags.clone();
-            if let Some(d) = &r.digest {
-                list.push(d.to_string());
-            }
-            Job { src: repo.clone(), dst: repo, refs: list, only_tags: None, retag: None, label: r.repo_name() }
-        })
-        .collect();
+    let jobs = jobs_of(&refs);
     let opts =
         Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
@@ -139,4 +177,29 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         common::size(report.bytes_skipped),
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(list: &[&str]) -> Vec<Reference> {
+        list.iter().map(|r| Reference::parse(r).expect("reference")).collect()
+    }
+
+    #[test]
+    fn a_repository_named_twice_is_one_job_with_each_tag_once() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let jobs = jobs_of(&refs(&["r.io/a:v1,v2", "r.io/b:v1", "r.io/a:v2,v3", "r.io/a:v1"]));
+        let got: Vec<(String, Vec<String>)> = jobs.iter().map(|j| (j.src.repository.clone(), j.refs.clone())).collect();
+        assert_eq!(got, [("a".to_string(), vec!["v1".to_string(), "v2".into(), "v3".into()]), ("b".to_string(), vec!["v1".to_string()])]);
+
+        // Every tag absorbs named tags; a digest beside it stays a job of its own.
+        let jobs = jobs_of(&refs(&["r.io/a:v1", "r.io/a", &format!("r.io/a@{d}"), &format!("r.io/a@{d}")]));
+        let got: Vec<Vec<String>> = jobs.iter().map(|j| j.refs.clone()).collect();
+        assert_eq!(got, [vec![], vec![d.clone()]]);
+        let jobs = jobs_of(&refs(&["r.io/a:v1", &format!("r.io/a@{d}")]));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].refs, ["v1".to_string(), d]);
+    }
 }
