@@ -141,6 +141,7 @@ impl Sink for TarSink {
             regions.insert(digest.clone(), (pos + 512, size));
             pos += 512 + padded(size);
         }
+        debug_assert_eq!(pos + 1024, total, "the archive was laid out as it was sized");
         // set_len leaves every gap zero-filled.
         file.set_len(total).with_context(|| format!("cannot size {}", self.tmp_path.display()))?;
         *self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))? = regions;
