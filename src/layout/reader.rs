@@ -87,7 +87,10 @@ fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> (HashMap<Digest, Vec<D
     let mut queue = roots;
     let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
     // The size of everything reached, each digest once: what a directory backup holds for a restore.
+    // Blobs are counted in a set of their own: one that happened to share a manifest's digest must not
+    // keep that manifest from being walked.
     let mut total = 0u64;
+    let mut counted = HashSet::new();
     while let Some(d) = queue.pop() {
         if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
             continue;
@@ -99,7 +102,7 @@ fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> (HashMap<Digest, Vec<D
         let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
         total = total.saturating_add(d.size);
         for b in &parsed.blobs {
-            if seen.insert(b.digest.clone()) {
+            if counted.insert(b.digest.clone()) {
                 total = total.saturating_add(b.size);
             }
         }
