@@ -233,7 +233,7 @@ pub struct Common {
     after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:..."
 )]
 pub struct BackupArgs {
-    /// Where to write: a directory, a path ending in .tar for an archive
+    /// Where to write: a directory, a path ending in .tar for an archive, or - for a tar stream on stdout
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: String,
     /// Also back up referrers (signatures, SBOMs, attestations), recursively
@@ -252,7 +252,7 @@ pub struct BackupArgs {
     after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example"
 )]
 pub struct RestoreArgs {
-    /// The backup: an OCI layout directory or a tar archive
+    /// The backup: an OCI layout directory, a tar archive, or - for a tar stream on stdin
     #[arg(short = 'i', long, value_name = "PATH")]
     pub input: String,
     /// Push only the tagged graphs, not their referrers
