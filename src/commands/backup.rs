@@ -61,22 +61,25 @@ impl Drop for CreatedDir {
 /// is backed up whole; digests named beside that are a job of their own, as "every tag" has no room for them.
 fn jobs_of(refs: &[Reference]) -> Vec<Job> {
     struct Wanted {
+        repo: Repo,
+        label: String,
         all_tags: bool,
         tags: Vec<String>,
         digests: Vec<String>,
-        label: String,
     }
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut wanted: std::collections::HashMap<(String, String), Wanted> = std::collections::HashMap::new();
+    // A command names a few repositories: a list keeps their order and is searched in place.
+    let mut wanted: Vec<Wanted> = Vec::new();
     for r in refs {
-        let key = (r.registry.clone(), r.repository.clone());
-        let w = wanted.entry(key.clone()).or_insert_with(|| {
-            order.push(key);
-            Wanted { all_tags: false, tags: Vec::new(), digests: Vec::new(), label: r.repo_name() }
-        });
-        if r.tags.is_empty() && r.digest.is_none() {
-            w.all_tags = true;
-        }
+        let repo = Repo::new(&r.registry, &r.repository);
+        let i = match wanted.iter().position(|w| w.repo == repo) {
+            Some(i) => i,
+            None => {
+                wanted.push(Wanted { repo, label: r.repo_name(), all_tags: false, tags: Vec::new(), digests: Vec::new() });
+                wanted.len() - 1
+            }
+        };
+        let w = &mut wanted[i];
+        w.all_tags |= r.tags.is_empty() && r.digest.is_none();
         for t in &r.tags {
             if !w.tags.contains(t) {
                 w.tags.push(t.clone());
@@ -87,11 +90,15 @@ fn jobs_of(refs: &[Reference]) -> Vec<Job> {
         }
     }
     let mut jobs = Vec::new();
-    for key in order {
-        let Some(w) = wanted.remove(&key) else { continue };
-        let repo = Repo::new(&key.0, &key.1);
-        let job =
-            |refs: Vec<String>| Job { src: repo.clone(), dst: repo.clone(), refs, only_tags: None, retag: None, label: w.label.clone() };
+    for w in wanted {
+        let job = |refs: Vec<String>| Job {
+            src: w.repo.clone(),
+            dst: w.repo.clone(),
+            refs,
+            only_tags: None,
+            retag: None,
+            label: w.label.clone(),
+        };
         if w.all_tags {
             jobs.push(job(Vec::new()));
             if !w.digests.is_empty() {

@@ -113,14 +113,6 @@ impl Sink for TarSink {
         // reader of a stream knows the whole graph before the first blob passes.
         let blobs: BTreeMap<(bool, &Digest), u64> =
             plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
-        let small_files = [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())];
-        // Two zero blocks end the archive.
-        let total = small_files.iter().map(|(_, data)| 512 + padded(data.len() as u64)).sum::<u64>()
-            + blobs.values().map(|size| 512 + padded(*size)).sum::<u64>()
-            + 1024;
-        if let Some(dir) = self.tmp_path.parent() {
-            super::space::ensure_room(&self.final_path, dir, [total])?;
-        }
         // A fresh file, never through a link someone left at the temporary name.
         let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()
@@ -130,7 +122,7 @@ impl Sink for TarSink {
             .open(&self.tmp_path)
             .with_context(|| format!("cannot create {}", self.tmp_path.display()))?;
         let mut pos = 0u64;
-        for (name, data) in small_files {
+        for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
             file.write_all_at(&header(name, data.len() as u64)?, pos)?;
             file.write_all_at(data, pos + 512)?;
             pos += 512 + padded(data.len() as u64);
@@ -141,7 +133,12 @@ impl Sink for TarSink {
             regions.insert(digest.clone(), (pos + 512, size));
             pos += 512 + padded(size);
         }
-        debug_assert_eq!(pos + 1024, total, "the archive was laid out as it was sized");
+        // Two zero blocks end the archive. Only headers are written so far (the unfinished file is removed
+        // on drop): a backup that cannot fit stops here, before its first blob is fetched.
+        let total = pos + 1024;
+        if let Some(dir) = self.tmp_path.parent() {
+            super::space::ensure_room(&self.final_path, dir, [total])?;
+        }
         // set_len leaves every gap zero-filled.
         file.set_len(total).with_context(|| format!("cannot size {}", self.tmp_path.display()))?;
         *self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))? = regions;
