@@ -216,6 +216,15 @@ pub struct Common {
     /// How referrers are found and recorded [default: the API where the registry has it, else the tag schema]
     #[arg(long, value_enum)]
     pub distribution_spec: Option<DistributionSpec>,
+    /// Give up on a request for metadata (a manifest, a tag or referrers page, a token) not answered in full within this many seconds
+    #[arg(long, value_name = "SECONDS", env = "ORAS_REQUEST_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout: u64,
+    /// Fail a blob transfer whose rate stays below this many bytes per second for --speed-time seconds (0: never)
+    #[arg(long, value_name = "BYTES", env = "ORAS_SPEED_LIMIT", default_value_t = 1024)]
+    pub speed_limit: u64,
+    /// How long a blob transfer may stay below --speed-limit before it fails
+    #[arg(long, value_name = "SECONDS", env = "ORAS_SPEED_TIME", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub speed_time: u64,
     /// Print an HTTP trace to stderr (credentials redacted); implies --no-tty
     #[arg(short = 'd', long)]
     pub debug: bool,

@@ -4,6 +4,14 @@ use crate::registry::target::Registries;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a run that stops early spends deleting the upload sessions it left open: the user is
+/// waiting, and a registry that does not answer must not hold the exit.
+pub const ABANDON_LIMIT: Duration = Duration::from_millis(1500);
+
+/// How long the runtime is given, at exit, for tasks still in flight to drop (and remove their
+/// temporary files) after the command has ended.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
+
 /// The registries of the run (held until the process exits).
 static WATCHED: Mutex<Vec<Arc<Registries>>> = Mutex::new(Vec::new());
 
@@ -14,9 +22,9 @@ pub fn watch(registries: &Arc<Registries>) {
     }
 }
 
-/// Deletes the upload sessions the run left open, giving up after `limit` (the user is waiting).
-pub async fn abandon_uploads(limit: Duration) {
+/// Deletes the upload sessions the run left open, giving up after [`ABANDON_LIMIT`].
+pub async fn abandon_uploads() {
     let watched: Vec<Arc<Registries>> = WATCHED.lock().map(|w| w.clone()).unwrap_or_default();
     let all = futures::future::join_all(watched.iter().map(|r| r.abandon_open_uploads()));
-    let _ = tokio::time::timeout(limit, all).await;
+    let _ = tokio::time::timeout(ABANDON_LIMIT, all).await;
 }

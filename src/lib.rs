@@ -12,4 +12,5 @@ pub mod manifest;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod scrub;
 pub mod target;

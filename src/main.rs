@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         }
     };
     let code = rt.block_on(async {
+        // Listening before the command starts: a signal that comes while it starts still ends the
+        // run through the clean path below, never by the default action (no exit code, files left).
+        let stop = stop_signals();
         let work = async move {
             match cli.command {
                 cli::Command::Backup(a) => commands::backup::run(a).await,
@@ -51,22 +54,22 @@ fn main() -> ExitCode {
             r = work => match r {
                 Ok(()) => 0u8,
                 Err(e) => {
-                    oras::interrupt::abandon_uploads(std::time::Duration::from_millis(1500)).await;
+                    oras::interrupt::abandon_uploads().await;
                     // One line: the outermost context, then its causes.
                     let msg = format!("{e:#}").replace('\n', " ");
-                    eprintln!("Error: {msg}");
+                    eprintln!("Error: {}", oras::scrub::scrub(&msg));
                     if e.downcast_ref::<commands::UsageError>().is_some() { 2 } else { 1 }
                 }
             },
-            _ = interrupted() => {
-                oras::interrupt::abandon_uploads(std::time::Duration::from_millis(1500)).await;
+            _ = stop => {
+                oras::interrupt::abandon_uploads().await;
                 eprintln!("Interrupted: stopped transfers; nothing incomplete was left in place.");
                 130
             }
         }
     });
     // Dropping the runtime cancels whatever was in flight; temporary files go with their owners.
-    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    rt.shutdown_timeout(oras::interrupt::SHUTDOWN_LIMIT);
     ExitCode::from(code)
 }
 
@@ -90,24 +93,35 @@ fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+/// Resolves at the first Ctrl-C or SIGTERM; the handlers are installed when it is called, not when
+/// it is first polled.
+#[cfg(unix)]
+fn stop_signals() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(_) => {
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// Resolves at the first Ctrl-C.
+#[cfg(not(unix))]
+fn stop_signals() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -49,7 +49,8 @@ impl Progress {
         }
         let mut text = String::new();
         for l in lines {
-            text.push_str(l.as_ref());
+            // Lines name tags and repositories a registry or a backup supplied.
+            text.push_str(&crate::scrub::escape_controls(l.as_ref()));
             text.push('\n');
         }
         let print = || {

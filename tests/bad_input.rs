@@ -52,25 +52,27 @@ fn backup_with_empty_output_is_a_usage_error() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-/// Runs oras with its standard streams on a pseudo-terminal (through util-linux `script`): what it
-/// printed and its exit code; `None` where `script` is missing.
-fn on_a_terminal(args: &str) -> Option<(String, String)> {
+/// Runs oras with its standard streams on a pseudo-terminal (through util-linux `script`, which
+/// scripts/test.sh installs): what it printed and its exit code.
+fn on_a_terminal(args: &str) -> (String, String) {
     let cmd = format!("'{}' {args}; echo EXIT=$?", env!("CARGO_BIN_EXE_oras"));
-    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().ok()?;
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` is needed (Debian package bsdutils; scripts/test.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    let code = text.lines().find_map(|l| l.strip_prefix("EXIT=")).map(str::to_string)?;
-    Some((text, code))
+    let code = text.lines().find_map(|l| l.strip_prefix("EXIT=")).map(str::to_string);
+    let code = code.unwrap_or_else(|| panic!("no exit code in what `script` printed:\n{text}"));
+    (text, code)
 }
 
 #[test]
 fn archive_streams_are_refused_on_a_terminal() {
-    let Some((text, code)) = on_a_terminal("backup -o - 127.0.0.1:1/team/app") else {
-        eprintln!("skipped: util-linux script is not installed");
-        return;
-    };
+    let (text, code) = on_a_terminal("backup -o - 127.0.0.1:1/team/app");
     assert_eq!(code, "2", "{text}");
     assert!(text.contains("Error: -o - writes a tar archive to standard output, which is a terminal"), "{text}");
-    let (text, code) = on_a_terminal("restore --input - 127.0.0.1:1").expect("script ran once already");
+    let (text, code) = on_a_terminal("restore --input - 127.0.0.1:1");
     assert_eq!(code, "2", "{text}");
     assert!(text.contains("Error: --input - reads a tar stream from standard input, which is a terminal"), "{text}");
 }

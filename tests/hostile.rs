@@ -941,22 +941,14 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
 /// Peak resident memory allowed for a run against a hostile input (the binary alone is ~20 MiB).
 const MAX_RSS_KB: u64 = 64 * 1024;
 
-/// Runs `oras restore --input <input> <target>` (or `-` with `stdin`) and returns the run and its
-/// peak RSS in KiB: from `/usr/bin/time -v` when installed, else sampled from /proc.
+/// Runs `oras <args>` (stdin from `stdin`, or none) and returns the run and its peak RSS in KiB, as
+/// the kernel accounts it when the process is reaped (`wait4`'s `ru_maxrss`): exact, and no tool needed.
 fn run_measuring_rss(args: &[&str], stdin: Option<&Path>) -> (Run, u64) {
-    let bin = env!("CARGO_BIN_EXE_oras");
     let out = tempdir();
-    let time = Path::new("/usr/bin/time").exists();
-    let mut cmd = if time {
-        let mut c = Command::new("/usr/bin/time");
-        c.arg("-v").arg("-o").arg(out.path().join("time")).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
     let cfg = out.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(cfg.join("config.json"), "{\"auths\":{}}").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
     cmd.args(args)
         .env("DOCKER_CONFIG", &cfg)
         .env("NO_PROXY", "*")
@@ -970,42 +962,29 @@ fn run_measuring_rss(args: &[&str], stdin: Option<&Path>) -> (Run, u64) {
         Some(p) => cmd.stdin(Stdio::from(std::fs::File::open(p).unwrap())),
         None => cmd.stdin(Stdio::null()),
     };
-    let mut child = cmd.spawn().unwrap();
-    let mut peak = 0u64;
+    // Reaped by wait4 below, which Child::wait cannot do (it drops the resource usage).
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if !time {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-            if let Some(kb) =
-                status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            {
-                peak = peak.max(kb);
-            }
+    let (code, peak) = loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for the child we spawned (and reaps it).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            break (code, usage.ru_maxrss as u64);
         }
         assert!(Instant::now() < deadline, "oras {args:?} did not finish");
         std::thread::sleep(Duration::from_millis(5));
     };
-    if time {
-        let report = std::fs::read_to_string(out.path().join("time")).unwrap_or_default();
-        peak = report
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no RSS in /usr/bin/time output: {report}"));
-    }
-    let mut stderr = std::fs::read_to_string(out.path().join("stderr")).unwrap_or_default();
-    if time {
-        // /usr/bin/time reports a non-zero exit on stderr too ("Command exited with non-zero status").
-        stderr = stderr.lines().filter(|l| !l.starts_with("Command exited with")).collect::<Vec<_>>().join("\n");
-    }
     let run = Run {
         args: args.iter().map(|a| a.to_string()).collect(),
-        code: status.code(),
+        code,
         stdout: std::fs::read(out.path().join("stdout")).unwrap_or_default(),
-        stderr,
+        stderr: std::fs::read_to_string(out.path().join("stderr")).unwrap_or_default(),
     };
     if std::env::var_os("ORAS_TEST_ECHO").is_some() {
         eprintln!("oras {}: exit {:?}, peak RSS {peak} KiB", args.join(" "), run.code);

@@ -68,6 +68,8 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
         headers: c.headers.clone(),
         debug: c.debug,
         chunk_size: std::env::var("ORAS_UPLOAD_CHUNK_SIZE").ok().and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0),
+        request_timeout: std::time::Duration::from_secs(c.request_timeout),
+        stall: crate::registry::stall::StallLimit { bytes_per_second: c.speed_limit, window: std::time::Duration::from_secs(c.speed_time) },
     };
     let mode = match c.distribution_spec {
         None => ReferrersMode::Auto,

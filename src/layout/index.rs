@@ -32,7 +32,8 @@ struct RawIndex {
 /// Parses and classifies `index.json`.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
-    let entries: Vec<Entry> = raw.manifests.into_iter().map(classify).collect();
+    let entries: Vec<Entry> = raw.manifests.into_iter().map(classify).collect::<Result<_, _>>()?;
+    held_repositories_only(&entries)?;
     // One tag, two manifests: which one is meant depends on the reader (this one would restore the
     // first and rewrite the index with the last), so such an index is refused rather than guessed at.
     let mut tags: std::collections::HashMap<(Option<&Repo>, &str), &crate::digest::Digest> = std::collections::HashMap::new();
@@ -49,11 +50,49 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
-fn classify(desc: Descriptor) -> Entry {
+/// A ref name that is a full reference must name the repository the backup holds that entry for: a
+/// layout naming other repositories in ref names than in its `io.containerd.image.name`s is refused, so
+/// that a crafted backup cannot make a restore push to a repository it does not hold
+/// (`docker.io/library/ubuntu:latest` as a ref name in a backup of `team/app`).
+fn held_repositories_only(entries: &[Entry]) -> Result<(), String> {
+    let held: BTreeSet<(String, String)> = entries
+        .iter()
+        .filter_map(|e| e.desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok()))
+        .map(|r| (r.registry, r.repository))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    for e in entries {
+        let Some(name) = e.desc.annotation(ANNOTATION_REF_NAME).filter(|n| n.contains('/')) else { continue };
+        if let Ok(r) = Reference::parse(name) {
+            if !held.contains(&(r.registry.clone(), r.repository.clone())) {
+                return Err(format!(
+                    "index.json names {:?} as a ref name, a repository the backup holds nothing of (it holds {}); refused",
+                    crate::scrub::escape_controls(name),
+                    held.iter().map(|(reg, repo)| format!("{reg}/{repo}")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn classify(desc: Descriptor) -> Result<Entry, String> {
     let full = desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok());
     let ref_name = desc.annotation(ANNOTATION_REF_NAME).map(str::to_string);
     // A ref name may be a full reference (multi-repository backups) or a bare tag.
     let from_ref = ref_name.as_deref().and_then(|n| if n.contains('/') { Reference::parse(n).ok() } else { None });
+    if let (Some(r), Some(f)) = (&from_ref, &full) {
+        if (&r.registry, &r.repository) != (&f.registry, &f.repository) {
+            return Err(format!(
+                "index.json entry {} has ref name {:?} but {ANNOTATION_CONTAINERD_NAME} {:?}: two different repositories; refused",
+                desc.digest,
+                crate::scrub::escape_controls(ref_name.as_deref().unwrap_or_default()),
+                crate::scrub::escape_controls(desc.annotation(ANNOTATION_CONTAINERD_NAME).unwrap_or_default())
+            ));
+        }
+    }
     let named = from_ref.or(full);
     let (repo, tag) = match (&named, &ref_name) {
         (Some(r), _) => {
@@ -63,7 +102,7 @@ fn classify(desc: Descriptor) -> Entry {
         _ => (None, None),
     };
     let tag = tag.filter(|t| !is_schema_tag(t));
-    Entry { repo, tag, desc }
+    Ok(Entry { repo, tag, desc })
 }
 
 /// The repository name used for entries of a layout that does not record one.

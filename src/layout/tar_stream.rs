@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -22,7 +21,9 @@ pub struct StreamTarSink {
     out: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     order: Mutex<HashMap<Digest, usize>>,
     turn: watch::Sender<usize>,
-    broken: AtomicBool,
+    /// Why the stream was torn: a failure once an entry was begun ends the archive, and whoever asks
+    /// again (a retry) is told that first failure, not a vaguer one of its own.
+    torn: Mutex<Option<String>>,
 }
 
 impl StreamTarSink {
@@ -32,12 +33,31 @@ impl StreamTarSink {
             out: tokio::sync::Mutex::new(out),
             order: Mutex::new(HashMap::new()),
             turn: watch::channel(0).0,
-            broken: AtomicBool::new(false),
+            torn: Mutex::new(None),
         }
     }
 
     async fn write_entry_head(&self, out: &mut (dyn AsyncWrite + Send + Unpin), name: &str, size: u64) -> Result<()> {
         out.write_all(&header(name, size)?).await?;
+        Ok(())
+    }
+
+    /// Writes one blob's entry: header, bytes, padding.
+    async fn write_blob(&self, out: &mut (dyn AsyncWrite + Send + Unpin), desc: &Descriptor, data: &mut ByteStream) -> Result<()> {
+        self.write_entry_head(out, &blob_path(&desc.digest), desc.size).await?;
+        let mut n = 0u64;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            if n > desc.size {
+                bail!("blob {} is longer than its {} bytes", desc.digest, desc.size);
+            }
+            out.write_all(&chunk).await?;
+        }
+        if n != desc.size {
+            bail!("blob {} ended after {n} of {} bytes", desc.digest, desc.size);
+        }
+        out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
         Ok(())
     }
 }
@@ -94,27 +114,17 @@ impl Sink for StreamTarSink {
             .ok_or_else(|| anyhow!("internal: {} not planned", desc.digest))?;
         let mut rx = self.turn.subscribe();
         rx.wait_for(|t| *t == idx).await.map_err(|_| anyhow!("internal: output closed"))?;
-        if self.broken.load(Ordering::SeqCst) {
-            bail!("the output stream is already broken by an earlier failure");
+        if let Some(first) = self.torn.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone() {
+            bail!("{first} (the archive on the output stream cannot be completed after that)");
         }
         let mut out = self.out.lock().await;
-        // From here on a failure leaves a torn archive: mark it so no retry writes after it.
-        self.broken.store(true, Ordering::SeqCst);
-        self.write_entry_head(&mut **out, &blob_path(&desc.digest), desc.size).await?;
-        let mut n = 0u64;
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk?;
-            n += chunk.len() as u64;
-            if n > desc.size {
-                bail!("blob {} is longer than its {} bytes", desc.digest, desc.size);
+        // From here on a failure leaves a torn archive: it is recorded so that no retry writes after it.
+        if let Err(e) = self.write_blob(&mut **out, desc, &mut data).await {
+            if let Ok(mut torn) = self.torn.lock() {
+                *torn = Some(format!("{e:#}"));
             }
-            out.write_all(&chunk).await?;
+            return Err(e);
         }
-        if n != desc.size {
-            bail!("blob {} ended after {n} of {} bytes", desc.digest, desc.size);
-        }
-        out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
-        self.broken.store(false, Ordering::SeqCst);
         drop(out);
         self.turn.send_replace(idx + 1);
         Ok(())

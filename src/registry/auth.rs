@@ -56,12 +56,17 @@ impl Credentials {
 
     /// Username and password from `origin`.
     pub fn basic(username: impl Into<String>, password: impl Into<String>, origin: impl Into<String>) -> Self {
-        Credentials { secret: Secret::Basic { username: username.into(), password: password.into() }, origin: origin.into() }
+        let (username, password) = (username.into(), password.into());
+        crate::scrub::register_basic(&username, &password);
+        Credentials { secret: Secret::Basic { username, password }, origin: origin.into() }
     }
 
     /// An identity (refresh) token from `origin`.
     pub fn identity_token(token: impl Into<String>, origin: impl Into<String>) -> Self {
-        Credentials { secret: Secret::IdentityToken(token.into()), origin: origin.into() }
+        let token = token.into();
+        crate::scrub::register_secret(&token);
+        crate::scrub::register_basic("<token>", &token);
+        Credentials { secret: Secret::IdentityToken(token), origin: origin.into() }
     }
 
     /// A failed credential source.
@@ -114,6 +119,10 @@ const BASIC_KEY: &str = "*basic*";
 /// Per-registry auth state: the last challenge seen and tokens by scope.
 pub struct Auth {
     creds: Credentials,
+    /// Whether the registry is reached over TLS: its token server must be too.
+    https: bool,
+    /// The longest a token request may take, its answer read.
+    request_timeout: Duration,
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, Cached>>,
     /// One token fetch at a time, so concurrent requests of a scope share one token.
@@ -185,8 +194,38 @@ const POST_UNSUPPORTED: [u16; 4] = [400, 401, 404, 405];
 
 impl Auth {
     /// Auth state for one registry.
-    pub fn new(creds: Credentials) -> Self {
-        Auth { creds, challenge: Mutex::new(None), tokens: Mutex::new(HashMap::new()), fetching: tokio::sync::Mutex::new(()) }
+    pub fn new(creds: Credentials, https: bool, request_timeout: Duration) -> Self {
+        Auth {
+            creds,
+            https,
+            request_timeout,
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// What to say when the registry answered `insufficient_scope` for `scope`: the credentials were
+    /// accepted, and what they were granted (read from the token, where it says) is not enough.
+    pub fn insufficient(&self, registry: &str, scope: &str) -> String {
+        let creds = self.creds.describe();
+        let (resource, wanted) = scope.rsplit_once(':').unwrap_or((scope, ""));
+        let repo = resource.strip_prefix("repository:").unwrap_or(resource);
+        let granted = self.cached(&format!("{resource}:{wanted}")).or_else(|| self.cached(&format!("{resource}:pull")));
+        let granted = granted.as_deref().and_then(|h| granted_actions(h, repo));
+        let wants_push = wanted.split(',').any(|a| a == "push");
+        match granted {
+            Some(actions) if wants_push && actions.iter().any(|a| a == "pull") && !actions.iter().any(|a| a == "push" || a == "*") => {
+                format!("the credentials for {registry} ({creds}) may pull but not push to {repo}: the registry answered insufficient_scope; use credentials with push rights")
+            }
+            Some(actions) => format!(
+                "the credentials for {registry} ({creds}) were accepted but grant only [{}] on {repo}, not {wanted}: the registry answered insufficient_scope",
+                actions.join(",")
+            ),
+            None => format!(
+                "the credentials for {registry} ({creds}) were accepted but not granted {wanted} on {repo}: the registry answered insufficient_scope"
+            ),
+        }
     }
 
     /// The credentials in use.
@@ -340,7 +379,16 @@ impl Auth {
         }
         let realm = ch.params.get("realm").cloned().unwrap_or_default();
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
-            return Err(AuthError::Unsupported(format!("the registry's bearer challenge names no usable token server (realm {realm:?})")));
+            return Err(AuthError::Unsupported(format!(
+                "the registry's bearer challenge names no usable token server (realm {:?})",
+                crate::scrub::escape_controls(&realm)
+            )));
+        }
+        if self.https && !realm.starts_with("https://") {
+            return Err(AuthError::Unsupported(format!(
+                "the registry (HTTPS) names a token server on plain HTTP (realm {:?}); refused: the credentials would travel unencrypted",
+                crate::scrub::escape_controls(&realm)
+            )));
         }
         let service = ch.params.get("service").cloned();
         let post_form: Option<Vec<(&str, String)>> = match &self.creds.secret {
@@ -408,7 +456,15 @@ impl Auth {
             let req = build().build().map_err(|e| AuthError::Transport { realm: realm.into(), detail: describe_transport(&e) })?;
             let method = req.method().clone();
             let url = transport::redact_url(req.url().as_str());
-            let res = http.execute(req).await;
+            let res = match tokio::time::timeout(self.request_timeout, http.execute(req)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(AuthError::Transport {
+                        realm: realm.into(),
+                        detail: format!("timed out: no answer within {} s (--request-timeout)", self.request_timeout.as_secs()),
+                    })
+                }
+            };
             match res {
                 Ok(resp) => {
                     let status = resp.status();
@@ -439,13 +495,14 @@ impl Auth {
 
     async fn refused(&self, realm: &str, resp: reqwest::Response) -> AuthError {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout).await.unwrap_or_default();
         let mut detail = describe_body(&body);
         for s in self.creds.secrets() {
             if !s.is_empty() {
                 detail = detail.replace(s, "<redacted>");
             }
         }
+        let detail = crate::scrub::redact(&detail).into_owned();
         AuthError::Refused {
             realm: realm.into(),
             creds: self.creds.describe(),
@@ -457,7 +514,9 @@ impl Auth {
 
     async fn token_from(&self, realm: &str, resp: reqwest::Response) -> Result<(String, u64), AuthError> {
         // Parse from bytes so that no error message can quote the body (it holds the token).
-        let body = resp.bytes().await.map_err(|e| AuthError::Transport { realm: realm.into(), detail: describe_transport(&e) })?;
+        let body = read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout)
+            .await
+            .map_err(|detail| AuthError::Transport { realm: realm.into(), detail })?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| AuthError::NoToken { realm: realm.into() })?;
         let token = parsed.token.filter(|t| !t.is_empty()).or(parsed.access_token).filter(|t| !t.is_empty());
         let token = token.ok_or_else(|| AuthError::NoToken { realm: realm.into() })?;
@@ -465,9 +524,49 @@ impl Auth {
         if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
             return Err(AuthError::NoToken { realm: realm.into() });
         }
+        crate::scrub::register_secret(&token);
         // The distribution spec's default lifetime is 60 seconds.
         Ok((token, parsed.expires_in.unwrap_or(60)))
     }
+}
+
+/// Largest token server answer read (a token is a few KiB at most).
+const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+/// A token server's answer, if it is at most `limit` bytes and comes in full within `deadline`.
+async fn read_at_most(resp: reqwest::Response, limit: usize, deadline: Duration) -> Result<bytes::Bytes, String> {
+    use futures::StreamExt;
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(format!("its answer is larger than the {limit} byte limit"));
+    }
+    let read = async {
+        let mut out = Vec::new();
+        let mut s = resp.bytes_stream();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| describe_transport(&e))?);
+            if out.len() > limit {
+                return Err(format!("its answer is larger than the {limit} byte limit"));
+            }
+        }
+        Ok(bytes::Bytes::from(out))
+    };
+    tokio::time::timeout(deadline, read).await.unwrap_or_else(|_| Err("timed out reading its answer (--request-timeout)".into()))
+}
+
+/// The actions a bearer token (a JWT as Distribution's token servers issue) grants on `repo`, read from
+/// its claims without checking its signature (only to explain a refusal); None when it does not say.
+fn granted_actions(header: &str, repo: &str) -> Option<Vec<String>> {
+    let token = header.strip_prefix("Bearer ")?;
+    let claims = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let mut actions = Vec::new();
+    for a in v.get("access")?.as_array()? {
+        if a.get("type").and_then(|t| t.as_str()) == Some("repository") && a.get("name").and_then(|n| n.as_str()) == Some(repo) {
+            actions.extend(a.get("actions")?.as_array()?.iter().filter_map(|x| x.as_str().map(str::to_string)));
+        }
+    }
+    Some(actions)
 }
 
 /// Whether scope `have` (`type:name:actions`) grants everything scope `want` asks for.
@@ -504,7 +603,7 @@ mod tests {
 
     #[test]
     fn invalidate_keeps_a_newer_token() {
-        let a = Auth::new(Credentials::default());
+        let a = Auth::new(Credentials::default(), true, Duration::from_secs(60));
         let far = Instant::now() + Duration::from_secs(60);
         a.tokens.lock().unwrap().insert("k".into(), Cached { header: "Bearer new".into(), expires: far });
         a.invalidate("k", Some("Bearer old"));
@@ -515,7 +614,7 @@ mod tests {
 
     #[test]
     fn basic_without_credentials_is_refused_with_a_hint() {
-        let a = Auth::new(Credentials::anonymous("no credentials for r in config.json"));
+        let a = Auth::new(Credentials::anonymous("no credentials for r in config.json"), true, Duration::from_secs(60));
         let e = a.basic("k").unwrap_err().to_string();
         assert!(e.contains("anonymous access") && e.contains("--password-stdin"), "{e}");
     }

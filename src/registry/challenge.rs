@@ -15,6 +15,15 @@ fn is_token_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~/".contains(c)
 }
 
+/// The scope a challenge says the credentials lacked (`error="insufficient_scope"`): the token was
+/// accepted but does not grant that.
+pub fn insufficient_scope(header: &str) -> Option<String> {
+    parse(header)
+        .into_iter()
+        .find(|c| c.params.get("error").is_some_and(|e| e == "insufficient_scope"))
+        .map(|c| c.params.get("scope").cloned().unwrap_or_default())
+}
+
 /// Parses every challenge in a header value; malformed trailing parts are ignored.
 pub fn parse(header: &str) -> Vec<Challenge> {
     let chars: Vec<char> = header.chars().collect();

@@ -2,6 +2,7 @@
 
 use super::auth::{repo_scope, Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{describe_body, describe_transport, RegistryError};
+use super::stall::{self, StallLimit};
 use super::transport::{
     api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, retry_after, Redacted, RetryPolicy, TransportOptions,
 };
@@ -10,9 +11,17 @@ use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::{header, Method, StatusCode};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest answer read whole (a tag, catalog or referrers page; a manifest is bounded lower).
+pub const MAX_PAGE_SIZE: u64 = 16 << 20;
+/// Most names (tags, repositories) or referrers one listing may gather over all its pages.
+pub const MAX_LISTED: usize = 2_000_000;
+/// How much of an error answer is read for its message; the rest is left unread.
+const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// A stream of blob bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
@@ -23,11 +32,17 @@ pub struct Client {
     /// The registry name as the user wrote it.
     pub registry: String,
     base: String,
+    /// The registry's origin (scheme, host, port): the only one its credentials are sent to.
+    origin: url::Origin,
     auth: Auth,
+    request_timeout: Duration,
+    stall: StallLimit,
     debug: bool,
     chunk_size: Option<u64>,
     /// Upload sessions opened and not finished: session path -> (repository, latest location).
     open_uploads: std::sync::Mutex<HashMap<String, (String, String)>>,
+    /// How many requests opening an upload session are on their way.
+    opening: tokio::sync::watch::Sender<usize>,
 }
 
 /// What a manifest PUT told us.
@@ -60,15 +75,36 @@ impl Client {
                 authority = format!("{host}:{p}");
             }
         }
+        let base = format!("{scheme}://{authority}");
+        let origin =
+            url::Url::parse(&base).map(|u| u.origin()).unwrap_or_else(|_| url::Url::parse("http://invalid.").expect("static URL").origin());
         Arc::new(Client {
             http,
             registry: registry.to_string(),
-            base: format!("{scheme}://{authority}"),
-            auth: Auth::new(creds),
+            base,
+            origin,
+            auth: Auth::new(creds, scheme == "https", opts.request_timeout),
+            request_timeout: opts.request_timeout,
+            stall: opts.stall,
             debug: opts.debug,
             chunk_size: opts.chunk_size,
             open_uploads: std::sync::Mutex::new(HashMap::new()),
+            opening: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Whether `url` is on the registry's own origin, where its credentials may go.
+    fn same_origin(&self, url: &str) -> bool {
+        url::Url::parse(url).is_ok_and(|u| u.origin() == self.origin)
+    }
+
+    /// The authorization cached for `key`, for a request to `url`: none off the registry's origin.
+    fn authorization_for(&self, url: &str, key: &str) -> Option<String> {
+        if self.same_origin(url) {
+            self.auth.cached(key)
+        } else {
+            None
+        }
     }
 
     fn session_closed(&self, location: &str) {
@@ -80,7 +116,20 @@ impl Client {
     /// Deletes the upload sessions this client opened and did not finish (an interrupted or failed run),
     /// best effort: a registry would otherwise keep their bytes until its own expiry (a week for
     /// Distribution). A session cut off mid-transfer may refuse: its location no longer matches its size.
+    /// Sessions whose opening answer is still on its way are waited for (the caller bounds the time),
+    /// then deleted too.
     pub async fn abandon_open_uploads(&self) {
+        let mut settled = self.opening.subscribe();
+        let known = self.cancel_recorded_uploads();
+        let opened = async {
+            let _ = settled.wait_for(|n| *n == 0).await;
+        };
+        futures::future::join(known, opened).await;
+        self.cancel_recorded_uploads().await;
+    }
+
+    /// Deletes the sessions recorded as open so far.
+    async fn cancel_recorded_uploads(&self) {
         let open: Vec<(String, String)> = match self.open_uploads.lock() {
             Ok(mut open) => open.drain().map(|(_, v)| v).collect(),
             Err(_) => return,
@@ -115,11 +164,14 @@ impl Client {
         // Small JSON answers (manifests, tag lists, referrers) are read here, so that a body
         // cut short is retried like any transient failure; blobs stream to the caller.
         let buffer = method == Method::GET && !url.contains("/blobs/");
+        // Credentials go to the registry's own origin only (an upload session or a blob may live on
+        // storage elsewhere, which gets the request bare).
+        let ours = self.same_origin(url);
         loop {
             attempt += 1;
-            let mut authz = self.auth.cached(&key);
+            let mut authz = if ours { self.auth.cached(&key) } else { None };
             let from_cache = authz.is_some() && fetched_here == 0;
-            if authz.is_none() {
+            if authz.is_none() && ours {
                 authz = self.auth.preauthorize(&self.http, &key, scopes).await.map_err(|e| rerr(op, target, Some(401), e.to_string()))?;
                 if authz.is_some() {
                     fetched_here += 1;
@@ -132,9 +184,41 @@ impl Client {
                 rb = rb.header(header::AUTHORIZATION, v);
             }
             let auth_note = if authz.is_some() { " [Authorization: <redacted>]" } else { "" };
-            let res = match rb.send().await {
-                Ok(resp) if buffer && resp.status().is_success() => buffered(resp).await,
-                other => other,
+            // The whole exchange, answer read, within the deadline (a blob's body has its stall watch).
+            let exchange = async {
+                match rb.send().await {
+                    Ok(resp) if buffer && resp.status().is_success() => buffered(resp).await,
+                    other => other.map_err(Attempt::Transport),
+                }
+            };
+            let res = match tokio::time::timeout(self.request_timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(Attempt::TimedOut),
+            };
+            let res = match res {
+                Err(Attempt::TooLarge) => {
+                    debug_line(format_args!("{method} {shown}{auth_note} -> answer over the {MAX_PAGE_SIZE} byte limit"));
+                    return Err(rerr(op, target, None, format!("the registry's answer is larger than the {MAX_PAGE_SIZE} byte limit")));
+                }
+                Err(Attempt::TimedOut) => {
+                    debug_line(format_args!("{method} {shown}{auth_note} -> no complete answer in time"));
+                    if let Some(wait) = policy.next_delay(attempt, started, None) {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    return Err(rerr(
+                        op,
+                        target,
+                        None,
+                        format!(
+                            "timed out: no complete answer within {} s (--request-timeout) from {}, after {attempt} attempts",
+                            self.request_timeout.as_secs(),
+                            self.registry
+                        ),
+                    ));
+                }
+                Err(Attempt::Transport(e)) => Err(e),
+                Ok(r) => Ok(r),
             };
             match res {
                 Err(e) => {
@@ -160,7 +244,7 @@ impl Client {
                     debug_line(format_args!("{method} {shown}{auth_note} -> {}", status.as_u16()));
                     // Answer a 401 when we sent nothing, or sent a cached token that may have
                     // gone stale; a token fetched for this very request failing is final.
-                    if status == StatusCode::UNAUTHORIZED && (authz.is_none() || from_cache) && fetched_here < 2 {
+                    if ours && status == StatusCode::UNAUTHORIZED && (authz.is_none() || from_cache) && fetched_here < 2 {
                         self.auth.invalidate(&key, authz.as_deref());
                         let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
                         self.auth
@@ -192,9 +276,14 @@ impl Client {
     /// `errors[].code: message`, and for 401/403 which credentials were tried and how to give others.
     async fn fail(&self, op: &str, target: &str, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
-        let mut detail = describe_body(&body);
-        if status == 401 || status == 403 {
+        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = read_prefix(resp, MAX_ERROR_BODY).await;
+        // Whatever the registry echoes (a header, a password, a token) is not repeated.
+        let mut detail = crate::scrub::redact(&describe_body(&body)).into_owned();
+        let scope = challenge.as_deref().and_then(super::challenge::insufficient_scope);
+        if let Some(scope) = scope {
+            detail = format!("{detail} ({})", self.auth.insufficient(&self.registry, &scope));
+        } else if status == 401 || status == 403 {
             let what = if status == 401 { "not accepted" } else { "not allowed this" };
             detail = format!("{detail} ({what}: tried {}; {CREDENTIALS_HINT})", self.auth.credentials().describe());
         }
@@ -205,11 +294,13 @@ impl Client {
         format!("{}/v2/{repo}/{tail}", self.base)
     }
 
-    /// Every tag of a repository, following `Link` pagination.
+    /// Every tag of a repository, following `Link` pagination. Names outside the distribution spec's tag
+    /// grammar are skipped with a warning: they must never reach a URL, a file name or a ref name.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1000");
-        self.paginate("list tags of", &target, url, &[repo_scope(repo, false)], "tags").await
+        let tags = self.paginate(usize::MAX, "list tags of", &target, url, &[repo_scope(repo, false)], "tags").await?;
+        Ok(valid_names(tags, crate::reference::valid_tag, "tag", &target))
     }
 
     /// Whether a repository has at least one tag, from one page of one tag (a repository the registry does
@@ -217,61 +308,86 @@ impl Client {
     pub async fn has_tags(&self, repo: &str) -> Result<bool> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1");
-        match self.paginate_up_to(1, "list tags of", &target, url, &[repo_scope(repo, false)], "tags").await {
+        match self.paginate(1, "list tags of", &target, url, &[repo_scope(repo, false)], "tags").await {
             Ok(tags) => Ok(!tags.is_empty()),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination.
+    /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination; names outside the
+    /// spec's repository grammar are skipped with a warning.
     pub async fn list_repositories(&self) -> Result<Vec<String>> {
         // No `n`: Distribution refuses one above its catalog.maxentries; its own page size and Link work everywhere.
         let url = format!("{}/v2/_catalog", self.base);
         let registry = self.registry.clone();
-        self.paginate("list repositories of", &registry, url, &["registry:catalog:*".to_string()], "repositories").await
+        let repos =
+            self.paginate(usize::MAX, "list repositories of", &registry, url, &["registry:catalog:*".to_string()], "repositories").await?;
+        Ok(valid_names(repos, crate::reference::valid_repository, "repository", &registry))
     }
 
-    /// Follows `Link: <...>; rel="next"` pages, collecting the string array `field` of each.
-    async fn paginate(&self, op: &str, target: &str, url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
-        self.paginate_up_to(100_000, op, target, url, scopes, field).await
-    }
-
-    /// [`Client::paginate`], reading at most `pages` pages.
-    async fn paginate_up_to(
-        &self,
-        pages: usize,
-        op: &str,
-        target: &str,
-        mut url: String,
-        scopes: &[String],
-        field: &str,
-    ) -> Result<Vec<String>> {
-        let mut tags = Vec::new();
+    /// Follows `Link: <...>; rel="next"` pages (at most `pages`), collecting the string array `field` of each.
+    async fn paginate(&self, pages: usize, op: &str, target: &str, mut url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut seen = Pages::default();
         for _ in 0..pages {
             let resp = self.send(op, target, Method::GET, &url, scopes, |r| r).await?;
             if !resp.status().is_success() {
                 return Err(self.fail(op, target, resp).await);
             }
             let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
-            let body = resp.bytes().await.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
-            let page: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| rerr(op, target, None, format!("invalid list: {e}")))?;
-            let page: Vec<String> = page
-                .get(field)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
+            let body = read_limited(resp, MAX_PAGE_SIZE).await.map_err(|e| rerr(op, target, None, e))?;
+            #[derive(serde::Deserialize)]
+            struct Page {
+                #[serde(default)]
+                tags: Option<Vec<serde_json::Value>>,
+                #[serde(default)]
+                repositories: Option<Vec<serde_json::Value>>,
+            }
+            let page: Page = serde_json::from_slice(&body).map_err(|e| rerr(op, target, None, format!("invalid list: {e}")))?;
+            let items = if field == "tags" { page.tags } else { page.repositories }.unwrap_or_default();
+            let page: Vec<String> = items.into_iter().filter_map(|x| x.as_str().map(str::to_string)).collect();
             let empty = page.is_empty();
-            tags.extend(page);
+            names.extend(page);
+            if names.len() > MAX_LISTED {
+                return Err(rerr(op, target, None, format!("the registry lists more than {MAX_LISTED} names; refusing to gather more")));
+            }
             match next {
-                Some(n) if !empty => {
-                    url = if n.starts_with("http://") || n.starts_with("https://") { n } else { format!("{}{}", self.base, n) };
-                }
+                Some(n) if !empty => url = self.next_page(op, target, &url, &n, &mut seen)?,
                 _ => break,
             }
         }
-        Ok(tags)
+        Ok(names)
+    }
+
+    /// The URL of the next page named by a `Link` on the page at `current`: resolved against it, on the
+    /// registry's own origin (credentials go nowhere else) and not a page read already.
+    fn next_page(&self, op: &str, target: &str, current: &str, link: &str, seen: &mut Pages) -> Result<String> {
+        let base = url::Url::parse(current).map_err(|e| rerr(op, target, None, format!("internal: bad URL: {e}")))?;
+        let next = base.join(link).map_err(|_| {
+            rerr(op, target, None, format!("the registry's pagination link {:?} is not a URL", crate::scrub::escape_controls(link)))
+        })?;
+        if next.origin() != self.origin {
+            return Err(rerr(
+                op,
+                target,
+                None,
+                format!(
+                    "the registry's pagination link points to another host ({}); not followed, so that no credentials go there",
+                    crate::scrub::escape_controls(&next.origin().ascii_serialization())
+                ),
+            ));
+        }
+        seen.visit(current);
+        if !seen.visit(next.as_str()) {
+            return Err(rerr(
+                op,
+                target,
+                None,
+                "the registry's pagination repeats a page already read (a Link that does not advance); stopped",
+            ));
+        }
+        Ok(next.into())
     }
 
     /// Resolves a tag or digest to a descriptor with HEAD; `None` when it does not exist.
@@ -479,24 +595,24 @@ impl Client {
             return Err(self.fail("fetch blob", &target, resp).await);
         }
         let registry = self.registry.clone();
-        Ok(Box::pin(
-            resp.bytes_stream().map(move |r| r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e))))),
-        ))
+        let bytes =
+            resp.bytes_stream().map(move |r| r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e)))));
+        Ok(Box::pin(stall::guard(bytes, self.stall)))
     }
 
     /// Uploads a blob: one streamed PUT, or PATCH chunks when a chunk size is set.
-    pub async fn push_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<()> {
+    pub async fn push_blob(self: &Arc<Self>, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<()> {
         let (target, key, put) = self.start_upload(repo, desc).await?;
         if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
             let closing = self.upload_chunks(&target, &key, put, data, chunk).await?;
-            return self.finish_upload(&target, &key, closing, desc, reqwest::Body::from(Vec::new()), 0).await;
+            return self.finish_upload(&target, &key, closing, desc, no_bytes(), 0).await;
         }
-        self.finish_upload(&target, &key, put, desc, reqwest::Body::wrap_stream(data), desc.size).await
+        self.finish_upload(&target, &key, put, desc, data, desc.size).await
     }
 
     /// Sends a blob's bytes into an upload session without committing it, so nothing is visible until
     /// [`Client::commit_upload`]; returns the session's location.
-    pub async fn stage_blob(&self, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<String> {
+    pub async fn stage_blob(self: &Arc<Self>, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<String> {
         let (target, key, location) = self.start_upload(repo, desc).await?;
         if desc.size == 0 {
             return Ok(location);
@@ -504,7 +620,7 @@ impl Client {
         match self.chunk_size {
             Some(chunk) => self.upload_chunks(&target, &key, location, data, chunk).await,
             // One PATCH carrying the whole stream: the size is known, so it is a single spec-conformant chunk.
-            None => self.patch(&target, &key, location, 0, desc.size, reqwest::Body::wrap_stream(data)).await,
+            None => self.patch(&target, &key, location, 0, desc.size, data).await,
         }
     }
 
@@ -512,7 +628,7 @@ impl Client {
     pub async fn commit_upload(&self, repo: &str, desc: &Descriptor, location: String) -> Result<()> {
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let key = repo_scope(repo, true);
-        self.finish_upload(&target, &key, location, desc, reqwest::Body::from(Vec::new()), 0).await
+        self.finish_upload(&target, &key, location, desc, no_bytes(), 0).await
     }
 
     /// Abandons a staged upload; best effort (registries also expire abandoned sessions).
@@ -522,8 +638,31 @@ impl Client {
         self.session_closed(location);
     }
 
-    /// Opens an upload session: (what is uploaded, auth key, absolute session location).
-    async fn start_upload(&self, repo: &str, desc: &Descriptor) -> Result<(String, String, String)> {
+    /// Opens an upload session: (what is uploaded, auth key, absolute session location). The request
+    /// runs as a task of its own that records the session however the caller ends, so that a run
+    /// stopped while the answer is on its way still knows the session, and deletes it.
+    async fn start_upload(self: &Arc<Self>, repo: &str, desc: &Descriptor) -> Result<(String, String, String)> {
+        struct Opening(tokio::sync::watch::Sender<usize>);
+        impl Drop for Opening {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n -= 1);
+            }
+        }
+        self.opening.send_modify(|n| *n += 1);
+        let opening = Opening(self.opening.clone());
+        let (this, repo, desc) = (self.clone(), repo.to_string(), desc.clone());
+        let task = tokio::spawn(async move {
+            let _opening = opening;
+            this.open_session(&repo, &desc).await
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(rerr("push blob", &self.registry, None, format!("internal: the upload task failed: {e}"))),
+        }
+    }
+
+    /// Sends the request that opens an upload session and records the session.
+    async fn open_session(&self, repo: &str, desc: &Descriptor) -> Result<(String, String, String)> {
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let op = "push blob";
         let scopes = vec![repo_scope(repo, true)];
@@ -537,43 +676,41 @@ impl Client {
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| rerr(op, &target, None, "upload started without a Location header"))?;
-        let location = self.absolute(location);
+        let location = self.absolute(&start, location)?;
         if let Ok(mut open) = self.open_uploads.lock() {
             open.insert(session_of(&location).to_string(), (repo.to_string(), location.clone()));
         }
         Ok((target, scopes.join(" "), location))
     }
 
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}{location}", self.base)
-        }
+    /// A `Location` the registry answered a request to `from` with, made absolute (relative ones are
+    /// relative to that request's URL).
+    fn absolute(&self, from: &str, location: &str) -> Result<String> {
+        url::Url::parse(from).and_then(|u| u.join(location)).map(String::from).map_err(|_| {
+            rerr(
+                "push blob",
+                &self.registry,
+                None,
+                format!("the registry answered with an unusable Location {:?}", crate::scrub::escape_controls(location)),
+            )
+        })
     }
 
     /// Sends the closing PUT of an upload session, with the last bytes (or none).
-    async fn finish_upload(
-        &self,
-        target: &str,
-        key: &str,
-        mut put: String,
-        desc: &Descriptor,
-        body: reqwest::Body,
-        len: u64,
-    ) -> Result<()> {
+    async fn finish_upload(&self, target: &str, key: &str, mut put: String, desc: &Descriptor, data: ByteStream, len: u64) -> Result<()> {
         let op = "push blob";
         let session = session_of(&put).to_string();
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={}", desc.digest));
+        let (body, moved) = self.watched(data, len);
         let mut rb =
             self.http.put(&put).header(header::CONTENT_TYPE, "application/octet-stream").header(header::CONTENT_LENGTH, len).body(body);
-        if let Some(a) = self.auth.cached(key) {
+        if let Some(a) = self.authorization_for(&put, key) {
             rb = rb.header(header::AUTHORIZATION, a);
         }
-        let resp = rb.send().await;
+        let resp = self.upload(rb, moved).await;
         self.trace(&Method::PUT, &put, resp.as_ref().ok().map(|r| r.status()), true);
-        let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+        let resp = resp.map_err(|e| rerr(op, target, None, e))?;
         if !resp.status().is_success() {
             return Err(self.fail(op, target, resp).await);
         }
@@ -602,7 +739,7 @@ impl Client {
             }
             let body = std::mem::replace(&mut buf, Vec::with_capacity(chunk as usize));
             let len = body.len() as u64;
-            location = self.patch(target, key, location, offset, len, reqwest::Body::from(body)).await?;
+            location = self.patch(target, key, location, offset, len, in_pieces(body)).await?;
             offset += len;
             if done {
                 return Ok(location);
@@ -611,9 +748,10 @@ impl Client {
     }
 
     /// Sends `len` bytes at `offset` of an upload session; returns the session's next location.
-    async fn patch(&self, target: &str, key: &str, location: String, offset: u64, len: u64, body: reqwest::Body) -> Result<String> {
+    async fn patch(&self, target: &str, key: &str, location: String, offset: u64, len: u64, data: ByteStream) -> Result<String> {
         let op = "push blob chunk";
         let end = offset + len - 1;
+        let (body, moved) = self.watched(data, len);
         let mut rb = self
             .http
             .patch(&location)
@@ -621,17 +759,17 @@ impl Client {
             .header(header::CONTENT_RANGE, format!("{offset}-{end}"))
             .header(header::CONTENT_LENGTH, len)
             .body(body);
-        if let Some(a) = self.auth.cached(key) {
+        if let Some(a) = self.authorization_for(&location, key) {
             rb = rb.header(header::AUTHORIZATION, a);
         }
-        let resp = rb.send().await;
+        let resp = self.upload(rb, moved).await;
         self.trace(&Method::PATCH, &location, resp.as_ref().ok().map(|r| r.status()), true);
-        let resp = resp.map_err(|e| rerr(op, target, None, describe_transport(&e)))?;
+        let resp = resp.map_err(|e| rerr(op, target, None, e))?;
         if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
             return Err(self.fail(op, target, resp).await);
         }
         let next = match resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-            Some(l) => self.absolute(l),
+            Some(l) => self.absolute(&location, l)?,
             None => return Ok(location),
         };
         // Distribution only accepts a session's latest location (its state names the size so far).
@@ -641,6 +779,36 @@ impl Client {
             }
         }
         Ok(next)
+    }
+
+    /// An upload body counted for the stall watch; a body known to be empty has nothing to watch.
+    fn watched(&self, data: ByteStream, len: u64) -> (reqwest::Body, Arc<stall::Moved>) {
+        let moved = Arc::new(stall::Moved::default());
+        if len == 0 {
+            moved.finish();
+            return (reqwest::Body::from(Vec::new()), moved);
+        }
+        (reqwest::Body::wrap_stream(stall::counted(data, moved.clone())), moved)
+    }
+
+    /// Sends an upload: its body must keep above the stall floor while it goes, and the answer must come
+    /// within the request deadline once it is all sent (ten times that: committing a large blob may
+    /// mean a copy inside the registry's storage).
+    async fn upload(&self, rb: reqwest::RequestBuilder, moved: Arc<stall::Moved>) -> std::result::Result<reqwest::Response, String> {
+        let answer = async {
+            let sent = rb.send();
+            tokio::pin!(sent);
+            tokio::select! {
+                r = &mut sent => return r.map_err(|e| describe_transport(&e)),
+                why = stall::watch(moved.clone(), self.stall) => return Err(why),
+                _ = moved.finished() => {}
+            }
+            match tokio::time::timeout(self.request_timeout * 10, sent).await {
+                Ok(r) => r.map_err(|e| describe_transport(&e)),
+                Err(_) => Err(format!("timed out: no answer within {} s of the upload's last byte", (self.request_timeout * 10).as_secs())),
+            }
+        };
+        answer.await
     }
 
     /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
@@ -655,8 +823,9 @@ impl Client {
             StatusCode::ACCEPTED => {
                 // The registry started an upload session instead; close it so it does not linger.
                 if let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-                    let loc = self.absolute(loc);
-                    let _ = self.send(op, &target, Method::DELETE, &loc, &scopes, |r| r).await;
+                    if let Ok(loc) = self.absolute(&url, loc) {
+                        let _ = self.send(op, &target, Method::DELETE, &loc, &scopes, |r| r).await;
+                    }
                 }
                 Ok(false)
             }
@@ -671,7 +840,8 @@ impl Client {
         let scopes = [repo_scope(repo, false)];
         let mut url = self.url(repo, &format!("referrers/{subject}"));
         let mut all = Vec::new();
-        for _ in 0..10_000 {
+        let mut seen = Pages::default();
+        loop {
             let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, manifest::OCI_INDEX)).await?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST {
@@ -687,13 +857,77 @@ impl Client {
             let next = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
             let body = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|e| rerr(op, &target, None, e))?;
             all.extend(manifest::index_manifests(&body).map_err(|e| rerr(op, &target, None, format!("invalid referrers index: {e}")))?);
+            if all.len() > MAX_LISTED {
+                return Err(rerr(
+                    op,
+                    &target,
+                    None,
+                    format!("the registry lists more than {MAX_LISTED} referrers; refusing to gather more"),
+                ));
+            }
             match next {
-                Some(n) => url = if n.starts_with("http") { n } else { format!("{}{}", self.base, n) },
+                Some(n) => url = self.next_page(op, &target, &url, &n, &mut seen)?,
                 None => break,
             }
         }
         Ok(Some(all))
     }
+}
+
+/// An upload body without bytes.
+fn no_bytes() -> ByteStream {
+    Box::pin(futures::stream::empty())
+}
+
+/// Bytes in memory as a stream of pieces, so the stall watch sees the registry read them.
+fn in_pieces(data: Vec<u8>) -> ByteStream {
+    let data = Bytes::from(data);
+    let pieces: Vec<std::io::Result<Bytes>> =
+        (0..data.len()).step_by(256 << 10).map(|at| Ok(data.slice(at..(at + (256 << 10)).min(data.len())))).collect();
+    Box::pin(futures::stream::iter(pieces))
+}
+
+/// Why one attempt of a request got no usable answer.
+enum Attempt {
+    Transport(reqwest::Error),
+    /// The answer was larger than [`MAX_PAGE_SIZE`].
+    TooLarge,
+    /// No complete answer within the request deadline.
+    TimedOut,
+}
+
+/// Pages of a listing read so far (their URLs), to stop at one that comes round again.
+#[derive(Default)]
+struct Pages(HashSet<String>);
+
+impl Pages {
+    /// Records a page; false when it was read already.
+    fn visit(&mut self, url: &str) -> bool {
+        self.0.insert(url.to_string())
+    }
+}
+
+/// The names that fit `valid`; each other one is skipped with a warning (escaped: it came from outside).
+fn valid_names(names: Vec<String>, valid: fn(&str) -> bool, what: &str, of: &str) -> Vec<String> {
+    let (good, bad): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| valid(n));
+    for b in &bad {
+        crate::scrub::warn(format_args!("skipping {what} {:?} of {of}: not a valid {what} name (distribution spec)", b));
+    }
+    good
+}
+
+/// Up to `limit` bytes of an answer (an error's body: its start says enough); the rest is not read.
+async fn read_prefix(resp: reqwest::Response, limit: u64) -> Bytes {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(Ok(chunk)) = s.next().await {
+        let room = (limit as usize).saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() as u64 >= limit {
+            break;
+        }
+    }
+    Bytes::from(out)
 }
 
 async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
@@ -721,34 +955,31 @@ fn parse_next_link(link: &str) -> Option<String> {
     })
 }
 
-/// Reads a whole (small) response so that a transport error mid-body surfaces as an error of
-/// the request, which `send` retries; the caller gets an equivalent in-memory response. An
-/// answer too large to hold is handed on as a stream, unretried, for the caller's own limits.
-async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Response, reqwest::Error> {
-    const LIMIT: usize = 16 << 20;
-    if resp.content_length().is_some_and(|l| l > LIMIT as u64) {
-        return Ok(resp);
+/// Reads a whole (small) response so that a transport error mid-body surfaces as an error of the
+/// request, which `send` retries; the caller gets an equivalent in-memory response. An answer larger
+/// than [`MAX_PAGE_SIZE`] is refused, not read.
+async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Response, Attempt> {
+    if resp.content_length().is_some_and(|l| l > MAX_PAGE_SIZE) {
+        return Err(Attempt::TooLarge);
     }
     let status = resp.status();
     let version = resp.version();
     let headers = resp.headers().clone();
-    let rebuild = move |body: reqwest::Body| {
-        let mut r = http::Response::new(body);
-        *r.status_mut() = status;
-        *r.version_mut() = version;
-        *r.headers_mut() = headers;
-        reqwest::Response::from(r)
-    };
+    let url = resp.url().clone();
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-        if buf.len() > LIMIT {
-            let head = futures::stream::once(async move { Ok::<Bytes, reqwest::Error>(Bytes::from(buf)) });
-            return Ok(rebuild(reqwest::Body::wrap_stream(head.chain(stream))));
+        buf.extend_from_slice(&chunk.map_err(Attempt::Transport)?);
+        if buf.len() as u64 > MAX_PAGE_SIZE {
+            return Err(Attempt::TooLarge);
         }
     }
-    Ok(rebuild(reqwest::Body::from(buf)))
+    let mut r = http::Response::new(reqwest::Body::from(buf));
+    *r.status_mut() = status;
+    *r.version_mut() = version;
+    *r.headers_mut() = headers;
+    r.extensions_mut().insert(url);
+    Ok(reqwest::Response::from(r))
 }
 
 /// Makes a request conditional on the manifest not being `unless` (registries use the digest as ETag).

@@ -5,6 +5,7 @@ pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod stall;
 pub mod target;
 pub mod transport;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Transport settings shared by every registry of a run.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TransportOptions {
     /// Use HTTP instead of HTTPS for every registry.
     pub plain_http: bool,
@@ -26,6 +26,32 @@ pub struct TransportOptions {
     pub debug: bool,
     /// Upload blobs larger than this in PATCH chunks of this size (for registries or proxies that cap request bodies).
     pub chunk_size: Option<u64>,
+    /// The longest a metadata request (manifest, tag or referrers page, token, upload session) may take
+    /// in all, its answer read: a registry that trickles must not hold a run forever.
+    pub request_timeout: Duration,
+    /// The slowest a blob transfer may stay, and for how long, before it fails.
+    pub stall: super::stall::StallLimit,
+}
+
+/// The `--request-timeout` default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            plain_http: false,
+            insecure: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            resolve: Vec::new(),
+            headers: Vec::new(),
+            debug: false,
+            chunk_size: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stall: super::stall::StallLimit::default(),
+        }
+    }
 }
 
 /// Whether a registry host is a loopback name that defaults to plain HTTP.
@@ -86,6 +112,58 @@ pub fn redact_url(raw: &str) -> String {
     u.to_string()
 }
 
+/// The X.509 version (1, 2 or 3) of the first certificate of a PEM file; None when there is none to read.
+fn first_certificate_version(pem: &[u8]) -> Option<u8> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(pem).ok()?;
+    let body = text.split("-----BEGIN CERTIFICATE-----").nth(1)?.split("-----END CERTIFICATE-----").next()?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT version OPTIONAL, ... } ... }
+    let tbs = der_contents(&der, 0x30)?;
+    let tbs = der_contents(tbs, 0x30)?;
+    match tbs.first()? {
+        0xa0 => der_contents(der_contents(tbs, 0xa0)?, 0x02)?.last().map(|v| v + 1),
+        _ => Some(1),
+    }
+}
+
+/// The contents of the DER element at the start of `der`, if its tag is `tag`.
+fn der_contents(der: &[u8], tag: u8) -> Option<&[u8]> {
+    if *der.first()? != tag {
+        return None;
+    }
+    let first = *der.get(1)? as usize;
+    let (len, start) = if first < 0x80 {
+        (first, 2)
+    } else {
+        let n = first & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = der.get(2..2 + n)?.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, 2 + n)
+    };
+    der.get(start..start.checked_add(len)?)
+}
+
+/// Redirects (a blob served from storage elsewhere) are followed up to 10 times; reqwest drops the
+/// Authorization header when one leaves the registry's host and port. One from HTTPS to plain HTTP is
+/// refused: what was asked over TLS must not come back unprotected.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https") && attempt.url().scheme() != "https";
+        if downgrade {
+            let to = redact_url(attempt.url().as_str());
+            attempt.error(format!("the registry redirected an HTTPS request to plain HTTP ({to}); refused"))
+        } else if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// Builds the shared reqwest client from the options. Proxies come from `HTTPS_PROXY`,
 /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (reqwest's system proxy, on by default).
 pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
@@ -95,7 +173,8 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
         .connect_timeout(std::time::Duration::from_secs(30))
         .read_timeout(std::time::Duration::from_secs(120))
         .pool_max_idle_per_host(64)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .redirect(redirect_policy());
     if o.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
@@ -114,6 +193,14 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     match (&o.cert_file, &o.key_file) {
         (Some(c), Some(k)) => {
             let mut pem = std::fs::read(c).map_err(|e| format!("cannot read --cert-file {}: {e}", c.display()))?;
+            if first_certificate_version(&pem) == Some(1) {
+                // rustls (webpki) takes X.509 v3 certificates only; without this check the client build
+                // fails with a bare "builder error".
+                return Err(format!(
+                    "--cert-file {} is an X.509 v1 certificate, which this tool's TLS library (rustls) cannot use as a client certificate; have it reissued as X.509 v3",
+                    c.display()
+                ));
+            }
             pem.push(b'\n');
             pem.extend(std::fs::read(k).map_err(|e| format!("cannot read --key-file {}: {e}", k.display()))?);
             let id = reqwest::Identity::from_pem(&pem)
@@ -137,7 +224,18 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
         headers.append(name, value);
     }
     b = b.default_headers(headers);
-    b.build().map_err(|e| format!("cannot set up HTTP client: {e}"))
+    b.build().map_err(|e| {
+        let mut msg = format!("cannot set up HTTP client: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        if o.cert_file.is_some() {
+            msg.push_str(" (check --cert-file and --key-file: a certificate and its own private key, PEM)");
+        }
+        msg
+    })
 }
 
 /// Bounds for retrying a request: attempts in all, and time spent waiting in all.

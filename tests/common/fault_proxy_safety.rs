@@ -38,6 +38,8 @@ pub struct Seen {
     pub path: String,
     /// Whether a corruption was applied to this exchange.
     pub corrupted: bool,
+    /// Body bytes relayed so far, both directions.
+    pub bytes: Arc<AtomicU64>,
 }
 
 struct Shared {
@@ -118,6 +120,17 @@ impl SafetyProxy {
         self.shared.fired.load(Ordering::SeqCst)
     }
 
+    /// The most body bytes relayed so far by one exchange with this method and a path containing
+    /// `fragment` (0 when there is none): how far a transfer has got.
+    pub fn relayed(&self, method: &str, fragment: &str) -> u64 {
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.path.contains(fragment))
+            .map(|s| s.bytes.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether a request with this method and a path containing `fragment` was seen.
     pub fn saw(&self, method: &str, fragment: &str) -> bool {
         self.seen().iter().any(|s| s.method == method && s.path.contains(fragment))
@@ -126,7 +139,14 @@ impl SafetyProxy {
 
 /// Copies `from` to `to` (after `prefix`), flipping the byte at `corrupt_at` and pacing to the
 /// shared rate. Returns when `from` ends or either side fails.
-fn relay<R: Read, W: Write>(prefix: &[u8], from: &mut R, to: &mut W, corrupt_at: Option<u64>, shared: &Shared) -> std::io::Result<()> {
+fn relay<R: Read, W: Write>(
+    prefix: &[u8],
+    from: &mut R,
+    to: &mut W,
+    corrupt_at: Option<u64>,
+    shared: &Shared,
+    counted: &AtomicU64,
+) -> std::io::Result<()> {
     let started = Instant::now();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
@@ -151,6 +171,7 @@ fn relay<R: Read, W: Write>(prefix: &[u8], from: &mut R, to: &mut W, corrupt_at:
         for part in chunk.chunks(4096) {
             to.write_all(part)?;
             sent += part.len() as u64;
+            counted.fetch_add(part.len() as u64, Ordering::SeqCst);
             let rate = shared.rate.load(Ordering::SeqCst);
             if rate > 0 {
                 let due = Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -184,10 +205,12 @@ fn handle(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
             }
         }
     }
+    let counted = Arc::new(AtomicU64::new(0));
     shared.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
         corrupted: corrupt_req.is_some() || corrupt_resp.is_some(),
+        bytes: counted.clone(),
     });
     let upstream = match TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) {
         Ok(u) => u,
@@ -205,8 +228,9 @@ fn handle(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     let mut client_r = reader.into_inner();
     let up_thread = {
         let shared = shared.clone();
+        let counted = counted.clone();
         std::thread::spawn(move || {
-            let _ = relay(&buffered, &mut client_r, &mut up_w, corrupt_req, &shared);
+            let _ = relay(&buffered, &mut client_r, &mut up_w, corrupt_req, &shared, &counted);
             let _ = up_w.shutdown(Shutdown::Write);
         })
     };
@@ -216,7 +240,7 @@ fn handle(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
         client_w.write_all(&head_bytes(&status, &resp_headers))?;
         let rest = up_r.buffer().to_vec();
         let mut inner = up_r.get_ref().try_clone()?;
-        relay(&rest, &mut inner, &mut client_w, corrupt_resp, shared.as_ref())
+        relay(&rest, &mut inner, &mut client_w, corrupt_resp, shared.as_ref(), &counted)
     })();
     let _ = client_w.shutdown(Shutdown::Both);
     let _ = up_r.get_ref().shutdown(Shutdown::Both);

@@ -110,7 +110,7 @@ impl Registry {
         // (TLS) a listening port.
         let guarded = opts.tls.is_some() || opts.auth.is_some();
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("http://127.0.0.1:{port}/v2/");
         loop {
             if let Ok(Some(status)) = reg.child.try_wait() {
@@ -129,7 +129,7 @@ impl Registry {
             }
             if Instant::now() > deadline {
                 let _ = reg.child.kill();
-                return Err(format!("docker-registry on port {port} not ready after 20 s"));
+                return Err(format!("docker-registry on port {port} not ready after 60 s"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -181,7 +181,7 @@ impl Registry {
         self.child = spawn(&config_path, log).expect("restart docker-registry");
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
         let url = format!("http://127.0.0.1:{}/v2/", self.port);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("restarted docker-registry exited ({status}): {}", self.log());
@@ -191,7 +191,7 @@ impl Registry {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "restarted docker-registry on port {} not ready after 20 s", self.port);
+            assert!(Instant::now() < deadline, "restarted docker-registry on port {} not ready after 60 s", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
