@@ -326,6 +326,69 @@ fn token_auth_anonymous_pull_and_password_push_with_mount_scopes() {
     assert!(mounted, "a mount asks for push on the target and pull on the source: {reqs:#?}");
 }
 
+/// A token server that accepts the credentials but grants only pull: the refusal to push says so,
+/// instead of blaming the password, and the token server is not asked again and again.
+#[test]
+fn credentials_that_may_pull_but_not_push_are_named_as_such() {
+    const CAROL_PW: &str = "carol-pull-only-4e8b";
+    let ts = TokenServer::start(pki(), TokenConfig::default().user("carol", CAROL_PW).grant("carol", "", "pull"));
+    let g = token_registry(&ts);
+    let out = tempdir();
+    let layout = out.path().join("app");
+    let fx = seed(&g, "team/app");
+    let src = g.repo("team/app");
+    run(&["backup", "--no-tty", "-u", "carol", "--password-stdin", "-o", s(&layout), &src], Some(CAROL_PW.as_bytes()), &[]).ok();
+    assert_layout_holds(&Layout::read(&layout), &[(&src, &fx)], false);
+
+    let before = ts.requests().len();
+    let target = g.repo("copy/app");
+    let r =
+        run(&["restore", "--no-tty", "-u", "carol", "--password-stdin", "--input", s(&layout), &target], Some(CAROL_PW.as_bytes()), &[]);
+    r.fails(1, "may pull but not push to copy/app");
+    assert!(r.stderr.contains("carol"), "the account is named: {}", r.stderr);
+    assert!(!r.stderr.contains("not accepted"), "the password is not blamed: {}", r.stderr);
+    assert_no_secret(&r, &[CAROL_PW.to_string(), b64(&format!("carol:{CAROL_PW}"))], &[]);
+    let asked = ts.requests().len() - before;
+    assert!(asked <= 20, "bounded token requests for a refusal, got {asked}: {:#?}", ts.requests());
+    assert!(g.client().list_tags("copy/app").is_empty());
+}
+
+/// An HTTPS registry whose challenge names a token server on plain HTTP: refused before any
+/// credential is sent there.
+#[test]
+fn an_https_registry_with_a_plain_http_token_realm_is_refused() {
+    let ts = TokenServer::start(pki(), token_config());
+    let g = Guarded::start("reg.test", RegistryOptions { auth: Some(ts.registry_auth_yaml()), ..tls_opts() });
+    seed(&g, "pub/app");
+    let r = run(
+        &["repo", "tags", "--resolve", &g.resolve(), "--ca-file", ca(), "-u", "alice", "--password-stdin", &g.repo("pub/app")],
+        Some(ALICE_PW.as_bytes()),
+        &[],
+    );
+    r.fails(1, "token server on plain HTTP");
+    assert!(r.stderr.contains(&ts.realm()), "the realm is named: {}", r.stderr);
+    assert!(ts.requests().is_empty(), "the plain-HTTP token server was asked: {:#?}", ts.requests());
+}
+
+/// An X.509 v1 client certificate (older private CAs issue them; rustls takes v3 only) is named as
+/// such, with its file, in one line.
+#[test]
+fn an_x509_v1_client_certificate_is_named_in_the_error() {
+    let dir = tempdir();
+    let (key, csr, cert) = (dir.path().join("v1.key"), dir.path().join("v1.csr"), dir.path().join("v1.pem"));
+    let openssl = |args: &[&str]| {
+        let st = std::process::Command::new("openssl").args(args).stderr(std::process::Stdio::null()).status().expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", s(&key), "-subj", "/CN=client", "-out", s(&csr)]);
+    // `x509 -req` without extensions issues a version 1 certificate.
+    openssl(&["x509", "-req", "-in", s(&csr), "-signkey", s(&key), "-days", "2", "-out", s(&cert)]);
+    let r = run(&["repo", "tags", "--cert-file", s(&cert), "--key-file", s(&key), "127.0.0.1:1/team/app"], None, &[]);
+    r.fails(1, "X.509 v1");
+    assert!(r.stderr.contains(s(&cert)), "the file is named: {}", r.stderr);
+    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("Error:")).count(), 1, "{}", r.stderr);
+}
+
 #[test]
 fn token_auth_password_falls_back_to_get_and_identity_tokens_use_refresh_grant() {
     let p = pki();
