@@ -288,6 +288,35 @@ mod tests {
         assert_eq!(render(&back), out);
     }
 
+    fn entry_json(digest: &Digest, ref_name: &str, containerd: Option<&str>) -> serde_json::Value {
+        let mut ann = serde_json::json!({ ANNOTATION_REF_NAME: ref_name });
+        if let Some(c) = containerd {
+            ann[ANNOTATION_CONTAINERD_NAME] = c.into();
+        }
+        serde_json::json!({"mediaType": crate::manifest::OCI_MANIFEST, "digest": digest.as_str(), "size": 1, "annotations": ann})
+    }
+
+    #[test]
+    fn ref_names_naming_a_repository_the_backup_does_not_hold_are_refused() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let index = |m: Vec<serde_json::Value>| serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": m})).unwrap();
+        // Ref name and containerd name of one entry disagree.
+        let e = parse(&index(vec![entry_json(&a, "docker.io/library/ubuntu:latest", Some("reg.io/team/app:v1"))])).unwrap_err();
+        assert!(e.contains("two different repositories") && e.contains("ubuntu"), "{e}");
+        // A full ref name without a containerd name of its own, for a repository nothing else names.
+        let e =
+            parse(&index(vec![entry_json(&a, "v1", Some("reg.io/team/app:v1")), entry_json(&b, "docker.io/library/ubuntu:latest", None)]))
+                .unwrap_err();
+        assert!(e.contains("holds nothing of") && e.contains("reg.io/team/app"), "{e}");
+        // Full ref names of the repositories the backup holds (a multi-repository backup) are fine.
+        let ok = parse(&index(vec![
+            entry_json(&a, "reg.io/team/app:v1", Some("reg.io/team/app:v1")),
+            entry_json(&b, "reg.io/team/web:v1", Some("reg.io/team/web:v1")),
+        ]))
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
     #[test]
     fn several_repos_get_full_names() {
         let entries = vec![
