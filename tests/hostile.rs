@@ -5,6 +5,8 @@
 //! whatever sizes the input claims.
 
 mod common;
+#[path = "common/measured_run.rs"]
+mod measured_run;
 
 use common::client::{sha256_digest, OCI_INDEX, OCI_MANIFEST};
 use common::fixtures::{Desc, OCI_LAYER_GZIP};
@@ -12,7 +14,7 @@ use common::layout::{LayoutBuilder, REF_NAME};
 use common::{s, tempdir, Client, Registry, Run};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TB: u64 = 1 << 40;
@@ -941,55 +943,12 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
 /// Peak resident memory allowed for a run against a hostile input (the binary alone is ~20 MiB).
 const MAX_RSS_KB: u64 = 64 * 1024;
 
-/// Runs `oras <args>` (stdin from `stdin`, or none) and returns the run and its peak RSS in KiB, as
-/// the kernel accounts it when the process is reaped (`wait4`'s `ru_maxrss`): exact, and no tool needed.
+/// Runs `oras <args>` (stdin from the file `stdin`, or none) and returns the run and its peak RSS in KiB.
 fn run_measuring_rss(args: &[&str], stdin: Option<&Path>) -> (Run, u64) {
-    let out = tempdir();
-    let cfg = out.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("config.json"), "{\"auths\":{}}").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
-    cmd.args(args)
-        .env("DOCKER_CONFIG", &cfg)
-        .env("NO_PROXY", "*")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .stdout(Stdio::from(std::fs::File::create(out.path().join("stdout")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(out.path().join("stderr")).unwrap()));
-    match stdin {
-        Some(p) => cmd.stdin(Stdio::from(std::fs::File::open(p).unwrap())),
-        None => cmd.stdin(Stdio::null()),
-    };
-    // Reaped by wait4 below, which Child::wait cannot do (it drops the resource usage).
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (code, peak) = loop {
-        let mut status = 0;
-        // SAFETY: rusage is plain data; wait4 fills it for the child we spawned (and reaps it).
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if reaped == pid {
-            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-            break (code, usage.ru_maxrss as u64);
-        }
-        assert!(Instant::now() < deadline, "oras {args:?} did not finish");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let run = Run {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code,
-        stdout: std::fs::read(out.path().join("stdout")).unwrap_or_default(),
-        stderr: std::fs::read_to_string(out.path().join("stderr")).unwrap_or_default(),
-    };
-    if std::env::var_os("ORAS_TEST_ECHO").is_some() {
-        eprintln!("oras {}: exit {:?}, peak RSS {peak} KiB", args.join(" "), run.code);
-    }
-    (run, peak)
+    let bytes = stdin.map(|p| std::fs::read(p).unwrap());
+    let m = measured_run::run_measured(args, bytes.as_deref(), Duration::from_secs(120));
+    assert!(!m.killed, "oras {args:?} did not finish:\n{:?}", m.run);
+    (m.run, m.peak_rss_kib)
 }
 
 fn restore_measuring_rss(input: &Path, target: &str) -> (Run, u64) {

@@ -162,6 +162,14 @@ pub enum AuthError {
         /// The transport error.
         detail: String,
     },
+    /// The token server's answer could not be read in full (too large, too slow, cut short).
+    #[error("token server {realm} sent an answer that cannot be used: {detail}")]
+    BadAnswer {
+        /// Token server URL.
+        realm: String,
+        /// What was wrong with it.
+        detail: String,
+    },
     /// The token server's answer had no usable token.
     #[error("token server {realm} sent an answer without a token")]
     NoToken {
@@ -516,7 +524,7 @@ impl Auth {
         // Parse from bytes so that no error message can quote the body (it holds the token).
         let body = read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout)
             .await
-            .map_err(|detail| AuthError::Transport { realm: realm.into(), detail })?;
+            .map_err(|detail| AuthError::BadAnswer { realm: realm.into(), detail })?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| AuthError::NoToken { realm: realm.into() })?;
         let token = parsed.token.filter(|t| !t.is_empty()).or(parsed.access_token).filter(|t| !t.is_empty());
         let token = token.ok_or_else(|| AuthError::NoToken { realm: realm.into() })?;

@@ -277,9 +277,12 @@ impl Client {
     async fn fail(&self, op: &str, target: &str, resp: reqwest::Response) -> RegistryError {
         let status = resp.status().as_u16();
         let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = read_prefix(resp, MAX_ERROR_BODY).await;
+        let (body, cut) = read_prefix(resp, MAX_ERROR_BODY).await;
         // Whatever the registry echoes (a header, a password, a token) is not repeated.
         let mut detail = crate::scrub::redact(&describe_body(&body)).into_owned();
+        if cut {
+            detail.push_str(&format!(" (the rest of the answer was not read: over the {MAX_ERROR_BODY} byte limit for an error)"));
+        }
         let scope = challenge.as_deref().and_then(super::challenge::insufficient_scope);
         if let Some(scope) = scope {
             detail = format!("{detail} ({})", self.auth.insufficient(&self.registry, &scope));
@@ -916,18 +919,21 @@ fn valid_names(names: Vec<String>, valid: fn(&str) -> bool, what: &str, of: &str
     good
 }
 
-/// Up to `limit` bytes of an answer (an error's body: its start says enough); the rest is not read.
-async fn read_prefix(resp: reqwest::Response, limit: u64) -> Bytes {
+/// Up to `limit` bytes of an answer (an error's body: its start says enough), and whether there was
+/// more, which is not read.
+async fn read_prefix(resp: reqwest::Response, limit: u64) -> (Bytes, bool) {
+    let declared_over = resp.content_length().is_some_and(|l| l > limit);
     let mut out = Vec::new();
     let mut s = resp.bytes_stream();
     while let Some(Ok(chunk)) = s.next().await {
         let room = (limit as usize).saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() as u64 >= limit {
-            break;
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return (Bytes::from(out), true);
         }
+        out.extend_from_slice(&chunk);
     }
-    Bytes::from(out)
+    (Bytes::from(out), declared_over)
 }
 
 async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
