@@ -25,6 +25,9 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+log "scripts/lint-workflows.sh (actionlint, zizmor)"
+bash "$root/scripts/lint-workflows.sh"
+
 # Tests that need root (mounting a small tmpfs) are marked ignored, with the reason, and run here
 # when this script runs as root; elsewhere the summary counts them as ignored, never as passed.
 test_args=("$@")

@@ -3,9 +3,14 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// The version line of `oras version` and `oras --version` (after the program name): the crate's
+/// version, the commit and the date of the build, both recorded by `build.rs`.
+pub const LONG_VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORAS_GIT_COMMIT"), ", built ", env!("ORAS_BUILD_DATE"), ")");
+
 /// Back up and restore OCI content (images, charts, signatures, SBOMs, any artifact) between registries and OCI layouts.
 #[derive(Parser, Debug)]
-#[command(name = "oras", version, about, long_about = None, propagate_version = true)]
+#[command(name = "oras", version = LONG_VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -31,6 +36,8 @@ pub enum Command {
     Copy(CopyArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
+    /// Print the version, the git commit and the build date.
+    Version,
     /// Write man pages generated from the command tree.
     #[command(hide = true)]
     Man(ManArgs),

@@ -39,6 +39,11 @@ fn main() -> ExitCode {
                     Ok(())
                 }
                 cli::Command::Man(a) => write_man_pages(&a.dir),
+                cli::Command::Version => {
+                    use std::io::Write;
+                    // Not println!: a closed pipe (`oras version | true`) is an error to report, not a panic.
+                    writeln!(std::io::stdout(), "oras {}", cli::LONG_VERSION).map_err(anyhow::Error::from)
+                }
             }
         };
         // The command runs as a task on the runtime's workers, beside the connection tasks it talks to:

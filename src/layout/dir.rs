@@ -2,7 +2,7 @@
 //! `index.json` is merged with what is there and written last, atomically.
 
 use super::blob_path;
-use super::durable::{sync_filesystem, Writeback};
+use super::durable::{sync_blob, sync_filesystem, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -147,6 +147,8 @@ impl DirSink {
             writeback.wrote(&f, chunk.len() as u64);
         }
         writeback.finish(&f);
+        // In place like the writes (a no-op on Linux, where the final syncfs covers every blob).
+        sync_blob(&f).with_context(|| format!("cannot sync {} to disk", tmp.display()))?;
         drop(f);
         tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
         guard.0 = None;

@@ -71,12 +71,67 @@ pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Waits until everything written is on disk (elsewhere than Linux: a global sync).
+/// Waits until what a backup wrote below `dir` is on disk, elsewhere than Linux, where no call syncs
+/// one filesystem: each blob was synced by [`sync_blob`] as it was completed, and this syncs the
+/// directories below `dir` (their entries are the blobs' names), then flushes the drive's cache
+/// where fsync leaves that out (macOS). `sync(2)` would not do: POSIX lets it return before the
+/// writes are done.
 #[cfg(not(target_os = "linux"))]
 pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?;
-    // SAFETY: sync takes no arguments and cannot fail.
-    unsafe { libc::sync() };
+    sync_directories(dir)?;
+    #[cfg(target_vendor = "apple")]
+    {
+        let d = std::fs::File::open(dir)?;
+        // SAFETY: a plain system call on a descriptor `d` keeps open. A filesystem without it (some
+        // network filesystems) is left with what the fsyncs gave, as SQLite does.
+        unsafe { libc::fcntl(d.as_raw_fd(), libc::F_FULLFSYNC) };
+    }
+    Ok(())
+}
+
+/// Puts one completed blob on the disk where [`sync_filesystem`] cannot reach it by itself (elsewhere
+/// than Linux); on Linux it does nothing, as the final `syncfs` writes every blob in one go.
+pub fn sync_blob(file: &std::fs::File) -> std::io::Result<()> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        fsync(file)
+    }
+}
+
+// The fallback of platforms other than Linux is compiled, and tested, on Linux too: it cannot be
+// built for them on the machines that test this crate.
+
+/// fsync(2): the file's data and metadata to the device (on macOS not through the drive's cache,
+/// which [`sync_filesystem`] flushes once for every blob).
+fn fsync(file: &std::fs::File) -> std::io::Result<()> {
+    // SAFETY: a plain system call on a descriptor `file` keeps open.
+    if unsafe { libc::fsync(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Syncs `dir` and every directory below it (not following links): a file renamed into place is
+/// durable only once its directory is.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn sync_directories(dir: &Path) -> std::io::Result<()> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+        match fsync(&std::fs::File::open(&d)?) {
+            // POSIX allows EINVAL from a filesystem that cannot sync a directory: nothing more can be
+            // done for its entries there, and the blobs themselves are synced.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            r => r?,
+        }
+    }
     Ok(())
 }
 
@@ -106,5 +161,19 @@ mod tests {
         sync_filesystem(dir.path()).expect("sync");
         assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; 9 << 20]);
         assert!(sync_filesystem(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn the_fallback_of_other_platforms_syncs_blobs_and_every_directory_below_the_root() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("mkdir");
+        let f = std::fs::File::create(blobs.join("blob")).expect("create");
+        sync_blob(&f).expect("sync_blob");
+        fsync(&f).expect("fsync of a file");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("link")).expect("symlink");
+        sync_directories(dir.path()).expect("every directory synced, the dangling link not followed");
+        assert!(sync_directories(&dir.path().join("missing")).is_err(), "a missing root is an error");
     }
 }
