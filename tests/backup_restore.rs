@@ -153,12 +153,28 @@ fn multi_repository_backup_and_restore() {
     assert_repo_matches(&d, "team/app", &app, true);
     assert_repo_matches(&d, "team/web", &web_sub, true);
 
-    // Restore only one repository of a multi-repository backup.
+    // Restore only one repository of a multi-repository backup, named by its path: the others are
+    // left out, and the output says so.
     let dst2 = Registry::start();
-    restore(&["--input", s(&out), &format!("{}/team/web", dst2.host())]).ok();
+    let run = restore(&["--input", s(&out), &format!("{}/team/web", dst2.host())]);
+    run.ok();
+    assert!(run.stdout_str().contains(&format!("Not restored (no target names them): {app_ref}")), "{}", run.stdout_str());
     let d2 = Client::new(&dst2.host());
     assert_eq!(d2.catalog(), ["team/web"], "repositories not named are not restored");
     assert_repo_matches(&d2, "team/web", &web_sub, true);
+
+    // A target naming none of the backup's repositories is not given one of them by guess.
+    let dst3 = Registry::start();
+    let run = restore(&["--input", s(&out), &format!("{}/elsewhere/app", dst3.host())]);
+    run.fails(2, "names none of them");
+    assert!(run.stderr.contains(&app_ref) && run.stderr.contains(&web_ref), "the repositories are listed: {}", run.stderr);
+    assert!(Client::new(&dst3.host()).catalog().is_empty(), "nothing was pushed");
+
+    // A bare tag that two repositories of the backup hold names neither.
+    let run = common::oras(&["discover", "--oci-layout", &format!("{}:v2", s(&out))]);
+    run.fails(1, "several repositories");
+    assert!(run.stderr.contains(&format!("{app_ref}:v2")) && run.stderr.contains(&format!("{web_ref}:v2")), "{}", run.stderr);
+    common::oras(&["discover", "--oci-layout", &format!("{}:{web_ref}:v2", s(&out))]).ok();
 }
 
 #[test]

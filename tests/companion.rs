@@ -173,7 +173,12 @@ fn repo_ls_and_tags_of_a_layout_written_by_another_tool() {
     lb.write_dir(&path);
     let run = oras(&["repo", "ls", "--oci-layout", s(&path)]);
     run.ok();
-    assert_eq!(stdout_lines(&run).len(), 1, "one (unnamed) repository: {}", run.stdout_str());
+    assert!(stdout_lines(&run).is_empty(), "no repository is recorded, and none is made up: {}", run.stdout_str());
+    assert!(run.stderr.contains("tags without a repository name"), "{}", run.stderr);
+    let run = oras(&["repo", "ls", "--oci-layout", "--format", "json", s(&path)]);
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(doc["repositories"], serde_json::json!([]), "{doc}");
     let run = oras(&["repo", "tags", "--oci-layout", s(&path)]);
     run.ok();
     assert_eq!(stdout_lines(&run), vec!["1.0", "latest"]);

@@ -39,10 +39,22 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
             },
         };
     }
+    let mut found = Vec::new();
     for r in layout.repositories() {
         if let Ok(d) = layout.resolve(&r, reference).await {
-            return Ok((r, d));
+            found.push((r, d));
         }
+    }
+    if found.len() > 1 && reference.parse::<crate::digest::Digest>().is_err() {
+        let candidates: Vec<String> = found.iter().map(|(r, _)| format!("{r}:{reference}")).collect();
+        return Err(UsageError(format!(
+            "tag {reference} is in several repositories of the backup ({}): name one with its full reference",
+            candidates.join(", ")
+        ))
+        .into());
+    }
+    if let Some(first) = found.into_iter().next() {
+        return Ok(first);
     }
     // A digest that index.json does not list (an index child, a referrer): any manifest the
     // backup stores can be named by its digest.
@@ -86,11 +98,12 @@ fn print_list(format: Format, key: &str, items: &[String]) -> Result<()> {
 pub async fn ls(args: RepoLsArgs) -> Result<()> {
     let names: Vec<String> = if args.oci_layout {
         let layout = LayoutSource::open(Path::new(&args.target)).await?;
-        layout
-            .repositories()
-            .into_iter()
-            .map(|r| if r == unnamed() { "(unnamed: tags without a repository name)".to_string() } else { r.to_string() })
-            .collect()
+        let repos = layout.repositories();
+        if repos.contains(&unnamed()) {
+            // Not a repository to list: said beside the list, never as an entry of it.
+            eprintln!("Note: the backup has tags without a repository name (oras repo tags --oci-layout {} lists them)", args.target);
+        }
+        repos.into_iter().filter(|r| *r != unnamed()).map(|r| r.to_string()).collect()
     } else {
         let registry = parse_registry(&args.target).map_err(|e| UsageError(e.to_string()))?;
         let regs = common::registries(&args.common, true)?;

@@ -49,6 +49,8 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
     }
     let mut used = vec![false; backup_repos.len()];
     let mut assigned: Vec<Option<usize>> = vec![None; named.len()];
+    // Targets given a repository of the backup by position, not by its path.
+    let mut by_position = Vec::new();
     if backup_repos.len() == 1 && named.len() == 1 {
         assigned[0] = Some(0);
     } else {
@@ -60,7 +62,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
                 }
             }
         }
-        for a in assigned.iter_mut() {
+        for (i, a) in assigned.iter_mut().enumerate() {
             if a.is_none() {
                 let j = used
                     .iter()
@@ -68,7 +70,21 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
                     .ok_or_else(|| anyhow::anyhow!("cannot map the targets onto the backup's repositories: {}", list()))?;
                 used[j] = true;
                 *a = Some(j);
+                by_position.push(i);
             }
+        }
+        // A target that names no repository of the backup takes one by position only when that leaves
+        // none out: otherwise which one was meant, and that the others are to be left, is a guess.
+        let left: Vec<String> = backup_repos.iter().zip(&used).filter(|(_, u)| !**u).map(|(r, _)| r.to_string()).collect();
+        if !by_position.is_empty() && !left.is_empty() && jobs.is_empty() {
+            let given: Vec<String> = by_position.iter().map(|&i| named[i].repo_name()).collect();
+            return Err(UsageError(format!(
+                "the backup holds {} repositories ({}), and {} names none of them: give one target per repository (a target takes the repository of the same path, else the next in order), a registry alone to restore them all under their own paths, or targets whose paths name the repositories to restore",
+                backup_repos.len(),
+                list(),
+                given.join(", ")
+            ))
+            .into());
         }
     }
     for (t, a) in named.iter().zip(assigned) {
@@ -128,6 +144,11 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         bail!("the backup {:?} holds no tags", args.input);
     }
     let jobs = map_targets(&args.targets, &repos)?;
+    let left: Vec<String> = repos.iter().filter(|r| !jobs.iter().any(|j| &j.src == *r)).map(|r| r.to_string()).collect();
+    if !left.is_empty() {
+        // Restoring a part of a backup is a choice the targets made; it is said, not done silently.
+        progress.status(&format!("Not restored (no target names them): {}", left.join(", ")));
+    }
     let registries = common::registries(&args.common, args.dry_run)?;
     let opts = Options {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(5),
@@ -217,6 +238,19 @@ mod tests {
     fn too_many_targets() {
         let r = repos(&["a.io/x"]);
         assert!(map_targets(&["b.io/y".into(), "b.io/z".into()], &r).is_err());
+    }
+
+    #[test]
+    fn a_target_that_names_no_repository_of_a_multi_repository_backup_is_refused() {
+        let r = repos(&["a.io/team/app", "a.io/team/web"]);
+        let e = map_targets(&["b.io/other/thing".into()], &r).unwrap_err().to_string();
+        assert!(e.contains("a.io/team/app") && e.contains("a.io/team/web") && e.contains("other/thing"), "{e}");
+        // Named by path: an explicit choice of one repository.
+        let jobs = map_targets(&["b.io/team/web".into()], &r).unwrap();
+        assert_eq!((jobs.len(), jobs[0].src.repository.as_str()), (1, "team/web"));
+        // One target per repository: matched by path, then in order.
+        let jobs = map_targets(&["b.io/team/web".into(), "b.io/x".into()], &r).unwrap();
+        assert_eq!(jobs[1].src.repository, "team/app");
     }
 
     #[test]
