@@ -86,7 +86,8 @@ pub struct Report {
     pub bytes_copied: u64,
     /// Bytes not written because the destination had them.
     pub bytes_skipped: u64,
-    /// Total bytes of the graph.
+    /// Total bytes of the graph in every destination repository: `bytes_copied + bytes_skipped`, so a
+    /// blob copied into one repository and mounted into another counts in each, and the parts add up.
     pub bytes_total: u64,
     /// Seconds taken.
     pub seconds: f64,
@@ -180,7 +181,6 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             }
         }
     }
-    report.bytes_total = contents.iter().map(|(d, _)| d.size).sum();
     if !opts.dry_run {
         let manifest_bytes: HashMap<Digest, Bytes> = nodes.iter().map(|(d, n)| (d.clone(), n.bytes.clone())).collect();
         dst.prepare(&Plan { contents: &contents, entries: &entries, manifests: &manifest_bytes }).await?;
@@ -452,6 +452,7 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
             .collect();
         report.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots });
     }
+    report.bytes_total = report.bytes_copied + report.bytes_skipped;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

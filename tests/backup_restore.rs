@@ -153,6 +153,19 @@ fn multi_repository_backup_and_restore() {
     assert_repo_matches(&d, "team/app", &app, true);
     assert_repo_matches(&d, "team/web", &web_sub, true);
 
+    // The shared layer is uploaded once and mounted once: the summary's parts add up to its total.
+    let dst_json = Registry::start();
+    let run = restore(&["--format", "json", "--input", s(&out), &dst_json.host()]);
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
+    let r = &doc["report"];
+    assert!(r["blobsMounted"].as_u64().unwrap_or(0) >= 1, "the shared layer is mounted: {doc}");
+    assert_eq!(
+        r["bytesCopied"].as_u64().unwrap() + r["bytesSkipped"].as_u64().unwrap(),
+        r["bytesTotal"].as_u64().unwrap(),
+        "uploaded + present or mounted = total: {doc}"
+    );
+
     // Restore only one repository of a multi-repository backup, named by its path: the others are
     // left out, and the output says so.
     let dst2 = Registry::start();
