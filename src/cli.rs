@@ -75,7 +75,10 @@ pub struct RepoTagsArgs {
     /// Read a backup (OCI layout directory or tar) instead of a registry
     #[arg(long)]
     pub oci_layout: bool,
-    /// Hide referrers tag-schema tags (sha256-<hex>)
+    /// Also list the referrers tag-schema tags (sha256-<hex>), which are not user tags and are hidden by default
+    #[arg(long, conflicts_with = "exclude_digest_tags")]
+    pub all: bool,
+    /// Hide referrers tag-schema tags (sha256-<hex>): the default, accepted for scripts written for the ORAS CLI
     #[arg(long)]
     pub exclude_digest_tags: bool,
     #[command(flatten)]

@@ -195,17 +195,20 @@ fn repo_tags_of_a_registry_with_and_without_digest_tags() {
     let user: Vec<String> = fx.tags.keys().cloned().collect();
     assert!(!fx.tag_schema_tags.is_empty(), "fixture has tag-schema tags on Distribution");
 
-    let run = oras(&["repo", "tags", &repo]);
+    let run = oras(&["repo", "tags", "--all", &repo]);
     run.ok();
     let all = stdout_lines(&run);
     let want_all = sorted(user.iter().cloned().chain(fx.tag_schema_tags.iter().cloned()).collect());
-    assert_eq!(sorted(all), want_all, "repo tags lists every tag, digest tags included");
+    assert_eq!(sorted(all), want_all, "repo tags --all lists every tag, digest tags included");
 
-    let run = oras(&["repo", "tags", "--exclude-digest-tags", &repo]);
-    run.ok();
-    let got = stdout_lines(&run);
-    assert_eq!(sorted(got.clone()), user, "--exclude-digest-tags hides sha256-<hex>");
-    assert!(got.iter().all(|t| !is_tag_schema_tag(t)));
+    for flags in [&[][..], &["--exclude-digest-tags"][..]] {
+        let run = oras(&[&["repo", "tags"][..], flags, &[&repo]].concat());
+        run.ok();
+        let got = stdout_lines(&run);
+        assert_eq!(sorted(got.clone()), user, "repo tags {flags:?} hides sha256-<hex>");
+        assert!(got.iter().all(|t| !is_tag_schema_tag(t)));
+    }
+    oras(&["repo", "tags", "--all", "--exclude-digest-tags", &repo]).fails(2, "cannot be used with");
 
     let run = oras(&["repo", "tags", "--exclude-digest-tags", "--format", "json", &repo]);
     run.ok();

@@ -135,7 +135,8 @@ pub async fn tags(args: RepoTagsArgs) -> Result<()> {
         let regs = common::registries(&args.common, true)?;
         regs.client(&r.registry).list_tags(&r.repository).await?
     };
-    if args.exclude_digest_tags {
+    // The tag schema's sha256-<hex> tags index referrers; they are not tags anyone chose.
+    if !args.all {
         tags.retain(|t| !is_schema_tag(t.rsplit(':').next().unwrap_or(t)));
     }
     print_list(args.common.format, "tags", &tags)
