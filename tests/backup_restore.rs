@@ -37,7 +37,7 @@ fn round_trip(output_name: &str) {
     run.ok();
     let stdout = run.stdout_str();
     assert!(stdout.contains("Found 8 tag(s) in"), "status line 'Found N tag(s)': {stdout}");
-    assert!(stdout.contains("Pulled tag v1"), "status line 'Pulled tag': {stdout}");
+    assert!(stdout.contains(&format!("Pulled {repo}:v1 with 3 referrer(s)")), "status line 'Pulled <repo>:<tag>': {stdout}");
     assert!(stdout.contains("Successfully backed up 8 tag(s) from 1 repository(ies)"), "summary line: {stdout}");
     if output_name.ends_with(".tar") {
         assert!(out.is_file(), "a .tar output is a file");
@@ -200,7 +200,7 @@ fn a_repository_named_twice_is_backed_up_once() {
     run.ok();
     let stdout = run.stdout_str();
     assert!(stdout.contains("Successfully backed up 2 tag(s) from 1 repository(ies)"), "{stdout}");
-    assert_eq!(stdout.matches("Pulled tag v1 ").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches(&format!("Pulled {repo}:v1 ")).count(), 1, "{stdout}");
     assert_eq!(Layout::read(&out).ref_names(), ["v1", "v2"]);
     // Every tag absorbs the tags named beside it.
     let out = dir.path().join("all");

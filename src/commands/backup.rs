@@ -168,7 +168,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         .iter()
         .flat_map(|j| {
             j.roots.iter().map(move |r| match &r.tag {
-                Some(t) => format!("Pulled tag {t} with {} referrer(s)", r.referrers),
+                // Named in full: a backup of several repositories pulls the same tag from each.
+                Some(t) => format!("Pulled {}:{t} with {} referrer(s)", j.source, r.referrers),
                 None => format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers),
             })
         })
