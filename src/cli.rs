@@ -178,6 +178,32 @@ pub enum DistributionSpec {
     ReferrersTag,
 }
 
+/// A secret given as a flag (a password, a token): shown as `<redacted>` by `Debug`, so that the
+/// command tree, which derives it, can never print one.
+#[derive(Clone)]
+pub struct SecretArg(String);
+
+impl SecretArg {
+    /// The secret itself, for the credentials it makes.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(s.to_string()))
+    }
+}
+
 /// Flags shared by every command that talks to a registry.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
@@ -207,13 +233,13 @@ pub struct Common {
     pub username: Option<String>,
     /// Registry password or token (prefer --password-stdin: this lands in shell history)
     #[arg(short = 'p', long, conflicts_with_all = ["password_stdin", "identity_token", "identity_token_stdin"])]
-    pub password: Option<String>,
+    pub password: Option<SecretArg>,
     /// Read the password from standard input
     #[arg(long, conflicts_with_all = ["identity_token", "identity_token_stdin"])]
     pub password_stdin: bool,
     /// OAuth2 identity (refresh) token (prefer --identity-token-stdin: this lands in shell history)
     #[arg(long, conflicts_with = "identity_token_stdin")]
-    pub identity_token: Option<String>,
+    pub identity_token: Option<SecretArg>,
     /// Read the identity token from standard input
     #[arg(long)]
     pub identity_token_stdin: bool,
@@ -285,4 +311,18 @@ pub struct RestoreArgs {
     pub targets: Vec<String>,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_given_as_flags_never_show_in_debug_output() {
+        let cli = Cli::try_parse_from(["oras", "repo", "tags", "-u", "alice", "-p", "pw-4f1e-secret", "reg.io/team/app"]).expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("pw-4f1e-secret") && shown.contains("<redacted>") && shown.contains("alice"), "{shown}");
+        let cli = Cli::try_parse_from(["oras", "repo", "tags", "--identity-token", "idt-77aa-secret", "reg.io/team/app"]).expect("parses");
+        assert!(!format!("{cli:?}").contains("idt-77aa-secret"));
+    }
 }

@@ -24,12 +24,12 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
         Ok(s)
     };
     // clap already rejects conflicting sources; these are the combinations it cannot express.
-    if let Some(t) = &c.identity_token {
+    if let Some(t) = c.identity_token.as_ref().map(|t| t.expose()) {
         eprintln!("Warning: an identity token given with --identity-token may be saved in shell history; prefer --identity-token-stdin");
         if t.is_empty() {
             return Err(UsageError("--identity-token is empty".into()).into());
         }
-        return Ok(Some(Credentials::identity_token(t.clone(), "--identity-token")));
+        return Ok(Some(Credentials::identity_token(t, "--identity-token")));
     }
     if c.identity_token_stdin {
         return Ok(Some(Credentials::identity_token(read_stdin("identity token")?, "--identity-token-stdin")));
@@ -40,7 +40,7 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
         if c.password.is_some() {
             eprintln!("Warning: a password given with -p/--password may be saved in shell history; prefer --password-stdin");
         }
-        (c.password.clone(), "--username/--password")
+        (c.password.as_ref().map(|p| p.expose().to_string()), "--username/--password")
     };
     match (&c.username, password) {
         (Some(u), _) if u.is_empty() => Err(UsageError("--username is empty".into()).into()),
