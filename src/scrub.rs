@@ -18,35 +18,25 @@ pub fn register_secret(secret: &str) {
         return;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    let forms = [secret.to_string(), b64.encode(secret), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)];
-    if let Ok(mut all) = SECRETS.lock() {
-        for f in forms {
-            if !all.contains(&f) {
-                all.push(f);
-            }
-        }
-        // Longest first, so that a secret containing another is replaced whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    register([secret.to_string(), b64.encode(secret), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)]);
 }
 
 /// Adds the pair `username:password` as it travels in a Basic header, besides the password alone.
 pub fn register_basic(username: &str, password: &str) {
     register_secret(password);
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-    register_secret_exact(&pair);
+    register([base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))]);
 }
 
-/// Adds one exact value (no encoded forms).
-fn register_secret_exact(value: &str) {
-    if value.len() < MIN_SECRET_LEN {
-        return;
-    }
+/// Adds exact values to [`SECRETS`], each once.
+fn register(values: impl IntoIterator<Item = String>) {
     if let Ok(mut all) = SECRETS.lock() {
-        if !all.iter().any(|s| s == value) {
-            all.push(value.to_string());
-            all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for v in values {
+            if !all.contains(&v) {
+                all.push(v);
+            }
         }
+        // Longest first, so that a secret containing another is replaced whole.
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 }
 

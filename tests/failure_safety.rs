@@ -121,18 +121,7 @@ fn spawn_fed(args: &[&str]) -> (Bg, std::process::ChildStdin) {
 
 fn spawn_with(args: &[&str], stdin: Stdio) -> Bg {
     let dir = tempdir();
-    let cfg = dir.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("config.json"), "{\"auths\":{}}").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_oras"))
-        .args(args)
-        .env("DOCKER_CONFIG", &cfg)
-        .env("NO_COLOR", "1")
-        .env("NO_PROXY", "*")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
+    let child = common::oras_command(args)
         .stdin(stdin)
         .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout")).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).unwrap()))

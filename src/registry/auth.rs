@@ -539,26 +539,13 @@ impl Auth {
 }
 
 /// Largest token server answer read (a token is a few KiB at most).
-const MAX_TOKEN_ANSWER: usize = 1 << 20;
+const MAX_TOKEN_ANSWER: u64 = 1 << 20;
 
 /// A token server's answer, if it is at most `limit` bytes and comes in full within `deadline`.
-async fn read_at_most(resp: reqwest::Response, limit: usize, deadline: Duration) -> Result<bytes::Bytes, String> {
-    use futures::StreamExt;
-    if resp.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(format!("its answer is larger than the {limit} byte limit"));
-    }
-    let read = async {
-        let mut out = Vec::new();
-        let mut s = resp.bytes_stream();
-        while let Some(chunk) = s.next().await {
-            out.extend_from_slice(&chunk.map_err(|e| describe_transport(&e))?);
-            if out.len() > limit {
-                return Err(format!("its answer is larger than the {limit} byte limit"));
-            }
-        }
-        Ok(bytes::Bytes::from(out))
-    };
-    tokio::time::timeout(deadline, read).await.unwrap_or_else(|_| Err("timed out reading its answer (--request-timeout)".into()))
+async fn read_at_most(resp: reqwest::Response, limit: u64, deadline: Duration) -> Result<bytes::Bytes, String> {
+    tokio::time::timeout(deadline, transport::read_limited(resp, limit))
+        .await
+        .unwrap_or_else(|_| Err("timed out reading its answer (--request-timeout)".into()))
 }
 
 /// The actions a bearer token (a JWT as Distribution's token servers issue) grants on `repo`, read from

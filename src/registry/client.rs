@@ -4,7 +4,8 @@ use super::auth::{repo_scope, Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{describe_body, describe_transport, RegistryError};
 use super::stall::{self, StallLimit};
 use super::transport::{
-    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, retry_after, Redacted, RetryPolicy, TransportOptions,
+    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, read_limited, read_prefix, retry_after, Redacted,
+    RetryPolicy, TransportOptions,
 };
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
@@ -332,7 +333,7 @@ impl Client {
     /// Follows `Link: <...>; rel="next"` pages (at most `pages`), collecting the string array `field` of each.
     async fn paginate(&self, pages: usize, op: &str, target: &str, mut url: String, scopes: &[String], field: &str) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        let mut seen = Pages::default();
+        let mut seen = HashSet::new();
         for _ in 0..pages {
             let resp = self.send(op, target, Method::GET, &url, scopes, |r| r).await?;
             if !resp.status().is_success() {
@@ -364,8 +365,9 @@ impl Client {
     }
 
     /// The URL of the next page named by a `Link` on the page at `current`: resolved against it, on the
-    /// registry's own origin (credentials go nowhere else) and not a page read already.
-    fn next_page(&self, op: &str, target: &str, current: &str, link: &str, seen: &mut Pages) -> Result<String> {
+    /// registry's own origin (credentials go nowhere else) and not a page read already (`seen`: the URLs
+    /// of the pages read so far).
+    fn next_page(&self, op: &str, target: &str, current: &str, link: &str, seen: &mut HashSet<String>) -> Result<String> {
         let base = url::Url::parse(current).map_err(|e| rerr(op, target, None, format!("internal: bad URL: {e}")))?;
         let next = base.join(link).map_err(|_| {
             rerr(op, target, None, format!("the registry's pagination link {:?} is not a URL", crate::scrub::escape_controls(link)))
@@ -381,8 +383,8 @@ impl Client {
                 ),
             ));
         }
-        seen.visit(current);
-        if !seen.visit(next.as_str()) {
+        seen.insert(current.to_string());
+        if !seen.insert(next.to_string()) {
             return Err(rerr(
                 op,
                 target,
@@ -798,20 +800,17 @@ impl Client {
     /// within the request deadline once it is all sent (ten times that: committing a large blob may
     /// mean a copy inside the registry's storage).
     async fn upload(&self, rb: reqwest::RequestBuilder, moved: Arc<stall::Moved>) -> std::result::Result<reqwest::Response, String> {
-        let answer = async {
-            let sent = rb.send();
-            tokio::pin!(sent);
-            tokio::select! {
-                r = &mut sent => return r.map_err(|e| describe_transport(&e)),
-                why = stall::watch(moved.clone(), self.stall) => return Err(why),
-                _ = moved.finished() => {}
-            }
-            match tokio::time::timeout(self.request_timeout * 10, sent).await {
-                Ok(r) => r.map_err(|e| describe_transport(&e)),
-                Err(_) => Err(format!("timed out: no answer within {} s of the upload's last byte", (self.request_timeout * 10).as_secs())),
-            }
-        };
-        answer.await
+        let sent = rb.send();
+        tokio::pin!(sent);
+        tokio::select! {
+            r = &mut sent => return r.map_err(|e| describe_transport(&e)),
+            why = stall::watch(moved.clone(), self.stall) => return Err(why),
+            _ = moved.finished() => {}
+        }
+        match tokio::time::timeout(self.request_timeout * 10, sent).await {
+            Ok(r) => r.map_err(|e| describe_transport(&e)),
+            Err(_) => Err(format!("timed out: no answer within {} s of the upload's last byte", (self.request_timeout * 10).as_secs())),
+        }
     }
 
     /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
@@ -843,7 +842,7 @@ impl Client {
         let scopes = [repo_scope(repo, false)];
         let mut url = self.url(repo, &format!("referrers/{subject}"));
         let mut all = Vec::new();
-        let mut seen = Pages::default();
+        let mut seen = HashSet::new();
         loop {
             let resp = self.send(op, &target, Method::GET, &url, &scopes, |r| r.header(header::ACCEPT, manifest::OCI_INDEX)).await?;
             let status = resp.status();
@@ -899,17 +898,6 @@ enum Attempt {
     TimedOut,
 }
 
-/// Pages of a listing read so far (their URLs), to stop at one that comes round again.
-#[derive(Default)]
-struct Pages(HashSet<String>);
-
-impl Pages {
-    /// Records a page; false when it was read already.
-    fn visit(&mut self, url: &str) -> bool {
-        self.0.insert(url.to_string())
-    }
-}
-
 /// The names that fit `valid`; each other one is skipped with a warning (escaped: it came from outside).
 fn valid_names(names: Vec<String>, valid: fn(&str) -> bool, what: &str, of: &str) -> Vec<String> {
     let (good, bad): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| valid(n));
@@ -917,36 +905,6 @@ fn valid_names(names: Vec<String>, valid: fn(&str) -> bool, what: &str, of: &str
         crate::scrub::warn(format_args!("skipping {what} {:?} of {of}: not a valid {what} name (distribution spec)", b));
     }
     good
-}
-
-/// Up to `limit` bytes of an answer (an error's body: its start says enough), and whether there was
-/// more, which is not read.
-async fn read_prefix(resp: reqwest::Response, limit: u64) -> (Bytes, bool) {
-    let declared_over = resp.content_length().is_some_and(|l| l > limit);
-    let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
-    while let Some(Ok(chunk)) = s.next().await {
-        let room = (limit as usize).saturating_sub(out.len());
-        if chunk.len() > room {
-            out.extend_from_slice(&chunk[..room]);
-            return (Bytes::from(out), true);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    (Bytes::from(out), declared_over)
-}
-
-async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
-    let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
-    while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| describe_transport(&e))?;
-        if (out.len() + chunk.len()) as u64 > limit {
-            return Err(format!("response larger than the {limit} byte limit"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(out))
 }
 
 /// Extracts the target of `rel="next"` from a `Link` header.

@@ -1,6 +1,8 @@
 //! Building the HTTP client (TLS, plain HTTP rules, `--resolve`, extra headers, proxies from
 //! the environment) and the retry policy every registry and token request follows.
 
+use bytes::Bytes;
+use futures::StreamExt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -145,6 +147,40 @@ fn der_contents(der: &[u8], tag: u8) -> Option<&[u8]> {
         (len, 2 + n)
     };
     der.get(start..start.checked_add(len)?)
+}
+
+/// Up to `limit` bytes of an answer (an error's body: its start says enough), and whether there was
+/// more, which is not read.
+pub async fn read_prefix(resp: reqwest::Response, limit: u64) -> (Bytes, bool) {
+    let declared_over = resp.content_length().is_some_and(|l| l > limit);
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(Ok(chunk)) = s.next().await {
+        let room = (limit as usize).saturating_sub(out.len());
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return (Bytes::from(out), true);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    (Bytes::from(out), declared_over)
+}
+
+/// A whole answer, if it is at most `limit` bytes (one that declares more is refused unread).
+pub async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(format!("response larger than the {limit} byte limit"));
+    }
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(|e| super::error::describe_transport(&e))?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(format!("response larger than the {limit} byte limit"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Redirects (a blob served from storage elsewhere) are followed up to 10 times; reqwest drops the

@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 
 use crate::common::Run;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One measured run.
@@ -35,21 +35,8 @@ pub struct Measured {
 /// colour; kills it after `limit`. A killed run has no exit code and says so at the end of its stderr.
 pub fn run_measured(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Measured {
     let out = tempfile::tempdir().unwrap();
-    let cfg = out.path().join("docker");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(cfg.join("config.json"), "{\"auths\":{}}").unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
-    cmd.args(args)
-        .env("DOCKER_CONFIG", &cfg)
-        .env("NO_COLOR", "1")
-        .env("NO_PROXY", "*")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("all_proxy")
-        .stdout(Stdio::from(std::fs::File::create(out.path().join("stdout")).unwrap()))
+    let mut cmd = crate::common::oras_command(args);
+    cmd.stdout(Stdio::from(std::fs::File::create(out.path().join("stdout")).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(out.path().join("stderr")).unwrap()));
     match stdin {
         Some(bytes) => {

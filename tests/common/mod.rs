@@ -100,6 +100,23 @@ fn docker_config_dir() -> &'static Path {
     })
 }
 
+/// The `oras` binary as every test runs it: an empty docker config, no proxies from the environment,
+/// no colour. The caller adds stdin, stdout, stderr and any other environment.
+pub fn oras_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
+    cmd.args(args)
+        .env("DOCKER_CONFIG", docker_config_dir())
+        .env("NO_COLOR", "1")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("all_proxy")
+        .env("NO_PROXY", "*");
+    cmd
+}
+
 /// Run `oras <args>` with no stdin.
 pub fn oras(args: &[&str]) -> Run {
     oras_with_stdin(args, None)
@@ -116,18 +133,8 @@ pub fn oras_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Ru
     let out_dir = tempfile::tempdir().unwrap();
     let out_path = out_dir.path().join("stdout");
     let err_path = out_dir.path().join("stderr");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
-    cmd.args(args)
-        .env("DOCKER_CONFIG", docker_config_dir())
-        .env("NO_COLOR", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("all_proxy")
-        .env("NO_PROXY", "*")
-        .envs(env.iter().copied())
+    let mut cmd = oras_command(args);
+    cmd.envs(env.iter().copied())
         .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()));
     let stdin_file;
