@@ -104,6 +104,21 @@ pub struct Parsed {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Parsed {
+    /// The blobs a copy moves: all of them but foreign layers (see [`is_foreign`]).
+    pub fn copied_blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.blobs.iter().filter(|b| !is_foreign(b))
+    }
+}
+
+/// Whether a layer is one that registries need not hold: non-distributable (OCI) or foreign (Docker),
+/// with URLs to fetch it from. Copies leave such layers where their URLs point, as registries and other
+/// copy tools do.
+pub fn is_foreign(desc: &Descriptor) -> bool {
+    let restricted = desc.media_type.contains(".nondistributable.") || desc.media_type.contains(".foreign.");
+    restricted && desc.urls.as_ref().is_some_and(|u| !u.is_empty())
+}
+
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -2,6 +2,23 @@
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether `--debug` asked for a trace (process-wide: the trace is one stream).
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Turns the `--debug` trace on or off.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted only
+/// when tracing: thousands of requests a second must not each format a line nobody reads.
+pub fn debug_line(line: std::fmt::Arguments<'_>) {
+    if DEBUG.load(Ordering::Relaxed) {
+        eprintln!("[debug] {line}");
+    }
+}
 
 /// Where status and progress go (a clone shows on the same bars).
 #[derive(Clone)]

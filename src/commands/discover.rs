@@ -35,7 +35,7 @@ async fn tree(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for r in src.referrers(repo, desc).await? {
+    for r in src.predecessors(repo, desc, None).await?.referrers {
         let children = Box::pin(tree(src, repo, &r, depth.map(|d| d - 1), filter, seen)).await?;
         if filter.is_none_or(|f| r.artifact_type.as_deref() == Some(f)) {
             out.push(Node { desc: r, referrers: children });
@@ -74,7 +74,7 @@ pub async fn run(args: DiscoverArgs) -> Result<()> {
         };
         let regs = common::registries(&args.common, true)?;
         let repo = Repo::new(&r.registry, &r.repository);
-        let desc = regs.resolve(&repo, &reference).await?;
+        let desc = regs.resolve_head(&repo, &reference).await?;
         let shown = repo.to_string();
         (regs, repo, desc, shown)
     };

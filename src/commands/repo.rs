@@ -24,14 +24,13 @@ pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
 
 /// Resolves `<tag>`, `sha256:<hex>` or `<registry>/<repo>:<tag>|@<digest>` inside a backup.
 pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result<(crate::target::Repo, crate::manifest::Descriptor)> {
-    use crate::target::Source;
     let reference = reference.trim_start_matches('@');
     if reference.contains('/') {
         let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
         let repo = layout.find_repo(Some(&r.repo_name()))?;
         let what = r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tags.first().cloned());
         let what = what.ok_or_else(|| UsageError(format!("name a tag or digest in {reference:?}")))?;
-        return match layout.resolve(&repo, &what).await {
+        return match layout.find(&repo, &what).await {
             Ok(d) => Ok((repo, d)),
             Err(e) => match r.digest.as_ref() {
                 Some(digest) => Ok((repo, stored_manifest(layout, digest).await.ok_or(e)?)),
@@ -41,7 +40,7 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
     }
     let mut found = Vec::new();
     for r in layout.repositories() {
-        if let Ok(d) = layout.resolve(&r, reference).await {
+        if let Ok(d) = layout.find(&r, reference).await {
             found.push((r, d));
         }
     }

@@ -6,10 +6,11 @@
 //! A restore from a stream cannot be checked ahead: there every blob is held, hashed as it passes,
 //! and all are committed once the whole stream has proved intact.
 
-use super::{blob_problems, copy_blob, damaged, place, BlobOutcome, Job, Placed};
+use super::transfer::{self, blob_problems, cannot_copy, copy_blob, damaged, place, retrying, BlobOutcome, Placed};
+use super::{Job, JobId, Run};
 use crate::manifest::Descriptor;
-use crate::progress::Progress;
-use crate::target::{Sink, Source};
+use crate::progress::{debug_line, Progress};
+use crate::target::{kind_of, Access, ErrorKind, Staging};
 use anyhow::Result;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::sync::{Arc, Mutex};
@@ -27,15 +28,12 @@ enum Checked {
     Damaged,
 }
 
-/// What the restore paths of this module share: where blobs come from and go, and the run's bookkeeping.
+/// What the restore paths of this module share: the run, and its bookkeeping of blobs.
 #[derive(Clone, Copy)]
 pub(super) struct Restore<'a> {
-    pub(super) src: &'a Arc<dyn Source>,
-    pub(super) dst: &'a Arc<dyn Sink>,
-    pub(super) jobs: &'a [Job],
+    pub(super) run: &'a Run<'a>,
     pub(super) placed: &'a Placed,
     pub(super) progress: &'a Progress,
-    pub(super) conc: usize,
 }
 
 /// The error of an upload given up because the check found damage (the damage is what gets reported).
@@ -45,14 +43,13 @@ struct Abandoned;
 
 /// Restores `blobs` (all missing from the destination) of a backup that can be read twice, checking
 /// them beside the uploads; a damaged backup is refused with nothing made visible.
-/// `blobs` come largest first (see [`super::largest_first`]): small ones wait for the check, and would
+/// `blobs` come largest first (see [`super::blobs::largest_first`]): small ones wait for the check, and would
 /// otherwise hold slots of the concurrency while a large one, which could go ahead held, queued behind them.
-pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
-    let Restore { src, jobs, conc, .. } = r;
+pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<BlobOutcome>> {
     let (tx, rx) = watch::channel(Checked::Pending);
     let check = blobs.clone();
     let checking = async {
-        let problems = blob_problems(src, jobs, &check, conc).await;
+        let problems = blob_problems(r.run, &check).await;
         let _ = tx.send(if problems.is_empty() { Checked::Intact } else { Checked::Damaged });
         problems
     };
@@ -73,12 +70,12 @@ pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(usize, Descripto
 /// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
 /// `checked` says the backup is intact; stops at the first failure of the destination. Damage lets every
 /// upload wind down (held sessions are deleted) before it returns.
-async fn upload_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>, checked: watch::Receiver<Checked>) -> Result<Vec<BlobOutcome>> {
-    let mut results = stream::iter(blobs.into_iter().map(|(i, desc)| {
+async fn upload_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>, checked: watch::Receiver<Checked>) -> Result<Vec<BlobOutcome>> {
+    let mut results = stream::iter(blobs.into_iter().map(|(id, desc)| {
         let checked = checked.clone();
-        async move { upload_one(r, &r.jobs[i], desc, checked).await }
+        async move { upload_one(r, r.run.job(id), desc, checked).await }
     }))
-    .buffer_unordered(r.conc);
+    .buffer_unordered(r.run.conc);
     let mut done = Vec::new();
     let mut given_up = None;
     while let Some(r) = results.next().await {
@@ -92,33 +89,33 @@ async fn upload_checked(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>, checked
 }
 
 async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: watch::Receiver<Checked>) -> Result<BlobOutcome> {
-    let Restore { src, dst, placed, progress, .. } = r;
-    if dst.stages() && desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending {
+    let staging = r.run.dst.staging().filter(|_| desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending);
+    if let Some(staging) = staging {
         let sent = tokio::select! {
-            sent = stage(r, job, &desc) => sent?,
+            sent = stage(r, staging, job, &desc) => sent?,
             _ = verdict(&mut checked, Checked::Damaged) => return Err(Abandoned.into()),
         };
         if let Some(token) = sent {
             if !verdict(&mut checked, Checked::Intact).await {
-                dst.cancel_blob(&job.dst, &token).await;
+                staging.cancel(&job.dst, &token).await;
                 return Err(Abandoned.into());
             }
-            match commit(dst, job, &desc, token, placed).await {
+            match commit(staging, job, &desc, token, r.placed).await {
                 Ok(done) => return Ok(done),
                 // Its bytes were checked: sent again the plain way below.
-                Err(e) => crate::registry::transport::debug_line(format_args!("commit of {} failed, sending it again: {e:#}", desc.digest)),
+                Err(e) => debug_line(format_args!("commit of {} failed, sending it again: {e:#}", desc.digest)),
             }
         }
     }
     if !verdict(&mut checked, Checked::Intact).await {
         return Err(Abandoned.into());
     }
-    copy_blob((src.clone(), dst.clone()), job, &desc, placed.clone(), progress).await
+    copy_blob((r.run.src.clone(), r.run.dst.clone()), job, &desc, r.placed.clone(), r.progress).await
 }
 
 /// Makes a held blob visible and records where it landed.
-async fn commit(dst: &Arc<dyn Sink>, job: &Job, desc: &Descriptor, token: String, placed: &Placed) -> Result<BlobOutcome> {
-    dst.commit_blob(&job.dst, desc, token).await?;
+async fn commit(staging: &dyn Staging, job: &Job, desc: &Descriptor, token: String, placed: &Placed) -> Result<BlobOutcome> {
+    staging.commit(&job.dst, desc, token).await?;
     place(placed, desc, job);
     Ok(BlobOutcome::Copied(desc.size))
 }
@@ -137,46 +134,29 @@ async fn verdict(checked: &mut watch::Receiver<Checked>, want: Checked) -> bool 
     end == want
 }
 
-/// Sends a blob into a held upload session, retrying like a plain upload; `None` when the registry
-/// refuses this way of uploading (the plain upload is used then).
-async fn stage(r: Restore<'_>, job: &Job, desc: &Descriptor) -> Result<Option<String>> {
-    let Restore { src, dst, progress, .. } = r;
-    let mut attempt = 0u64;
-    loop {
-        let bar = progress.blob(desc.digest.as_str(), desc.size);
-        // The check reads the same bytes; the registry checks the digest again at the commit.
-        let data = super::counting(src.fetch_blob(&job.src, desc).await?, bar.counter(progress));
-        match dst.stage_blob(&job.dst, desc, data).await {
+/// Sends a blob into a held upload session, retrying like a plain upload; `None` when the destination
+/// does not take this way of uploading (the plain upload is used then).
+async fn stage(r: Restore<'_>, staging: &dyn Staging, job: &Job, desc: &Descriptor) -> Result<Option<String>> {
+    let sent = retrying(true, |attempt| async move {
+        let bar = r.progress.blob(desc.digest.as_str(), desc.size);
+        // The check reads the same bytes; the destination checks the digest again at the commit.
+        let data = transfer::counting(r.run.src.fetch_blob(&job.src, desc).await?, bar.counter(r.progress));
+        match staging.stage(&job.dst, desc, data).await {
             Ok(token) => {
                 bar.done("Uploaded");
-                return Ok(Some(token));
+                Ok(Some(token))
+            }
+            Err(e) if kind_of(&e) == ErrorKind::Unsupported => {
+                debug_line(format_args!("held upload of {} refused, sending it the plain way: {e:#}", desc.digest));
+                Ok(None)
             }
             Err(e) => {
-                drop(bar);
-                crate::registry::transport::debug_line(format_args!(
-                    "held upload of {} failed (attempt {}): {e:#}",
-                    desc.digest,
-                    attempt + 1
-                ));
-                if refused(&e) {
-                    return Ok(None);
-                }
-                attempt += 1;
-                if attempt == 3 {
-                    return Err(e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(300 * attempt)).await;
+                debug_line(format_args!("held upload of {} failed (attempt {attempt}): {e:#}", desc.digest));
+                Err(e)
             }
         }
-    }
-}
-
-/// Whether the registry answered that it does not take a blob sent as one PATCH (a client error that is
-/// not about credentials, a missing repository, or load): the plain upload may still work.
-fn refused(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<crate::registry::error::RegistryError>()
-        .and_then(|r| r.status)
-        .is_some_and(|s| (400..500).contains(&s) && ![401, 403, 404, 408, 429].contains(&s))
+    });
+    sent.await.map_err(|e| cannot_copy(e, job, desc))
 }
 
 /// Whether an upload error only says it was given up for damage found by the check.
@@ -187,37 +167,43 @@ fn abandoned(e: &anyhow::Error) -> bool {
 /// Restores the blobs of a stream, in its order: each is hashed as it passes into a held upload
 /// session; once every one has passed intact, all are committed. Damage (or a failure) abandons them
 /// all, so nothing becomes visible.
-pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(usize, Descriptor)>) -> Result<Vec<BlobOutcome>> {
-    let Restore { src, dst, jobs, placed, progress, conc } = r;
-    let mut results = stream::iter(blobs.into_iter().map(|(i, desc)| async move {
-        let job = &jobs[i];
+pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+    let Restore { run, placed, progress } = r;
+    let staging = run.dst.staging().ok_or_else(|| anyhow::anyhow!("internal: held uploads without a staging destination"))?;
+    debug_assert_eq!(run.src.access(), Access::Stream);
+    let mut results = stream::iter(blobs.into_iter().map(|(id, desc)| async move {
+        let job = run.job(id);
         if desc.size == 0 && desc.digest != crate::digest::Digest::of(b"") {
             // No bytes pass to be hashed: the descriptor alone is wrong.
             anyhow::bail!("the backup is damaged, nothing was pushed: blob {} is empty but named as if it were not", desc.digest);
         }
         let bar = progress.blob(desc.digest.as_str(), desc.size);
         let problem = Arc::new(Mutex::new(None));
-        let data = src.fetch_blob(&job.src, &desc).await?;
-        let sent = dst.stage_blob(&job.dst, &desc, super::verifying(data, &desc, bar.counter(progress), Some(problem.clone()))).await;
+        let data = run.src.fetch_blob(&job.src, &desc).await?;
+        let sent = staging.stage(&job.dst, &desc, transfer::verifying(data, &desc, bar.counter(progress), Some(problem.clone()))).await;
         let damage = problem.lock().ok().and_then(|mut p| p.take());
         match (sent, damage) {
             (Ok(token), None) => {
                 bar.done("Uploaded");
-                Ok((i, desc, token))
+                Ok((id, desc, token))
             }
             (sent, Some(why)) => {
                 if let Ok(token) = sent {
-                    dst.cancel_blob(&job.dst, &token).await;
+                    staging.cancel(&job.dst, &token).await;
                 }
                 Err(anyhow::anyhow!("the backup is damaged, nothing was pushed: {why}"))
             }
             (Err(e), None) => {
-                let hint = if refused(&e) { " (this registry does not take held uploads: restore from a file instead)" } else { "" };
+                let hint = if kind_of(&e) == ErrorKind::Unsupported {
+                    " (this registry does not take held uploads: restore from a file instead)"
+                } else {
+                    ""
+                };
                 Err(e.context(format!("cannot copy blob {} from {} to {}{hint}", desc.digest, job.src, job.dst)))
             }
         }
     }))
-    .buffer_unordered(conc);
+    .buffer_unordered(run.conc);
     let mut held = Vec::new();
     let mut failed = None;
     while let Some(r) = results.next().await {
@@ -233,19 +219,17 @@ pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(usize, Descr
     // (crate::interrupt), as far as the registry lets it.
     drop(results);
     if let Some(e) = failed {
-        stream::iter(held.into_iter().map(|(i, _, token)| async move { dst.cancel_blob(&jobs[i].dst, &token).await }))
-            .buffer_unordered(conc)
+        stream::iter(held.into_iter().map(|(id, _, token)| async move { staging.cancel(&run.job(id).dst, &token).await }))
+            .buffer_unordered(run.conc)
             .collect::<Vec<()>>()
             .await;
         return Err(e);
     }
-    stream::iter(held.into_iter().map(|(i, desc, token)| async move {
-        let job = &jobs[i];
-        commit(dst, job, &desc, token, placed)
-            .await
-            .map_err(|e| e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst)))
+    stream::iter(held.into_iter().map(|(id, desc, token)| async move {
+        let job = run.job(id);
+        commit(staging, job, &desc, token, placed).await.map_err(|e| cannot_copy(e, job, &desc))
     }))
-    .buffer_unordered(conc)
+    .buffer_unordered(run.conc)
     .try_collect()
     .await
 }

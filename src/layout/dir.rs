@@ -6,7 +6,7 @@ use super::durable::{sync_blob, sync_filesystem, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
-use crate::target::{ByteStream, Plan, ReferrerListing, Repo, Result, Sink};
+use crate::target::{ByteStream, EntryRole, Hints, Plan, Planning, ReferrerListing, Repo, Result, Sink};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -186,24 +186,22 @@ fn bare(desc: &Descriptor) -> Descriptor {
 }
 
 #[async_trait]
-impl Sink for DirSink {
-    fn scope(&self, _repo: &Repo) -> String {
-        String::new()
-    }
-
+impl Planning for DirSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
         if self.empty {
-            super::space::ensure_room(&self.root, &self.root, plan.contents.iter().map(|(d, _)| d.size))?;
+            super::space::ensure_room(&self.root, &self.root, plan.contents.iter().map(|c| c.desc.size))?;
         }
-        for (_, desc, _, is_referrer) in plan.entries {
-            if *is_referrer {
-                // A referrer's annotations are the engine's record of its subject and listing.
-                self.record(Entry { repo: None, tag: None, desc: Descriptor { annotations: desc.annotations.clone(), ..bare(desc) } });
-            }
+        for e in plan.entries.iter().filter(|e| e.role == EntryRole::Referrer) {
+            // A referrer's annotations are the engine's record of its subject and listing.
+            let desc = &e.desc;
+            self.record(Entry { repo: None, tag: None, desc: Descriptor { annotations: desc.annotations.clone(), ..bare(desc) } });
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Hints for DirSink {
     fn known_tag(&self, repo: &Repo, tag: &str) -> Option<Descriptor> {
         self.tagged.get(&(repo.clone(), tag.to_string())).cloned()
     }
@@ -229,6 +227,21 @@ impl Sink for DirSink {
         let mut buf = vec![0; desc.size as usize];
         (&f).read_exact(&mut buf).ok()?;
         Some(Bytes::from(buf))
+    }
+}
+
+#[async_trait]
+impl Sink for DirSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    fn planning(&self) -> Option<&dyn Planning> {
+        Some(self)
+    }
+
+    fn hints(&self) -> &dyn Hints {
+        self
     }
 
     async fn has_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<bool> {

@@ -245,13 +245,14 @@ pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
     let entries: Vec<Entry> = plan
         .entries
         .iter()
-        .map(|(repo, desc, tag, is_ref)| {
-            let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
-            d.artifact_type = desc.artifact_type.clone();
-            if *is_ref {
-                d.annotations = desc.annotations.clone();
+        .map(|e| {
+            let is_ref = e.role == crate::target::EntryRole::Referrer;
+            let mut d = Descriptor::new(&e.desc.media_type, e.desc.digest.clone(), e.desc.size);
+            d.artifact_type = e.desc.artifact_type.clone();
+            if is_ref {
+                d.annotations = e.desc.annotations.clone();
             }
-            Entry { repo: if *is_ref || repo.registry.is_empty() { None } else { Some(repo.clone()) }, tag: tag.clone(), desc: d }
+            Entry { repo: if is_ref || e.repo.registry.is_empty() { None } else { Some(e.repo.clone()) }, tag: e.tag.clone(), desc: d }
         })
         .collect();
     render(&entries)

@@ -5,7 +5,7 @@ use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
-use crate::target::{ByteStream, Repo, Result, Source};
+use crate::target::{failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -265,6 +265,18 @@ impl LayoutSource {
     pub fn untagged_of(&self, repo: &Repo) -> Vec<Descriptor> {
         index::untagged_of(&self.entries, repo)
     }
+
+    /// Resolves a tag or digest of a repository; a digest index.json does not list (an index child, a
+    /// referrer) is still found among the backup's blobs.
+    pub async fn find(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
+        match index::find(&self.entries, repo, reference) {
+            Some(d) => Ok(d),
+            None => match reference.parse::<Digest>() {
+                Ok(digest) => self.stored_manifest(&digest).await,
+                Err(_) => Err(failure(ErrorKind::NotFound, format!("{reference} not found in the backup"))),
+            },
+        }
+    }
 }
 
 #[async_trait]
@@ -277,15 +289,8 @@ impl Source for LayoutSource {
         Ok(self.untagged_of(repo))
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        match index::find(&self.entries, repo, reference) {
-            Some(d) => Ok(d),
-            // A digest not listed in index.json (an index child, a referrer) is still in the backup's blobs.
-            None => match reference.parse::<Digest>() {
-                Ok(digest) => self.stored_manifest(&digest).await,
-                Err(_) => bail!("{reference} not found in the backup"),
-            },
-        }
+    async fn resolve(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<Resolved> {
+        Ok(Resolved { desc: self.find(repo, reference).await?, bytes: None })
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
@@ -316,12 +321,12 @@ impl Source for LayoutSource {
         Ok(chunks(file, size))
     }
 
-    async fn referrers(&self, _repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
-        Ok(self.referrers.get(&desc.digest).cloned().unwrap_or_default())
+    async fn predecessors(&self, _repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+        Ok(ReferrerListing { referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(), index: None })
     }
 
-    fn is_local(&self) -> bool {
-        true
+    fn access(&self) -> Access {
+        Access::Local
     }
 }
 

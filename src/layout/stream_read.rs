@@ -5,7 +5,7 @@ use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::check_entry;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
-use crate::target::{ByteStream, Repo, Result, Source};
+use crate::target::{failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source};
 use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -365,8 +365,10 @@ impl Source for StreamSource {
         Ok(index::untagged_of(&self.entries, repo))
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        index::find(&self.entries, repo, reference).ok_or_else(|| anyhow!("{reference} not found in the backup"))
+    async fn resolve(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<Resolved> {
+        let desc = index::find(&self.entries, repo, reference)
+            .ok_or_else(|| failure(ErrorKind::NotFound, format!("{reference} not found in the backup")))?;
+        Ok(Resolved { desc, bytes: None })
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
@@ -385,12 +387,12 @@ impl Source for StreamSource {
         Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })))
     }
 
-    async fn referrers(&self, _repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
-        Ok(self.referrers.get(&desc.digest).cloned().unwrap_or_default())
+    async fn predecessors(&self, _repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+        Ok(ReferrerListing { referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(), index: None })
     }
 
-    fn ordered(&self) -> bool {
-        true
+    fn access(&self) -> Access {
+        Access::Stream
     }
 
     async fn expect(&self, digests: &[Digest]) -> Result<()> {

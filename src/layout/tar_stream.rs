@@ -3,15 +3,15 @@
 
 use super::blob_path;
 use super::index::{self, OCI_LAYOUT};
-use super::tar_write::{header, padded};
+use super::tar_write::{entry_order, header, padded};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
-use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use crate::target::{ByteStream, Plan, Planning, Repo, Result, Sink, Traits};
 use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -65,15 +65,7 @@ impl StreamTarSink {
 const ZEROS: [u8; 1024] = [0; 1024];
 
 #[async_trait]
-impl Sink for StreamTarSink {
-    fn scope(&self, _repo: &Repo) -> String {
-        String::new()
-    }
-
-    fn ordered(&self) -> bool {
-        true
-    }
-
+impl Planning for StreamTarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
         let index_json = index::render_plan(plan);
         let mut out = self.out.lock().await;
@@ -82,23 +74,35 @@ impl Sink for StreamTarSink {
             out.write_all(data).await?;
             out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize]).await?;
         }
-        // Manifests are in memory already: they go out now, in the tar file's order.
-        let manifests: BTreeMap<&Digest, &Descriptor> = plan.contents.iter().filter(|(_, m)| *m).map(|(d, _)| (&d.digest, *d)).collect();
-        for (digest, desc) in manifests {
+        let entries = entry_order(plan.contents);
+        // Manifests come first and are in memory already: they go out now.
+        for desc in entries.iter().filter(|e| e.manifest).map(|e| e.desc) {
+            let digest = &desc.digest;
             let bytes = plan.manifests.get(digest).ok_or_else(|| anyhow!("internal: manifest {digest} has no bytes"))?;
             self.write_entry_head(&mut **out, &blob_path(digest), desc.size).await?;
             out.write_all(bytes).await?;
             out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
         }
-        let blobs: Vec<&Digest> = {
-            let set: BTreeMap<&Digest, ()> = plan.contents.iter().filter(|(_, m)| !*m).map(|(d, _)| (&d.digest, ())).collect();
-            set.into_keys().collect()
-        };
         let mut order = self.order.lock().map_err(|_| anyhow!("internal lock poisoned"))?;
-        for (i, d) in blobs.into_iter().enumerate() {
-            order.insert(d.clone(), i);
+        for (i, e) in entries.iter().filter(|e| !e.manifest).enumerate() {
+            order.insert(e.desc.digest.clone(), i);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for StreamTarSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    fn traits(&self) -> Traits {
+        Traits { in_order: true, ..Traits::default() }
+    }
+
+    fn planning(&self) -> Option<&dyn Planning> {
+        Some(self)
     }
 
     async fn has_blob(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {

@@ -6,7 +6,7 @@ use super::durable::Writeback;
 use super::index::{self, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
-use crate::target::{ByteStream, Plan, Repo, Result, Sink};
+use crate::target::{ByteStream, Plan, PlanContent, Planning, Repo, Result, Sink};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -101,18 +101,19 @@ impl Drop for TarSink {
     }
 }
 
-#[async_trait]
-impl Sink for TarSink {
-    fn scope(&self, _repo: &Repo) -> String {
-        String::new()
-    }
+/// The entries of a layout tar after `oci-layout` and `index.json`: manifests, then blobs, each in digest
+/// order, each digest once. The order is fixed so that archives are reproducible and a stream is
+/// byte-identical to a file, and so that a reader of a stream knows the whole graph before the first
+/// blob passes.
+pub fn entry_order<'a>(contents: &[PlanContent<'a>]) -> Vec<PlanContent<'a>> {
+    let sorted: BTreeMap<(bool, &Digest), PlanContent<'a>> = contents.iter().map(|c| ((!c.manifest, &c.desc.digest), *c)).collect();
+    sorted.into_values().collect()
+}
 
+#[async_trait]
+impl Planning for TarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
         let index_json = index::render_plan(plan);
-        // Manifests first, then blobs, each sorted by digest: a fixed order (reproducible), and a
-        // reader of a stream knows the whole graph before the first blob passes.
-        let blobs: BTreeMap<(bool, &Digest), u64> =
-            plan.contents.iter().map(|(d, is_manifest)| ((!is_manifest, &d.digest), d.size)).collect();
         // A fresh file, never through a link someone left at the temporary name.
         let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()
@@ -128,7 +129,8 @@ impl Sink for TarSink {
             pos += 512 + padded(data.len() as u64);
         }
         let mut regions = HashMap::new();
-        for ((_, digest), size) in blobs {
+        for entry in entry_order(plan.contents) {
+            let (digest, size) = (&entry.desc.digest, entry.desc.size);
             file.write_all_at(&header(&blob_path(digest), size)?, pos)?;
             regions.insert(digest.clone(), (pos + 512, size));
             pos += 512 + padded(size);
@@ -144,6 +146,17 @@ impl Sink for TarSink {
         *self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))? = regions;
         *self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))? = Some(std::sync::Arc::new(file));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for TarSink {
+    fn scope(&self, _repo: &Repo) -> String {
+        String::new()
+    }
+
+    fn planning(&self) -> Option<&dyn Planning> {
+        Some(self)
     }
 
     async fn has_blob(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {

@@ -10,10 +10,9 @@ use super::transport::{
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use reqwest::{header, Method, StatusCode};
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ pub const MAX_LISTED: usize = 2_000_000;
 const MAX_ERROR_BODY: u64 = 64 << 10;
 
 /// A stream of blob bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
+pub use crate::target::ByteStream;
 
 /// A client for one registry.
 pub struct Client {

@@ -2,11 +2,14 @@
 
 use super::client::Client;
 use super::credentials::CredentialStore;
+use super::error::RegistryError;
 use super::transport::{build_client, TransportOptions};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
 use crate::reference::is_schema_tag;
-use crate::target::{ByteStream, ReferrerListing, Repo, Result, Sink, Source};
+use crate::target::{
+    failure, ByteStream, ErrorKind, Failure, Hints, Mounting, ReferrerListing, Repo, Resolved, Result, Sink, Source, Staging, Traits,
+};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -98,7 +101,7 @@ impl Registries {
                 Ok(Some(ReferrerListing { referrers, index: Some(desc.digest) }))
             }
             Err(e) if e.is_not_found() => Ok(Some(ReferrerListing::default())),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(typed(e)),
         }
     }
 
@@ -158,10 +161,32 @@ impl Registries {
     }
 }
 
+/// A registry error as the engine sees it: its message, and the kind the engine decides by.
+fn typed(e: RegistryError) -> anyhow::Error {
+    let kind = match e.status {
+        None | Some(408 | 429 | 500..=599) => ErrorKind::Transient,
+        Some(400) if e.detail.starts_with("DIGEST_INVALID") => ErrorKind::Integrity,
+        Some(404) => ErrorKind::NotFound,
+        Some(401 | 403) => ErrorKind::Denied,
+        Some(_) => ErrorKind::Unsupported,
+    };
+    anyhow::Error::new(Failure::new(kind, e))
+}
+
+impl Registries {
+    /// Resolves a reference with a HEAD request (no manifest bytes).
+    pub async fn resolve_head(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
+        match self.client(&repo.registry).head_manifest(&repo.repository, reference, false).await.map_err(typed)? {
+            Some(d) => Ok(d),
+            None => Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
+        }
+    }
+}
+
 #[async_trait]
 impl Source for Registries {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
-        let mut tags = self.client(&repo.registry).list_tags(&repo.repository).await?;
+        let mut tags = self.client(&repo.registry).list_tags(&repo.repository).await.map_err(typed)?;
         let _ = self.listing(repo).set(Some(tags.iter().cloned().collect()));
         tags.retain(|t| !is_schema_tag(t));
         tags.sort();
@@ -169,43 +194,33 @@ impl Source for Registries {
         Ok(tags)
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        match self.client(&repo.registry).head_manifest(&repo.repository, reference, false).await? {
-            Some(d) => Ok(d),
-            None => bail!("{reference} not found in {repo}"),
-        }
-    }
-
-    async fn resolve_manifest(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<(Descriptor, Option<Bytes>)> {
+    async fn resolve(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<Resolved> {
         let c = self.client(&repo.registry);
         let found = match known {
             Some(k) => c.get_manifest_unless(&repo.repository, reference, &k.digest).await,
             None => c.get_manifest(&repo.repository, reference, None).await.map(Some),
         };
         match (found, known) {
-            (Ok(Some((d, bytes))), _) => Ok((d, Some(bytes))),
+            (Ok(Some((desc, bytes))), _) => Ok(Resolved { desc, bytes: Some(bytes) }),
             // Unchanged since the destination recorded it.
-            (Ok(None), Some(k)) => Ok((k.clone(), None)),
+            (Ok(None), Some(k)) => Ok(Resolved { desc: k.clone(), bytes: None }),
             (Ok(None), None) => bail!("internal: {reference} in {repo} answered as unchanged without being asked"),
-            (Err(e), _) if e.is_not_found() => bail!("{reference} not found in {repo}"),
-            (Err(e), _) => Err(e.into()),
+            (Err(e), _) if e.is_not_found() => Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
+            (Err(e), _) => Err(typed(e)),
         }
     }
 
     async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
-        let (_, bytes) = self.client(&repo.registry).get_manifest(&repo.repository, desc.digest.as_str(), Some(desc)).await?;
+        let c = self.client(&repo.registry);
+        let (_, bytes) = c.get_manifest(&repo.repository, desc.digest.as_str(), Some(desc)).await.map_err(typed)?;
         Ok(bytes)
     }
 
     async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
-        Ok(self.client(&repo.registry).get_blob(&repo.repository, desc).await?)
+        self.client(&repo.registry).get_blob(&repo.repository, desc).await.map_err(typed)
     }
 
-    async fn referrers(&self, repo: &Repo, desc: &Descriptor) -> Result<Vec<Descriptor>> {
-        Ok(self.referrer_listing(repo, desc, None).await?.referrers)
-    }
-
-    async fn referrer_listing(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+    async fn predecessors(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
         let c = self.client(&repo.registry);
         let probe = if self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry).is_none() {
             let guard = self.probing.lock().await;
@@ -215,7 +230,7 @@ impl Source for Registries {
             None
         };
         let api = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
-            let answer = c.referrers_api(&repo.repository, &desc.digest).await?;
+            let answer = c.referrers_api(&repo.repository, &desc.digest).await.map_err(typed)?;
             if answer.is_none() && self.mode == ReferrersMode::Api {
                 bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry);
             }
@@ -243,83 +258,26 @@ impl Sink for Registries {
         repo.to_string()
     }
 
-    fn prunes(&self) -> bool {
-        true
-    }
-
-    async fn tag_points_at(&self, repo: &Repo, tag: &str, digest: &Digest) -> Result<bool> {
-        Ok(self.client(&repo.registry).tag_points_at(&repo.repository, tag, digest, !self.read_only).await?)
-    }
-
-    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
-        // If the tag-schema index is still the one this tool writes for exactly these referrers (a restore
-        // run again), the registry confirms it with a 304 instead of sending it.
-        let known =
-            (!ours.is_empty()).then(|| ReferrerListing { referrers: ours.to_vec(), index: Some(schema_index(ours.to_vec()).1.digest) });
-        Ok(self.referrer_listing(repo, subject, known.as_ref()).await?.referrers.into_iter().map(|d| d.digest).collect())
-    }
-
-    async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
-        let schema =
-            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
-        if whole && schema {
-            // The list is taken once either way. (Where the registry may have a referrers API, a repository of
-            // many tags is not listed whole for this.)
-            return self.tag_list(repo).await.get().is_some_and(|all| all.as_ref().is_some_and(HashSet::is_empty));
-        }
-        let cell = self.listing(repo);
-        if let Some(all) = cell.get() {
-            return all.as_ref().is_some_and(HashSet::is_empty);
-        }
-        // One tag is enough to know: a repository of many thousands is not listed whole for this.
-        match self.client(&repo.registry).has_tags(&repo.repository).await {
-            Ok(false) => {
-                // Its whole list is known too: nothing (a sha256- tag asked about later costs no request).
-                let _ = cell.set(Some(HashSet::new()));
-                true
-            }
-            _ => false,
-        }
+    fn traits(&self) -> Traits {
+        Traits { whole_graphs: true, checks_digests: true, creates_by_tag: true, relists_referrers: true, in_order: false }
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        Ok(self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await?)
+        self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await.map_err(typed)
     }
 
     async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {
-        Ok(self.client(&repo.registry).push_blob(&repo.repository, desc, data).await?)
-    }
-
-    fn stages(&self) -> bool {
-        true
-    }
-
-    async fn stage_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String> {
-        Ok(self.client(&repo.registry).stage_blob(&repo.repository, desc, data).await?)
-    }
-
-    async fn commit_blob(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
-        Ok(self.client(&repo.registry).commit_upload(&repo.repository, desc, token).await?)
-    }
-
-    async fn cancel_blob(&self, repo: &Repo, token: &str) {
-        self.client(&repo.registry).cancel_upload(&repo.repository, token).await
-    }
-
-    async fn mount_blob(&self, repo: &Repo, desc: &Descriptor, from: &Repo) -> Result<bool> {
-        if from.registry != repo.registry {
-            return Ok(false);
-        }
-        Ok(self.client(&repo.registry).mount_blob(&repo.repository, desc, &from.repository).await?)
+        self.client(&repo.registry).push_blob(&repo.repository, desc, data).await.map_err(typed)
     }
 
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        Ok(self.client(&repo.registry).head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only).await?.is_some())
+        let c = self.client(&repo.registry);
+        Ok(c.head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only).await.map_err(typed)?.is_some())
     }
 
     async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()> {
         let c = self.client(&repo.registry);
-        let put = c.put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone()).await?;
+        let put = c.put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone()).await.map_err(typed)?;
         if let Some(subject) = subject {
             let api = match self.mode {
                 ReferrersMode::Tag => false,
@@ -338,7 +296,7 @@ impl Sink for Registries {
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         let Some(tag) = tag else { return Ok(()) };
-        self.client(&repo.registry).put_manifest(&repo.repository, tag, desc, bytes).await?;
+        self.client(&repo.registry).put_manifest(&repo.repository, tag, desc, bytes).await.map_err(typed)?;
         Ok(())
     }
 
@@ -364,6 +322,81 @@ impl Sink for Registries {
                 .with_context(|| format!("cannot update the referrers index of {subject} in {repo}"))?;
         }
         Ok(())
+    }
+
+    fn staging(&self) -> Option<&dyn Staging> {
+        Some(self)
+    }
+
+    fn mounting(&self) -> Option<&dyn Mounting> {
+        Some(self)
+    }
+
+    fn hints(&self) -> &dyn Hints {
+        self
+    }
+}
+
+#[async_trait]
+impl Hints for Registries {
+    async fn tag_points_at(&self, repo: &Repo, tag: &str, digest: &Digest) -> Result<bool> {
+        self.client(&repo.registry).tag_points_at(&repo.repository, tag, digest, !self.read_only).await.map_err(typed)
+    }
+
+    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
+        // If the tag-schema index is still the one this tool writes for exactly these referrers (a restore
+        // run again), the registry confirms it with a 304 instead of sending it.
+        let known =
+            (!ours.is_empty()).then(|| ReferrerListing { referrers: ours.to_vec(), index: Some(schema_index(ours.to_vec()).1.digest) });
+        Ok(self.predecessors(repo, subject, known.as_ref()).await?.referrers.into_iter().map(|d| d.digest).collect())
+    }
+
+    async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
+        let schema =
+            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
+        if whole && schema {
+            // The list is taken once either way. (Where the registry may have a referrers API, a repository of
+            // many tags is not listed whole for this.)
+            return self.tag_list(repo).await.get().is_some_and(|all| all.as_ref().is_some_and(HashSet::is_empty));
+        }
+        let cell = self.listing(repo);
+        if let Some(all) = cell.get() {
+            return all.as_ref().is_some_and(HashSet::is_empty);
+        }
+        // One tag is enough to know: a repository of many thousands is not listed whole for this.
+        match self.client(&repo.registry).has_tags(&repo.repository).await {
+            Ok(false) => {
+                // Its whole list is known too: nothing (a sha256- tag asked about later costs no request).
+                let _ = cell.set(Some(HashSet::new()));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait]
+impl Staging for Registries {
+    async fn stage(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String> {
+        self.client(&repo.registry).stage_blob(&repo.repository, desc, data).await.map_err(typed)
+    }
+
+    async fn commit(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
+        self.client(&repo.registry).commit_upload(&repo.repository, desc, token).await.map_err(typed)
+    }
+
+    async fn cancel(&self, repo: &Repo, token: &str) {
+        self.client(&repo.registry).cancel_upload(&repo.repository, token).await
+    }
+}
+
+#[async_trait]
+impl Mounting for Registries {
+    async fn mount(&self, repo: &Repo, desc: &Descriptor, from: &Repo) -> Result<bool> {
+        if from.registry != repo.registry {
+            return Ok(false);
+        }
+        self.client(&repo.registry).mount_blob(&repo.repository, desc, &from.repository).await.map_err(typed)
     }
 }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Transport settings shared by every registry of a run.
@@ -73,16 +73,7 @@ pub fn api_host(registry: &str) -> &str {
     }
 }
 
-/// Whether `--debug` asked for an HTTP trace (process-wide: the trace is one stream).
-static DEBUG: AtomicBool = AtomicBool::new(false);
-
-/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted only
-/// when tracing: thousands of requests a second must not each format a line nobody reads.
-pub fn debug_line(line: std::fmt::Arguments<'_>) {
-    if DEBUG.load(Ordering::Relaxed) {
-        eprintln!("[debug] {line}");
-    }
-}
+pub use crate::progress::debug_line;
 
 /// A URL shown redacted (see [`redact_url`]) when formatted, and only then.
 pub struct Redacted<'a>(pub &'a str);
@@ -203,7 +194,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 /// Builds the shared reqwest client from the options. Proxies come from `HTTPS_PROXY`,
 /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (reqwest's system proxy, on by default).
 pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
-    DEBUG.store(o.debug, Ordering::Relaxed);
+    crate::progress::set_debug(o.debug);
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("oras-backup/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))

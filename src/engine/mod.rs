@@ -1,0 +1,156 @@
+//! The one graph-copy engine: resolves roots, walks manifests (and referrers), then copies blobs,
+//! manifests children-first and tags, deduplicated by digest, verified as bytes stream.
+//!
+//! One run goes through phases, each a module: [`roots`] (tags to descriptors), [`walk`] (the graph
+//! under them), [`plan`] (what the destination will hold, handed to sinks that lay it out ahead),
+//! [`present`] (what the destination already holds), [`blobs`] (with [`stage`] for restoring a backup
+//! while it is checked), [`manifests`] (children before parents, then tags) and [`report`].
+
+use crate::digest::Digest;
+use crate::manifest::{Descriptor, Parsed};
+use crate::progress::Progress;
+use crate::target::{Sink, Source};
+use anyhow::Result;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+mod blobs;
+mod manifests;
+mod plan;
+mod present;
+mod report;
+mod roots;
+mod stage;
+mod transfer;
+mod walk;
+
+#[cfg(test)]
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use report::{JobReport, Report, RootReport};
+pub use transfer::{check_blob, BlobProblem};
+
+/// What to copy from one source repository into one destination repository.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Repository read from.
+    pub src: crate::target::Repo,
+    /// Repository written to.
+    pub dst: crate::target::Repo,
+    /// Tags or digests to copy; empty means every tag (and, for layouts, every untagged root).
+    pub refs: Vec<String>,
+    /// How the source is named in status lines.
+    pub label: String,
+    /// Tag the copied roots with these instead of their own tags (copy with a new tag).
+    pub retag: Option<Vec<String>>,
+    /// Restrict tags to these when copying every tag of a layout repository (restore `repo:tags`).
+    pub only_tags: Option<Vec<String>>,
+}
+
+/// Engine options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Transfers at once.
+    pub concurrency: usize,
+    /// Follow referrers recursively.
+    pub referrers: bool,
+    /// Read and check everything, ask the destination what it has, write nothing.
+    pub dry_run: bool,
+}
+
+/// The position of a job in the run's list, which every per-job record is keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct JobId(usize);
+
+/// A root of a job: a tagged manifest, or one copied by digest or stored untagged.
+#[derive(Clone, Debug)]
+struct Root {
+    tag: Option<String>,
+    desc: Descriptor,
+}
+
+/// A manifest of the graph, read and checked.
+struct Node {
+    desc: Descriptor,
+    bytes: Bytes,
+    parsed: Parsed,
+    /// Read from the destination, which therefore holds it.
+    stored: bool,
+}
+
+/// The graph under one job's roots.
+#[derive(Default)]
+struct JobGraph {
+    roots: Vec<Root>,
+    /// Every manifest of the graph, roots and referrers included.
+    manifests: BTreeSet<Digest>,
+    referrer_nodes: BTreeSet<Digest>,
+    referrers_of: BTreeMap<Digest, Vec<Digest>>,
+    /// Digest of the source's referrers index each subject's referrers were listed by, where there is one.
+    listed_by: BTreeMap<Digest, Digest>,
+    blobs: BTreeMap<Digest, Descriptor>,
+}
+
+/// Everything the phases after the walk share.
+struct Run<'a> {
+    src: Arc<dyn Source>,
+    dst: Arc<dyn Sink>,
+    jobs: &'a [Job],
+    graphs: Vec<JobGraph>,
+    nodes: HashMap<Digest, Arc<Node>>,
+    opts: &'a Options,
+    /// Transfers at once (at least one).
+    conc: usize,
+}
+
+impl Run<'_> {
+    fn job(&self, id: JobId) -> &Job {
+        &self.jobs[id.0]
+    }
+
+    fn graph(&self, id: JobId) -> &JobGraph {
+        &self.graphs[id.0]
+    }
+
+    /// Every job with its graph.
+    fn each(&self) -> impl Iterator<Item = (JobId, &Job, &JobGraph)> {
+        self.jobs.iter().zip(&self.graphs).enumerate().map(|(i, (j, g))| (JobId(i), j, g))
+    }
+}
+
+/// Runs one copy of `jobs` from `src` to `dst`.
+pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
+    let started = Instant::now();
+    let conc = opts.concurrency.max(1);
+    let (graphs, nodes) = walk::graphs((&src, &dst), jobs, opts, conc, progress).await?;
+    let run = Run { src, dst, jobs, graphs, nodes, opts, conc };
+    if !opts.dry_run {
+        plan::prepare(&run).await?;
+    }
+    progress.start_overall(
+        run.graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(),
+        if opts.dry_run { "checking" } else { "copying" },
+    );
+    let known = if run.dst.traits().whole_graphs { present::already_there(&run).await? } else { present::Known::default() };
+    let mut report = Report::default();
+    report.add_blobs(blobs::copy(&run, &known, progress).await?);
+    let tagged_early = manifests::copy(&run, &known, &mut report).await?;
+    if !opts.dry_run {
+        manifests::tag(&run, &known, &tagged_early).await?;
+        run.dst.finish().await?;
+    }
+    progress.finish();
+    Ok(report.finish(&run, started))
+}
+
+/// Runs `f` as a task of its own, on whichever worker thread is free; dropping the returned future aborts
+/// it, so the caller's concurrency limit and cancellation hold as if `f` were awaited in place.
+async fn on_own_task<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> std::result::Result<T, tokio::task::JoinError> {
+    tokio_util::task::AbortOnDropHandle::new(tokio::spawn(f)).await
+}

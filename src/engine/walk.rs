@@ -1,0 +1,159 @@
+//! The second phase: the graph under each job's roots, every manifest fetched (or read where the
+//! destination holds it), checked and parsed; with referrers, the referrers of each, recursively.
+
+use super::roots::{self, Prefetched};
+use super::{Job, JobGraph, Node, Options};
+use crate::digest::{verify_bytes, Digest};
+use crate::manifest::{self, Descriptor};
+use crate::progress::Progress;
+use crate::target::{ReferrerListing, Sink, Source};
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Every manifest read in a run, by digest (shared by its jobs).
+type Nodes = Mutex<HashMap<Digest, Arc<Node>>>;
+
+/// Resolves the roots of every job, then walks the graph under them.
+pub(super) async fn graphs(
+    (src, dst): (&Arc<dyn Source>, &Arc<dyn Sink>),
+    jobs: &[Job],
+    opts: &Options,
+    conc: usize,
+    progress: &Progress,
+) -> Result<(Vec<JobGraph>, HashMap<Digest, Arc<Node>>)> {
+    let prefetched = Prefetched::default();
+    let mut graphs = Vec::new();
+    for job in jobs {
+        let roots = roots::resolve((&**src, &**dst), job, conc, progress, &prefetched).await?;
+        graphs.push(JobGraph { roots, ..JobGraph::default() });
+    }
+    let nodes = Nodes::default();
+    let walker = Walker { src, dst, nodes: &nodes, prefetched: &prefetched, opts, conc };
+    for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
+        walker.walk(job, graph).await?;
+    }
+    let nodes = nodes.into_inner().map_err(|_| anyhow!("internal lock poisoned"))?;
+    Ok((graphs, nodes))
+}
+
+/// What walking a job's graph needs from the run.
+struct Walker<'a> {
+    src: &'a Arc<dyn Source>,
+    dst: &'a Arc<dyn Sink>,
+    nodes: &'a Nodes,
+    prefetched: &'a Prefetched,
+    opts: &'a Options,
+    conc: usize,
+}
+
+impl Walker<'_> {
+    /// Walks the manifests under a job's roots (children and, with referrers, referrers), pipelined: a
+    /// manifest starts as soon as the one naming it is done, never waiting for the rest of its level.
+    /// Newest first, so that what the destination already holds (a second backup into a directory) is
+    /// read while requests for the rest are in flight instead of after them.
+    async fn walk(&self, job: &Job, g: &mut JobGraph) -> Result<()> {
+        // A stack: the roots go in reverse so that they start in order.
+        let mut queue: Vec<Descriptor> = Vec::new();
+        for root in g.roots.iter().rev() {
+            if g.manifests.insert(root.desc.digest.clone()) {
+                queue.push(root.desc.clone());
+            }
+        }
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < self.conc {
+                let Some(desc) = queue.pop() else { break };
+                running.push(self.visit(job, desc));
+            }
+            let Some(done) = running.next().await else { break };
+            let (node, refs) = done?;
+            for d in g.add(&node, refs).into_iter().rev() {
+                if g.manifests.insert(d.digest.clone()) {
+                    queue.push(d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One manifest of a walk: its node (fetched, or read where the destination already holds it) and
+    /// its referrers.
+    async fn visit(&self, job: &Job, desc: Descriptor) -> Result<(Arc<Node>, ReferrerListing)> {
+        let cached = self.nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
+        let node = match cached {
+            Some(n) => n,
+            None => self.read(job, desc).await?,
+        };
+        let refs = if self.opts.referrers {
+            // A layout being added to may have recorded this listing: the source is then asked to confirm it.
+            let known = self.dst.hints().known_referrers(&node.desc.digest);
+            self.src
+                .predecessors(&job.src, &node.desc, known.as_ref())
+                .await
+                .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
+        } else {
+            ReferrerListing::default()
+        };
+        Ok((node, refs))
+    }
+
+    /// Reads, checks and parses a manifest not read before in this run.
+    async fn read(&self, job: &Job, desc: Descriptor) -> Result<Arc<Node>> {
+        if desc.size > manifest::MAX_MANIFEST_SIZE {
+            bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
+        }
+        let early = self.prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
+        // A manifest the destination already holds (a directory backed up before) is not fetched again; a
+        // stored copy that fails its digest is fetched instead, and one that passes is not hashed twice.
+        let stored = match &early {
+            None => self.dst.hints().stored_manifest(&desc).await.filter(|b| verify_bytes(b, &desc.digest, desc.size).is_ok()),
+            Some(_) => None,
+        };
+        let (bytes, stored) = match (early, stored) {
+            (Some(b), _) => (b, false),
+            (None, Some(b)) => (b, true),
+            (None, None) => (self.src.fetch_manifest(&job.src, &desc).await?, false),
+        };
+        if !stored {
+            verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+        }
+        let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
+        let mut desc = desc;
+        if !desc.is_manifest() {
+            desc.media_type = parsed.media_type.clone();
+        }
+        let n = Arc::new(Node { desc, bytes, parsed, stored });
+        if let Ok(mut map) = self.nodes.lock() {
+            map.insert(n.desc.digest.clone(), n.clone());
+        }
+        Ok(n)
+    }
+}
+
+impl JobGraph {
+    /// Records a visited manifest's blobs and referrers; returns the manifests it leads to (children, then
+    /// referrers), which the walk visits unless it has already.
+    fn add(&mut self, node: &Node, refs: ReferrerListing) -> Vec<Descriptor> {
+        let mut found: Vec<Descriptor> = node.parsed.manifests.clone();
+        for b in node.parsed.copied_blobs() {
+            self.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+        }
+        if let Some(index) = refs.index {
+            self.listed_by.insert(node.desc.digest.clone(), index);
+        }
+        for r in refs.referrers {
+            if r.digest == node.desc.digest {
+                continue;
+            }
+            self.referrer_nodes.insert(r.digest.clone());
+            let list = self.referrers_of.entry(node.desc.digest.clone()).or_default();
+            if !list.contains(&r.digest) {
+                list.push(r.digest.clone());
+            }
+            found.push(r);
+        }
+        found
+    }
+}
