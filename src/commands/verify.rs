@@ -4,12 +4,12 @@
 use crate::cli::{Format, VerifyArgs};
 use crate::digest::Digest;
 use crate::engine::{check_blob, BlobProblem};
+use crate::layout::graph::{Broken, Parent};
 use crate::layout::reader::LayoutSource;
-use crate::manifest::{self, Descriptor};
-use crate::target::{Repo, Source};
+use crate::manifest::Descriptor;
+use crate::target::Repo;
 use anyhow::{bail, Result};
 use futures::{stream, StreamExt};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What verify found.
@@ -69,89 +69,57 @@ fn referenced_by(parents: &[String]) -> String {
     format!("referenced by {text}")
 }
 
+/// How `verify` names a parent: "tag r:t", "index.json", "manifest sha256:...".
+fn parent_name(layout: &LayoutSource, p: &Parent) -> String {
+    match p {
+        Parent::Manifest(d) => format!("manifest {d}"),
+        Parent::Index(i) => match layout.entries().get(*i).map(|e| (&e.repo, &e.tag)) {
+            Some((Some(r), Some(t))) => format!("tag {r}:{t}"),
+            Some((None, Some(t))) => format!("tag {t}"),
+            _ => "index.json".to_string(),
+        },
+    }
+}
+
 async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
     if let Err(e) = layout.check_layout_file().await {
         out.problems.push(e);
     }
     let repo = Repo::new("", "");
     out.tags = layout.entries().iter().filter(|e| e.tag.is_some()).count();
-    // Walk every manifest reachable from index.json, recording every parent of each manifest
-    // and blob, so that a problem names everything that refers to the broken content.
-    let mut queue: Vec<(Descriptor, String)> = layout
-        .entries()
-        .iter()
-        .map(|e| {
-            let what = match (&e.repo, &e.tag) {
-                (Some(r), Some(t)) => format!("tag {r}:{t}"),
-                (None, Some(t)) => format!("tag {t}"),
-                _ => "index.json".to_string(),
-            };
-            (e.desc.clone(), what)
-        })
-        .collect();
-    let mut manifest_parents: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-    // digest -> what is wrong with that manifest (formatted with its parents at the end)
-    let mut manifest_problems: BTreeMap<Digest, String> = BTreeMap::new();
-    let mut blobs: BTreeMap<Digest, (Descriptor, Vec<String>)> = BTreeMap::new();
-    let mut subjects: Vec<(Digest, Digest)> = Vec::new();
-    while let Some((desc, parent)) = queue.pop() {
-        let parents = manifest_parents.entry(desc.digest.clone()).or_default();
-        let first = parents.is_empty();
-        parents.push(parent);
-        if !first {
-            continue;
+    let graph = match layout.graph().await {
+        Ok(g) => g,
+        Err(e) => {
+            out.problems.push(format!("{e:#}"));
+            return;
         }
-        if desc.size > manifest::MAX_MANIFEST_SIZE {
-            manifest_problems
-                .insert(desc.digest.clone(), format!("manifest {} declares {} bytes, over the 4 MiB limit", desc.digest, desc.size));
-            continue;
-        }
-        let bytes = match layout.fetch_manifest(&repo, &desc).await {
-            Ok(b) => b,
-            Err(_) => {
-                let why = layout.absence(&desc.digest).await;
-                manifest_problems.insert(desc.digest.clone(), format!("manifest {} {why}", desc.digest));
-                continue;
-            }
+    };
+    // Every problem names everything that refers to the broken content.
+    let parents_of = |d: &Digest| {
+        let names: Vec<String> = graph.parents.get(d).into_iter().flatten().map(|p| parent_name(layout, p)).collect();
+        referenced_by(&names)
+    };
+    out.manifests = graph.manifests.len();
+    out.bytes = graph.manifests.values().map(|(_, b)| b.len() as u64).sum();
+    for (digest, (desc, why)) in &graph.broken {
+        let problem = match why {
+            Broken::TooLarge => format!("manifest {digest} declares {} bytes, over the 4 MiB limit", desc.size),
+            Broken::Missing => format!("manifest {digest} {}", layout.absence(digest).await),
+            Broken::Damaged(e) => e.clone(),
         };
-        out.manifests += 1;
-        out.bytes += bytes.len() as u64;
-        if let Err(e) = crate::digest::verify_bytes(&bytes, &desc.digest, desc.size) {
-            manifest_problems.insert(desc.digest.clone(), format!("manifest {}: {e}", desc.digest));
-            continue;
-        }
-        let parsed = match manifest::parse(&desc, &bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                manifest_problems.insert(desc.digest.clone(), e.to_string());
-                continue;
-            }
-        };
-        let me = format!("manifest {}", desc.digest);
-        for c in &parsed.manifests {
-            queue.push((c.clone(), me.clone()));
-        }
-        for b in &parsed.blobs {
-            blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), Vec::new())).1.push(me.clone());
-        }
-        if let Some(s) = &parsed.subject {
-            subjects.push((desc.digest.clone(), s.digest.clone()));
-        }
+        out.problems.push(format!("{problem} ({})", parents_of(digest)));
     }
-    for (digest, problem) in &manifest_problems {
-        let parents = manifest_parents.get(digest).map(|p| referenced_by(p)).unwrap_or_default();
-        out.problems.push(format!("{problem} ({parents})"));
-    }
-    for (referrer, subject) in subjects {
-        if layout.blob_size(&subject).await.is_none() {
+    for (referrer, subject) in &graph.subjects {
+        if layout.blob_size(subject).await.is_none() {
             out.problems.push(format!("referrer {referrer}: its subject {subject} is not in the backup"));
         }
     }
+    let blobs: Vec<(Descriptor, String)> =
+        graph.blobs.values().filter(|b| !graph.manifests.contains_key(&b.digest)).map(|b| (b.clone(), parents_of(&b.digest))).collect();
     out.blobs = blobs.len();
-    out.bytes += blobs.values().map(|(d, _)| d.size).sum::<u64>();
-    let problems: Vec<String> = stream::iter(blobs.into_values().map(|(desc, parents)| {
+    out.bytes += blobs.iter().map(|(d, _)| d.size).sum::<u64>();
+    let problems: Vec<String> = stream::iter(blobs.into_iter().map(|(desc, parent)| {
         let repo = repo.clone();
-        let parent = referenced_by(&parents);
         async move {
             match layout.blob_size(&desc.digest).await {
                 None => return Some(format!("blob {} ({parent}) {}", desc.digest, layout.absence(&desc.digest).await)),

@@ -64,7 +64,8 @@ fn create_temp(tmp: &Path) -> Result<std::fs::File> {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename; `durable` also waits for the disk
-/// (kept for index.json: an fsync per manifest cost more than the transfers of thousands of small tags).
+/// (index.json's write is durable; manifests are synced with the filesystem at the end, since an fsync
+/// each would outweigh the transfers of thousands of small tags).
 pub async fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let tmp = temp_name(path);
     let mut guard = TempGuard(Some(tmp.clone()));
@@ -214,10 +215,9 @@ impl Hints for DirSink {
         if desc.size > crate::manifest::MAX_MANIFEST_SIZE {
             return None;
         }
-        // Read in place, like has_blob's stat: a manifest is a few KiB (at most MAX_MANIFEST_SIZE), and a
-        // hop to the blocking pool cost more CPU than the read on a second backup of thousands of them.
-        // Opened without following a link or waiting on a FIFO, then checked on the open file: four
-        // system calls where a stat first, then reading to the end, made six.
+        // Read in place, like has_blob's stat: a manifest is at most MAX_MANIFEST_SIZE, and a hop to the
+        // blocking pool per manifest costs more CPU than the read itself. Opened without following a
+        // link or waiting on a FIFO, then checked on the open file: four system calls in all.
         use std::io::Read;
         let f = open_plain(&self.root.join(blob_path(&desc.digest))).ok()?;
         let meta = f.metadata().ok()?;
@@ -245,8 +245,8 @@ impl Sink for DirSink {
     }
 
     async fn has_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        // A single stat answers at once on a local disk; a hop to the blocking pool per blob cost more
-        // than the stat itself on a second backup of thousands of blobs.
+        // A single stat answers at once on a local disk; a hop to the blocking pool per blob costs more
+        // than the stat itself.
         let p = self.root.join(blob_path(&desc.digest));
         Ok(std::fs::symlink_metadata(&p).map(|m| m.is_file() && m.len() == desc.size).unwrap_or(false))
     }
@@ -298,8 +298,8 @@ impl Sink for DirSink {
                 .context("internal: sync task failed")?
                 .with_context(|| format!("cannot sync the backup in {} to disk", self.root.display()))?;
         }
-        // A second backup of unchanged content leaves the files as they are: two durable writes (an fsync
-        // each) were a tenth of such a run on a busy disk, and the layout's files keep their times.
+        // A second backup of unchanged content leaves the files as they are: no durable writes (an fsync
+        // each) for nothing, and the layout's files keep their times.
         if !self.marker_found {
             write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT, true).await?;
         }

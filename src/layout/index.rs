@@ -213,7 +213,7 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
         media_type: &'static str,
         manifests: Vec<Descriptor>,
     }
-    // Sized up front: grown by doubling, a large index was copied over and over.
+    // Sized up front: grown by doubling, a large index would be copied over and over.
     let mut v = Vec::with_capacity(manifests.len() * 320 + 128);
     if serde_json::to_writer_pretty(&mut v, &Out { schema_version: 2, media_type: OCI_INDEX, manifests }).is_err() {
         v.clear();

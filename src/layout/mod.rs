@@ -2,6 +2,7 @@
 
 pub mod dir;
 pub mod durable;
+pub mod graph;
 pub mod index;
 pub mod reader;
 pub mod space;

@@ -1,6 +1,7 @@
 //! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and referrers.
 
 use super::blob_path;
+use super::graph::{self, Graph};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
 use crate::digest::Digest;
@@ -9,7 +10,7 @@ use crate::target::{failure, Access, ByteStream, ErrorKind, ReferrerListing, Rep
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,44 +81,10 @@ impl Store {
     }
 }
 
-/// Every referrer of the backup's manifests, by subject, in digest order; walks the manifests
-/// reachable from `roots`. Blocking: thousands of small reads, done in one go on the blocking pool.
-fn referrers_of(store: &Store, roots: Vec<Descriptor>) -> (HashMap<Digest, Vec<Descriptor>>, u64) {
-    let mut seen = HashSet::new();
-    let mut queue = roots;
-    let mut map: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
-    // The size of everything reached, each digest once: what a directory backup holds for a restore.
-    // Blobs are counted in a set of their own: one that happened to share a manifest's digest must not
-    // keep that manifest from being walked.
-    let mut total = 0u64;
-    let mut counted = HashSet::new();
-    while let Some(d) = queue.pop() {
-        if !seen.insert(d.digest.clone()) || d.size > MAX_MANIFEST_SIZE {
-            continue;
-        }
-        if !d.is_manifest() && !d.media_type.is_empty() {
-            continue;
-        }
-        let Ok(bytes) = store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE) else { continue };
-        let Ok(parsed) = manifest::parse(&d, &bytes) else { continue };
-        total = total.saturating_add(d.size);
-        for b in &parsed.blobs {
-            if counted.insert(b.digest.clone()) {
-                total = total.saturating_add(b.size);
-            }
-        }
-        if let Some(s) = &parsed.subject {
-            let list = map.entry(s.digest.clone()).or_default();
-            if !list.iter().any(|x| x.digest == d.digest) {
-                list.push(manifest::referrer_descriptor(&d, &parsed));
-            }
-        }
-        queue.extend(parsed.manifests.iter().cloned());
-    }
-    for list in map.values_mut() {
-        list.sort_by(|a, b| a.digest.cmp(&b.digest));
-    }
-    (map, total)
+/// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
+/// done in one go on the blocking pool.
+fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
+    graph::walk(roots, |d| store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from))
 }
 
 /// A backup opened for reading.
@@ -163,12 +130,16 @@ impl LayoutSource {
         let mut src = LayoutSource { store, entries: Vec::new(), referrers: HashMap::new(), size: 0, is_tar: !meta.is_dir() };
         let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
         src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
-        let (store, roots) = (src.store.clone(), src.entries.iter().map(|e| e.desc.clone()).collect());
-        let (referrers, content) =
-            tokio::task::spawn_blocking(move || referrers_of(&store, roots)).await.context("internal: reader task failed")?;
-        src.referrers = referrers;
-        src.size = if meta.is_dir() { content } else { meta.len() };
+        let graph = src.graph().await?;
+        src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
+        src.referrers = graph.referrers;
         Ok(src)
+    }
+
+    /// The backup's content graph, read from the store.
+    pub async fn graph(&self) -> Result<Graph> {
+        let (store, roots) = (self.store.clone(), self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>());
+        tokio::task::spawn_blocking(move || graph_of(&store, &roots)).await.context("internal: reader task failed")
     }
 
     /// The classified `index.json` entries.
@@ -334,8 +305,7 @@ impl Source for LayoutSource {
 ///
 /// Why not tokio::fs::File: it reads into a buffer of its own and copies out, hopping every 256 KiB,
 /// and fresh buffers cost a page fault per 4 KiB; `read_to_end` on a `take` reads straight into a
-/// recycled chunk's spare capacity without initialising it. A restore spent a quarter of its own
-/// CPU time on those copies and faults.
+/// recycled chunk's spare capacity without initialising it.
 fn chunks(file: std::fs::File, size: u64) -> ByteStream {
     Box::pin(futures::stream::try_unfold((Some(file), size), |(file, left)| async move {
         let Some(file) = file else { return Ok(None) };

@@ -1,6 +1,7 @@
 //! Reading a backup from a non-seekable tar stream (stdin): manifests (which this tool writes first) are
 //! held in memory; blobs are handed on as they pass, once, in stream order.
 
+use super::graph::{self, Broken};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::check_entry;
 use crate::digest::Digest;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
@@ -72,239 +74,298 @@ fn digest_of_entry<R: Read>(r: &mut R) -> std::io::Result<Digest> {
     }
 }
 
-/// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs on demand.
+/// Where errors about the stream say it came from.
+const P: &str = "standard input";
+
+/// The blob whose last chunk is held back, with that chunk once read.
+type Held = (mpsc::Sender<Chunk>, Option<Bytes>);
+
+/// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs
+/// on demand.
 fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) {
-    let p = "standard input";
-    // The same format checks as for a file: a compressed or foreign stream gets a clear answer.
-    let mut input = input;
-    let mut first = vec![0u8; 512];
-    let mut n = 0;
-    while n < first.len() {
-        match input.read(&mut first[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = head_tx.send(Err(anyhow!("cannot read {p}: {e}")));
-                return;
-            }
-        }
-    }
-    first.truncate(n);
-    let empty = first.iter().all(|b| *b == 0);
-    if let Err(e) = super::tar_index::sniff(std::path::Path::new(p), &first) {
-        // An empty or all-zero stream is an empty tar: reported below as having no index.json.
-        if !empty {
-            let _ = head_tx.send(Err(e.into()));
-            return;
-        }
-    }
-    let mut archive = tar::Archive::new(std::io::Cursor::new(first).chain(input));
-    let mut entries = match archive.entries() {
+    let mut reader = Reader::new(head_tx, plan_rx);
+    let Some(input) = reader.sniff(input) else { return };
+    let mut archive = tar::Archive::new(input);
+    let entries = match archive.entries() {
         Ok(e) => e,
-        Err(e) => {
-            let _ = head_tx.send(Err(anyhow!("{p} is not a tar archive: {e}")));
+        Err(e) => return reader.fail(anyhow!("{P} is not a tar archive: {e}")),
+    };
+    for next in entries {
+        let entry = match next {
+            Ok(e) => e,
+            Err(e) => return reader.fail(anyhow!("{P} is truncated or damaged: {e}")),
+        };
+        if reader.on_entry(entry).is_break() {
             return;
         }
-    };
-    let mut head_tx = Some(head_tx);
-    let mut index_entries: Option<Vec<Entry>> = None;
-    let mut small: HashMap<Digest, Bytes> = HashMap::new();
-    let mut senders: Option<Wanted> = None;
-    // Digest of every entry read whole (head phase), and names of entries passed later: a name that
-    // comes twice must carry the same bytes, or the archive means different things to different tools.
-    let mut read_whole: HashMap<String, Digest> = HashMap::new();
-    let mut passed: HashSet<String> = HashSet::new();
-    let mut head_bytes = 0u64;
-    // The last chunk of the last wanted blob, held back until the end of the archive, so that damage
-    // found after it (a conflicting duplicate, truncation) still fails that upload, before anything is
-    // tagged. (An upload with a known length may end without waiting for the stream's end: the
-    // last bytes themselves must wait.)
-    let mut held: Option<(mpsc::Sender<Chunk>, Option<Bytes>)> = None;
-    let fail_all = |senders: &mut Option<Wanted>, held: &mut Option<(mpsc::Sender<Chunk>, Option<Bytes>)>, msg: String| {
-        if let Some((tx, _)) = held.take() {
-            let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
+    }
+    reader.finish();
+}
+
+/// What the head phase made of one entry.
+enum HeadStep {
+    /// A small entry kept: read on.
+    More,
+    /// The first blob: the head is complete. `read` tells whether the entry was read whole (and is
+    /// served from memory) or is still to be passed on.
+    FirstBlob { read: bool },
+}
+
+/// The reading thread's state, from the head phase (small entries held in memory) to the blob phase
+/// (each wanted blob handed to its consumer as it passes).
+struct Reader {
+    /// Set until the head is handed over.
+    head_tx: Option<oneshot::Sender<Result<Head>>>,
+    plan_rx: std::sync::mpsc::Receiver<Wanted>,
+    index_entries: Option<Vec<Entry>>,
+    small: HashMap<Digest, Bytes>,
+    /// Set once the consumer has said which blobs it wants.
+    senders: Option<Wanted>,
+    /// Digest of every entry read whole in the head phase, and names of entries passed later: a name
+    /// that comes twice must carry the same bytes, or the archive means different things to different
+    /// tools.
+    read_whole: HashMap<String, Digest>,
+    passed: HashSet<String>,
+    head_bytes: u64,
+    /// The last chunk of the last wanted blob waits for the end of the archive, so that damage found
+    /// after it (a conflicting duplicate, truncation) still fails that upload before anything is
+    /// tagged: an upload with a known length may end without waiting for the stream's end.
+    held: Option<Held>,
+}
+
+impl Reader {
+    fn new(head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) -> Reader {
+        Reader {
+            head_tx: Some(head_tx),
+            plan_rx,
+            index_entries: None,
+            small: HashMap::new(),
+            senders: None,
+            read_whole: HashMap::new(),
+            passed: HashSet::new(),
+            head_bytes: 0,
+            held: None,
         }
-        if let Some(s) = senders.take() {
-            for (_, tx) in s {
-                let _ = tx.blocking_send(Err(std::io::Error::other(msg.clone())));
-            }
-        }
-    };
-    loop {
-        let next = entries.next();
-        let mut entry = match next {
-            None => break,
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                let msg = format!("{p} is truncated or damaged: {e}");
-                if let Some(tx) = head_tx.take() {
-                    let _ = tx.send(Err(anyhow!(msg)));
-                } else {
-                    fail_all(&mut senders, &mut held, msg);
+    }
+
+    /// Applies a file's format checks to the stream's first block, so that a compressed or foreign
+    /// stream gets a clear answer; returns the stream with that block put back.
+    fn sniff<R: Read>(&mut self, mut input: R) -> Option<impl Read> {
+        let mut first = vec![0u8; 512];
+        let mut n = 0;
+        while n < first.len() {
+            match input.read(&mut first[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(anyhow!("cannot read {P}: {e}"));
+                    return None;
                 }
-                return;
             }
-        };
-        let name = match check_entry(&entry, p) {
+        }
+        first.truncate(n);
+        // An empty or all-zero stream is an empty tar: reported at the end as having no index.json.
+        if !first.iter().all(|b| *b == 0) {
+            if let Err(e) = super::tar_index::sniff(std::path::Path::new(P), &first) {
+                self.fail(e.into());
+                return None;
+            }
+        }
+        Some(std::io::Cursor::new(first).chain(input))
+    }
+
+    /// Fails the run: the head's receiver if it still waits, otherwise every blob consumer.
+    fn fail(&mut self, e: anyhow::Error) {
+        match self.head_tx.take() {
+            Some(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            None => self.fail_blobs(&e.to_string()),
+        }
+    }
+
+    fn fail_blobs(&mut self, msg: &str) {
+        let held = self.held.take().map(|(tx, _)| tx);
+        let waiting = self.senders.take().into_iter().flat_map(|s| s.into_values());
+        for tx in held.into_iter().chain(waiting) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(msg.to_string())));
+        }
+    }
+
+    fn on_entry<R: Read>(&mut self, mut entry: tar::Entry<R>) -> ControlFlow<()> {
+        let name = match check_entry(&entry, P) {
             Ok(Some(n)) => n,
-            Ok(None) => continue,
+            Ok(None) => return ControlFlow::Continue(()),
             Err(e) => {
-                if let Some(tx) = head_tx.take() {
-                    let _ = tx.send(Err(e.into()));
-                } else {
-                    fail_all(&mut senders, &mut held, e.to_string());
-                }
-                return;
+                self.fail(e.into());
+                return ControlFlow::Break(());
             }
         };
-        let size = entry.size();
-        if head_tx.is_some() {
-            // Still reading the head: keep small entries until the first blob that is not a manifest.
-            let mut read_here = false;
-            let mut once = |bytes: &[u8]| -> Result<bool> {
-                read_here = true;
-                head_bytes += bytes.len() as u64;
-                if head_bytes > MAX_HEAD_BYTES {
-                    bail!("{p} holds more than {MAX_HEAD_BYTES} bytes of manifests before its first blob; refusing to hold them in memory");
-                }
-                let digest = Digest::of(bytes);
-                match read_whole.insert(name.clone(), digest.clone()) {
-                    Some(prev) if prev != digest => bail!("{p}: entry {name:?} appears twice with different contents"),
-                    Some(_) => Ok(false),
-                    None => Ok(true),
-                }
-            };
-            let res: Result<bool> = (|| match name.as_str() {
-                "oci-layout" => {
-                    let raw = read_all(&mut entry, size, 4096, "oci-layout")?;
-                    once(&raw)?;
-                    Ok(true)
-                }
-                "index.json" => {
-                    let raw = read_all(&mut entry, size, MAX_INDEX_SIZE, "index.json")?;
-                    if once(&raw)? {
-                        index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
-                    }
-                    Ok(true)
-                }
-                n => match hex_of(n) {
-                    Some(d) if size <= MAX_MANIFEST_SIZE => {
-                        let bytes = read_all(&mut entry, size, MAX_MANIFEST_SIZE, n)?;
-                        once(&bytes)?;
-                        let probe = Descriptor::new("", d.clone(), size);
-                        let is_manifest = manifest::parse(&probe, &bytes).is_ok();
-                        small.insert(d, Bytes::from(bytes));
-                        Ok(is_manifest)
-                    }
-                    Some(_) => Ok(false),
-                    None => Ok(true),
-                },
-            })();
-            match res {
-                Ok(true) => continue,
-                Ok(false) => {
-                    // The first blob: hand over what we know and wait for the list of blobs wanted.
-                    let Some(entries_found) = index_entries.take() else {
-                        if let Some(tx) = head_tx.take() {
-                            let _ = tx.send(Err(anyhow!(
-                                "{p}: index.json does not come before the blobs; this tool can only stream archives it wrote (save the archive to a file and restore from the file)"
-                            )));
-                        }
-                        return;
-                    };
-                    if let Some(tx) = head_tx.take() {
-                        let _ = tx.send(Ok(Head { entries: entries_found, small: std::mem::take(&mut small) }));
-                    }
-                    match plan_rx.recv() {
-                        Ok(s) => senders = Some(s),
-                        Err(_) => return,
-                    }
-                    if read_here {
-                        // A small blob read whole above: it is served from memory.
-                        continue;
+        if self.head_tx.is_some() {
+            match self.head_entry(&name, &mut entry) {
+                Ok(HeadStep::More) => return ControlFlow::Continue(()),
+                Ok(HeadStep::FirstBlob { read }) => {
+                    self.hand_over_head()?;
+                    if read {
+                        return ControlFlow::Continue(());
                     }
                 }
                 Err(e) => {
-                    if let Some(tx) = head_tx.take() {
-                        let _ = tx.send(Err(e));
+                    self.fail(e);
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        self.blob_entry(name, entry)
+    }
+
+    /// Notes an entry read whole; false if the same name came before with the same bytes.
+    fn note_whole(&mut self, name: &str, bytes: &[u8]) -> Result<bool> {
+        self.head_bytes += bytes.len() as u64;
+        if self.head_bytes > MAX_HEAD_BYTES {
+            bail!("{P} holds more than {MAX_HEAD_BYTES} bytes of manifests before its first blob; refusing to hold them in memory");
+        }
+        let digest = Digest::of(bytes);
+        match self.read_whole.insert(name.to_string(), digest.clone()) {
+            Some(prev) if prev != digest => bail!("{P}: entry {name:?} appears twice with different contents"),
+            Some(_) => Ok(false),
+            None => Ok(true),
+        }
+    }
+
+    /// Head phase: keeps small entries until the first blob that is not a manifest.
+    fn head_entry<R: Read>(&mut self, name: &str, entry: &mut tar::Entry<R>) -> Result<HeadStep> {
+        let size = entry.size();
+        match name {
+            "oci-layout" => {
+                let raw = read_all(entry, size, 4096, "oci-layout")?;
+                self.note_whole(name, &raw)?;
+            }
+            "index.json" => {
+                let raw = read_all(entry, size, MAX_INDEX_SIZE, "index.json")?;
+                if self.note_whole(name, &raw)? {
+                    self.index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
+                }
+            }
+            n => match hex_of(n) {
+                Some(d) if size <= MAX_MANIFEST_SIZE => {
+                    let bytes = read_all(entry, size, MAX_MANIFEST_SIZE, n)?;
+                    self.note_whole(name, &bytes)?;
+                    let probe = Descriptor::new("", d.clone(), size);
+                    let is_manifest = manifest::parse(&probe, &bytes).is_ok();
+                    self.small.insert(d, Bytes::from(bytes));
+                    if !is_manifest {
+                        return Ok(HeadStep::FirstBlob { read: true });
                     }
-                    return;
                 }
-            }
+                Some(_) => return Ok(HeadStep::FirstBlob { read: false }),
+                None => {}
+            },
         }
-        // Blob phase: hand this entry to whoever wants it; skip it otherwise. Small blobs read in the
-        // head phase were already served from memory.
-        if read_whole.contains_key(&name) || !passed.insert(name.clone()) {
-            // A second copy: its first copy was what counted (and, if wanted, was verified); this one must agree.
-            let expected = read_whole.get(&name).cloned().or_else(|| hex_of(&name));
-            if let Some(expected) = expected {
-                match digest_of_entry(&mut entry) {
-                    Ok(got) if got == expected => continue,
-                    Ok(_) => fail_all(&mut senders, &mut held, format!("{p}: entry {name:?} appears twice with different contents")),
-                    Err(e) => fail_all(&mut senders, &mut held, format!("{p} is truncated or damaged: {e}")),
-                }
-                return;
-            }
-            continue;
+        Ok(HeadStep::More)
+    }
+
+    /// Hands what the head holds to the consumer and waits for the list of blobs it wants.
+    fn hand_over_head(&mut self) -> ControlFlow<()> {
+        let Some(entries) = self.index_entries.take() else {
+            self.fail(anyhow!(
+                "{P}: index.json does not come before the blobs; this tool can only stream archives it wrote (save the archive to a file and restore from the file)"
+            ));
+            return ControlFlow::Break(());
+        };
+        if let Some(tx) = self.head_tx.take() {
+            let _ = tx.send(Ok(Head { entries, small: std::mem::take(&mut self.small) }));
         }
-        let Some(d) = hex_of(&name) else { continue };
-        let tx = senders.as_mut().and_then(|s| s.remove(&d));
-        let Some(tx) = tx else { continue };
-        let is_last = senders.as_ref().is_some_and(|s| s.is_empty());
+        match self.plan_rx.recv() {
+            Ok(s) => {
+                self.senders = Some(s);
+                ControlFlow::Continue(())
+            }
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+
+    /// Blob phase: hands this entry to whoever wants it and skips it otherwise. Small blobs read in
+    /// the head phase are served from memory.
+    fn blob_entry<R: Read>(&mut self, name: String, mut entry: tar::Entry<R>) -> ControlFlow<()> {
+        if self.read_whole.contains_key(&name) || !self.passed.insert(name.clone()) {
+            // A second copy: its first copy is what counts (and, if wanted, was verified); this one
+            // must agree.
+            let Some(expected) = self.read_whole.get(&name).cloned().or_else(|| hex_of(&name)) else {
+                return ControlFlow::Continue(());
+            };
+            match digest_of_entry(&mut entry) {
+                Ok(got) if got == expected => return ControlFlow::Continue(()),
+                Ok(_) => self.fail_blobs(&format!("{P}: entry {name:?} appears twice with different contents")),
+                Err(e) => self.fail_blobs(&format!("{P} is truncated or damaged: {e}")),
+            }
+            return ControlFlow::Break(());
+        }
+        let Some(d) = hex_of(&name) else { return ControlFlow::Continue(()) };
+        let Some(tx) = self.senders.as_mut().and_then(|s| s.remove(&d)) else { return ControlFlow::Continue(()) };
+        let is_last = self.senders.as_ref().is_some_and(HashMap::is_empty);
         if is_last {
-            held = Some((tx.clone(), None));
+            self.held = Some((tx.clone(), None));
         }
-        let mut left = size;
+        self.pass(&d, &tx, &mut entry, is_last)
+    }
+
+    /// Sends one blob's bytes to its consumer, holding back the last chunk of the last blob.
+    fn pass<R: Read>(&mut self, d: &Digest, tx: &mpsc::Sender<Chunk>, entry: &mut tar::Entry<R>, is_last: bool) -> ControlFlow<()> {
+        let mut left = entry.size();
         let mut buf = vec![0u8; CHUNK];
         while left > 0 {
             let want = (left as usize).min(CHUNK);
             match entry.read(&mut buf[..want]) {
                 Ok(0) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(format!("{p} ended inside blob {d}: truncated archive"))));
-                    fail_all(&mut senders, &mut held, format!("{p} ended before blob could be read: truncated archive"));
-                    return;
+                    let _ = tx.blocking_send(Err(std::io::Error::other(format!("{P} ended inside blob {d}: truncated archive"))));
+                    self.fail_blobs(&format!("{P} ended before blob could be read: truncated archive"));
+                    return ControlFlow::Break(());
                 }
                 Ok(n) => {
                     left -= n as u64;
                     let chunk = Bytes::copy_from_slice(&buf[..n]);
                     if left == 0 && is_last {
-                        held = Some((tx.clone(), Some(chunk)));
+                        self.held = Some((tx.clone(), Some(chunk)));
                         break;
                     }
                     if tx.blocking_send(Ok(chunk)).is_err() {
-                        // The consumer gave up (the run is failing); keep draining so others are not stuck.
+                        // The consumer gave up (the run is failing); read on so that others are not stuck.
                         break;
                     }
                 }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));
-                    fail_all(&mut senders, &mut held, format!("{p} could not be read"));
-                    return;
+                    self.fail_blobs(&format!("{P} could not be read"));
+                    return ControlFlow::Break(());
                 }
             }
         }
+        ControlFlow::Continue(())
     }
-    // The whole archive was read and agreed with itself: release the held bytes.
-    if let Some((tx, Some(chunk))) = held.take() {
-        let _ = tx.blocking_send(Ok(chunk));
-    }
-    if let Some(tx) = head_tx.take() {
-        match index_entries {
-            Some(entries) => {
-                let _ = tx.send(Ok(Head { entries, small }));
-                // Everything was small: nothing more will be asked of the stream.
-                let _ = plan_rx.recv();
-            }
-            None => {
-                let _ = tx.send(Err(anyhow!("{p} is not an OCI layout archive: it has no index.json")));
-            }
+
+    /// The whole archive was read and agrees with itself: releases the held bytes, or answers the
+    /// head's receiver when the archive held no blob at all.
+    fn finish(mut self) {
+        if let Some((tx, Some(chunk))) = self.held.take() {
+            let _ = tx.blocking_send(Ok(chunk));
         }
-        return;
-    }
-    if let Some(s) = senders.take() {
-        for (d, tx) in s {
-            let _ = tx.blocking_send(Err(std::io::Error::other(format!("blob {d} is missing from the archive on {p}"))));
+        if let Some(tx) = self.head_tx.take() {
+            match self.index_entries.take() {
+                Some(entries) => {
+                    let _ = tx.send(Ok(Head { entries, small: std::mem::take(&mut self.small) }));
+                    // Everything was small: nothing more will be asked of the stream.
+                    let _ = self.plan_rx.recv();
+                }
+                None => {
+                    let _ = tx.send(Err(anyhow!("{P} is not an OCI layout archive: it has no index.json")));
+                }
+            }
+            return;
+        }
+        for (d, tx) in self.senders.take().into_iter().flatten() {
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!("blob {d} is missing from the archive on {P}"))));
         }
     }
 }
@@ -317,27 +378,19 @@ impl StreamSource {
         std::thread::Builder::new().name("tar-stream".into()).spawn(move || reader_thread(input, head_tx, plan_rx))?;
         let head = head_rx.await.map_err(|_| anyhow!("the archive reader stopped unexpectedly"))??;
         // Manifests are what is reachable from index.json; other small entries are blobs kept in memory.
-        let mut manifests = HashMap::new();
-        let mut referrers: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
-        let mut seen = HashSet::new();
-        let mut queue: Vec<Descriptor> = head.entries.iter().map(|e| e.desc.clone()).collect();
-        while let Some(d) = queue.pop() {
-            if !seen.insert(d.digest.clone()) {
-                continue;
+        let roots: Vec<Descriptor> = head.entries.iter().map(|e| e.desc.clone()).collect();
+        let graph = graph::walk(&roots, |d| head.small.get(&d.digest).cloned());
+        if let Some((digest, (_, why))) = graph.broken.iter().next() {
+            match why {
+                Broken::Missing => bail!(
+                    "manifest {digest} is not among the first entries of the stream; this tool can only stream archives it wrote (save the archive to a file and restore from the file)"
+                ),
+                Broken::TooLarge => bail!("manifest {digest} is over the {MAX_MANIFEST_SIZE} byte limit"),
+                Broken::Damaged(e) => bail!("{e}"),
             }
-            let Some(bytes) = head.small.get(&d.digest) else {
-                bail!(
-                    "manifest {} is not among the first entries of the stream; this tool can only stream archives it wrote (save the archive to a file and restore from the file)",
-                    d.digest
-                );
-            };
-            let parsed = manifest::parse(&d, bytes)?;
-            if let Some(s) = &parsed.subject {
-                referrers.entry(s.digest.clone()).or_default().push(manifest::referrer_descriptor(&d, &parsed));
-            }
-            queue.extend(parsed.manifests.iter().cloned());
-            manifests.insert(d.digest.clone(), bytes.clone());
         }
+        let manifests: HashMap<Digest, Bytes> = graph.manifests.into_iter().map(|(d, (_, b))| (d, b)).collect();
+        let referrers = graph.referrers;
         let early = head.small.into_iter().filter(|(d, _)| !manifests.contains_key(d)).collect();
         Ok(StreamSource {
             entries: head.entries,
