@@ -91,14 +91,7 @@ fn jobs_of(refs: &[Reference]) -> Vec<Job> {
     }
     let mut jobs = Vec::new();
     for w in wanted {
-        let job = |refs: Vec<String>| Job {
-            src: w.repo.clone(),
-            dst: w.repo.clone(),
-            refs,
-            only_tags: None,
-            retag: None,
-            label: w.label.clone(),
-        };
+        let job = |refs: Vec<String>| Job { refs, ..Job::new(w.repo.clone(), w.repo.clone(), w.label.clone()) };
         if w.all_tags {
             jobs.push(job(Vec::new()));
             if !w.digests.is_empty() {

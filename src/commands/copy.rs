@@ -61,7 +61,7 @@ pub async fn run(args: CopyArgs) -> Result<()> {
     if retag.is_some() && refs.len() > 1 {
         return Err(UsageError("copy one tag or digest when the destination names tags".into()).into());
     }
-    let job = Job { src: src_repo, dst: dst_repo, refs, only_tags: None, retag, label };
+    let job = Job { refs, retag, ..Job::new(src_repo, dst_repo, label) };
     let opts = Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.recursive, dry_run: false };
     let mut progress = common::progress(&args.common);
     let report = engine::run(src, dst, std::slice::from_ref(&job), &opts, &mut progress).await?;

@@ -31,14 +31,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
                     if r == &unnamed() {
                         bail!("the backup does not record the repository of its tags: restore it to <registry>/<repository>, e.g. {registry}/my/repo");
                     }
-                    jobs.push(Job {
-                        src: r.clone(),
-                        dst: Repo::new(&registry, &r.repository),
-                        refs: Vec::new(),
-                        only_tags: None,
-                        retag: None,
-                        label: format!("the backup ({r})"),
-                    });
+                    jobs.push(Job::new(r.clone(), Repo::new(&registry, &r.repository), format!("the backup ({r})")));
                 }
             }
             Some(r) => named.push(r),
@@ -96,7 +89,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
             refs.push(d.to_string());
         }
         let label = if src == unnamed() { "the backup".to_string() } else { format!("the backup ({src})") };
-        jobs.push(Job { src, dst: Repo::new(&t.registry, &t.repository), refs, only_tags, retag: None, label });
+        jobs.push(Job { refs, only_tags, ..Job::new(src, Repo::new(&t.registry, &t.repository), label) });
     }
     Ok(jobs)
 }

@@ -49,6 +49,71 @@ pub struct Job {
     pub retag: Option<Vec<String>>,
     /// Restrict tags to these when copying every tag of a layout repository (restore `repo:tags`).
     pub only_tags: Option<Vec<String>>,
+    /// New names for some tags at the destination (a rules file's `tag-mappings`).
+    pub rename: BTreeMap<String, String>,
+    /// Leave this job's referrers behind even when the run follows referrers.
+    pub exclude_referrers: bool,
+    /// Which of the listed tags to take.
+    pub filter: TagFilter,
+}
+
+impl Job {
+    /// A job copying every tag of `src` into `dst`.
+    pub fn new(src: crate::target::Repo, dst: crate::target::Repo, label: String) -> Job {
+        Job {
+            src,
+            dst,
+            refs: Vec::new(),
+            label,
+            retag: None,
+            only_tags: None,
+            rename: BTreeMap::new(),
+            exclude_referrers: false,
+            filter: TagFilter::default(),
+        }
+    }
+
+    /// The tag a source tag gets at the destination.
+    fn dst_tag(&self, tag: String) -> String {
+        self.rename.get(&tag).cloned().unwrap_or(tag)
+    }
+}
+
+/// Regular expressions selecting tags from a repository's list (`--include-tags`, `--exclude-tags`);
+/// a tag is kept when it matches every include pattern and no exclude pattern. Patterns match the
+/// whole tag.
+#[derive(Clone, Debug, Default)]
+pub struct TagFilter {
+    /// Patterns a tag must match.
+    pub include: Vec<regex::Regex>,
+    /// Patterns a tag must not match.
+    pub exclude: Vec<regex::Regex>,
+}
+
+impl TagFilter {
+    /// Compiles `--include-tags` / `--exclude-tags` patterns, anchored to the whole tag.
+    pub fn new(include: &[String], exclude: &[String]) -> std::result::Result<TagFilter, String> {
+        let compile = |flag: &str, p: &String| {
+            regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                let first = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+                format!("{flag} {p:?} is not a valid regular expression: {first}")
+            })
+        };
+        Ok(TagFilter {
+            include: include.iter().map(|p| compile("--include-tags", p)).collect::<std::result::Result<_, _>>()?,
+            exclude: exclude.iter().map(|p| compile("--exclude-tags", p)).collect::<std::result::Result<_, _>>()?,
+        })
+    }
+
+    /// Whether any pattern is set.
+    pub fn is_set(&self) -> bool {
+        !self.include.is_empty() || !self.exclude.is_empty()
+    }
+
+    /// Whether a tag passes.
+    pub fn keeps(&self, tag: &str) -> bool {
+        self.include.iter().all(|r| r.is_match(tag)) && !self.exclude.iter().any(|r| r.is_match(tag))
+    }
 }
 
 /// Engine options.

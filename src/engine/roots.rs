@@ -24,13 +24,13 @@ pub(super) async fn resolve(
     let listed = job.refs.is_empty();
     let refs = if listed { listed_tags(src, job, progress).await? } else { job.refs.clone() };
     let mut roots = Vec::new();
-    if listed && job.only_tags.is_none() {
+    if listed && job.only_tags.is_none() && !job.filter.is_set() {
         roots.extend(src.untagged(&job.src).await?.into_iter().map(|desc| Root { tag: None, desc }));
     }
     let hints = dst.hints();
     let results: Vec<(String, Result<Resolved>)> = stream::iter(refs.into_iter().map(|r| async move {
         // A tag the destination already holds (a second backup into a directory) is only confirmed.
-        let known = if job.retag.is_none() { hints.known_tag(&job.dst, &r) } else { None };
+        let known = if job.retag.is_none() { hints.known_tag(&job.dst, &job.dst_tag(r.clone())) } else { None };
         let d = src.resolve(&job.src, &r, known.as_ref()).await;
         (r, d)
     }))
@@ -44,7 +44,7 @@ pub(super) async fn resolve(
                 if let (Some(b), Ok(mut p)) = (bytes, prefetched.lock()) {
                     p.insert(desc.digest.clone(), b);
                 }
-                let tag = if r.starts_with("sha256:") { None } else { Some(r) };
+                let tag = if r.starts_with("sha256:") { None } else { Some(job.dst_tag(r)) };
                 roots.push(Root { tag, desc });
             }
             Err(e) if kind_of(&e) == ErrorKind::NotFound => missing.push(r),
@@ -67,6 +67,23 @@ async fn listed_tags(src: &dyn Source, job: &Job, progress: &Progress) -> Result
             bail!("tag(s) not found in {}: {}", job.label, missing.join(", "));
         }
         tags.retain(|t| only.contains(t));
+    }
+    if job.filter.is_set() {
+        let listed = tags.len();
+        let mut said = Vec::new();
+        if !job.filter.include.is_empty() {
+            tags.retain(|t| job.filter.include.iter().all(|r| r.is_match(t)));
+            said.push(format!("--include-tags kept {}", tags.len()));
+        }
+        if !job.filter.exclude.is_empty() {
+            let before = tags.len();
+            tags.retain(|t| !job.filter.exclude.iter().any(|r| r.is_match(t)));
+            said.push(format!("--exclude-tags kept {} of {before}", tags.len()));
+        }
+        progress.status(&format!("Tag filters on the {listed} tag(s) of {}: {}", job.label, said.join(", ")));
+        if tags.is_empty() {
+            bail!("the tag filters leave none of the {listed} tag(s) of {}: check --include-tags / --exclude-tags", job.label);
+        }
     }
     if tags.is_empty() && src.untagged(&job.src).await?.is_empty() {
         bail!("{} has no tags to copy: name a tag or digest, or check the repository name", job.label);

@@ -44,14 +44,7 @@ fn referrer(m: &Memory, r: &Repo, subject: &Descriptor, kind: &str) -> Descripto
 }
 
 fn job(src: &Repo, dst: &Repo, refs: &[&str]) -> Job {
-    Job {
-        src: src.clone(),
-        dst: dst.clone(),
-        refs: refs.iter().map(|r| r.to_string()).collect(),
-        label: src.to_string(),
-        retag: None,
-        only_tags: None,
-    }
+    Job { refs: refs.iter().map(|r| r.to_string()).collect(), ..Job::new(src.clone(), dst.clone(), src.to_string()) }
 }
 
 fn opts(referrers: bool, dry_run: bool) -> Options {
@@ -296,4 +289,38 @@ fn an_index_is_recorded_with_all_of_its_referrers_or_with_none() {
     let got = recorded_indexes(&[one, two], &nodes);
     assert_eq!(got[&sig], None);
     assert_eq!(got[&sbom], Some(idx));
+}
+
+#[tokio::test]
+async fn tag_mappings_filters_and_per_job_referrers_shape_what_is_written() {
+    let (src, dst) = (Memory::registry(), Arc::new(Memory::registry()));
+    let (a, b) = (repo("src"), repo("dst"));
+    let v1 = image(&src, &a, "v1", &[b"layer-1"]);
+    let v2 = image(&src, &a, "v2", &[b"layer-2"]);
+    let rc = image(&src, &a, "rc", &[b"layer-rc"]);
+    src.set_tag(&a, "v1", &v1);
+    src.set_tag(&a, "v2", &v2);
+    src.set_tag(&a, "v3-rc1", &rc);
+    let sig = referrer(&src, &a, &v1, "application/vnd.example.signature");
+    let mut j = job(&a, &b, &[]);
+    j.rename.insert("v1".into(), "stable".into());
+    j.filter = super::TagFilter::new(&["v.*".into()], &[".*-rc.*".into()]).expect("patterns");
+    j.exclude_referrers = true;
+
+    let report = copy(src, dst.clone(), &[j], opts(true, false)).await.expect("copy");
+    assert_eq!(dst.tag_of(&b, "stable"), Some(v1.digest.clone()), "v1 arrives as stable");
+    assert_eq!((dst.tag_of(&b, "v1"), dst.tag_of(&b, "v2")), (None, Some(v2.digest.clone())));
+    assert_eq!(dst.tag_of(&b, "v3-rc1"), None, "excluded by --exclude-tags");
+    assert!(!dst.holds(&b, &rc.digest) && !dst.holds(&b, &sig.digest), "nothing of the excluded tag or of referrers");
+    let mut tags: Vec<_> = report.jobs[0].roots.iter().filter_map(|r| r.tag.clone()).collect();
+    tags.sort();
+    assert_eq!(tags, ["stable", "v2"]);
+}
+
+#[test]
+fn tag_filters_match_whole_tags_and_bad_patterns_are_named() {
+    let f = super::TagFilter::new(&["v1.*".into()], &[]).expect("pattern");
+    assert!(f.keeps("v1.2") && !f.keeps("xv1.2"), "anchored at both ends");
+    let e = super::TagFilter::new(&[], &["(".into()]).unwrap_err();
+    assert!(e.contains("--exclude-tags") && e.contains("\"(\""), "{e}");
 }

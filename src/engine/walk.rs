@@ -86,7 +86,7 @@ impl Walker<'_> {
             Some(n) => n,
             None => self.read(job, desc).await?,
         };
-        let refs = if self.opts.referrers {
+        let refs = if self.opts.referrers && !job.exclude_referrers {
             // A layout being added to may have recorded this listing: the source is then asked to confirm it.
             let known = self.dst.hints().known_referrers(&node.desc.digest);
             self.src
