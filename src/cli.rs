@@ -272,6 +272,17 @@ pub struct Common {
     pub format: Format,
 }
 
+/// Tag selection by regular expression, applied to each repository's tag list.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TagFilterArgs {
+    /// Take only tags that match this regular expression (whole tag; repeatable: all must match)
+    #[arg(long, value_name = "REGEX")]
+    pub include_tags: Vec<String>,
+    /// Leave out tags that match this regular expression (whole tag; repeatable: any excludes)
+    #[arg(long, value_name = "REGEX")]
+    pub exclude_tags: Vec<String>,
+}
+
 /// `oras backup`.
 #[derive(Args, Debug)]
 #[command(
@@ -284,9 +295,14 @@ pub struct BackupArgs {
     /// Also back up referrers (signatures, SBOMs, attestations), recursively
     #[arg(long)]
     pub include_referrers: bool,
+    /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
+    #[arg(long)]
+    pub full_reference: bool,
     /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,
+    #[command(flatten)]
+    pub filter: TagFilterArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -294,7 +310,7 @@ pub struct BackupArgs {
 /// `oras restore`.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example"
+    after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example\n  oras restore --input app.tar --rules rules.json"
 )]
 pub struct RestoreArgs {
     /// The backup: an OCI layout directory, a tar archive, or - for a tar stream on stdin
@@ -307,8 +323,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Where to restore: <registry> (original repository paths) or <registry>/<repo>[:<tag>[,<tag>...]]
-    #[arg(required = true, value_name = "TARGET")]
+    #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
+    /// Restore as a rules file says (JSON, // comments allowed: settings and mappings of sources to targets), instead of TARGETs
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: TagFilterArgs,
     #[command(flatten)]
     pub common: Common,
 }

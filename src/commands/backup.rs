@@ -125,15 +125,19 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     if matches!(out, Output::Stdout) {
         progress.status_to_stderr();
     }
-    let jobs = jobs_of(&refs);
+    let filter = crate::engine::TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
+    let mut jobs = jobs_of(&refs);
+    for j in &mut jobs {
+        j.filter = filter.clone();
+    }
     let opts =
         Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
-        Output::Tar(p) => (Arc::new(TarSink::create(p)?), None),
-        Output::Stdout => (Arc::new(StreamTarSink::new(Box::new(tokio::io::stdout()))), None),
+        Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(args.full_reference)), None),
+        Output::Stdout => (Arc::new(StreamTarSink::new(Box::new(tokio::io::stdout())).full_references(args.full_reference)), None),
         Output::Dir(p) => {
             let existed = p.exists();
-            (Arc::new(DirSink::create(p).await?), if existed { None } else { Some(p.clone()) })
+            (Arc::new(DirSink::create(p).await?.full_references(args.full_reference)), if existed { None } else { Some(p.clone()) })
         }
     };
     // We made this directory for this run: if it fails, leave nothing behind that could pass for a backup.

@@ -6,6 +6,7 @@ pub mod copy;
 pub mod discover;
 pub mod repo;
 pub mod restore;
+pub mod rules;
 pub mod verify;
 
 /// An error in how the command was called (exit code 2).

@@ -1,14 +1,17 @@
 //! `oras restore`: one layout (directory or tar) -> registry repositories.
 
 use super::common;
+use super::rules;
 use super::UsageError;
 use crate::cli::{Format, RestoreArgs};
-use crate::engine::{self, Job, Options};
+use crate::engine::{self, Job, Options, Report, TagFilter};
 use crate::layout::reader::{unnamed, LayoutSource};
 use crate::layout::stream_read::StreamSource;
+use crate::progress::Progress;
 use crate::reference::{parse_registry, Reference};
 use crate::target::{Repo, Sink, Source};
 use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -94,10 +97,18 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
     Ok(jobs)
 }
 
-/// Runs `oras restore`.
-pub async fn run(args: RestoreArgs) -> Result<()> {
+/// How to call restore, shown when the targets are missing or given with `--rules`.
+const FORMS: &str = "use either targets (oras restore --input BACKUP REGISTRY[/REPO[:TAGS]] ...) or a rules file (oras restore --input BACKUP --rules FILE), not both";
+
+/// Checks what can be checked before the backup is opened.
+fn check_args(args: &RestoreArgs) -> Result<()> {
     if args.input.trim().is_empty() {
         return Err(UsageError("--input is empty: give a backup directory or .tar archive".into()).into());
+    }
+    match (&args.rules, args.targets.is_empty()) {
+        (Some(_), false) => return Err(UsageError(format!("--rules cannot be used with target arguments: {FORMS}")).into()),
+        (None, true) => return Err(UsageError(format!("nothing to restore to: {FORMS}")).into()),
+        _ => {}
     }
     let from_stdin = args.input == "-";
     if from_stdin && (args.common.password_stdin || args.common.identity_token_stdin) {
@@ -116,32 +127,64 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
     for t in &args.targets {
         Reference::parse_target(t).map_err(|e| UsageError(e.to_string()))?;
     }
-    let mut progress = common::progress(&args.common);
-    let (src, repos): (Arc<dyn Source>, Vec<Repo>) = if from_stdin {
+    Ok(())
+}
+
+/// Opens the backup (a directory, a tar, or a stream on stdin) and names its repositories.
+async fn open(input: &str, progress: &mut Progress) -> Result<(Arc<dyn Source>, Vec<Repo>)> {
+    if input == "-" {
         let s = StreamSource::open(std::io::stdin()).await?;
         progress.status("Loaded backup stream: standard input (blobs are uploaded as they pass)");
         let repos = s.repositories();
-        (Arc::new(s), repos)
-    } else {
-        let layout = LayoutSource::open(&PathBuf::from(&args.input)).await?;
-        progress.status(&format!(
-            "Loaded backup {}: {} ({})",
-            if layout.is_tar { "archive" } else { "directory" },
-            args.input,
-            common::size(layout.size)
-        ));
-        let repos = layout.repositories();
-        (Arc::new(layout), repos)
-    };
-    if repos.is_empty() {
-        bail!("the backup {:?} holds no tags", args.input);
+        return Ok((Arc::new(s), repos));
     }
-    let jobs = map_targets(&args.targets, &repos)?;
+    let layout = LayoutSource::open(&PathBuf::from(input)).await?;
+    progress.status(&format!(
+        "Loaded backup {}: {} ({})",
+        if layout.is_tar { "archive" } else { "directory" },
+        input,
+        common::size(layout.size)
+    ));
+    let repos = layout.repositories();
+    Ok((Arc::new(layout), repos))
+}
+
+/// The jobs the targets or the rules file ask for, and whether a failing one stops the others.
+async fn jobs_of(args: &RestoreArgs, src: &dyn Source, repos: &[Repo], progress: &mut Progress) -> Result<(Vec<Job>, bool)> {
+    let filter = TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
+    let (mut jobs, fail_fast) = match &args.rules {
+        Some(path) => {
+            let rules = rules::load(path)?;
+            let mut held = Vec::new();
+            for r in repos {
+                held.push((r.clone(), src.tags(r).await?));
+            }
+            let jobs = rules::jobs(&rules, &held)?;
+            progress.status(&format!("Loaded rules {}: {} mapping(s)", path.display(), jobs.len()));
+            (jobs, rules.settings.fail_fast)
+        }
+        None => (map_targets(&args.targets, repos)?, true),
+    };
+    for j in &mut jobs {
+        j.filter = filter.clone();
+    }
     let left: Vec<String> = repos.iter().filter(|r| !jobs.iter().any(|j| &j.src == *r)).map(|r| r.to_string()).collect();
     if !left.is_empty() {
         // Restoring a part of a backup is a choice the targets made; it is said, not done silently.
         progress.status(&format!("Not restored (no target names them): {}", left.join(", ")));
     }
+    Ok((jobs, fail_fast))
+}
+
+/// Runs `oras restore`.
+pub async fn run(args: RestoreArgs) -> Result<()> {
+    check_args(&args)?;
+    let mut progress = common::progress(&args.common);
+    let (src, repos) = open(&args.input, &mut progress).await?;
+    if repos.is_empty() {
+        bail!("the backup {:?} holds no tags", args.input);
+    }
+    let (jobs, fail_fast) = jobs_of(&args, src.as_ref(), &repos, &mut progress).await?;
     let registries = common::registries(&args.common, args.dry_run)?;
     let opts = Options {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(5),
@@ -149,34 +192,72 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         dry_run: args.dry_run,
     };
     let sink: Arc<dyn Sink> = registries;
-    let report = engine::run(src, sink, &jobs, &opts, &mut progress).await?;
+    let (report, failures) = if fail_fast || jobs.len() == 1 {
+        (engine::run(src, sink, &jobs, &opts, &mut progress).await?, Vec::new())
+    } else {
+        each_alone(src, sink, &jobs, &opts, &mut progress).await
+    };
+    let targets = if args.targets.is_empty() { destinations(&jobs) } else { args.targets.join(", ") };
+    print(&args, &report, &targets, &failures, &mut progress)?;
+    if !failures.is_empty() {
+        bail!("{} of {} mapping(s) failed: {}", failures.len(), jobs.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs each job alone (a rules file's `"fail-fast": false`): the others go on when one fails.
+async fn each_alone(
+    src: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    jobs: &[Job],
+    opts: &Options,
+    progress: &mut Progress,
+) -> (Report, Vec<String>) {
+    let mut report = Report::default();
+    let mut failures = Vec::new();
+    for job in jobs {
+        match engine::run(src.clone(), sink.clone(), std::slice::from_ref(job), opts, progress).await {
+            Ok(r) => report.merge(r),
+            Err(e) => {
+                progress.status(&format!("Failed: {} -> {}: {e:#}", job.src, job.dst));
+                failures.push(format!("{} -> {}: {e:#}", job.src, job.dst));
+            }
+        }
+    }
+    (report, failures)
+}
+
+/// The distinct destination repositories of the jobs, in order.
+fn destinations(jobs: &[Job]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for j in jobs {
+        let d = j.dst.to_string();
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    seen.join(", ")
+}
+
+/// Prints the result: JSON, the dry run's plan, or what was pushed.
+fn print(args: &RestoreArgs, report: &Report, targets: &str, failures: &[String], progress: &mut Progress) -> Result<()> {
     let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
-    let targets = args.targets.join(", ");
     if args.common.format == Format::Json {
         let doc = serde_json::json!({
             "command": "restore",
             "input": args.input,
-            "targets": args.targets,
+            "targets": if args.targets.is_empty() { serde_json::json!(destinations_list(report)) } else { serde_json::json!(args.targets) },
+            "rules": args.rules,
             "dryRun": args.dry_run,
             "tags": tags,
+            "failures": failures,
             "report": report,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    let verb = if args.dry_run { "Would push" } else { "Pushed" };
-    let pushed: Vec<String> = report
-        .jobs
-        .iter()
-        .flat_map(|j| {
-            j.roots.iter().map(move |r| match &r.tag {
-                Some(t) => format!("{verb} tag {t} with {} referrer(s) to {}", r.referrers, j.destination),
-                None => format!("{verb} {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers),
-            })
-        })
-        .collect();
-    progress.status_lines(&pushed);
     if args.dry_run {
+        progress.status_lines(&plan_lines(report));
         progress.status(&format!(
             "Dry run: the backup is complete and valid. Would push {} blob(s) ({}) and {} manifest(s) to {targets:?}; {} blob(s) and {} manifest(s) are already there. Nothing was pushed.",
             report.blobs_copied,
@@ -187,6 +268,17 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         ));
         return Ok(());
     }
+    let pushed: Vec<String> = report
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            j.roots.iter().map(move |r| match &r.tag {
+                Some(t) => format!("Pushed tag {t} with {} referrer(s) to {}", r.referrers, j.destination),
+                None => format!("Pushed {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers),
+            })
+        })
+        .collect();
+    progress.status_lines(&pushed);
     progress.status(&format!(
         "Successfully restored {tags} tag(s) to {targets:?} in {}. Total size: {} ({} uploaded, {} already present or mounted).",
         common::duration(report.seconds),
@@ -195,6 +287,40 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         common::size(report.bytes_skipped),
     ));
     Ok(())
+}
+
+fn destinations_list(report: &Report) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for j in &report.jobs {
+        if !seen.contains(&j.destination) {
+            seen.push(j.destination.clone());
+        }
+    }
+    seen
+}
+
+/// A dry run's plan, per registry, repository and tag: "Registry r / Repository p / tag (digest) + n
+/// referrer(s), b to upload".
+fn plan_lines(report: &Report) -> Vec<String> {
+    let mut by_registry: BTreeMap<&str, BTreeMap<&str, (Vec<String>, u64)>> = BTreeMap::new();
+    for j in &report.jobs {
+        let (registry, repository) = j.destination.split_once('/').unwrap_or((j.destination.as_str(), ""));
+        let (lines, bytes) = by_registry.entry(registry).or_default().entry(repository).or_default();
+        for r in &j.roots {
+            let name = r.tag.as_deref().unwrap_or("(untagged)");
+            lines.push(format!("      {name} ({}) + {} referrer(s), from {}", r.digest, r.referrers, j.source));
+        }
+        *bytes += j.bytes_copied;
+    }
+    let mut out = vec!["Would restore:".to_string()];
+    for (registry, repos) in by_registry {
+        out.push(format!("  Registry: {registry}"));
+        for (repository, (lines, bytes)) in repos {
+            out.push(format!("    Repository: {repository} ({} to upload)", common::size(bytes)));
+            out.extend(lines);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

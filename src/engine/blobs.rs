@@ -23,7 +23,7 @@ pub(super) struct Task {
 }
 
 /// Copies the blobs of every job; returns what became of each.
-pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> Result<Vec<BlobOutcome>> {
+pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> Result<Vec<(JobId, BlobOutcome)>> {
     let mut outcomes = Vec::new();
     let mut tasks = Vec::new();
     let mut scoped = HashSet::new();
@@ -33,7 +33,7 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> R
                 continue;
             }
             if known.blobs.contains(&(id, b.digest.clone())) {
-                outcomes.push(BlobOutcome::Skipped(b.size));
+                outcomes.push((id, BlobOutcome::Skipped(b.size)));
                 progress.add(b.size);
             } else {
                 tasks.push(Task { job: id, desc: b.clone(), missing: false });
@@ -51,14 +51,19 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> R
         if run.src.access() == Access::Remote { vec![tasks] } else { from_backup(run, tasks, &placed, progress, &mut outcomes).await? };
     for pass in passes {
         let copies: Vec<_> = pass.into_iter().map(|t| copy_one(run, t, &placed, progress)).collect();
-        let done: Vec<BlobOutcome> = stream::iter(copies).buffer_unordered(run.conc).try_collect().await?;
+        let done: Vec<(JobId, BlobOutcome)> = stream::iter(copies).buffer_unordered(run.conc).try_collect().await?;
         outcomes.extend(done);
     }
     Ok(outcomes)
 }
 
 /// Copies one blob unless the destination turns out to have it.
-async fn copy_one(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress) -> Result<BlobOutcome> {
+async fn copy_one(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress) -> Result<(JobId, BlobOutcome)> {
+    let id = t.job;
+    copy_task(run, t, placed, progress).await.map(|o| (id, o))
+}
+
+async fn copy_task(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress) -> Result<BlobOutcome> {
     let job = run.job(t.job);
     if !t.missing && run.dst.has_blob(&job.dst, &t.desc).await? {
         progress.add(t.desc.size);
@@ -84,7 +89,7 @@ async fn from_backup(
     tasks: Vec<Task>,
     placed: &Placed,
     progress: &Progress,
-    outcomes: &mut Vec<BlobOutcome>,
+    outcomes: &mut Vec<(JobId, BlobOutcome)>,
 ) -> Result<Vec<Vec<Task>>> {
     let asks: Vec<_> = tasks.iter().map(|t| run.dst.has_blob(&run.job(t.job).dst, &t.desc)).collect();
     let present: Vec<bool> = stream::iter(asks).buffered(run.conc).try_collect().await?;
@@ -92,7 +97,7 @@ async fn from_backup(
     let mut seen = HashSet::new();
     for (t, present) in tasks.into_iter().zip(present) {
         if present {
-            outcomes.push(BlobOutcome::Skipped(t.desc.size));
+            outcomes.push((t.job, BlobOutcome::Skipped(t.desc.size)));
             progress.add(t.desc.size);
             there.push((t.job, t.desc));
         } else if seen.insert(t.desc.digest.clone()) {

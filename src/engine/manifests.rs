@@ -29,6 +29,7 @@ struct Written {
     copied: bool,
     size: u64,
     tagged: Option<(JobId, String)>,
+    job: JobId,
 }
 
 /// Writes every manifest the destination lacks, children first; returns the tags written on the way.
@@ -40,7 +41,7 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
         for d in &g.manifests {
             let lvl = level(d, &run.nodes, g, &mut memo, 0);
             if known.manifests.contains(&(id, d.clone())) {
-                report.manifest(false, run.nodes.get(d).map_or(0, |n| n.desc.size));
+                report.manifest(id, false, run.nodes.get(d).map_or(0, |n| n.desc.size));
                 continue;
             }
             if scoped.insert((run.dst.scope(&job.dst), d.clone())) {
@@ -62,7 +63,7 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
         let writes: Vec<_> = writes.into_iter().map(|w| write(run, w)).collect();
         let results: Vec<Written> = stream::iter(writes).buffer_unordered(run.conc).try_collect().await?;
         for w in results {
-            report.manifest(w.copied, w.size);
+            report.manifest(w.job, w.copied, w.size);
             tagged_early.extend(w.tagged);
         }
     }
@@ -95,7 +96,7 @@ async fn write(run: &Run<'_>, w: Write<'_>) -> Result<Written> {
     let is_ref = w.graph.referrer_nodes.contains(&node.desc.digest);
     // A manifest this run read from the destination is there.
     let exists = !w.absent && (node.stored || run.dst.has_manifest(&job.dst, &node.desc).await?);
-    let done = Written { copied: !exists, size: node.desc.size, tagged: None };
+    let done = Written { copied: !exists, size: node.desc.size, tagged: None, job: w.job };
     // A destination may hold a referrer without listing it: pushing it again records it there.
     if run.opts.dry_run || (exists && (!is_ref || !run.dst.traits().relists_referrers)) {
         return Ok(done);

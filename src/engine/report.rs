@@ -2,7 +2,7 @@
 //! mounted, in counts and bytes.
 
 use super::transfer::BlobOutcome;
-use super::{JobGraph, Node, Run};
+use super::{JobGraph, JobId, Node, Run};
 use crate::digest::Digest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub struct JobReport {
     pub destination: String,
     /// Roots copied.
     pub roots: Vec<RootReport>,
+    /// Bytes written into this destination (or, in a dry run, that would be).
+    pub bytes_copied: u64,
 }
 
 /// The result of a run.
@@ -57,16 +59,34 @@ pub struct Report {
     pub bytes_total: u64,
     /// Seconds taken.
     pub seconds: f64,
+    /// Bytes written per job, until [`Report::finish`] puts them in `jobs`.
+    #[serde(skip)]
+    copied_by_job: HashMap<JobId, u64>,
 }
 
 impl Report {
+    /// Adds another run's report (a job run alone) to this one.
+    pub fn merge(&mut self, other: Report) {
+        self.jobs.extend(other.jobs);
+        self.blobs_copied += other.blobs_copied;
+        self.blobs_skipped += other.blobs_skipped;
+        self.blobs_mounted += other.blobs_mounted;
+        self.manifests_copied += other.manifests_copied;
+        self.manifests_skipped += other.manifests_skipped;
+        self.bytes_copied += other.bytes_copied;
+        self.bytes_skipped += other.bytes_skipped;
+        self.bytes_total += other.bytes_total;
+        self.seconds += other.seconds;
+    }
+
     /// Counts what became of blobs.
-    pub(super) fn add_blobs(&mut self, outcomes: impl IntoIterator<Item = BlobOutcome>) {
-        for o in outcomes {
+    pub(super) fn add_blobs(&mut self, outcomes: impl IntoIterator<Item = (JobId, BlobOutcome)>) {
+        for (job, o) in outcomes {
             match o {
                 BlobOutcome::Copied(n) => {
                     self.blobs_copied += 1;
                     self.bytes_copied += n;
+                    *self.copied_by_job.entry(job).or_default() += n;
                 }
                 BlobOutcome::Mounted(n) => {
                     self.blobs_mounted += 1;
@@ -81,10 +101,11 @@ impl Report {
     }
 
     /// Counts a manifest written (`copied`) or found there.
-    pub(super) fn manifest(&mut self, copied: bool, size: u64) {
+    pub(super) fn manifest(&mut self, job: JobId, copied: bool, size: u64) {
         if copied {
             self.manifests_copied += 1;
             self.bytes_copied += size;
+            *self.copied_by_job.entry(job).or_default() += size;
         } else {
             self.manifests_skipped += 1;
             self.bytes_skipped += size;
@@ -93,7 +114,7 @@ impl Report {
 
     /// Adds the per-job results and the totals.
     pub(super) fn finish(mut self, run: &Run<'_>, started: Instant) -> Report {
-        for (_, job, g) in run.each() {
+        for (id, job, g) in run.each() {
             let roots = g
                 .roots
                 .iter()
@@ -103,7 +124,8 @@ impl Report {
                     referrers: count_referrers(&root.desc.digest, &run.nodes, g),
                 })
                 .collect();
-            self.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots });
+            let bytes_copied = self.copied_by_job.get(&id).copied().unwrap_or(0);
+            self.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots, bytes_copied });
         }
         self.bytes_total = self.bytes_copied + self.bytes_skipped;
         self.seconds = started.elapsed().as_secs_f64();

@@ -45,7 +45,7 @@ struct Abandoned;
 /// them beside the uploads; a damaged backup is refused with nothing made visible.
 /// `blobs` come largest first (see [`super::blobs::largest_first`]): small ones wait for the check, and would
 /// otherwise hold slots of the concurrency while a large one, which could go ahead held, queued behind them.
-pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<(JobId, BlobOutcome)>> {
     let (tx, rx) = watch::channel(Checked::Pending);
     let check = blobs.clone();
     let checking = async {
@@ -70,10 +70,14 @@ pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descripto
 /// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
 /// `checked` says the backup is intact; stops at the first failure of the destination. Damage lets every
 /// upload wind down (held sessions are deleted) before it returns.
-async fn upload_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>, checked: watch::Receiver<Checked>) -> Result<Vec<BlobOutcome>> {
+async fn upload_checked(
+    r: Restore<'_>,
+    blobs: Vec<(JobId, Descriptor)>,
+    checked: watch::Receiver<Checked>,
+) -> Result<Vec<(JobId, BlobOutcome)>> {
     let mut results = stream::iter(blobs.into_iter().map(|(id, desc)| {
         let checked = checked.clone();
-        async move { upload_one(r, r.run.job(id), desc, checked).await }
+        async move { upload_one(r, r.run.job(id), desc, checked).await.map(|o| (id, o)) }
     }))
     .buffer_unordered(r.run.conc);
     let mut done = Vec::new();
@@ -167,7 +171,7 @@ fn abandoned(e: &anyhow::Error) -> bool {
 /// Restores the blobs of a stream, in its order: each is hashed as it passes into a held upload
 /// session; once every one has passed intact, all are committed. Damage (or a failure) abandons them
 /// all, so nothing becomes visible.
-pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<BlobOutcome>> {
+pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<(JobId, BlobOutcome)>> {
     let Restore { run, placed, progress } = r;
     let staging = run.dst.staging().ok_or_else(|| anyhow::anyhow!("internal: held uploads without a staging destination"))?;
     debug_assert_eq!(run.src.access(), Access::Stream);
@@ -227,7 +231,7 @@ pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descr
     }
     stream::iter(held.into_iter().map(|(id, desc, token)| async move {
         let job = run.job(id);
-        commit(staging, job, &desc, token, placed).await.map_err(|e| cannot_copy(e, job, &desc))
+        commit(staging, job, &desc, token, placed).await.map(|o| (id, o)).map_err(|e| cannot_copy(e, job, &desc))
     }))
     .buffer_unordered(run.conc)
     .try_collect()

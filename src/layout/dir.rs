@@ -37,6 +37,8 @@ pub struct DirSink {
     /// Whether the layout held no blob when opened: then everything planned is to be written, and its
     /// room can be checked before the transfer (a layout being added to or resumed is not stat'ed blob by blob).
     empty: bool,
+    /// Full references as ref names even for one repository (`--full-reference`).
+    full_references: bool,
 }
 
 /// Removes a temporary file unless disarmed.
@@ -130,7 +132,13 @@ impl DirSink {
             marker_found,
             dirty: AtomicBool::new(false),
             empty,
+            full_references: false,
         })
+    }
+
+    /// Names every tag by its full reference (`--full-reference`).
+    pub fn full_references(self, on: bool) -> Self {
+        DirSink { full_references: on, ..self }
     }
 
     async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
@@ -288,7 +296,7 @@ impl Sink for DirSink {
             Some(t) => !new_tags.get(t.as_str()).is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
             None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
         });
-        let rendered = index::render(kept.chain(&added));
+        let rendered = index::render(kept.chain(&added), self.full_references);
         if self.dirty.load(Ordering::SeqCst) {
             // What index.json is about to name must be on disk first, or a crash could leave a backup that
             // looks complete with blobs that never reached the disk.

@@ -168,11 +168,12 @@ pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
         .collect()
 }
 
-/// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names, several get full references.
-pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+/// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names (unless
+/// `full`, `--full-reference`), several get full references.
+pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> Vec<u8> {
     let entries: Vec<&Entry> = entries.into_iter().collect();
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
-    let single = repos.len() <= 1;
+    let single = repos.len() <= 1 && !full;
     let mut tagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
     let mut untagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
     let mut others: BTreeMap<String, Descriptor> = BTreeMap::new();
@@ -240,8 +241,8 @@ pub fn referrer_listings(entries: &[Entry]) -> HashMap<Digest, ReferrerListing> 
 }
 
 /// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the annotations
-/// the engine gives them).
-pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
+/// the engine gives them); `full` as for [`render`].
+pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
     let entries: Vec<Entry> = plan
         .entries
         .iter()
@@ -255,7 +256,7 @@ pub fn render_plan(plan: &crate::target::Plan<'_>) -> Vec<u8> {
             Entry { repo: if is_ref || e.repo.registry.is_empty() { None } else { Some(e.repo.clone()) }, tag: e.tag.clone(), desc: d }
         })
         .collect();
-    render(&entries)
+    render(&entries, full)
 }
 
 /// The `oci-layout` file's content.
@@ -277,7 +278,7 @@ mod tests {
             Entry { repo: Some(r.clone()), tag: Some("v1".into()), desc: d("a") },
             Entry { repo: None, tag: None, desc: d("ref") },
         ];
-        let out = render(&entries);
+        let out = render(&entries, false);
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.contains(r#""org.opencontainers.image.ref.name": "v1""#));
         assert!(text.contains(r#""io.containerd.image.name": "reg.io/team/app:v1""#));
@@ -286,7 +287,7 @@ mod tests {
         assert_eq!(back[0].repo, Some(r));
         assert_eq!(back[0].tag.as_deref(), Some("v1"));
         assert_eq!(back[2].tag, None);
-        assert_eq!(render(&back), out);
+        assert_eq!(render(&back, false), out);
     }
 
     fn entry_json(digest: &Digest, ref_name: &str, containerd: Option<&str>) -> serde_json::Value {
@@ -324,7 +325,7 @@ mod tests {
             Entry { repo: Some(Repo::new("reg.io", "a")), tag: Some("v1".into()), desc: d("a") },
             Entry { repo: Some(Repo::new("reg.io", "b")), tag: Some("v1".into()), desc: d("b") },
         ];
-        let text = String::from_utf8(render(&entries)).unwrap();
+        let text = String::from_utf8(render(&entries, false)).unwrap();
         assert!(text.contains(r#""org.opencontainers.image.ref.name": "reg.io/b:v1""#));
     }
 
@@ -364,7 +365,7 @@ mod tests {
             Entry { repo: None, tag: None, desc: d("unannotated") },
         ];
         // Rendered and read back, as a second run finds them.
-        let listings = referrer_listings(&parse(&render(&entries)).unwrap());
+        let listings = referrer_listings(&parse(&render(&entries, false)).unwrap());
         assert_eq!(listings.len(), 1, "{listings:?}");
         let img = &listings[&Digest::of(b"img")];
         assert_eq!(img.index, Some(Digest::of(b"idx")));

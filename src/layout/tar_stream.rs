@@ -24,6 +24,8 @@ pub struct StreamTarSink {
     /// Why the stream was torn: a failure once an entry was begun ends the archive, and whoever asks
     /// again (a retry) is told that first failure, not a vaguer one of its own.
     torn: Mutex<Option<String>>,
+    /// Full references as ref names even for one repository (`--full-reference`).
+    full_references: bool,
 }
 
 impl StreamTarSink {
@@ -34,7 +36,13 @@ impl StreamTarSink {
             order: Mutex::new(HashMap::new()),
             turn: watch::channel(0).0,
             torn: Mutex::new(None),
+            full_references: false,
         }
+    }
+
+    /// Names every tag by its full reference (`--full-reference`).
+    pub fn full_references(self, on: bool) -> Self {
+        StreamTarSink { full_references: on, ..self }
     }
 
     async fn write_entry_head(&self, out: &mut (dyn AsyncWrite + Send + Unpin), name: &str, size: u64) -> Result<()> {
@@ -67,7 +75,7 @@ const ZEROS: [u8; 1024] = [0; 1024];
 #[async_trait]
 impl Planning for StreamTarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let index_json = index::render_plan(plan);
+        let index_json = index::render_plan(plan, self.full_references);
         let mut out = self.out.lock().await;
         for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
             self.write_entry_head(&mut **out, name, data.len() as u64).await?;

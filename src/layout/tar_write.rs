@@ -25,6 +25,8 @@ pub struct TarSink {
     regions: Mutex<HashMap<Digest, (u64, u64)>>,
     written: Mutex<HashSet<Digest>>,
     finished: AtomicBool,
+    /// Full references as ref names even for one repository (`--full-reference`).
+    full_references: bool,
 }
 
 /// A reproducible ustar header: mode 0644, uid/gid 0, no names, mtime 0.
@@ -70,7 +72,14 @@ impl TarSink {
             regions: Mutex::new(HashMap::new()),
             written: Mutex::new(HashSet::new()),
             finished: AtomicBool::new(false),
+            full_references: false,
         })
+    }
+
+    /// Names every tag by its full reference (`--full-reference`).
+    pub fn full_references(mut self, on: bool) -> Self {
+        self.full_references = on;
+        self
     }
 
     fn file(&self) -> Result<std::sync::Arc<std::fs::File>> {
@@ -113,7 +122,7 @@ pub fn entry_order<'a>(contents: &[PlanContent<'a>]) -> Vec<PlanContent<'a>> {
 #[async_trait]
 impl Planning for TarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let index_json = index::render_plan(plan);
+        let index_json = index::render_plan(plan, self.full_references);
         // A fresh file, never through a link someone left at the temporary name.
         let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()
