@@ -29,6 +29,9 @@ pub enum Command {
     Repo(RepoCommand),
     /// Show the referrers tree (signatures, SBOMs, attestations) of a manifest.
     Discover(DiscoverArgs),
+    /// Manifests of a registry or of a backup.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// Check a backup (directory or tar) for completeness and integrity.
     Verify(VerifyArgs),
     /// Copy one graph between registries and OCI layouts.
@@ -81,6 +84,36 @@ pub struct RepoTagsArgs {
     /// Hide referrers tag-schema tags (sha256-<hex>): the default, accepted for scripts written for the ORAS CLI
     #[arg(long)]
     pub exclude_digest_tags: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `oras manifest`.
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Print a manifest's exact bytes (or its descriptor), from a registry or a backup (--oci-layout).
+    #[command(alias = "get")]
+    Fetch(ManifestFetchArgs),
+}
+
+/// `oras manifest fetch`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  oras manifest fetch registry.example/team/app:v1\n  oras manifest fetch --descriptor registry.example/team/app@sha256:...\n  oras manifest fetch --oci-layout backup.tar:registry.example/team/app:v1"
+)]
+pub struct ManifestFetchArgs {
+    /// <registry>/<repo>:<tag> or @<digest>; with --oci-layout, <path>:<tag>, <path>@<digest> or <path>:<registry>/<repo>:<tag>
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+    /// Read a backup (OCI layout directory or tar) instead of a registry
+    #[arg(long)]
+    pub oci_layout: bool,
+    /// Print the manifest's descriptor (media type, digest, size) instead of its bytes
+    #[arg(long)]
+    pub descriptor: bool,
+    /// Write the bytes to this file instead of standard output
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub common: Common,
 }

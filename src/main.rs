@@ -31,6 +31,7 @@ fn main() -> ExitCode {
                 cli::Command::Repo(cli::RepoCommand::Ls(a)) => commands::repo::ls(a).await,
                 cli::Command::Repo(cli::RepoCommand::Tags(a)) => commands::repo::tags(a).await,
                 cli::Command::Discover(a) => commands::discover::run(a).await,
+                cli::Command::Manifest(cli::ManifestCommand::Fetch(a)) => commands::manifest::fetch(a).await,
                 cli::Command::Verify(a) => commands::verify::run(a).await,
                 cli::Command::Copy(a) => commands::copy::run(a).await,
                 cli::Command::Completion(a) => {

@@ -1,17 +1,12 @@
 //! `oras discover`: the referrers tree of a manifest, from a registry or a backup.
 
-use super::common;
-use super::repo::{resolve_in_layout, split_layout_arg};
-use super::UsageError;
+use super::repo::{locate, Located};
 use crate::cli::{DiscoverArgs, Format};
-use crate::layout::reader::LayoutSource;
 use crate::manifest::Descriptor;
-use crate::reference::Reference;
 use crate::target::{Repo, Source};
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 /// One node of the referrers tree.
 #[derive(Serialize)]
@@ -59,25 +54,7 @@ fn print_tree(nodes: &[Node], prefix: &str) {
 
 /// Runs `oras discover`.
 pub async fn run(args: DiscoverArgs) -> Result<()> {
-    let (src, repo, desc, shown): (Arc<dyn Source>, Repo, Descriptor, String) = if args.oci_layout {
-        let (path, reference) = split_layout_arg(&args.reference);
-        let reference = reference.ok_or_else(|| UsageError("name a tag or digest: --oci-layout <path>:<tag> or <path>@<digest>".into()))?;
-        let layout = LayoutSource::open(&path).await?;
-        let (repo, desc) = resolve_in_layout(&layout, &reference).await.map_err(|e| anyhow!("{e:#} {}", path.display()))?;
-        (Arc::new(layout), repo, desc, path.display().to_string())
-    } else {
-        let r = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
-        let reference = match (&r.digest, r.tags.as_slice()) {
-            (Some(d), _) => d.to_string(),
-            (None, [t]) => t.clone(),
-            _ => return Err(UsageError(format!("name one tag or a digest: {}", args.reference)).into()),
-        };
-        let regs = common::registries(&args.common, true)?;
-        let repo = Repo::new(&r.registry, &r.repository);
-        let desc = regs.resolve_head(&repo, &reference).await?;
-        let shown = repo.to_string();
-        (regs, repo, desc, shown)
-    };
+    let Located { src, repo, desc, shown } = locate(&args.reference, args.oci_layout, &args.common).await?;
     let mut seen = HashSet::new();
     let referrers = tree(&*src, &repo, &desc, args.depth, args.artifact_type.as_deref(), &mut seen).await?;
     let root = Node { desc, referrers };

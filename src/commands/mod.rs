@@ -4,6 +4,7 @@ pub mod backup;
 pub mod common;
 pub mod copy;
 pub mod discover;
+pub mod manifest;
 pub mod repo;
 pub mod restore;
 pub mod rules;

@@ -2,11 +2,14 @@
 
 use super::common;
 use super::UsageError;
-use crate::cli::{Format, RepoLsArgs, RepoTagsArgs};
+use crate::cli::{Common, Format, RepoLsArgs, RepoTagsArgs};
 use crate::layout::reader::{unnamed, LayoutSource};
+use crate::manifest::Descriptor;
 use crate::reference::{is_schema_tag, parse_registry, Reference};
+use crate::target::{Repo, Source};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Splits `<path>[:<suffix>]` at the first `:` whose left side exists on disk.
 pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
@@ -22,8 +25,43 @@ pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
     (PathBuf::from(arg), None)
 }
 
+/// A manifest found by a command's reference argument, and where it was found.
+pub struct Located {
+    /// The registry or backup that holds it.
+    pub src: Arc<dyn Source>,
+    /// Its repository there.
+    pub repo: Repo,
+    /// Its descriptor.
+    pub desc: Descriptor,
+    /// How to name where it was found (the repository, or the backup's path).
+    pub shown: String,
+}
+
+/// Resolves a command's reference: `<registry>/<repo>:<tag>|@<digest>`, or with `oci_layout`
+/// `<path>:<tag>`, `<path>@<digest>` or `<path>:<registry>/<repo>:<tag>` in a backup.
+pub async fn locate(reference: &str, oci_layout: bool, common: &Common) -> Result<Located> {
+    if oci_layout {
+        let (path, inner) = split_layout_arg(reference);
+        let inner = inner.ok_or_else(|| UsageError("name a tag or digest: --oci-layout <path>:<tag> or <path>@<digest>".into()))?;
+        let layout = LayoutSource::open(&path).await?;
+        let (repo, desc) = resolve_in_layout(&layout, &inner).await.map_err(|e| anyhow::anyhow!("{e:#} {}", path.display()))?;
+        return Ok(Located { src: Arc::new(layout), repo, desc, shown: path.display().to_string() });
+    }
+    let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
+    let what = match (&r.digest, r.tags.as_slice()) {
+        (Some(d), _) => d.to_string(),
+        (None, [t]) => t.clone(),
+        _ => return Err(UsageError(format!("name one tag or a digest: {reference}")).into()),
+    };
+    let regs = common::registries(common, true)?;
+    let repo = Repo::new(&r.registry, &r.repository);
+    let desc = regs.resolve_head(&repo, &what).await?;
+    let shown = repo.to_string();
+    Ok(Located { src: regs, repo, desc, shown })
+}
+
 /// Resolves `<tag>`, `sha256:<hex>` or `<registry>/<repo>:<tag>|@<digest>` inside a backup.
-pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result<(crate::target::Repo, crate::manifest::Descriptor)> {
+pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result<(Repo, Descriptor)> {
     let reference = reference.trim_start_matches('@');
     if reference.contains('/') {
         let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
@@ -68,9 +106,8 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
 
 /// The descriptor of a manifest stored in the backup under `digest`, when its bytes are
 /// there, match the digest and parse as a manifest.
-async fn stored_manifest(layout: &LayoutSource, digest: &crate::digest::Digest) -> Option<crate::manifest::Descriptor> {
-    use crate::manifest::{self, Descriptor};
-    use crate::target::Source;
+async fn stored_manifest(layout: &LayoutSource, digest: &crate::digest::Digest) -> Option<Descriptor> {
+    use crate::manifest;
     let size = layout.blob_size(digest).await?;
     if size > manifest::MAX_MANIFEST_SIZE {
         return None;

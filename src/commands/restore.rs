@@ -75,7 +75,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
         if !by_position.is_empty() && !left.is_empty() && jobs.is_empty() {
             let given: Vec<String> = by_position.iter().map(|&i| named[i].repo_name()).collect();
             return Err(UsageError(format!(
-                "the backup holds {} repositories ({}), and {} names none of them: give one target per repository (a target takes the repository of the same path, else the next in order), a registry alone to restore them all under their own paths, or targets whose paths name the repositories to restore",
+                "the backup holds {} repositories ({}), and {} names none of them: give one target per repository (a target takes the repository of the same path, else the next in order), a registry alone to restore them all under their own paths, targets whose paths name the repositories to restore, or a rules file (--rules) to map several into one repository",
                 backup_repos.len(),
                 list(),
                 given.join(", ")
