@@ -331,11 +331,17 @@ pub struct BackupArgs {
     /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
     #[arg(long)]
     pub full_reference: bool,
-    /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag
+    /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag; a registry alone means every repository its catalog lists
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,
     #[command(flatten)]
     pub filter: TagFilterArgs,
+    /// With a registry alone: take only repositories whose path matches this glob (`*` stays within one path component, `**` crosses them; repeatable: any may match)
+    #[arg(long, value_name = "GLOB")]
+    pub include_repos: Vec<String>,
+    /// With a registry alone: leave out repositories whose path matches this glob (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude_repos: Vec<String>,
     #[command(flatten)]
     pub common: Common,
 }

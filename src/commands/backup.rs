@@ -7,9 +7,13 @@ use crate::engine::{self, Job, Options};
 use crate::layout::dir::DirSink;
 use crate::layout::tar_stream::StreamTarSink;
 use crate::layout::tar_write::TarSink;
-use crate::reference::Reference;
+use crate::progress::Progress;
+use crate::reference::{parse_registry, Reference};
+use crate::registry::target::Registries;
 use crate::target::{Repo, Sink, Source};
 use anyhow::Result;
+use anyhow::{anyhow, bail};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -104,6 +108,67 @@ fn jobs_of(refs: &[Reference]) -> Vec<Job> {
     jobs
 }
 
+/// A glob set over repository paths; `*` stays within one component.
+fn globs(flag: &str, patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| UsageError(format!("{flag} {p:?} is not a valid glob: {}", e.kind())))?;
+        set.add(glob);
+    }
+    Ok(Some(set.build().map_err(|e| UsageError(format!("{flag}: {e}")))?))
+}
+
+/// The references to back up: those named, and for a registry named alone every repository its
+/// catalog lists that the repository globs keep.
+async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progress) -> Result<Vec<Reference>> {
+    let include = globs("--include-repos", &args.include_repos)?;
+    let exclude = globs("--exclude-repos", &args.exclude_repos)?;
+    let mut targets = Vec::new();
+    for r in &args.references {
+        targets.push((r, Reference::parse_target(r).map_err(|e| UsageError(e.to_string()))?));
+    }
+    if (include.is_some() || exclude.is_some()) && targets.iter().all(|(_, t)| t.is_some()) {
+        return Err(UsageError("--include-repos and --exclude-repos select among a registry's repositories: name a registry alone (e.g. oras backup -o DIR registry.example --include-repos 'team/*')".into()).into());
+    }
+    let mut refs = Vec::new();
+    for (arg, target) in targets {
+        if let Some(r) = target {
+            refs.push(r);
+            continue;
+        }
+        let registry = parse_registry(arg).map_err(|e| UsageError(e.to_string()))?;
+        let listed = regs.client(&registry).list_repositories().await.map_err(|e| {
+            // A registry that answered, but not with a catalog: it has none, or none for these credentials.
+            if e.status.is_some_and(|s| matches!(s, 401 | 403 | 404 | 405)) {
+                anyhow!("{registry} does not list its repositories (no catalog, or none for these credentials): {e}; name the repositories to back up: {registry}/<repo> ...")
+            } else {
+                anyhow!("cannot list the repositories of {registry}: {e}")
+            }
+        })?;
+        let kept: Vec<String> = listed
+            .iter()
+            .filter(|p| {
+                include.as_ref().is_none_or(|g| g.is_match(p.as_str())) && !exclude.as_ref().is_some_and(|g| g.is_match(p.as_str()))
+            })
+            .cloned()
+            .collect();
+        progress.status(&format!("Found {} repository(ies) in the catalog of {registry}; {} selected", listed.len(), kept.len()));
+        if kept.is_empty() {
+            bail!("no repository of {registry} to back up: its catalog lists {} and the repository filters keep none", listed.len());
+        }
+        for p in kept {
+            refs.push(Reference::parse(&format!("{registry}/{p}")).map_err(|e| anyhow!("the catalog of {registry} lists {e}"))?);
+        }
+    }
+    Ok(refs)
+}
+
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output)?;
@@ -116,15 +181,12 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         )
         .into());
     }
-    let mut refs = Vec::new();
-    for r in &args.references {
-        refs.push(Reference::parse(r).map_err(|e| UsageError(e.to_string()))?);
-    }
     let registries = common::registries(&args.common, true)?;
     let mut progress = common::progress(&args.common);
     if matches!(out, Output::Stdout) {
         progress.status_to_stderr();
     }
+    let refs = references(&args, &registries, &mut progress).await?;
     let filter = crate::engine::TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
     let mut jobs = jobs_of(&refs);
     for j in &mut jobs {
