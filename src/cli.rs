@@ -169,6 +169,9 @@ pub struct CopyArgs {
     /// The destination is an OCI layout directory (or .tar)
     #[arg(long)]
     pub to_oci_layout: bool,
+    /// Of a multi-platform index, copy only this platform's manifest (os/arch[/variant]); the tag then names that manifest
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<crate::engine::Platform>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -331,6 +334,9 @@ pub struct BackupArgs {
     /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
     #[arg(long)]
     pub full_reference: bool,
+    /// Of a multi-platform index, back up only this platform's manifest (os/arch[/variant]); the tag then names that manifest
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<crate::engine::Platform>,
     /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag; a registry alone means every repository its catalog lists
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,

@@ -197,3 +197,35 @@ fn full_references_name_a_single_repository_and_manifest_fetch_reads_them() {
     restore(&["--input", s(&out), &format!("{}/copy", dst.host())]).ok();
     assert_eq!(Client::new(&dst.host()).get_manifest("copy", "v1").map(|f| f.digest), Some(fx.tag("v1").to_string()));
 }
+
+#[test]
+fn a_platform_backs_up_one_manifest_of_an_index_under_its_tag_with_the_referrers_of_both() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    // v2 is an index (amd64, arm64) with an attestation; its amd64 child has a signature.
+    let fx = fixtures::push_all_kinds(&c, "team/app");
+    let dir = tempdir();
+    let out = dir.path().join("arm.tar");
+    let repo = format!("{}/team/app", src.host());
+    let index = fx.tag("v2").to_string();
+    let children: Vec<String> = c
+        .get_manifest("team/app", &index)
+        .map(|f| {
+            f.json()["manifests"].as_array().into_iter().flatten().map(|m| m["digest"].as_str().unwrap_or_default().to_string()).collect()
+        })
+        .unwrap_or_default();
+    let run = backup(&["--include-referrers", "--platform", "linux/amd64", "-o", s(&out), &format!("{repo}:v2")]);
+    run.ok();
+    assert!(run.output().contains(&format!("the copy names manifest {}", children[0])), "{}", run.output());
+
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &format!("{}/arm", dst.host())]).ok();
+    let d = Client::new(&dst.host());
+    assert_eq!(d.get_manifest("arm", "v2").map(|f| f.digest), Some(children[0].clone()), "the tag names the amd64 manifest");
+    assert!(!d.manifest_exists("arm", &index) && !d.manifest_exists("arm", &children[1]), "neither the index nor arm64");
+    let kept = fx.referrer_manifests().into_iter().filter(|r| d.manifest_exists("arm", r)).count();
+    assert_eq!(kept, 2, "the index's attestation and the child's signature");
+
+    backup(&["--platform", "linux/s390x", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(1, "linux/amd64, linux/arm64");
+    backup(&["--platform", "linux", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(2, "os/arch");
+}

@@ -192,8 +192,12 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     for j in &mut jobs {
         j.filter = filter.clone();
     }
-    let opts =
-        Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.include_referrers, dry_run: false };
+    let opts = Options {
+        concurrency: args.common.concurrency.map(usize::from).unwrap_or(3),
+        referrers: args.include_referrers,
+        dry_run: false,
+        platform: args.platform.clone(),
+    };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
         Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(args.full_reference)), None),
         Output::Stdout => (Arc::new(StreamTarSink::new(Box::new(tokio::io::stdout())).full_references(args.full_reference)), None),

@@ -62,7 +62,12 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         return Err(UsageError("copy one tag or digest when the destination names tags".into()).into());
     }
     let job = Job { refs, retag, ..Job::new(src_repo, dst_repo, label) };
-    let opts = Options { concurrency: args.common.concurrency.map(usize::from).unwrap_or(3), referrers: args.recursive, dry_run: false };
+    let opts = Options {
+        concurrency: args.common.concurrency.map(usize::from).unwrap_or(3),
+        referrers: args.recursive,
+        dry_run: false,
+        platform: args.platform.clone(),
+    };
     let mut progress = common::progress(&args.common);
     let report = engine::run(src, dst, std::slice::from_ref(&job), &opts, &mut progress).await?;
     if args.common.format == Format::Json {

@@ -19,6 +19,7 @@ use std::time::Instant;
 mod blobs;
 mod manifests;
 mod plan;
+mod platform;
 mod present;
 mod report;
 mod roots;
@@ -31,6 +32,7 @@ mod memory;
 #[cfg(test)]
 mod tests;
 
+pub use platform::Platform;
 pub use report::{JobReport, Report, RootReport};
 pub use transfer::{check_blob, BlobProblem};
 
@@ -125,6 +127,8 @@ pub struct Options {
     pub referrers: bool,
     /// Read and check everything, ask the destination what it has, write nothing.
     pub dry_run: bool,
+    /// Copy only this platform's manifest of a multi-platform index root (`--platform`).
+    pub platform: Option<Platform>,
 }
 
 /// The position of a job in the run's list, which every per-job record is keyed by.
@@ -158,6 +162,8 @@ struct JobGraph {
     /// Digest of the source's referrers index each subject's referrers were listed by, where there is one.
     listed_by: BTreeMap<Digest, Digest>,
     blobs: BTreeMap<Digest, Descriptor>,
+    /// Index roots replaced by one platform's manifest, whose referrers are still to be copied.
+    left_indexes: Vec<Descriptor>,
 }
 
 /// Everything the phases after the walk share.

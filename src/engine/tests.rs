@@ -48,7 +48,7 @@ fn job(src: &Repo, dst: &Repo, refs: &[&str]) -> Job {
 }
 
 fn opts(referrers: bool, dry_run: bool) -> Options {
-    Options { concurrency: 4, referrers, dry_run }
+    Options { concurrency: 4, referrers, dry_run, platform: None }
 }
 
 async fn copy(src: Memory, dst: Arc<Memory>, jobs: &[Job], o: Options) -> anyhow::Result<Report> {
@@ -323,4 +323,32 @@ fn tag_filters_match_whole_tags_and_bad_patterns_are_named() {
     assert!(f.keeps("v1.2") && !f.keeps("xv1.2"), "anchored at both ends");
     let e = super::TagFilter::new(&[], &["(".into()]).unwrap_err();
     assert!(e.contains("--exclude-tags") && e.contains("\"(\""), "{e}");
+}
+
+#[tokio::test]
+async fn a_platform_narrows_an_index_to_its_manifest_and_keeps_the_index_referrers() {
+    let (src, dst) = (Memory::registry(), Arc::new(Memory::layout()));
+    let (a, b) = (repo("src"), repo("dst"));
+    let mut amd = image(&src, &a, "amd64", &[b"layer-amd"]);
+    let mut arm = image(&src, &a, "arm64", &[b"layer-arm"]);
+    amd.platform = Some(json!({"os": "linux", "architecture": "amd64"}));
+    arm.platform = Some(json!({"os": "linux", "architecture": "arm64", "variant": "v8"}));
+    let idx = index(&src, &a, &[&amd, &arm]);
+    src.set_tag(&a, "v1", &idx);
+    let idx_sig = referrer(&src, &a, &idx, "application/vnd.example.signature");
+    let arm_sbom = referrer(&src, &a, &arm, "application/vnd.example.sbom");
+    let mut o = opts(true, false);
+    o.platform = Some("linux/arm64".parse().expect("platform"));
+
+    let src = Arc::new(src);
+    let report = run(src.clone(), dst.clone(), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.expect("copy");
+    assert_eq!(dst.tag_of(&b, "v1"), Some(arm.digest.clone()), "the tag names the platform manifest");
+    assert!(!dst.holds(&b, &idx.digest) && !dst.holds(&b, &amd.digest) && !dst.holds(&b, &Digest::of(b"layer-amd")));
+    assert!(dst.holds(&b, &arm_sbom.digest) && dst.holds(&b, &idx_sig.digest), "both the manifest's and the index's referrers");
+    assert_eq!(report.jobs[0].roots.iter().filter(|r| r.tag.is_none()).count(), 1, "the index's referrer is an untagged root");
+
+    o.platform = Some("linux/s390x".parse().expect("platform"));
+    let e =
+        run(src, Arc::new(Memory::layout()), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.unwrap_err().to_string();
+    assert!(e.contains("linux/s390x") && e.contains("linux/amd64, linux/arm64/v8"), "{e}");
 }

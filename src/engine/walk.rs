@@ -1,8 +1,9 @@
 //! The second phase: the graph under each job's roots, every manifest fetched (or read where the
 //! destination holds it), checked and parsed; with referrers, the referrers of each, recursively.
 
+use super::platform::{self, Platform};
 use super::roots::{self, Prefetched};
-use super::{Job, JobGraph, Node, Options};
+use super::{Job, JobGraph, Node, Options, Root};
 use crate::digest::{verify_bytes, Digest};
 use crate::manifest::{self, Descriptor};
 use crate::progress::Progress;
@@ -24,13 +25,17 @@ pub(super) async fn graphs(
     progress: &Progress,
 ) -> Result<(Vec<JobGraph>, HashMap<Digest, Arc<Node>>)> {
     let prefetched = Prefetched::default();
+    let nodes = Nodes::default();
+    let walker = Walker { src, dst, nodes: &nodes, prefetched: &prefetched, opts, conc };
     let mut graphs = Vec::new();
     for job in jobs {
         let roots = roots::resolve((&**src, &**dst), job, conc, progress, &prefetched).await?;
-        graphs.push(JobGraph { roots, ..JobGraph::default() });
+        let mut graph = JobGraph { roots, ..JobGraph::default() };
+        if let Some(wanted) = &opts.platform {
+            walker.select_platform(job, &mut graph, wanted, progress).await?;
+        }
+        graphs.push(graph);
     }
-    let nodes = Nodes::default();
-    let walker = Walker { src, dst, nodes: &nodes, prefetched: &prefetched, opts, conc };
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
         walker.walk(job, graph).await?;
     }
@@ -49,6 +54,25 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
+    /// Narrows index roots to one platform's manifest (see [`platform::select`]); with referrers, the
+    /// referrers of each index left behind become roots of their own, untagged, so that a backup
+    /// holds them and a restore pushes them.
+    async fn select_platform(&self, job: &Job, g: &mut JobGraph, wanted: &Platform, progress: &Progress) -> Result<()> {
+        let mut children = HashMap::new();
+        for root in &g.roots {
+            let node = self.read(job, root.desc.clone()).await?;
+            children.insert(root.desc.digest.clone(), node.parsed.manifests.clone());
+        }
+        platform::select(job, g, |d| children.get(&d.digest).cloned(), wanted, progress)?;
+        if self.opts.referrers && !job.exclude_referrers {
+            for index in std::mem::take(&mut g.left_indexes) {
+                let listed = self.src.predecessors(&job.src, &index, None).await?;
+                g.roots.extend(listed.referrers.into_iter().map(|desc| Root { tag: None, desc }));
+            }
+        }
+        Ok(())
+    }
+
     /// Walks the manifests under a job's roots (children and, with referrers, referrers), pipelined: a
     /// manifest starts as soon as the one naming it is done, never waiting for the rest of its level.
     /// Newest first, so that what the destination already holds (a second backup into a directory) is
