@@ -169,9 +169,8 @@ pub struct CopyArgs {
     /// The destination is an OCI layout directory (or .tar)
     #[arg(long)]
     pub to_oci_layout: bool,
-    /// Of a multi-platform index, copy only this platform's manifest (os/arch[/variant]); the tag then names that manifest
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<crate::engine::Platform>,
+    #[command(flatten)]
+    pub platforms: PlatformArgs,
     #[command(flatten)]
     pub common: Common,
 }
@@ -319,6 +318,17 @@ pub struct TagFilterArgs {
     pub exclude_tags: Vec<String>,
 }
 
+/// Platform selection of multi-platform indexes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlatformArgs {
+    /// Of a multi-platform index, only this platform's manifest (os/arch[/variant]), which then takes the tag; repeat it with --sparse-index
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<crate::engine::Platform>,
+    /// Keep the index itself (digest unchanged) with only the --platform manifests; the copy is marked partial
+    #[arg(long, requires = "platform")]
+    pub sparse_index: bool,
+}
+
 /// `oras backup`.
 #[derive(Args, Debug)]
 #[command(
@@ -334,9 +344,8 @@ pub struct BackupArgs {
     /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
     #[arg(long)]
     pub full_reference: bool,
-    /// Of a multi-platform index, back up only this platform's manifest (os/arch[/variant]); the tag then names that manifest
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<crate::engine::Platform>,
+    #[command(flatten)]
+    pub platforms: PlatformArgs,
     /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag; a registry alone means every repository its catalog lists
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,

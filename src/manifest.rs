@@ -28,6 +28,9 @@ pub const ANNOTATION_SUBJECT: &str = "vnd.oras-backup.subject";
 /// On a referrer's `index.json` entry: the digest of the source's referrers index (tag schema) that listed it,
 /// which a later backup into the same directory asks the source to confirm instead of fetching it again.
 pub const ANNOTATION_REFERRERS_INDEX: &str = "vnd.oras-backup.referrers-index";
+/// On an `index.json` entry: the index is held with only the manifests of these platforms
+/// (comma-separated, `--sparse-index`); its other children are left out by design.
+pub const ANNOTATION_SPARSE: &str = "vnd.oras-backup.sparse-index";
 
 /// An OCI content descriptor.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -63,6 +66,11 @@ impl Descriptor {
     /// Whether this descriptor points at any kind of manifest.
     pub fn is_manifest(&self) -> bool {
         MANIFEST_TYPES.contains(&self.media_type.as_str())
+    }
+
+    /// The platforms a partial index is held with (see [`ANNOTATION_SPARSE`]).
+    pub fn sparse_platforms(&self) -> Option<&str> {
+        self.annotation(ANNOTATION_SPARSE)
     }
 
     /// An annotation value.

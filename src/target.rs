@@ -160,6 +160,11 @@ pub trait Source: Send + Sync {
     async fn expect(&self, _digests: &[Digest]) -> Result<()> {
         Ok(())
     }
+    /// The platforms an index root is held with, when the source holds it partially (a backup made
+    /// with `--sparse-index`): its other children are absent by design, not by damage.
+    fn partial(&self, _repo: &Repo, _desc: &Descriptor) -> Option<String> {
+        None
+    }
 }
 
 /// Whether an entry of the plan is a root (tagged or not) or a referrer.

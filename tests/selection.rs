@@ -229,3 +229,29 @@ fn a_platform_backs_up_one_manifest_of_an_index_under_its_tag_with_the_referrers
     backup(&["--platform", "linux/s390x", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(1, "linux/amd64, linux/arm64");
     backup(&["--platform", "linux", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(2, "os/arch");
 }
+
+#[test]
+fn a_sparse_index_backup_keeps_the_index_digest_verifies_as_partial_and_a_strict_registry_refusal_is_explained() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let fx = fixtures::push_all_kinds(&c, "team/app");
+    let dir = tempdir();
+    let out = dir.path().join("sparse");
+    let repo = format!("{}/team/app", src.host());
+    let index = fx.tag("v2").to_string();
+    backup(&["--platform", "linux/amd64", "--platform", "linux/arm64", "-o", s(&out), &format!("{repo}:v2")]).fails(2, "--sparse-index");
+    let run = backup(&["--platform", "linux/arm64", "--sparse-index", "-o", s(&out), &format!("{repo}:v2")]);
+    run.ok();
+    assert!(run.output().contains("1 of its 2 manifests"), "{}", run.output());
+    let fetched = oras(&["manifest", "fetch", "--oci-layout", &format!("{}:v2", s(&out))]);
+    assert_eq!(fetched.ok().stdout, c.get_manifest("team/app", "v2").expect("index").bytes, "the index's bytes, unchanged");
+
+    let verified = oras(&["verify", s(&out)]);
+    verified.ok();
+    assert!(verified.stdout_str().contains("partial: index") && verified.stdout_str().contains("linux/arm64"), "{}", verified.stdout_str());
+
+    // Distribution insists on every manifest an index names: the refusal says why.
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &format!("{}/app", dst.host())]).fails(1, "--sparse-index");
+    assert!(!Client::new(&dst.host()).manifest_exists("app", &index));
+}

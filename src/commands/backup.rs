@@ -181,6 +181,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         )
         .into());
     }
+    common::check_platforms(&args.platforms)?;
     let registries = common::registries(&args.common, true)?;
     let mut progress = common::progress(&args.common);
     if matches!(out, Output::Stdout) {
@@ -196,7 +197,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(3),
         referrers: args.include_referrers,
         dry_run: false,
-        platform: args.platform.clone(),
+        platforms: args.platforms.platform.clone(),
+        sparse_index: args.platforms.sparse_index,
     };
     let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
         Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(args.full_reference)), None),

@@ -11,6 +11,18 @@ use anyhow::{Context, Result};
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
+/// Checks `--platform` / `--sparse-index`: several platforms keep the index, which needs saying.
+pub fn check_platforms(p: &crate::cli::PlatformArgs) -> Result<()> {
+    if p.platform.len() > 1 && !p.sparse_index {
+        return Err(UsageError(format!(
+            "{} platforms given: one --platform replaces an index by that platform's manifest; to keep the index with several platforms' manifests, add --sparse-index",
+            p.platform.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// The credentials the flags give (stdin ones included), or `None` to use the docker config.
 pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
     let read_stdin = |what: &str| -> Result<String> {

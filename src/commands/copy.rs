@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 /// Runs `oras copy`.
 pub async fn run(args: CopyArgs) -> Result<()> {
+    common::check_platforms(&args.platforms)?;
     let regs = common::registries(&args.common, false)?;
     // Source.
     let (src, src_repo, refs, label): (Arc<dyn Source>, Repo, Vec<String>, String) = if args.from_oci_layout {
@@ -66,7 +67,8 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(3),
         referrers: args.recursive,
         dry_run: false,
-        platform: args.platform.clone(),
+        platforms: args.platforms.platform.clone(),
+        sparse_index: args.platforms.sparse_index,
     };
     let mut progress = common::progress(&args.common);
     let report = engine::run(src, dst, std::slice::from_ref(&job), &opts, &mut progress).await?;

@@ -190,7 +190,8 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         concurrency: args.common.concurrency.map(usize::from).unwrap_or(5),
         referrers: !args.exclude_referrers,
         dry_run: args.dry_run,
-        platform: None,
+        platforms: Vec::new(),
+        sparse_index: false,
     };
     let sink: Arc<dyn Sink> = registries;
     let (report, failures) = if fail_fast || jobs.len() == 1 {

@@ -22,6 +22,8 @@ struct Outcome {
     blobs: usize,
     bytes: u64,
     problems: Vec<String>,
+    /// Indexes held partially by design (`--sparse-index`), each with what it holds.
+    partial: Vec<String>,
 }
 
 /// Runs `oras verify`.
@@ -37,6 +39,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
     } else {
         for p in &out.problems {
             println!("problem: {p}");
+        }
+        for p in &out.partial {
+            println!("partial: {p}");
         }
         if out.ok {
             println!(
@@ -99,6 +104,11 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
         let names: Vec<String> = graph.parents.get(d).into_iter().flatten().map(|p| parent_name(layout, p)).collect();
         referenced_by(&names)
     };
+    for (desc, _) in graph.manifests.values() {
+        if let Some(kept) = layout.entries().iter().find(|e| e.desc.digest == desc.digest).and_then(|e| e.desc.sparse_platforms()) {
+            out.partial.push(format!("index {} holds only the manifests of {kept} (--sparse-index)", desc.digest));
+        }
+    }
     out.manifests = graph.manifests.len();
     out.bytes = graph.manifests.values().map(|(_, b)| b.len() as u64).sum();
     for (digest, (desc, why)) in &graph.broken {

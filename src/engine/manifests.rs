@@ -104,21 +104,33 @@ async fn write(run: &Run<'_>, w: Write<'_>) -> Result<Written> {
     let subject = if is_ref { node.parsed.subject.as_ref() } else { None };
     match (&w.by_tag, exists, subject) {
         (Some(t), false, None) => {
-            run.dst
-                .tag(&job.dst, &node.desc, node.bytes.clone(), Some(t))
-                .await
+            let pushed = run.dst.tag(&job.dst, &node.desc, node.bytes.clone(), Some(t)).await;
+            pushed
+                .map_err(|e| partial_refused(e, w.graph, node))
                 .with_context(|| format!("cannot write manifest {} as {}:{t}", node.desc.digest, job.dst))?;
             Ok(Written { tagged: Some((w.job, t.clone())), ..done })
         }
         (_, true, None) => Ok(done),
         _ => {
-            run.dst
-                .push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject)
-                .await
+            let pushed = run.dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject).await;
+            pushed
+                .map_err(|e| partial_refused(e, w.graph, node))
                 .with_context(|| format!("cannot write manifest {} to {}", node.desc.digest, job.dst))?;
             Ok(done)
         }
     }
+}
+
+/// Says why a destination may refuse an index copied partially (`--sparse-index`): registries may
+/// insist on holding every manifest an index names.
+fn partial_refused(e: anyhow::Error, g: &JobGraph, node: &Node) -> anyhow::Error {
+    if !g.partial.contains(&node.desc.digest) {
+        return e;
+    }
+    e.context(format!(
+        "index {} is copied partially (--sparse-index): the destination may refuse an index whose other platforms' manifests it does not hold; copy one platform without --sparse-index instead",
+        node.desc.digest
+    ))
 }
 
 /// Points the tags (under their new names when retagged) at their roots and records untagged roots.

@@ -139,6 +139,17 @@ impl Memory {
     }
 
     /// Stores verified bytes, as a registry does (it checks every digest).
+    /// A registry refuses a manifest whose content is missing: children must come first.
+    fn children_first(&self, repo: &Repo, desc: &Descriptor, bytes: &Bytes) -> Result<()> {
+        if self.registry_like {
+            let parsed = manifest::parse(desc, bytes)?;
+            if let Some(missing) = parsed.manifests.iter().chain(&parsed.blobs).find(|c| !self.holds(repo, &c.digest)) {
+                return Err(failure(ErrorKind::Other, format!("manifest {} pushed before its child {}", desc.digest, missing.digest)));
+            }
+        }
+        Ok(())
+    }
+
     fn store_checked(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes) -> Result<()> {
         if Digest::of(&bytes) != desc.digest {
             return Err(failure(ErrorKind::Integrity, format!("{} does not match its bytes", desc.digest)));
@@ -192,6 +203,11 @@ impl Source for Memory {
     fn access(&self) -> Access {
         self.access
     }
+
+    fn partial(&self, repo: &Repo, desc: &Descriptor) -> Option<String> {
+        let tags = self.tags.lock().unwrap();
+        tags.iter().find(|((r, _), d)| r == repo && d.digest == desc.digest).and_then(|(_, d)| d.sparse_platforms().map(str::to_string))
+    }
 }
 
 #[async_trait]
@@ -228,19 +244,14 @@ impl Sink for Memory {
 
     async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
         self.record(Call::PushManifest(repo.clone(), desc.digest.clone()));
-        if self.registry_like {
-            // A registry refuses a manifest whose content is missing: children must come first.
-            let parsed = manifest::parse(desc, &bytes)?;
-            if let Some(missing) = parsed.manifests.iter().chain(&parsed.blobs).find(|c| !self.holds(repo, &c.digest)) {
-                return Err(failure(ErrorKind::Other, format!("manifest {} pushed before its child {}", desc.digest, missing.digest)));
-            }
-        }
+        self.children_first(repo, desc, &bytes)?;
         self.store_checked(repo, desc, bytes)
     }
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         self.record(Call::Tag(repo.clone(), tag.map(str::to_string), desc.digest.clone()));
         if !self.holds(repo, &desc.digest) {
+            self.children_first(repo, desc, &bytes)?;
             self.store_checked(repo, desc, bytes)?;
         }
         if let Some(t) = tag {

@@ -127,8 +127,11 @@ pub struct Options {
     pub referrers: bool,
     /// Read and check everything, ask the destination what it has, write nothing.
     pub dry_run: bool,
-    /// Copy only this platform's manifest of a multi-platform index root (`--platform`).
-    pub platform: Option<Platform>,
+    /// Copy only these platforms' manifests of a multi-platform index root (`--platform`): one, whose
+    /// manifest replaces the index, or with `sparse_index` any number, the index kept.
+    pub platforms: Vec<Platform>,
+    /// Keep index roots as they are, with only the chosen platforms' manifests (`--sparse-index`).
+    pub sparse_index: bool,
 }
 
 /// The position of a job in the run's list, which every per-job record is keyed by.
@@ -164,6 +167,10 @@ struct JobGraph {
     blobs: BTreeMap<Digest, Descriptor>,
     /// Index roots replaced by one platform's manifest, whose referrers are still to be copied.
     left_indexes: Vec<Descriptor>,
+    /// Index children left out: not selected (`--sparse-index`), or absent from a partial source.
+    left_out: BTreeSet<Digest>,
+    /// Index roots copied partially (their digests).
+    partial: BTreeSet<Digest>,
 }
 
 /// Everything the phases after the walk share.

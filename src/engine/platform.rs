@@ -2,6 +2,7 @@
 //! of the wanted platform, which takes its tag, as `oras copy --platform` and skopeo without `--all`
 //! do. The index's own referrers still come along (their subject, the index, is left behind).
 
+use super::walk::mark_sparse;
 use super::{Job, JobGraph, Root};
 use crate::manifest::Descriptor;
 use crate::progress::Progress;
@@ -59,35 +60,54 @@ impl Platform {
     }
 }
 
-/// Replaces each index root of `g` by its child for `wanted`; the index is remembered so that its
-/// referrers are walked too. A root that is not an index stays. An index without that platform is
-/// an error naming the platforms it has.
+/// Narrows each index root of `g` to the children of `wanted`. Without `sparse` (one platform),
+/// the child replaces the root and takes its tag; the index is remembered so that its referrers are
+/// walked too. With `sparse`, the index stays, unchanged, and only the chosen children are walked;
+/// the root is marked partial. A root that is not an index stays; an index that lacks a wanted
+/// platform is an error naming the platforms it has.
 pub(super) fn select(
     job: &Job,
     g: &mut JobGraph,
     children_of: impl Fn(&Descriptor) -> Option<Vec<Descriptor>>,
-    wanted: &Platform,
+    (wanted, sparse): (&[Platform], bool),
     progress: &Progress,
 ) -> Result<()> {
     let mut roots = Vec::with_capacity(g.roots.len());
-    for root in std::mem::take(&mut g.roots) {
+    for mut root in std::mem::take(&mut g.roots) {
         let Some(children) = children_of(&root.desc).filter(|c| !c.is_empty()) else {
             roots.push(root);
             continue;
         };
-        let Some(child) = children.iter().find(|c| declared(c).is_some_and(|p| wanted.matches(&p))) else {
-            let has: Vec<String> = children.iter().filter_map(declared).map(|p| p.to_string()).collect();
-            let name = root.tag.clone().unwrap_or_else(|| root.desc.digest.to_string());
-            bail!(
-                "{name} in {} has no {wanted} manifest; it has: {}",
-                job.label,
-                if has.is_empty() { "none".into() } else { has.join(", ") }
-            );
-        };
         let name = root.tag.as_deref().map_or_else(|| root.desc.digest.to_string(), |t| format!("tag {t}"));
+        let mut chosen = Vec::new();
+        for w in wanted {
+            let Some(child) = children.iter().find(|c| declared(c).is_some_and(|p| w.matches(&p))) else {
+                let has: Vec<String> = children.iter().filter_map(declared).map(|p| p.to_string()).collect();
+                let has = if has.is_empty() { "none".to_string() } else { has.join(", ") };
+                bail!("{name} of {} has no {w} manifest; it has: {has}", job.label);
+            };
+            chosen.push(child.clone());
+        }
+        if sparse {
+            let kept: Vec<String> = wanted.iter().map(Platform::to_string).collect();
+            g.left_out.extend(children.iter().filter(|c| !chosen.iter().any(|k| k.digest == c.digest)).map(|c| c.digest.clone()));
+            g.partial.insert(root.desc.digest.clone());
+            progress.status(&format!(
+                "Kept {} of {name} of {}: the index {} is copied unchanged with {} of its {} manifests (--sparse-index)",
+                kept.join(", "),
+                job.label,
+                root.desc.digest,
+                chosen.len(),
+                children.len()
+            ));
+            mark_sparse(&mut root.desc, &kept.join(","));
+            roots.push(root);
+            continue;
+        }
+        let child = &chosen[0];
         progress.status(&format!(
-            "Selected {wanted} for {name} of {}: the copy names manifest {} (the index {} is left behind, its referrers kept)",
-            job.label, child.digest, root.desc.digest
+            "Selected {} for {name} of {}: the copy names manifest {} (the index {} is left behind, its referrers kept)",
+            wanted[0], job.label, child.digest, root.desc.digest
         ));
         g.left_indexes.push(root.desc.clone());
         roots.push(Root { tag: root.tag, desc: Descriptor { platform: None, annotations: None, ..child.clone() } });

@@ -48,7 +48,7 @@ fn job(src: &Repo, dst: &Repo, refs: &[&str]) -> Job {
 }
 
 fn opts(referrers: bool, dry_run: bool) -> Options {
-    Options { concurrency: 4, referrers, dry_run, platform: None }
+    Options { concurrency: 4, referrers, dry_run, platforms: Vec::new(), sparse_index: false }
 }
 
 async fn copy(src: Memory, dst: Arc<Memory>, jobs: &[Job], o: Options) -> anyhow::Result<Report> {
@@ -338,7 +338,7 @@ async fn a_platform_narrows_an_index_to_its_manifest_and_keeps_the_index_referre
     let idx_sig = referrer(&src, &a, &idx, "application/vnd.example.signature");
     let arm_sbom = referrer(&src, &a, &arm, "application/vnd.example.sbom");
     let mut o = opts(true, false);
-    o.platform = Some("linux/arm64".parse().expect("platform"));
+    o.platforms = vec!["linux/arm64".parse().expect("platform")];
 
     let src = Arc::new(src);
     let report = run(src.clone(), dst.clone(), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.expect("copy");
@@ -347,8 +347,37 @@ async fn a_platform_narrows_an_index_to_its_manifest_and_keeps_the_index_referre
     assert!(dst.holds(&b, &arm_sbom.digest) && dst.holds(&b, &idx_sig.digest), "both the manifest's and the index's referrers");
     assert_eq!(report.jobs[0].roots.iter().filter(|r| r.tag.is_none()).count(), 1, "the index's referrer is an untagged root");
 
-    o.platform = Some("linux/s390x".parse().expect("platform"));
+    o.platforms = vec!["linux/s390x".parse().expect("platform")];
     let e =
         run(src, Arc::new(Memory::layout()), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.unwrap_err().to_string();
     assert!(e.contains("linux/s390x") && e.contains("linux/amd64, linux/arm64/v8"), "{e}");
+}
+
+#[tokio::test]
+async fn a_sparse_index_keeps_the_index_bytes_with_only_the_chosen_manifests_and_copies_on_from_a_partial_source() {
+    let (src, dst) = (Memory::registry(), Arc::new(Memory::layout()));
+    let (a, b) = (repo("src"), repo("dst"));
+    let mut amd = image(&src, &a, "amd64", &[b"layer-amd"]);
+    let mut arm = image(&src, &a, "arm64", &[b"layer-arm"]);
+    amd.platform = Some(json!({"os": "linux", "architecture": "amd64"}));
+    arm.platform = Some(json!({"os": "linux", "architecture": "arm64"}));
+    let idx = index(&src, &a, &[&amd, &arm]);
+    src.set_tag(&a, "v1", &idx);
+    let mut o = opts(false, false);
+    o.platforms = vec!["linux/amd64".parse().expect("platform")];
+    o.sparse_index = true;
+
+    copy(src, dst.clone(), &[job(&a, &b, &["v1"])], o).await.expect("sparse copy");
+    assert_eq!(dst.tag_of(&b, "v1"), Some(idx.digest.clone()), "the tag still names the index");
+    assert!(dst.holds(&b, &amd.digest) && !dst.holds(&b, &arm.digest) && !dst.holds(&b, &Digest::of(b"layer-arm")));
+
+    // The copy, read back as a partial source, copies on without asking for what it left out, and a
+    // registry that insists on every child refuses it with the reason.
+    let again = Arc::new(Memory::layout());
+    run(dst.clone(), again.clone(), &[job(&b, &b, &["v1"])], &opts(false, false), &mut Progress::new(false, true)).await.expect("copy on");
+    assert!(again.holds(&b, &idx.digest) && again.holds(&b, &amd.digest) && !again.holds(&b, &arm.digest));
+    let e = run(dst, Arc::new(Memory::registry()), &[job(&b, &b, &["v1"])], &opts(false, false), &mut Progress::new(false, true))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("--sparse-index"), "{e:#}");
 }

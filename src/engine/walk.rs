@@ -1,13 +1,13 @@
 //! The second phase: the graph under each job's roots, every manifest fetched (or read where the
 //! destination holds it), checked and parsed; with referrers, the referrers of each, recursively.
 
-use super::platform::{self, Platform};
+use super::platform;
 use super::roots::{self, Prefetched};
 use super::{Job, JobGraph, Node, Options, Root};
 use crate::digest::{verify_bytes, Digest};
 use crate::manifest::{self, Descriptor};
 use crate::progress::Progress;
-use crate::target::{ReferrerListing, Sink, Source};
+use crate::target::{kind_of, ErrorKind, ReferrerListing, Sink, Source};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -31,8 +31,8 @@ pub(super) async fn graphs(
     for job in jobs {
         let roots = roots::resolve((&**src, &**dst), job, conc, progress, &prefetched).await?;
         let mut graph = JobGraph { roots, ..JobGraph::default() };
-        if let Some(wanted) = &opts.platform {
-            walker.select_platform(job, &mut graph, wanted, progress).await?;
+        if !opts.platforms.is_empty() {
+            walker.select_platform(job, &mut graph, progress).await?;
         }
         graphs.push(graph);
     }
@@ -57,12 +57,13 @@ impl Walker<'_> {
     /// Narrows index roots to one platform's manifest (see [`platform::select`]); with referrers, the
     /// referrers of each index left behind become roots of their own, untagged, so that a backup
     /// holds them and a restore pushes them.
-    async fn select_platform(&self, job: &Job, g: &mut JobGraph, wanted: &Platform, progress: &Progress) -> Result<()> {
+    async fn select_platform(&self, job: &Job, g: &mut JobGraph, progress: &Progress) -> Result<()> {
         let mut children = HashMap::new();
         for root in &g.roots {
             let node = self.read(job, root.desc.clone()).await?;
             children.insert(root.desc.digest.clone(), node.parsed.manifests.clone());
         }
+        let wanted = (self.opts.platforms.as_slice(), self.opts.sparse_index);
         platform::select(job, g, |d| children.get(&d.digest).cloned(), wanted, progress)?;
         if self.opts.referrers && !job.exclude_referrers {
             for index in std::mem::take(&mut g.left_indexes) {
@@ -78,24 +79,44 @@ impl Walker<'_> {
     /// Newest first, so that what the destination already holds (a second backup into a directory) is
     /// read while requests for the rest are in flight instead of after them.
     async fn walk(&self, job: &Job, g: &mut JobGraph) -> Result<()> {
-        // A stack: the roots go in reverse so that they start in order.
-        let mut queue: Vec<Descriptor> = Vec::new();
-        for root in g.roots.iter().rev() {
+        // A stack: the roots go in reverse so that they start in order. Each entry says whether it may
+        // be absent: a child of an index the source holds partially (`--sparse-index`).
+        let mut queue: Vec<(Descriptor, bool)> = Vec::new();
+        for root in g.roots.iter_mut().rev() {
+            if let Some(kept) = self.src.partial(&job.src, &root.desc) {
+                mark_sparse(&mut root.desc, &kept);
+                g.partial.insert(root.desc.digest.clone());
+            }
             if g.manifests.insert(root.desc.digest.clone()) {
-                queue.push(root.desc.clone());
+                queue.push((root.desc.clone(), false));
             }
         }
         let mut running = futures::stream::FuturesUnordered::new();
         loop {
             while running.len() < self.conc {
-                let Some(desc) = queue.pop() else { break };
-                running.push(self.visit(job, desc));
+                let Some((desc, optional)) = queue.pop() else { break };
+                running.push(async move {
+                    let digest = desc.digest.clone();
+                    match self.visit(job, desc).await {
+                        Err(e) if optional && kind_of(&e) == ErrorKind::NotFound => Ok(Err(digest)),
+                        done => done.map(Ok),
+                    }
+                });
             }
             let Some(done) = running.next().await else { break };
-            let (node, refs) = done?;
+            let (node, refs) = match done? {
+                Ok(visited) => visited,
+                Err(absent) => {
+                    g.manifests.remove(&absent);
+                    g.left_out.insert(absent);
+                    continue;
+                }
+            };
+            let partial = node.desc.sparse_platforms().is_some() || g.partial.contains(&node.desc.digest);
             for d in g.add(&node, refs).into_iter().rev() {
                 if g.manifests.insert(d.digest.clone()) {
-                    queue.push(d);
+                    let child = node.parsed.manifests.iter().any(|c| c.digest == d.digest);
+                    queue.push((d, partial && child));
                 }
             }
         }
@@ -156,11 +177,16 @@ impl Walker<'_> {
     }
 }
 
+/// Records on a root's descriptor that its index is held with only `kept`'s platforms.
+pub(super) fn mark_sparse(desc: &mut Descriptor, kept: &str) {
+    desc.annotations.get_or_insert_with(Default::default).insert(manifest::ANNOTATION_SPARSE.to_string(), kept.to_string());
+}
+
 impl JobGraph {
     /// Records a visited manifest's blobs and referrers; returns the manifests it leads to (children, then
     /// referrers), which the walk visits unless it has already.
     fn add(&mut self, node: &Node, refs: ReferrerListing) -> Vec<Descriptor> {
-        let mut found: Vec<Descriptor> = node.parsed.manifests.clone();
+        let mut found: Vec<Descriptor> = node.parsed.manifests.iter().filter(|c| !self.left_out.contains(&c.digest)).cloned().collect();
         for b in node.parsed.copied_blobs() {
             self.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
         }

@@ -191,6 +191,7 @@ fn open_plain(path: &Path) -> std::io::Result<std::fs::File> {
 fn bare(desc: &Descriptor) -> Descriptor {
     let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
     d.artifact_type = desc.artifact_type.clone();
+    d.annotations = desc.sparse_platforms().map(|p| [(crate::manifest::ANNOTATION_SPARSE.to_string(), p.to_string())].into());
     d
 }
 

@@ -5,7 +5,7 @@
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// What refers to a manifest or a blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct Graph {
     pub broken: BTreeMap<Digest, (Descriptor, Broken)>,
     /// (referrer, subject) for every referrer.
     pub subjects: Vec<(Digest, Digest)>,
+    /// Children of partial indexes (`--sparse-index`) that are absent by design.
+    pub left_out: BTreeSet<Digest>,
 }
 
 impl Graph {
@@ -58,15 +60,22 @@ impl Graph {
 /// content that is not one is reported as broken, never taken for a blob.
 pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<Bytes>) -> Graph {
     let mut g = Graph::default();
-    let mut queue: Vec<(Descriptor, Parent)> = roots.iter().enumerate().rev().map(|(i, d)| (d.clone(), Parent::Index(i))).collect();
-    while let Some((desc, parent)) = queue.pop() {
-        let parents = g.parents.entry(desc.digest.clone()).or_default();
-        parents.push(parent);
-        if parents.len() > 1 {
+    // Kept apart from the parents: a blob that shares a manifest's digest must not stop its walk.
+    let mut walked = HashSet::new();
+    // Each with whether it may be absent: a child of an index held partially.
+    let mut queue: Vec<(Descriptor, Parent, bool)> =
+        roots.iter().enumerate().rev().map(|(i, d)| (d.clone(), Parent::Index(i), false)).collect();
+    while let Some((desc, parent, optional)) = queue.pop() {
+        g.parents.entry(desc.digest.clone()).or_default().push(parent);
+        if !walked.insert(desc.digest.clone()) {
             continue;
         }
         let me = Parent::Manifest(desc.digest.clone());
+        let partial = desc.sparse_platforms().is_some();
         match visit(&desc, &mut read) {
+            Err(Broken::Missing) if optional => {
+                g.left_out.insert(desc.digest.clone());
+            }
             Err(why) => {
                 g.broken.insert(desc.digest.clone(), (desc, why));
             }
@@ -82,7 +91,7 @@ pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<By
                     }
                     g.subjects.push((desc.digest.clone(), s.digest.clone()));
                 }
-                queue.extend(parsed.manifests.iter().rev().map(|c| (c.clone(), me.clone())));
+                queue.extend(parsed.manifests.iter().rev().map(|c| (c.clone(), me.clone(), partial)));
                 g.manifests.insert(desc.digest.clone(), (desc, bytes));
             }
         }

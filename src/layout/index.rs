@@ -157,6 +157,11 @@ pub fn find(entries: &[Entry], repo: &Repo, reference: &str) -> Option<Descripto
     found.map(|e| Descriptor { annotations: None, ..e.desc.clone() })
 }
 
+/// The platforms an index is held with when an entry marks it partial (`--sparse-index`).
+pub fn partial(entries: &[Entry], digest: &crate::digest::Digest) -> Option<String> {
+    entries.iter().find(|e| &e.desc.digest == digest).and_then(|e| e.desc.sparse_platforms()).map(str::to_string)
+}
+
 /// Tagged entries by repository and tag (entries without a repository under the unnamed one), for many lookups.
 pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
     entries
@@ -252,6 +257,8 @@ pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
             d.artifact_type = e.desc.artifact_type.clone();
             if is_ref {
                 d.annotations = e.desc.annotations.clone();
+            } else if let Some(p) = e.desc.sparse_platforms() {
+                d.annotations = Some([(crate::manifest::ANNOTATION_SPARSE.to_string(), p.to_string())].into());
             }
             Entry { repo: if is_ref || e.repo.registry.is_empty() { None } else { Some(e.repo.clone()) }, tag: e.tag.clone(), desc: d }
         })

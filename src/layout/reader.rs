@@ -265,6 +265,9 @@ impl Source for LayoutSource {
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
+        if self.blob_size(&desc.digest).await.is_none() {
+            return Err(failure(ErrorKind::NotFound, format!("manifest {} is missing from the backup", desc.digest)));
+        }
         self.read_file(&blob_path(&desc.digest), MAX_MANIFEST_SIZE)
             .await
             .with_context(|| format!("manifest {} is missing or unreadable", desc.digest))
@@ -298,6 +301,10 @@ impl Source for LayoutSource {
 
     fn access(&self) -> Access {
         Access::Local
+    }
+
+    fn partial(&self, _repo: &Repo, desc: &Descriptor) -> Option<String> {
+        index::partial(&self.entries, &desc.digest)
     }
 }
 

@@ -425,7 +425,10 @@ impl Source for StreamSource {
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
-        self.manifests.get(&desc.digest).cloned().ok_or_else(|| anyhow!("manifest {} is missing from the archive", desc.digest))
+        self.manifests
+            .get(&desc.digest)
+            .cloned()
+            .ok_or_else(|| failure(ErrorKind::NotFound, format!("manifest {} is missing from the archive", desc.digest)))
     }
 
     async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
@@ -446,6 +449,10 @@ impl Source for StreamSource {
 
     fn access(&self) -> Access {
         Access::Stream
+    }
+
+    fn partial(&self, _repo: &Repo, desc: &Descriptor) -> Option<String> {
+        index::partial(&self.entries, &desc.digest)
     }
 
     async fn expect(&self, digests: &[Digest]) -> Result<()> {
