@@ -255,3 +255,19 @@ fn a_sparse_index_backup_keeps_the_index_digest_verifies_as_partial_and_a_strict
     restore(&["--input", s(&out), &format!("{}/app", dst.host())]).fails(1, "--sparse-index");
     assert!(!Client::new(&dst.host()).manifest_exists("app", &index));
 }
+
+#[test]
+fn restore_summary_sizes_add_up_with_mounts_counted_once() {
+    let b = backed();
+    let dst = Registry::start();
+    // Both repositories share a layer: uploaded into the first, mounted into the second.
+    let run = restore(&["--input", s(&b.tar), &dst.host(), "--format", "json"]);
+    run.ok();
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    let r = &doc["report"];
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert!(n("bytesMounted") > 0, "the shared layer is mounted: {r}");
+    assert_eq!(n("bytesTotal"), n("bytesCopied") + n("bytesSkipped"), "{r}");
+    let per_job: u64 = r["jobs"].as_array().expect("jobs").iter().map(|j| j["bytesCopied"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(per_job, n("bytesCopied"), "per-repository uploads add up to the total: {r}");
+}

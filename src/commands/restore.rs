@@ -282,11 +282,12 @@ fn print(args: &RestoreArgs, report: &Report, targets: &str, failures: &[String]
         .collect();
     progress.status_lines(&pushed);
     progress.status(&format!(
-        "Successfully restored {tags} tag(s) to {targets:?} in {}. Total size: {} ({} uploaded, {} already present or mounted).",
+        "Successfully restored {tags} tag(s) to {targets:?} in {}. Total size: {} ({} uploaded, {} mounted from another repository, {} already present).",
         common::duration(report.seconds),
         common::size(report.bytes_total),
         common::size(report.bytes_copied),
-        common::size(report.bytes_skipped),
+        common::size(report.bytes_mounted),
+        common::size(report.bytes_skipped.saturating_sub(report.bytes_mounted)),
     ));
     Ok(())
 }

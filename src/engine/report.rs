@@ -52,8 +52,10 @@ pub struct Report {
     pub manifests_skipped: usize,
     /// Bytes written.
     pub bytes_copied: u64,
-    /// Bytes not written because the destination had them.
+    /// Bytes not written because the destination had them, or took them by a mount.
     pub bytes_skipped: u64,
+    /// Of `bytes_skipped`, the bytes of blobs mounted from another repository.
+    pub bytes_mounted: u64,
     /// Total bytes of the graph in every destination repository: `bytes_copied + bytes_skipped`, so a
     /// blob copied into one repository and mounted into another counts in each, and the parts add up.
     pub bytes_total: u64,
@@ -75,6 +77,7 @@ impl Report {
         self.manifests_skipped += other.manifests_skipped;
         self.bytes_copied += other.bytes_copied;
         self.bytes_skipped += other.bytes_skipped;
+        self.bytes_mounted += other.bytes_mounted;
         self.bytes_total += other.bytes_total;
         self.seconds += other.seconds;
     }
@@ -91,6 +94,7 @@ impl Report {
                 BlobOutcome::Mounted(n) => {
                     self.blobs_mounted += 1;
                     self.bytes_skipped += n;
+                    self.bytes_mounted += n;
                 }
                 BlobOutcome::Skipped(n) => {
                     self.blobs_skipped += 1;
