@@ -271,3 +271,17 @@ fn restore_summary_sizes_add_up_with_mounts_counted_once() {
     let per_job: u64 = r["jobs"].as_array().expect("jobs").iter().map(|j| j["bytesCopied"].as_u64().unwrap_or(0)).sum();
     assert_eq!(per_job, n("bytesCopied"), "per-repository uploads add up to the total: {r}");
 }
+
+#[test]
+fn copy_with_a_platform_tags_the_platform_manifest_at_the_destination() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let fx = fixtures::push_all_kinds(&c, "team/app");
+    let dst = Registry::start();
+    let run = oras(&["copy", "--platform", "linux/arm64", &format!("{}/team/app:v2", src.host()), &format!("{}/one:arm", dst.host())]);
+    run.ok();
+    let d = Client::new(&dst.host());
+    let arm = d.get_manifest("one", "arm").expect("tagged");
+    assert_eq!(arm.json()["config"]["mediaType"], "application/vnd.oci.image.config.v1+json", "an image manifest, not the index");
+    assert_ne!(arm.digest, fx.tag("v2"));
+}
