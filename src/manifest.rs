@@ -182,16 +182,53 @@ pub fn referrer_descriptor(desc: &Descriptor, parsed: &Parsed) -> Descriptor {
     d
 }
 
-/// Serialises an OCI index of `manifests` (referrers tag schema), deterministically.
+/// Serialises an OCI index of `manifests` (referrers tag schema) as the Go ORAS library writes one
+/// (`encoding/json` of image-spec's structs: their field order, compact, `<>&` escaped), so that the
+/// same referrers give the same bytes, and digest, whichever tool wrote the index.
 pub fn index_bytes(manifests: &[Descriptor]) -> Vec<u8> {
+    /// image-spec's `Descriptor`, fields in the Go struct's order.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct GoDescriptor<'a> {
+        media_type: &'a str,
+        digest: &'a Digest,
+        size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        urls: Option<&'a Vec<String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        annotations: Option<&'a BTreeMap<String, String>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        platform: Option<&'a serde_json::Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        artifact_type: Option<&'a str>,
+    }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Index<'a> {
         schema_version: u32,
         media_type: &'a str,
-        manifests: &'a [Descriptor],
+        manifests: Vec<GoDescriptor<'a>>,
     }
-    serde_json::to_vec(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default()
+    let manifests = manifests
+        .iter()
+        .map(|d| GoDescriptor {
+            media_type: &d.media_type,
+            digest: &d.digest,
+            size: d.size,
+            urls: d.urls.as_ref().filter(|u| !u.is_empty()),
+            annotations: d.annotations.as_ref().filter(|a| !a.is_empty()),
+            platform: d.platform.as_ref(),
+            artifact_type: d.artifact_type.as_deref().filter(|t| !t.is_empty()),
+        })
+        .collect();
+    let json = serde_json::to_string(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default();
+    // encoding/json escapes these inside strings, where alone they can appear in JSON text.
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+        .into_bytes()
 }
 
 /// Reads the `manifests` of an index leniently (referrers responses, tag-schema indexes).
@@ -222,6 +259,19 @@ mod tests {
         assert!(p.subject.is_some());
         let idx = index_bytes(std::slice::from_ref(&d));
         assert_eq!(index_manifests(&idx).unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn a_referrers_index_is_written_as_the_go_oras_library_writes_it() {
+        let mut d = Descriptor::new(OCI_MANIFEST, Digest::of(b"sig"), 3);
+        d.artifact_type = Some("application/vnd.example+type".into());
+        d.annotations = Some([("org.example.note".to_string(), "a<b>&c".to_string())].into());
+        let expected = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":3,"annotations":{{"org.example.note":"a\u003cb\u003e\u0026c"}},"artifactType":"application/vnd.example+type"}}]}}"#,
+            d.digest
+        );
+        assert_eq!(String::from_utf8(index_bytes(&[d])).unwrap(), expected);
+        assert_eq!(index_bytes(&[]), format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#).into_bytes());
     }
 
     #[test]
