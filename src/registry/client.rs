@@ -1,11 +1,11 @@
 //! Distribution API calls against one registry host, with auth and bounded retries.
 
 use super::auth::{repo_scope, Auth, Credentials, CREDENTIALS_HINT};
-use super::error::{describe_body, describe_transport, RegistryError};
+use super::error::{describe_body, RegistryError};
 use super::stall::{self, StallLimit};
 use super::transport::{
-    api_host, debug_line, is_localhost, is_retryable_status, is_retryable_transport, read_limited, read_prefix, retry_after, Redacted,
-    RetryPolicy, TransportOptions,
+    api_host, debug_line, describe_transport, is_localhost, is_retryable_status, is_retryable_transport, read_limited, read_prefix,
+    retry_after, Redacted, RetryPolicy, TransportOptions,
 };
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};

@@ -69,26 +69,3 @@ pub fn describe_body(body: &[u8]) -> String {
     let short: String = text.chars().take(200).collect();
     short.replace('\n', " ")
 }
-
-/// Describes a reqwest transport error with its causes (connection refused, TLS...).
-pub fn describe_transport(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() {
-        "timed out".to_string()
-    } else if e.is_connect() {
-        "cannot connect".to_string()
-    } else {
-        "request failed".to_string()
-    };
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut last = String::new();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if t != last {
-            msg.push_str(": ");
-            msg.push_str(&t);
-            last = t;
-        }
-        src = s.source();
-    }
-    msg
-}
