@@ -171,15 +171,10 @@ impl Registries {
     }
 }
 
-/// A registry error as the engine sees it: its message, and the kind the engine decides by.
+/// A registry error as the engine sees it: its message, and the kind the engine decides by (the
+/// registry error's own, from the HTTP status and the OCI error codes of the answer).
 fn typed(e: RegistryError) -> anyhow::Error {
-    let kind = match e.status {
-        None | Some(408 | 429 | 500..=599) => ErrorKind::Transient,
-        Some(400) if e.detail.starts_with("DIGEST_INVALID") => ErrorKind::Integrity,
-        Some(404) => ErrorKind::NotFound,
-        Some(401 | 403) => ErrorKind::Denied,
-        Some(_) => ErrorKind::Unsupported,
-    };
+    let kind = e.kind();
     anyhow::Error::new(Failure::new(kind, e))
 }
 
