@@ -143,7 +143,7 @@ pub async fn ls(args: RepoLsArgs) -> Result<()> {
     } else {
         let registry = parse_registry(&args.target).map_err(|e| UsageError(e.to_string()))?;
         let regs = common::registries(&args.common, true)?;
-        let mut list = regs.client(&registry).list_repositories().await?;
+        let mut list = regs.client(&registry).await.list_repositories().await?;
         list.sort();
         list
     };
@@ -169,7 +169,7 @@ pub async fn tags(args: RepoTagsArgs) -> Result<()> {
     } else {
         let r = Reference::parse(&args.target).map_err(|e| UsageError(e.to_string()))?;
         let regs = common::registries(&args.common, true)?;
-        regs.client(&r.registry).list_tags(&r.repository).await?
+        regs.client(&r.registry).await.list_tags(&r.repository).await?
     };
     // The tag schema's sha256-<hex> tags index referrers; they are not tags anyone chose.
     if !args.all {

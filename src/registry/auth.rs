@@ -1,8 +1,8 @@
 //! Authentication: credentials, challenge handling, and a token cache per scope.
 
 use super::challenge::{self, Challenge};
-use super::error::{describe_body, describe_transport};
-use super::transport;
+use super::error::describe_body;
+use super::transport::{self, describe_transport};
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::fmt;

@@ -73,9 +73,10 @@ impl CredentialStore {
     }
 
     /// The credentials for `registry` (as written in references, e.g. `docker.io`, `reg:5000`).
-    /// A credential helper is run when the config names one; its failure is kept in the
+    /// A credential helper is run when the config names one (on a thread of its own: it may take up to
+    /// its timeout, which must not hold a worker of the async runtime); its failure is kept in the
     /// result and reported when the registry asks for credentials.
-    pub fn for_registry(&self, registry: &str) -> Credentials {
+    pub async fn for_registry(&self, registry: &str) -> Credentials {
         if let Some(f) = &self.flags {
             return f.clone();
         }
@@ -83,7 +84,7 @@ impl CredentialStore {
         let keys = lookup_keys(registry);
         let server = server_address(registry);
         if let Some(helper) = keys.iter().find_map(|k| self.config.cred_helpers.get(k)).filter(|h| !h.is_empty()) {
-            return match run_helper(helper, &server) {
+            return match ask_helper(helper, &server).await {
                 HelperAnswer::Found(c) => c,
                 HelperAnswer::NotFound => Credentials::anonymous(format!("docker-credential-{helper} has none for {server}")),
                 HelperAnswer::Missing(note) => Credentials::anonymous(note),
@@ -92,7 +93,7 @@ impl CredentialStore {
         }
         let mut store_note = String::new();
         if let Some(store) = self.config.creds_store.as_deref().filter(|s| !s.is_empty()) {
-            match run_helper(store, &server) {
+            match ask_helper(store, &server).await {
                 HelperAnswer::Found(c) => return c,
                 HelperAnswer::NotFound => store_note = format!("docker-credential-{store} has none; "),
                 HelperAnswer::Missing(note) => store_note = format!("{note}; "),
@@ -245,7 +246,25 @@ fn wait_for(mut child: std::process::Child, limit: std::time::Duration) -> std::
     Ok(Some(std::process::Output { status, stdout, stderr }))
 }
 
-/// Runs `docker-credential-<name> get` with the server address on stdin.
+/// What a helper prints, exiting with a failure, when it has no credentials for the server: the
+/// docker-credential-helpers protocol signals "not found" by this message
+/// (`credentials.ErrCredentialsNotFound`, "credentials not found in native keychain"), not by an exit code.
+const HELPER_NOT_FOUND: &str = "credentials not found";
+
+/// Runs `docker-credential-<name> get` (see [`run_helper`]) on the runtime's blocking threads.
+async fn ask_helper(name: &str, server: &str) -> HelperAnswer {
+    let (helper, address) = (name.to_string(), server.to_string());
+    match tokio::task::spawn_blocking(move || run_helper(&helper, &address)).await {
+        Ok(answer) => answer,
+        Err(e) => HelperAnswer::Failed(Credentials::unavailable(
+            format!("internal: the credential helper's task failed: {e}"),
+            format!("credential helper docker-credential-{name}"),
+        )),
+    }
+}
+
+/// Runs `docker-credential-<name> get` with the server address on stdin, blocking until it answers or
+/// its time is up.
 fn run_helper(name: &str, server: &str) -> HelperAnswer {
     let program = format!("docker-credential-{name}");
     let origin = format!("credential helper {program}");
@@ -279,8 +298,7 @@ fn run_helper(name: &str, server: &str) -> HelperAnswer {
     };
     if !out.status.success() {
         let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        // The protocol's "not found" answer (docker-credential-helpers' ErrCredentialsNotFound).
-        if said.to_ascii_lowercase().contains("credentials not found") {
+        if said.to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
             return HelperAnswer::NotFound;
         }
         // A failing helper prints an error, not credentials; keep it short all the same.
@@ -322,43 +340,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn auths_forms() {
+    #[tokio::test]
+    async fn auths_forms() {
         let enc = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss");
         let s = store(&format!(
             r#"{{"auths":{{"reg.a:5000":{{"auth":"{enc}"}},"https://reg.b/v2/":{{"username":"bob","password":"pw"}},
             "reg.c":{{"auth":"eDp5","identitytoken":"idt"}},"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#,
             base64::engine::general_purpose::STANDARD_NO_PAD.encode("hub:hubpw")
         ));
-        assert_eq!(basic(&s.for_registry("reg.a:5000")), ("alice".into(), "pa:ss".into()));
-        assert_eq!(basic(&s.for_registry("reg.b")), ("bob".into(), "pw".into()));
-        assert!(matches!(s.for_registry("reg.c").secret, Secret::IdentityToken(ref t) if t == "idt"));
-        assert_eq!(basic(&s.for_registry("docker.io")), ("hub".into(), "hubpw".into()));
-        let none = s.for_registry("reg.a:5001");
+        assert_eq!(basic(&s.for_registry("reg.a:5000").await), ("alice".into(), "pa:ss".into()));
+        assert_eq!(basic(&s.for_registry("reg.b").await), ("bob".into(), "pw".into()));
+        assert!(matches!(s.for_registry("reg.c").await.secret, Secret::IdentityToken(ref t) if t == "idt"));
+        assert_eq!(basic(&s.for_registry("docker.io").await), ("hub".into(), "hubpw".into()));
+        let none = s.for_registry("reg.a:5001").await;
         assert!(matches!(none.secret, Secret::Anonymous));
         assert!(none.describe().contains("/x/config.json"), "{}", none.describe());
-        assert!(basic(&s.for_registry("reg.a:5000")).0 == "alice" && s.for_registry("reg.a:5000").describe().contains("auths"));
+        assert!(basic(&s.for_registry("reg.a:5000").await).0 == "alice" && s.for_registry("reg.a:5000").await.describe().contains("auths"));
     }
 
-    #[test]
-    fn bad_auth_value_is_reported_without_content() {
+    #[tokio::test]
+    async fn bad_auth_value_is_reported_without_content() {
         let s = store(r#"{"auths":{"r":{"auth":"!!!not-base64"}}}"#);
-        let c = s.for_registry("r");
+        let c = s.for_registry("r").await;
         assert!(matches!(c.secret, Secret::Unavailable(ref m) if !m.contains("not-base64")));
     }
 
-    #[test]
-    fn flags_win() {
+    #[tokio::test]
+    async fn flags_win() {
         let s = CredentialStore::load(Some(Credentials::basic("u", "p", "--username/--password")), None).unwrap();
-        assert_eq!(basic(&s.for_registry("anything")), ("u".into(), "p".into()));
+        assert_eq!(basic(&s.for_registry("anything").await), ("u".into(), "p".into()));
     }
 
-    #[test]
-    fn missing_helper_falls_back_to_auths() {
+    #[tokio::test]
+    async fn missing_helper_falls_back_to_auths() {
         let enc = base64::engine::general_purpose::STANDARD.encode("carol:pw");
         let s = store(&format!(r#"{{"credsStore":"oras-test-surely-missing","auths":{{"r":{{"auth":"{enc}"}}}}}}"#));
-        assert_eq!(basic(&s.for_registry("r")).0, "carol");
-        let other = s.for_registry("other");
+        assert_eq!(basic(&s.for_registry("r").await).0, "carol");
+        let other = s.for_registry("other").await;
         assert!(matches!(other.secret, Secret::Anonymous) && other.describe().contains("not installed"), "{other:?}");
     }
 

@@ -1,12 +1,17 @@
 //! An async client for the OCI distribution API: auth, transport, tags, manifests, blobs, uploads, referrers.
 
 pub mod auth;
+pub mod blobs;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod listing;
+pub mod manifests;
 pub mod stall;
 pub mod target;
 pub mod transport;
+pub mod uploads;
+pub mod urls;
 
 pub use transport::TransportOptions;

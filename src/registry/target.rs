@@ -30,12 +30,16 @@ pub enum ReferrersMode {
 /// A repository's tag list, fetched at most once (`None` when listing was refused).
 type Listing = Arc<tokio::sync::OnceCell<Option<HashSet<String>>>>;
 
+/// A registry's client, made once (its credentials may take a credential helper's run to find).
+type ClientCell = Arc<tokio::sync::OnceCell<Arc<Client>>>;
+
 /// Every registry a run talks to, sharing one connection pool.
 pub struct Registries {
     http: reqwest::Client,
     opts: TransportOptions,
     creds: CredentialStore,
-    clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Held only to find or add a registry's cell, never across an await: the client is made in the cell.
+    clients: Mutex<HashMap<String, ClientCell>>,
     mode: ReferrersMode,
     api_support: Mutex<HashMap<String, bool>>,
     /// Held while a registry is first asked whether it has the referrers API, so that concurrent first
@@ -65,22 +69,28 @@ impl Registries {
         })
     }
 
-    /// The client of a registry, with that registry's own credentials (looked up once).
-    pub fn client(&self, registry: &str) -> Arc<Client> {
-        let mut c = match self.clients.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
+    /// The client of a registry, with that registry's own credentials, looked up once: concurrent first
+    /// requests to a registry wait for the one lookup (a credential helper runs once per registry).
+    pub async fn client(&self, registry: &str) -> Arc<Client> {
+        let cell = {
+            let mut c = match self.clients.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            c.entry(registry.to_string()).or_default().clone()
         };
-        c.entry(registry.to_string())
-            .or_insert_with(|| Client::new(self.http.clone(), registry, &self.opts, self.creds.for_registry(registry)))
-            .clone()
+        let made = cell.get_or_init(|| async {
+            let creds = self.creds.for_registry(registry).await;
+            Client::new(self.http.clone(), registry, &self.opts, creds)
+        });
+        made.await.clone()
     }
 
     /// Deletes the upload sessions left open on every registry (a run that stops early).
     pub async fn abandon_open_uploads(&self) {
         let clients: Vec<Arc<Client>> = match self.clients.lock() {
-            Ok(c) => c.values().cloned().collect(),
-            Err(p) => p.into_inner().values().cloned().collect(),
+            Ok(c) => c.values().filter_map(|cell| cell.get().cloned()).collect(),
+            Err(p) => p.into_inner().values().filter_map(|cell| cell.get().cloned()).collect(),
         };
         futures::future::join_all(clients.iter().map(|c| c.abandon_open_uploads())).await;
     }
@@ -88,7 +98,7 @@ impl Registries {
     /// The referrers a subject's `sha256-<hex>` index lists, with that index's digest; None when `unless` was
     /// sent and the index is still that one.
     async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest, unless: Option<&Digest>) -> Result<Option<ReferrerListing>> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         let tag = subject.schema_tag();
         let found = match unless {
             Some(d) => c.get_manifest_unless(&repo.repository, &tag, d).await,
@@ -135,7 +145,7 @@ impl Registries {
     async fn tag_list(&self, repo: &Repo) -> Listing {
         let cell = self.listing(repo);
         cell.get_or_init(|| async {
-            match self.client(&repo.registry).list_tags(&repo.repository).await {
+            match self.client(&repo.registry).await.list_tags(&repo.repository).await {
                 Ok(tags) => Some(tags.into_iter().collect()),
                 Err(e) if e.is_not_found() => Some(HashSet::new()),
                 Err(_) => None,
@@ -161,22 +171,17 @@ impl Registries {
     }
 }
 
-/// A registry error as the engine sees it: its message, and the kind the engine decides by.
+/// A registry error as the engine sees it: its message, and the kind the engine decides by (the
+/// registry error's own, from the HTTP status and the OCI error codes of the answer).
 fn typed(e: RegistryError) -> anyhow::Error {
-    let kind = match e.status {
-        None | Some(408 | 429 | 500..=599) => ErrorKind::Transient,
-        Some(400) if e.detail.starts_with("DIGEST_INVALID") => ErrorKind::Integrity,
-        Some(404) => ErrorKind::NotFound,
-        Some(401 | 403) => ErrorKind::Denied,
-        Some(_) => ErrorKind::Unsupported,
-    };
+    let kind = e.kind();
     anyhow::Error::new(Failure::new(kind, e))
 }
 
 impl Registries {
     /// Resolves a reference with a HEAD request (no manifest bytes).
     pub async fn resolve_head(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        match self.client(&repo.registry).head_manifest(&repo.repository, reference, false).await.map_err(typed)? {
+        match self.client(&repo.registry).await.head_manifest(&repo.repository, reference, false).await.map_err(typed)? {
             Some(d) => Ok(d),
             None => Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
         }
@@ -186,7 +191,7 @@ impl Registries {
 #[async_trait]
 impl Source for Registries {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
-        let mut tags = self.client(&repo.registry).list_tags(&repo.repository).await.map_err(typed)?;
+        let mut tags = self.client(&repo.registry).await.list_tags(&repo.repository).await.map_err(typed)?;
         let _ = self.listing(repo).set(Some(tags.iter().cloned().collect()));
         tags.retain(|t| !is_schema_tag(t));
         tags.sort();
@@ -195,7 +200,7 @@ impl Source for Registries {
     }
 
     async fn resolve(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<Resolved> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         let found = match known {
             Some(k) => c.get_manifest_unless(&repo.repository, reference, &k.digest).await,
             None => c.get_manifest(&repo.repository, reference, None).await.map(Some),
@@ -211,17 +216,17 @@ impl Source for Registries {
     }
 
     async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         let (_, bytes) = c.get_manifest(&repo.repository, desc.digest.as_str(), Some(desc)).await.map_err(typed)?;
         Ok(bytes)
     }
 
     async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
-        self.client(&repo.registry).get_blob(&repo.repository, desc).await.map_err(typed)
+        self.client(&repo.registry).await.get_blob(&repo.repository, desc).await.map_err(typed)
     }
 
     async fn predecessors(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         let probe = if self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry).is_none() {
             let guard = self.probing.lock().await;
             // Another question may have found the answer while this one waited.
@@ -263,20 +268,20 @@ impl Sink for Registries {
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        self.client(&repo.registry).blob_exists(&repo.repository, desc, !self.read_only).await.map_err(typed)
+        self.client(&repo.registry).await.blob_exists(&repo.repository, desc, !self.read_only).await.map_err(typed)
     }
 
     async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {
-        self.client(&repo.registry).push_blob(&repo.repository, desc, data).await.map_err(typed)
+        self.client(&repo.registry).await.push_blob(&repo.repository, desc, data).await.map_err(typed)
     }
 
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         Ok(c.head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only).await.map_err(typed)?.is_some())
     }
 
     async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()> {
-        let c = self.client(&repo.registry);
+        let c = self.client(&repo.registry).await;
         let put = c.put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone()).await.map_err(typed)?;
         if let Some(subject) = subject {
             let api = match self.mode {
@@ -296,7 +301,7 @@ impl Sink for Registries {
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
         let Some(tag) = tag else { return Ok(()) };
-        self.client(&repo.registry).put_manifest(&repo.repository, tag, desc, bytes).await.map_err(typed)?;
+        self.client(&repo.registry).await.put_manifest(&repo.repository, tag, desc, bytes).await.map_err(typed)?;
         Ok(())
     }
 
@@ -317,6 +322,7 @@ impl Sink for Registries {
             }
             let (body, desc) = schema_index(list);
             self.client(&repo.registry)
+                .await
                 .put_manifest(&repo.repository, &subject.schema_tag(), &desc, body)
                 .await
                 .with_context(|| format!("cannot update the referrers index of {subject} in {repo}"))?;
@@ -340,7 +346,7 @@ impl Sink for Registries {
 #[async_trait]
 impl Hints for Registries {
     async fn tag_points_at(&self, repo: &Repo, tag: &str, digest: &Digest) -> Result<bool> {
-        self.client(&repo.registry).tag_points_at(&repo.repository, tag, digest, !self.read_only).await.map_err(typed)
+        self.client(&repo.registry).await.tag_points_at(&repo.repository, tag, digest, !self.read_only).await.map_err(typed)
     }
 
     async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
@@ -364,7 +370,7 @@ impl Hints for Registries {
             return all.as_ref().is_some_and(HashSet::is_empty);
         }
         // One tag is enough to know: a repository of many thousands is not listed whole for this.
-        match self.client(&repo.registry).has_tags(&repo.repository).await {
+        match self.client(&repo.registry).await.has_tags(&repo.repository).await {
             Ok(false) => {
                 // Its whole list is known too: nothing (a sha256- tag asked about later costs no request).
                 let _ = cell.set(Some(HashSet::new()));
@@ -378,15 +384,15 @@ impl Hints for Registries {
 #[async_trait]
 impl Staging for Registries {
     async fn stage(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String> {
-        self.client(&repo.registry).stage_blob(&repo.repository, desc, data).await.map_err(typed)
+        self.client(&repo.registry).await.stage_blob(&repo.repository, desc, data).await.map_err(typed)
     }
 
     async fn commit(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
-        self.client(&repo.registry).commit_upload(&repo.repository, desc, token).await.map_err(typed)
+        self.client(&repo.registry).await.commit_upload(&repo.repository, desc, token).await.map_err(typed)
     }
 
     async fn cancel(&self, repo: &Repo, token: &str) {
-        self.client(&repo.registry).cancel_upload(&repo.repository, token).await
+        self.client(&repo.registry).await.cancel_upload(&repo.repository, token).await
     }
 }
 
@@ -396,7 +402,7 @@ impl Mounting for Registries {
         if from.registry != repo.registry {
             return Ok(false);
         }
-        self.client(&repo.registry).mount_blob(&repo.repository, desc, &from.repository).await.map_err(typed)
+        self.client(&repo.registry).await.mount_blob(&repo.repository, desc, &from.repository).await.map_err(typed)
     }
 }
 

@@ -165,7 +165,7 @@ pub async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::R
     let mut out = Vec::new();
     let mut s = resp.bytes_stream();
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(|e| super::error::describe_transport(&e))?;
+        let chunk = chunk.map_err(|e| describe_transport(&e))?;
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(format!("response larger than the {limit} byte limit"));
         }
@@ -252,12 +252,7 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     b = b.default_headers(headers);
     b.build().map_err(|e| {
-        let mut msg = format!("cannot set up HTTP client: {e}");
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
+        let mut msg = format!("cannot set up HTTP client: {e}{}", causes(&e));
         if o.cert_file.is_some() {
             msg.push_str(" (check --cert-file and --key-file: a certificate and its own private key, PEM)");
         }
@@ -332,21 +327,77 @@ pub fn is_retryable_status(status: reqwest::StatusCode) -> bool {
 }
 
 /// Whether a transport error may go away on its own (resets, refused or timed-out
-/// connections, bodies cut short); TLS certificate problems and bad requests do not.
+/// connections, bodies cut short); TLS refusals (see [`is_tls_refusal`]) and bad requests do not.
 pub fn is_retryable_transport(e: &reqwest::Error) -> bool {
     // (reqwest labels a body cut short while streaming as a "decode" error: that one is retried.)
     if e.is_builder() || e.is_redirect() {
         return false;
     }
-    let mut src: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = src {
-        let text = s.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("invalid peer") || text.contains("fatal alert") {
-            return false;
+    !is_tls_refusal(e)
+}
+
+/// Whether an error was caused by a TLS handshake that another attempt cannot change: the peer's
+/// certificate was not accepted (or none was sent), the peer refused the handshake with an alert (our
+/// client certificate, a protocol it will not speak), or the two sides share no protocol to speak.
+/// A corrupt or cut handshake (a reset, plain HTTP on the port) may pass and is not one of these.
+pub fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::Error as Tls;
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<Tls>() {
+            return matches!(
+                tls,
+                Tls::InvalidCertificate(_)
+                    | Tls::NoCertificatesPresented
+                    | Tls::InvalidCertRevocationList(_)
+                    | Tls::AlertReceived(_)
+                    | Tls::PeerIncompatible(_)
+                    | Tls::InconsistentKeys(_)
+            );
         }
-        src = s.source();
+        next = carried(cause);
     }
-    true
+    false
+}
+
+/// The error `e` carries: an `io::Error`'s own inner error (tokio-rustls hands a handshake's rustls error
+/// up inside one, itself inside another; `io::Error::source` skips the inner error and gives that one's
+/// source), else `e.source()`.
+fn carried<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a (dyn std::error::Error + 'static)> {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    }
+}
+
+/// Describes a reqwest transport error with its causes (connection refused, TLS...).
+pub fn describe_transport(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{what}{}", causes(e))
+}
+
+/// The messages of an error's causes (its `source()` chain, without the error's own message), each
+/// after `": "`; a cause whose message only repeats the one before it is left out.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if text != last {
+            out.push_str(": ");
+            out.push_str(&text);
+            last = text;
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// `Retry-After` as a duration: delay-seconds or an HTTP date.
@@ -480,6 +531,100 @@ mod tests {
         assert_eq!(p.next_delay(1, t, Some(Duration::from_secs(60))), None, "a wait past the longest backoff gives up");
         let short = RetryPolicy { max_elapsed: Duration::from_secs(1), ..p };
         assert_eq!(short.next_delay(1, t, Some(Duration::from_secs(2))), None, "a wait past the time budget gives up");
+    }
+
+    /// An error that carries another, as the HTTP stack's own errors carry the transport's.
+    #[derive(Debug)]
+    struct Carrier(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Carrier {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Carrier {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    /// A rustls error as the HTTP stack hands it up: in an `io::Error` in another, in the stack's own.
+    fn carried_in_io(tls: rustls::Error) -> Carrier {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        Carrier(Box::new(std::io::Error::other(io)))
+    }
+
+    #[test]
+    fn tls_refusals_are_found_by_type_inside_io_errors() {
+        let refused = [
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+            rustls::Error::NoCertificatesPresented,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+            rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon),
+        ];
+        for tls in refused {
+            let shown = tls.to_string();
+            assert!(is_tls_refusal(&carried_in_io(tls)), "{shown}");
+        }
+        assert!(is_tls_refusal(&Carrier(Box::new(rustls::Error::NoCertificatesPresented))), "a rustls error in the chain itself");
+        let passing = [rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType), rustls::Error::DecryptError];
+        for tls in passing {
+            let shown = tls.to_string();
+            assert!(!is_tls_refusal(&carried_in_io(tls)), "{shown}");
+        }
+        // Wording alone decides nothing.
+        let worded = std::io::Error::other("invalid peer certificate: received fatal alert");
+        assert!(!is_tls_refusal(&Carrier(Box::new(worded))));
+    }
+
+    /// A server on loopback that answers whatever it is sent first with `answer`, then closes.
+    fn answering(answer: &'static [u8]) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
+        let port = listener.local_addr().expect("bound address").port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut hello = [0u8; 4096];
+                let _ = conn.read(&mut hello);
+                let _ = conn.write_all(answer);
+            }
+        });
+        port
+    }
+
+    /// The error of an HTTPS request to a loopback server that answers with `answer`.
+    async fn https_error(answer: &'static [u8]) -> reqwest::Error {
+        let port = answering(answer);
+        // No proxy: the request must reach the loopback server whatever the environment names.
+        let http = reqwest::Client::builder().no_proxy().build().expect("HTTP client");
+        http.get(format!("https://127.0.0.1:{port}/v2/")).send().await.expect_err("the server speaks no TLS")
+    }
+
+    #[tokio::test]
+    async fn a_tls_alert_from_the_server_is_not_retried() {
+        // A fatal handshake_failure alert record, as a server that refuses the handshake sends.
+        let e = https_error(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]).await;
+        assert!(!is_retryable_transport(&e), "{}", describe_transport(&e));
+        assert!(describe_transport(&e).contains("fatal alert"), "the message keeps rustls's words: {}", describe_transport(&e));
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_garbled_handshake_is_retried() {
+        let e = https_error(b"").await;
+        assert!(is_retryable_transport(&e), "{}", describe_transport(&e));
+        let e = https_error(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        assert!(is_retryable_transport(&e), "{}", describe_transport(&e));
+    }
+
+    #[test]
+    fn causes_are_listed_once_each() {
+        let inner = std::io::Error::other("connection refused");
+        let e = Carrier(Box::new(Carrier(Box::new(inner))));
+        assert_eq!(causes(&e), ": client error (Connect): connection refused");
+        assert_eq!(causes(&std::io::Error::other("alone")), "");
     }
 
     #[test]
