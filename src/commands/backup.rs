@@ -10,7 +10,7 @@ use crate::layout::tar_write::TarSink;
 use crate::progress::Progress;
 use crate::reference::{parse_registry, Reference};
 use crate::registry::target::Registries;
-use crate::target::{Repo, Sink, Source};
+use crate::target::{ErrorKind, Repo, Sink, Source};
 use anyhow::Result;
 use anyhow::{anyhow, bail};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -143,9 +143,9 @@ async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progres
             continue;
         }
         let registry = parse_registry(arg).map_err(|e| UsageError(e.to_string()))?;
-        let listed = regs.client(&registry).list_repositories().await.map_err(|e| {
+        let listed = regs.client(&registry).await.list_repositories().await.map_err(|e| {
             // A registry that answered, but not with a catalog: it has none, or none for these credentials.
-            if e.status.is_some_and(|s| matches!(s, 401 | 403 | 404 | 405)) {
+            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported) {
                 anyhow!("{registry} does not list its repositories (no catalog, or none for these credentials): {e}; name the repositories to back up: {registry}/<repo> ...")
             } else {
                 anyhow!("cannot list the repositories of {registry}: {e}")
