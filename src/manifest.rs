@@ -110,9 +110,25 @@ pub struct Parsed {
     pub artifact_type: Option<String>,
     /// Manifest-level annotations.
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Whether `artifact_type` is the manifest's own `artifactType` (not its config's media type).
+    pub declared_artifact_type: bool,
 }
 
+/// Config media types of images and of nothing: a manifest with one of these is not an artifact by
+/// its config.
+const NOT_ARTIFACT_CONFIGS: [&str; 3] =
+    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json", "application/vnd.oci.empty.v1+json"];
+
 impl Parsed {
+    /// The artifact type an index entry naming this manifest carries: `artifactType`, or a config
+    /// media type that is not an image's (a Helm chart's, a signature's); none for images.
+    pub fn entry_artifact_type(&self) -> Option<String> {
+        if self.declared_artifact_type {
+            return self.artifact_type.clone();
+        }
+        self.artifact_type.clone().filter(|t| !NOT_ARTIFACT_CONFIGS.contains(&t.as_str()))
+    }
+
     /// The blobs a copy moves: all of them but foreign layers (see [`is_foreign`]).
     pub fn copied_blobs(&self) -> impl Iterator<Item = &Descriptor> {
         self.blobs.iter().filter(|b| !is_foreign(b))
@@ -170,8 +186,9 @@ pub fn parse(desc: &Descriptor, bytes: &[u8]) -> Result<Parsed, ManifestError> {
     if manifests.iter().chain(blobs.iter()).chain(raw.subject.iter()).any(|d| d.digest == desc.digest) {
         return Err(ManifestError::SelfReference(desc.digest.clone()));
     }
+    let declared_artifact_type = raw.artifact_type.is_some();
     let artifact_type = raw.artifact_type.or_else(|| raw.config.map(|c| c.media_type));
-    Ok(Parsed { media_type, manifests, blobs, subject: raw.subject, artifact_type, annotations: raw.annotations })
+    Ok(Parsed { media_type, manifests, blobs, subject: raw.subject, artifact_type, annotations: raw.annotations, declared_artifact_type })
 }
 
 /// The referrers-API descriptor of a referrer manifest (artifact type and annotations filled in).

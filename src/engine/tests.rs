@@ -252,6 +252,7 @@ fn node(name: &str, subject: &Digest) -> (Digest, Arc<Node>) {
         subject: Some(Descriptor::new(manifest::OCI_MANIFEST, subject.clone(), 1)),
         artifact_type: None,
         annotations: None,
+        declared_artifact_type: false,
     };
     (desc.digest.clone(), Arc::new(Node { desc, bytes: Bytes::new(), parsed, stored: false }))
 }

@@ -38,6 +38,14 @@ pub(super) async fn graphs(
     }
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
         walker.walk(job, graph).await?;
+        // A tagged artifact's entry in a layout's index says what it is, as the Go ORAS library's do.
+        if let Ok(read) = nodes.lock() {
+            for root in &mut graph.roots {
+                if let Some(n) = read.get(&root.desc.digest) {
+                    root.desc.artifact_type = n.parsed.entry_artifact_type();
+                }
+            }
+        }
     }
     let nodes = nodes.into_inner().map_err(|_| anyhow!("internal lock poisoned"))?;
     Ok((graphs, nodes))
