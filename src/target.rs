@@ -245,6 +245,9 @@ pub trait Sink: Send + Sync {
     async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()>;
     /// Makes everything written visible (index.json, rename, referrers tag schema).
     async fn finish(&self) -> Result<()>;
+    /// The run failed: lets work still under way in the background end, so that what the caller
+    /// cleans up next is not written to behind its back.
+    async fn abandon(&self) {}
     /// Sinks that need the whole plan before the first write (archives lay out their entries).
     fn planning(&self) -> Option<&dyn Planning> {
         None

@@ -202,6 +202,15 @@ impl Run<'_> {
 
 /// Runs one copy of `jobs` from `src` to `dst`.
 pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
+    let done = phases(src, dst.clone(), jobs, opts, progress).await;
+    if done.is_err() {
+        dst.abandon().await;
+    }
+    done
+}
+
+/// The phases of one run, in order.
+async fn phases(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
     let started = Instant::now();
     let conc = opts.concurrency.max(1);
     let (graphs, nodes) = walk::graphs((&src, &dst), jobs, opts, conc, progress).await?;

@@ -2,7 +2,7 @@
 //! `index.json` is merged with what is there and written last, atomically.
 
 use super::blob_path;
-use super::durable::{sync_blob, sync_filesystem, Writeback};
+use super::durable::{sync_layout, Sealer, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
@@ -39,6 +39,8 @@ pub struct DirSink {
     empty: bool,
     /// Full references as ref names even for one repository (`--full-reference`).
     full_references: bool,
+    /// Blobs and manifests being synced and put in place.
+    sealer: Sealer,
 }
 
 /// Removes a temporary file unless disarmed.
@@ -65,9 +67,7 @@ fn create_temp(tmp: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).with_context(|| format!("cannot write {}", tmp.display()))
 }
 
-/// Writes `data` to `path` through a temporary file and a rename; `durable` also waits for the disk
-/// (index.json's write is durable; manifests are synced with the filesystem at the end, since an fsync
-/// each would outweigh the transfers of thousands of small tags).
+/// Writes `data` to `path` through a temporary file and a rename; `durable` also waits for the disk.
 pub async fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     let tmp = temp_name(path);
     let mut guard = TempGuard(Some(tmp.clone()));
@@ -133,6 +133,7 @@ impl DirSink {
             dirty: AtomicBool::new(false),
             empty,
             full_references: false,
+            sealer: Sealer::default(),
         })
     }
 
@@ -156,11 +157,22 @@ impl DirSink {
             writeback.wrote(&f, chunk.len() as u64);
         }
         writeback.finish(&f);
-        // In place like the writes (a no-op on Linux, where the final syncfs covers every blob).
-        sync_blob(&f).with_context(|| format!("cannot sync {} to disk", tmp.display()))?;
-        drop(f);
-        tokio::fs::rename(&tmp, &path).await.with_context(|| format!("cannot write {}", path.display()))?;
+        // The sealer owns the temporary file from here (and removes it if it fails).
         guard.0 = None;
+        self.sealer.seal(f, tmp, path).await.context("cannot write the backup")?;
+        Ok(())
+    }
+
+    /// Writes a manifest's bytes as a blob of the layout, sealed like every blob.
+    async fn write_small(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(blob_path(&desc.digest));
+        let tmp = temp_name(&path);
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut f = create_temp(&tmp)?;
+        self.dirty.store(true, Ordering::SeqCst);
+        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        guard.0 = None;
+        self.sealer.seal(f, tmp, path).await.context("cannot write the backup")?;
         Ok(())
     }
 
@@ -270,13 +282,17 @@ impl Sink for DirSink {
 
     async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
         self.dirty.store(true, Ordering::SeqCst);
-        write_atomic(&self.root.join(blob_path(&desc.digest)), &bytes, false).await
+        self.write_small(desc, &bytes).await
     }
 
     async fn tag(&self, repo: &Repo, desc: &Descriptor, _bytes: Bytes, tag: Option<&str>) -> Result<()> {
         let repo = Some(repo.clone()).filter(|r| !r.registry.is_empty());
         self.record(Entry { repo, tag: tag.map(str::to_string), desc: bare(desc) });
         Ok(())
+    }
+
+    async fn abandon(&self) {
+        let _ = self.sealer.wait().await;
     }
 
     async fn finish(&self) -> Result<()> {
@@ -298,11 +314,12 @@ impl Sink for DirSink {
             None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
         });
         let rendered = index::render(kept.chain(&added), self.full_references);
+        // What index.json is about to name must be on disk first, or a crash could leave a backup that
+        // looks complete with blobs that never reached the disk.
+        self.sealer.wait().await.with_context(|| format!("cannot sync the backup in {} to disk", self.root.display()))?;
         if self.dirty.load(Ordering::SeqCst) {
-            // What index.json is about to name must be on disk first, or a crash could leave a backup that
-            // looks complete with blobs that never reached the disk.
             let root = self.root.clone();
-            tokio::task::spawn_blocking(move || sync_filesystem(&root))
+            tokio::task::spawn_blocking(move || sync_layout(&root))
                 .await
                 .context("internal: sync task failed")?
                 .with_context(|| format!("cannot sync the backup in {} to disk", self.root.display()))?;
@@ -314,6 +331,9 @@ impl Sink for DirSink {
         }
         if rendered != self.index_found {
             write_atomic(&self.root.join("index.json"), &rendered, true).await?;
+            // The rename itself, durable.
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || sync_layout(&root)).await.context("internal: sync task failed")??;
         }
         Ok(())
     }

@@ -1,8 +1,12 @@
-//! Getting a backup onto the disk without a long wait at its end: the writeback of what was written is
-//! started as the data arrives, so the sync that completes a backup finds little left to do.
+//! Getting a backup onto the disk without a long wait at its end, and without waiting for anyone
+//! else's writes: the writeback of what was written is started as the data arrives, each file is
+//! synced on its own as it is completed, many at once, and only the layout's directories are synced
+//! at the end.
 
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 /// How much of a blob is written before its writeback is started.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -58,26 +62,60 @@ fn start_writeback(file: &impl AsRawFd, off: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &impl AsRawFd, _off: u64, _len: u64) {}
 
-/// Waits until everything written to the filesystem that holds `dir` is on disk: one call for the
-/// thousands of files of a backup, where an fsync each would cost more than their transfers.
-#[cfg(target_os = "linux")]
-pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
-    let d = std::fs::File::open(dir)?;
-    // SAFETY: a plain system call on a descriptor `d` keeps open.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+/// Files being made durable and put in place in the background: each completed file is synced
+/// (its own data only, never the rest of the filesystem's) and only then renamed to its name, so a
+/// name in the layout always has its bytes on disk. Many syncs run at once, which lets the
+/// filesystem commit them together; [`Sealer::wait`] waits for all of them.
+pub struct Sealer {
+    slots: Arc<Semaphore>,
+    pending: Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
+}
+
+/// Syncs in flight at once: enough for a journal to batch thousands of small files' commits.
+const SEALS_AT_ONCE: usize = 64;
+
+impl Default for Sealer {
+    fn default() -> Self {
+        Sealer { slots: Arc::new(Semaphore::new(SEALS_AT_ONCE)), pending: Mutex::new(Vec::new()) }
     }
 }
 
-/// Waits until what a backup wrote below `dir` is on disk, elsewhere than Linux, where no call syncs
-/// one filesystem: each blob was synced by [`sync_blob`] as it was completed, and this syncs the
-/// directories below `dir` (their entries are the blobs' names), then flushes the drive's cache
-/// where fsync leaves that out (macOS). `sync(2)` would not do: POSIX lets it return before the
-/// writes are done.
-#[cfg(not(target_os = "linux"))]
-pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+impl Sealer {
+    /// Syncs `file` (written at `tmp`) and renames it to `path`, in the background; waits only for a
+    /// free slot. A failure removes `tmp` and is reported by [`Sealer::wait`].
+    pub async fn seal(&self, file: std::fs::File, tmp: PathBuf, path: PathBuf) -> std::io::Result<()> {
+        let permit = self.slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let done = file.sync_data().and_then(|()| std::fs::rename(&tmp, &path));
+            if done.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            done.map_err(|e| std::io::Error::new(e.kind(), format!("cannot put {} on disk: {e}", path.display())))
+        });
+        self.pending.lock().map_err(|_| std::io::Error::other("internal lock poisoned"))?.push(task);
+        Ok(())
+    }
+
+    /// Waits for every file sealed so far; the first failure, if any.
+    pub async fn wait(&self) -> std::io::Result<()> {
+        let tasks = std::mem::take(&mut *self.pending.lock().map_err(|_| std::io::Error::other("internal lock poisoned"))?);
+        let mut first = Ok(());
+        for t in tasks {
+            let r = t.await.map_err(std::io::Error::other).and_then(|r| r);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// Makes the renames below `dir` durable: syncs `dir` and every directory below it (the files were
+/// synced by the [`Sealer`]), then, on macOS, flushes the drive's cache, which fsync leaves out.
+/// Only this layout's directories are synced, never the whole filesystem: other programs' unwritten
+/// data is not this backup's to wait for.
+pub fn sync_layout(dir: &Path) -> std::io::Result<()> {
     sync_directories(dir)?;
     #[cfg(target_vendor = "apple")]
     {
@@ -89,21 +127,8 @@ pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Puts one completed blob on the disk where [`sync_filesystem`] cannot reach it by itself (elsewhere
-/// than Linux); on Linux it does nothing, as the final `syncfs` writes every blob in one go.
-pub fn sync_blob(file: &std::fs::File) -> std::io::Result<()> {
-    if cfg!(target_os = "linux") {
-        Ok(())
-    } else {
-        fsync(file)
-    }
-}
-
-// The fallback of platforms other than Linux is compiled, and tested, on Linux too: it cannot be
-// built for them on the machines that test this crate.
-
 /// fsync(2): the file's data and metadata to the device (on macOS not through the drive's cache,
-/// which [`sync_filesystem`] flushes once for every blob).
+/// which [`sync_layout`] flushes once).
 fn fsync(file: &std::fs::File) -> std::io::Result<()> {
     // SAFETY: a plain system call on a descriptor `file` keeps open.
     if unsafe { libc::fsync(file.as_raw_fd()) } == 0 {
@@ -115,7 +140,6 @@ fn fsync(file: &std::fs::File) -> std::io::Result<()> {
 
 /// Syncs `dir` and every directory below it (not following links): a file renamed into place is
 /// durable only once its directory is.
-#[cfg_attr(target_os = "linux", allow(dead_code))]
 fn sync_directories(dir: &Path) -> std::io::Result<()> {
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
@@ -158,19 +182,31 @@ mod tests {
         small.wrote(&f, 4096);
         small.finish(&f);
         assert_eq!(small.started, 0, "a small blob is left to the final sync");
-        sync_filesystem(dir.path()).expect("sync");
+        sync_layout(dir.path()).expect("sync");
         assert_eq!(std::fs::read(&path).expect("read"), vec![7u8; 9 << 20]);
-        assert!(sync_filesystem(&dir.path().join("missing")).is_err());
+        assert!(sync_layout(&dir.path().join("missing")).is_err());
     }
 
-    #[test]
-    fn the_fallback_of_other_platforms_syncs_blobs_and_every_directory_below_the_root() {
+    #[tokio::test]
+    async fn sealed_files_appear_under_their_names_only_once_synced_and_failures_are_reported() {
         let dir = tempfile::tempdir().expect("temp dir");
         let blobs = dir.path().join("blobs/sha256");
         std::fs::create_dir_all(&blobs).expect("mkdir");
-        let f = std::fs::File::create(blobs.join("blob")).expect("create");
-        sync_blob(&f).expect("sync_blob");
-        fsync(&f).expect("fsync of a file");
+        let sealer = Sealer::default();
+        for i in 0..200 {
+            let tmp = blobs.join(format!(".b{i}.partial"));
+            let mut f = std::fs::File::create(&tmp).expect("create");
+            f.write_all(format!("blob {i}").as_bytes()).expect("write");
+            sealer.seal(f, tmp, blobs.join(format!("b{i}"))).await.expect("seal");
+        }
+        sealer.wait().await.expect("every seal");
+        assert_eq!(std::fs::read(blobs.join("b199")).expect("read"), b"blob 199");
+        assert!(!blobs.join(".b0.partial").exists());
+        let tmp = blobs.join(".x.partial");
+        let f = std::fs::File::create(&tmp).expect("create");
+        sealer.seal(f, tmp.clone(), dir.path().join("no/such/dir/x")).await.expect("queued");
+        assert!(sealer.wait().await.is_err(), "a rename that fails is reported");
+        assert!(!tmp.exists(), "and leaves nothing behind");
         #[cfg(unix)]
         std::os::unix::fs::symlink("/nonexistent", dir.path().join("link")).expect("symlink");
         sync_directories(dir.path()).expect("every directory synced, the dangling link not followed");
