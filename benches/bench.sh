@@ -12,7 +12,9 @@
 #      backup to .tar and to a directory vs `skopeo copy --all --preserve-digests` to
 #      oci-archive: / oci:, restore of the tar into an empty registry vs skopeo from the same
 #      tar, the curl floor (the same blobs fetched / uploaded in parallel with curl), a second
-#      backup into the same directory and a second restore into the same registry.
+#      backup into the same directory and a second restore into the same registry; and both
+#      backups again with 600 MB (quick: 60 MB) of another program's unflushed data on the same
+#      filesystem, compared with the clean ones (durability must cost only the backup's bytes).
 #   b  a repository of 1,000 (quick: 100) small tags, each with 2 referrers recorded with the
 #      referrers tag schema (sha256-<hex> tags; Distribution 2.8 has no referrers API):
 #      oras with --include-referrers, oras tags only, `skopeo sync` (tags only: skopeo cannot
@@ -22,6 +24,11 @@
 #      conditional on the digest the backup directory recorded, as oras makes them.
 #   c  a repository of 2,500 / 5,000 / 10,000 tiny tags (quick: 250 / 500 / 1,000), grown
 #      in place: listing and resolution; time and HTTP requests per tag at each size.
+#   d  registry scale: 200 repositories (quick: 20) x 25 tags, each an image of 2 small layers (a
+#      base layer shared by all) with 2 referrers; oras backs up the registry by name (catalog,
+#      --include-repos), with and without referrers, vs `skopeo sync` docker -> dir; restore of the
+#      directory into an empty registry vs `skopeo sync` dir -> docker; the second backup and the
+#      second restore; requests per tag.
 #   a-big (only with BENCH_BIG=2G or similar): scenario a with that total size, one run, to
 #      check that peak RSS does not grow with blob size.
 #
@@ -34,6 +41,8 @@
 #   BENCH_BIG=2G           add scenario a-big
 #   BENCH_RESULTS=path     where to write the markdown (default benches/results.md)
 #   BENCH_A_SIZE=400M  BENCH_B_TAGS=1000  BENCH_C_SIZES="2500 5000 10000"   explicit sizes
+#   BENCH_D_REPOS=200  BENCH_D_TAGS=25    scenario d's size
+#   BENCH_DIRTY=600M       unrelated unflushed data written beside the scenario a backups (quick: 60M)
 #   BENCH_SKOPEO_C=first   skopeo sync in scenario c: first (smallest size only), all, none
 #   BENCH_SKOPEO_SYNC_RUNS=1  runs of `skopeo sync` (scenarios b, c: slow, one image at a time)
 #   BENCH_C_RESTORE_RUNS   runs of the scenario c restores (default 1; quick mode: BENCH_RUNS)
@@ -69,19 +78,23 @@ bytes_of() {
 
 RUNS=${BENCH_RUNS:-3}
 CONC=${BENCH_CONCURRENCY:-4}
-SCENARIOS=${BENCH_SCENARIOS-a b c}
+SCENARIOS=${BENCH_SCENARIOS-a b c d}
 RESULTS=${BENCH_RESULTS:-$here/results.md}
 SKOPEO_C=${BENCH_SKOPEO_C:-first}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     A_SIZE=${BENCH_A_SIZE:-40M} B_TAGS=${BENCH_B_TAGS:-100} C_SIZES=${BENCH_C_SIZES:-250 500 1000}
+    D_REPOS=${BENCH_D_REPOS:-20} D_TAGS=${BENCH_D_TAGS:-25}
     MODE=quick
     C_RESTORE_RUNS=${BENCH_C_RESTORE_RUNS:-${BENCH_RUNS:-3}}
 else
     A_SIZE=${BENCH_A_SIZE:-400M} B_TAGS=${BENCH_B_TAGS:-1000} C_SIZES=${BENCH_C_SIZES:-2500 5000 10000}
+    D_REPOS=${BENCH_D_REPOS:-200} D_TAGS=${BENCH_D_TAGS:-25}
     MODE=full
     C_RESTORE_RUNS=${BENCH_C_RESTORE_RUNS:-1}
 fi
 A_RUNS=${BENCH_A_RUNS:-$([ "$MODE" = full ] && echo 5 || echo "$RUNS")}
+# Unflushed data of another program beside the scenario a backups (600 MB in full mode).
+DIRTY_BYTES=$(bytes_of "${BENCH_DIRTY:-$([ "$MODE" = full ] && echo 600M || echo 60M)}")
 A_BYTES=$(bytes_of "$A_SIZE")
 BIG=${BENCH_BIG:-}
 BIG_BYTES=0
@@ -430,6 +443,7 @@ floor_pairs() {
 scenario_a() {
     local sc=$1 bytes=$2 runs=$3 repo=bench/big list tar dir skdir sktar fl r tool first_pid mhex k
     local kt="$sc|backup to .tar" kd="$sc|backup to directory" kr="$sc|restore from .tar"
+    local ktd="$sc|backup to .tar, other data unwritten" kdd="$sc|backup to directory, other data unwritten"
     log "scenario $sc: one image, 4 layers, $bytes bytes of random data"
     metric "$sc" title "one image of 4 layers, $((bytes / 1024 / 1024)) MiB of random data (concurrency $CONC)"
     list=$TMP/list-$sc
@@ -441,6 +455,8 @@ scenario_a() {
 
     compare "$kt|oras" "$kt|skopeo copy oci-archive:" "$sc|fetch the blobs|curl floor" -
     compare "$kd|oras" "$kd|skopeo copy oci:" "$sc|fetch the blobs|curl floor" -
+    compare "$kdd|oras" "$kd|oras" - -
+    compare "$ktd|oras" "$kt|oras" - -
     for ((r = 1; r <= runs; r++)); do
         while read -r tool; do
             [ "$tool" != skip ] || continue
@@ -458,6 +474,19 @@ scenario_a() {
                 rm -rf "$dir"
                 measure "$kd|oras" "$ORAS" backup --concurrency "$CONC" -o "$dir" "$SRC/$repo:v1"
                 ;;
+            oras-dir-dirty | oras-tar-dirty)
+                # Another program's data, written and not yet flushed, on the same filesystem: a
+                # durable backup must not wait for it.
+                rm -rf "$dir" "$tar"
+                sync
+                dd if=/dev/zero of="$W/unrelated" bs=1M count=$((DIRTY_BYTES / 1048576)) status=none
+                if [ "$tool" = oras-dir-dirty ]; then
+                    measure "$kdd|oras" "$ORAS" backup --concurrency "$CONC" -o "$dir" "$SRC/$repo:v1"
+                else
+                    measure "$ktd|oras" "$ORAS" backup --concurrency "$CONC" -o "$tar" "$SRC/$repo:v1"
+                fi
+                rm -f "$W/unrelated"
+                ;;
             skopeo-dir)
                 rm -rf "$skdir"
                 measure "$kd|skopeo copy oci:" skopeo copy --all --preserve-digests --src-tls-verify=false \
@@ -470,7 +499,7 @@ scenario_a() {
                     curl -fsS -H "Accept: $OCI_MANIFEST" -o
                 ;;
             esac
-        done < <(rotate "$r" oras-tar skopeo-tar oras-dir skopeo-dir floor)
+        done < <(rotate "$r" oras-tar skopeo-tar oras-dir skopeo-dir floor oras-dir-dirty oras-tar-dirty)
     done
     metric "$kt|oras" summary "$(summary_of "$kt|oras")"
     rm -f "$sktar"
@@ -732,6 +761,100 @@ YAML
 }
 
 # ---------------------------------------------------------------------------------------
+# Scenario d: registry scale, many repositories of small tags sharing a base layer, each tag
+# with 2 referrers; the whole set backed up by naming the registry (catalog mode).
+scenario_d() {
+    local sc=d repos=$D_REPOS per=$D_TAGS n i r tool yaml
+    local dir=$SW/d-dir skdir=$SW/d-skopeo kd="d|backup to directory" kr="d|restore from directory"
+    local o_ref="oras --include-referrers" o_tag="oras (tags only)" sk="skopeo sync (tags only)"
+    n=$((repos * per))
+    log "scenario d: $repos repositories x $per tags, 2 layers (one shared by all), 2 referrers each"
+    metric d title "$repos repositories x $per tags ($n images of 2 small layers, one shared by all; 2 referrers each, tag schema), backed up by naming the registry (concurrency $CONC)"
+    metric d tags "$n"
+    local t0=$EPOCHREALTIME
+    for ((i = 0; i < repos; i++)); do
+        python3 "$here/load.py" tags "$SRC" "$(printf 'bench-d/r%03d' "$i")" --count "$per" --referrers 2 --shared-base \
+            --list "$TMP/list-d" 2>>"$LOGS/load-d.log"
+    done
+    log "loaded in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')s"
+    yaml=$TMP/sync-d.yml
+    {
+        printf '%s:\n  tls-verify: false\n  images-by-tag-regex:\n' "$SRC"
+        for ((i = 0; i < repos; i++)); do
+            printf "    %s: '^v[0-9]+\$'\n" "$(printf 'bench-d/r%03d' "$i")"
+        done
+    } >"$yaml"
+    local oras_d=("$ORAS" backup --concurrency "$CONC" --include-repos 'bench-d/*')
+
+    compare "$kd|$o_ref" "$kd|$sk" - -
+    compare "$kd|$o_tag" "$kd|$sk" - -
+    for ((r = 1; r <= RUNS; r++)); do
+        while read -r tool; do
+            [ "$tool" != skip ] || continue
+            case $tool in
+            oras-ref)
+                rm -rf "$dir"
+                measure "$kd|$o_ref" "${oras_d[@]}" --include-referrers -o "$dir" "$SRC"
+                ;;
+            oras-tag)
+                rm -rf "$dir-tags"
+                measure "$kd|$o_tag" "${oras_d[@]}" -o "$dir-tags" "$SRC"
+                ;;
+            skopeo)
+                rm -rf "$skdir"
+                measure "$kd|$sk" skopeo sync --all --preserve-digests --src yaml --dest dir "$yaml" "$skdir"
+                ;;
+            esac
+        done < <(rotate "$r" oras-ref oras-tag "$(skopeo_turn "$r")")
+    done
+    metric "$kd|$o_ref" summary "$(summary_of "$kd|$o_ref")"
+    rm -rf "$dir-tags"
+    count_requests "$kd|$o_ref" "${oras_d[@]}" --include-referrers -o "$SW/d-debug" "$SRC"
+    rm -rf "$SW/d-debug"
+
+    local k2="d|second backup into the same directory"
+    compare "$k2|$o_ref" - - "$kd|$o_ref"
+    for ((r = 1; r <= RUNS; r++)); do
+        measure "$k2|$o_ref" "${oras_d[@]}" --include-referrers -o "$dir" "$SRC"
+    done
+    metric "$k2|$o_ref" summary "$(summary_of "$k2|$o_ref")"
+
+    compare "$kr|oras restore --exclude-referrers" "$kr|skopeo sync dir: (tags only)" - -
+    compare "$kr|oras restore" "$kr|skopeo sync dir: (tags only)" - -
+    for ((r = 1; r <= RUNS; r++)); do
+        while read -r tool; do
+            [ "$tool" != skip ] || continue
+            fresh_registry
+            case $tool in
+            oras-ref) measure "$kr|oras restore" "$ORAS" restore --concurrency "$CONC" --input "$dir" "$FRESH_HOST" ;;
+            oras-tag)
+                measure "$kr|oras restore --exclude-referrers" "$ORAS" restore --concurrency "$CONC" --exclude-referrers \
+                    --input "$dir" "$FRESH_HOST"
+                ;;
+            skopeo)
+                measure "$kr|skopeo sync dir: (tags only)" skopeo sync --all --preserve-digests --dest-tls-verify=false \
+                    --src dir --dest docker "$skdir" "$FRESH_HOST/bench-d"
+                ;;
+            esac
+            stop_registry "$FRESH_NAME" "$FRESH_PID"
+        done < <(rotate "$r" oras-ref oras-tag "$(skopeo_turn "$r")")
+    done
+    metric "$kr|oras restore" summary "$(summary_of "$kr|oras restore")"
+    rm -rf "$skdir"
+
+    local k3="d|second restore into the same registry"
+    compare "$k3|oras restore" - - "$kr|oras restore"
+    fresh_registry
+    count_requests "$kr|oras restore" "$ORAS" restore --concurrency "$CONC" --input "$dir" "$FRESH_HOST"
+    for ((r = 1; r <= RUNS; r++)); do
+        measure "$k3|oras restore" "$ORAS" restore --concurrency "$CONC" --input "$dir" "$FRESH_HOST"
+    done
+    metric "$k3|oras restore" summary "$(summary_of "$k3|oras restore")"
+    stop_registry "$FRESH_NAME" "$FRESH_PID"
+    rm -rf "$dir"
+}
+
+# ---------------------------------------------------------------------------------------
 machine() {
     local cpu mem
     cpu=$(sed -n 's/^model name[[:space:]]*: *//p' /proc/cpuinfo | head -n 1)
@@ -757,7 +880,8 @@ for s in $SCENARIOS; do
     a) scenario_a a "$A_BYTES" "$A_RUNS" ;;
     b) scenario_b ;;
     c) scenario_c ;;
-    *) die "unknown scenario $s (a, b, c)" ;;
+    d) scenario_d ;;
+    *) die "unknown scenario $s (a, b, c, d)" ;;
     esac
 done
 if [ -n "$BIG" ]; then

@@ -194,17 +194,36 @@ def cmd_tags(args):
 
     shared_config = canonical({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
     shared_layer = b"bench shared layer\n" * 8
-    if not args.unique_blobs:
+    emitted_shared = set()
+    base_layer = b"bench base layer shared by every repository\n" * 64
+    if args.shared_base:
+        reg.push_blob(repo, base_layer)
+        emitted_shared.add(f"B {sha256(base_layer)} {len(base_layer)} image")
+    elif not args.unique_blobs:
         reg.push_blob(repo, shared_config)
         reg.push_blob(repo, shared_layer)
     if args.referrers:
         reg.push_blob(repo, EMPTY_JSON)
-    emitted_shared = set()
 
     def one(i):
         tag = tag_name(i)
         out = []
-        if args.unique_blobs:
+        if args.shared_base:
+            # A base layer every image of every repository shares, and one of its own.
+            layer = os.urandom(2048)
+            config = canonical(
+                {
+                    "architecture": "amd64",
+                    "os": "linux",
+                    "rootfs": {"type": "layers", "diff_ids": [sha256(base_layer), sha256(layer)]},
+                    "config": {"Labels": {"bench.tag": f"{repo}:{tag}"}},
+                }
+            )
+            cd = reg.push_blob(repo, config)
+            ld = reg.push_blob(repo, layer)
+            out.append(f"B {cd} {len(config)} image")
+            out.append(f"B {ld} {len(layer)} image")
+        elif args.unique_blobs:
             layer = os.urandom(2048)
             config = canonical(
                 {
@@ -221,12 +240,15 @@ def cmd_tags(args):
         else:
             config, layer = shared_config, shared_layer
             cd, ld = sha256(config), sha256(layer)
+        layers = [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}]
+        if args.shared_base:
+            layers.insert(0, {"mediaType": OCI_LAYER, "digest": sha256(base_layer), "size": len(base_layer)})
         manifest = canonical(
             {
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+                "layers": layers,
                 "annotations": {"bench.tag": tag},
             }
         )
@@ -263,7 +285,7 @@ def cmd_tags(args):
         for fut in [pool.submit(one, i) for i in range(args.start, args.start + args.count)]:
             fut.result()
 
-    if not args.unique_blobs:
+    if not args.unique_blobs and not args.shared_base:
         for data in (shared_config, shared_layer):
             emitted_shared.add(f"B {sha256(data)} {len(data)} image")
     if args.referrers:
@@ -297,6 +319,7 @@ def main():
     t.add_argument("--count", type=int, required=True)
     t.add_argument("--referrers", type=int, default=0)
     t.add_argument("--unique-blobs", action="store_true")
+    t.add_argument("--shared-base", action="store_true", help="two layers per image: one shared by all, one of its own")
     t.add_argument("--threads", type=int, default=8)
     t.add_argument("--list", required=True)
     args = p.parse_args()
