@@ -455,8 +455,8 @@ scenario_a() {
 
     compare "$kt|oras" "$kt|skopeo copy oci-archive:" "$sc|fetch the blobs|curl floor" -
     compare "$kd|oras" "$kd|skopeo copy oci:" "$sc|fetch the blobs|curl floor" -
-    compare "$kdd|oras" "$kd|oras" - -
-    compare "$ktd|oras" "$kt|oras" - -
+    compare "$kdd|oras" - - "$kd|oras"
+    compare "$ktd|oras" - - "$kt|oras"
     for ((r = 1; r <= runs; r++)); do
         while read -r tool; do
             [ "$tool" != skip ] || continue
@@ -473,6 +473,13 @@ scenario_a() {
             oras-dir)
                 rm -rf "$dir"
                 measure "$kd|oras" "$ORAS" backup --concurrency "$CONC" -o "$dir" "$SRC/$repo:v1"
+                ;;
+            disk)
+                # The disk's own floor: the same number of bytes written and fsync'd.
+                rm -f "$W/$sc-dd"
+                measure "$sc|write the bytes to disk|dd conv=fsync floor" dd if=/dev/zero of="$W/$sc-dd" bs=1M \
+                    count=$((bytes / 1048576)) conv=fsync status=none
+                rm -f "$W/$sc-dd"
                 ;;
             oras-dir-dirty | oras-tar-dirty)
                 # Another program's data, written and not yet flushed, on the same filesystem: a
@@ -499,7 +506,7 @@ scenario_a() {
                     curl -fsS -H "Accept: $OCI_MANIFEST" -o
                 ;;
             esac
-        done < <(rotate "$r" oras-tar skopeo-tar oras-dir skopeo-dir floor oras-dir-dirty oras-tar-dirty)
+        done < <(rotate "$r" oras-tar skopeo-tar oras-dir skopeo-dir floor oras-dir-dirty oras-tar-dirty disk)
     done
     metric "$kt|oras" summary "$(summary_of "$kt|oras")"
     rm -f "$sktar"
