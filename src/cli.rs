@@ -344,6 +344,9 @@ pub struct BackupArgs {
     /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
     #[arg(long)]
     pub full_reference: bool,
+    /// Compress the archive (implied by an output ending in .tar.gz or .tar.zst; with -o -, compresses the stream)
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<crate::layout::compress::Compression>,
     #[command(flatten)]
     pub platforms: PlatformArgs,
     /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag; a registry alone means every repository its catalog lists

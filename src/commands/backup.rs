@@ -4,6 +4,7 @@ use super::common;
 use super::UsageError;
 use crate::cli::{BackupArgs, Format};
 use crate::engine::{self, Job, Options};
+use crate::layout::compress::{CompressedOutput, Compression};
 use crate::layout::dir::DirSink;
 use crate::layout::tar_stream::StreamTarSink;
 use crate::layout::tar_write::TarSink;
@@ -20,27 +21,67 @@ use std::sync::Arc;
 enum Output {
     Dir(PathBuf),
     Tar(PathBuf),
-    Stdout,
+    /// A compressed tar file.
+    Compressed(PathBuf, Compression),
+    /// A tar stream on standard output, compressed or not.
+    Stdout(Option<Compression>),
 }
 
-fn output(spec: &str) -> Result<Output> {
+fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
     if spec.trim().is_empty() {
-        return Err(UsageError("--output is empty: give a directory, or a path ending in .tar".into()).into());
+        return Err(UsageError("--output is empty: give a directory, or a path ending in .tar, .tar.gz or .tar.zst".into()).into());
     }
     if spec == "-" {
-        return Ok(Output::Stdout);
+        return Ok(Output::Stdout(compress));
     }
     let p = PathBuf::from(spec);
-    let lower = spec.to_ascii_lowercase();
-    if lower.ends_with(".tar") {
-        return Ok(Output::Tar(p));
+    match (Compression::of_name(spec), compress) {
+        (Some(named), Some(asked)) if named != asked => {
+            return Err(UsageError(format!("--output {spec:?} names a {named} archive but --compress says {asked}: make them agree")).into())
+        }
+        (Some(c), _) => return Ok(Output::Compressed(p, c)),
+        (None, _) => {}
+    }
+    if spec.to_ascii_lowercase().ends_with(".tar") {
+        return Ok(compress.map_or(Output::Tar(p.clone()), |c| Output::Compressed(p, c)));
+    }
+    if let Some(c) = compress {
+        return Err(UsageError(format!(
+            "--compress {c} writes an archive, but --output {spec:?} is a directory: name a file (.tar.gz, .tar.zst) or - for standard output"
+        ))
+        .into());
     }
     if let Some(ext) = p.extension().and_then(|e| e.to_str()) {
         if !p.is_dir() {
-            eprintln!("Warning: output {spec:?} has extension .{ext}, which is not .tar: writing an OCI layout directory there");
+            eprintln!("Warning: output {spec:?} has extension .{ext}, which is not .tar, .tar.gz or .tar.zst: writing an OCI layout directory there");
         }
     }
     Ok(Output::Dir(p))
+}
+
+/// Where a backup goes: the sink, the directory this run creates (removed if it fails), and the
+/// compressed file to put in place once complete.
+type Opened = (Arc<dyn Sink>, Option<PathBuf>, Option<CompressedOutput>);
+
+async fn open_sink(out: &Output, full: bool) -> Result<Opened> {
+    Ok(match out {
+        Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(full)), None, None),
+        Output::Compressed(p, c) => {
+            let (file, writer) = CompressedOutput::create(p, *c).await?;
+            (Arc::new(StreamTarSink::new(writer).full_references(full)), None, Some(file))
+        }
+        Output::Stdout(c) => {
+            let stdout: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match c {
+                Some(c) => c.writer(tokio::io::stdout()),
+                None => Box::new(tokio::io::stdout()),
+            };
+            (Arc::new(StreamTarSink::new(stdout).full_references(full)), None, None)
+        }
+        Output::Dir(p) => {
+            let existed = p.exists();
+            (Arc::new(DirSink::create(p).await?.full_references(full)), if existed { None } else { Some(p.clone()) }, None)
+        }
+    })
 }
 
 /// Cleans up after a run into a directory it created that did not complete (also on Ctrl-C): an empty
@@ -171,11 +212,11 @@ async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progres
 
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
-    let out = output(&args.output)?;
-    if matches!(out, Output::Stdout) && args.common.format == Format::Json {
+    let out = output(&args.output, args.compress)?;
+    if matches!(out, Output::Stdout(_)) && args.common.format == Format::Json {
         return Err(UsageError("--format json cannot be used with -o -: standard output carries the archive".into()).into());
     }
-    if matches!(out, Output::Stdout) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if matches!(out, Output::Stdout(_)) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(UsageError(
             "-o - writes a tar archive to standard output, which is a terminal: redirect it to a file or a pipe (... > backup.tar), or give a path".into(),
         )
@@ -184,7 +225,7 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     common::check_platforms(&args.platforms)?;
     let registries = common::registries(&args.common, true)?;
     let mut progress = common::progress(&args.common);
-    if matches!(out, Output::Stdout) {
+    if matches!(out, Output::Stdout(_)) {
         progress.status_to_stderr();
     }
     let refs = references(&args, &registries, &mut progress).await?;
@@ -200,20 +241,16 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         platforms: args.platforms.platform.clone(),
         sparse_index: args.platforms.sparse_index,
     };
-    let (sink, created_dir): (Arc<dyn Sink>, Option<PathBuf>) = match &out {
-        Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(args.full_reference)), None),
-        Output::Stdout => (Arc::new(StreamTarSink::new(Box::new(tokio::io::stdout())).full_references(args.full_reference)), None),
-        Output::Dir(p) => {
-            let existed = p.exists();
-            (Arc::new(DirSink::create(p).await?.full_references(args.full_reference)), if existed { None } else { Some(p.clone()) })
-        }
-    };
+    let (sink, created_dir, compressed) = open_sink(&out, args.full_reference).await?;
     // We made this directory for this run: if it fails, leave nothing behind that could pass for a backup.
     let mut cleanup = CreatedDir(created_dir);
     let src: Arc<dyn Source> = registries;
     let result = engine::run(src, sink.clone(), &jobs, &opts, &mut progress).await;
     drop(sink);
     let report = result?;
+    if let Some(file) = compressed {
+        file.commit().await?;
+    }
     cleanup.0 = None;
     let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
     let repos: std::collections::BTreeSet<&str> = report.jobs.iter().map(|j| j.source.as_str()).collect();

@@ -1,5 +1,6 @@
 //! OCI image layouts: the `index.json` model, the directory store, the tar writer and the tar reader.
 
+pub mod compress;
 pub mod dir;
 pub mod durable;
 pub mod graph;

@@ -1,6 +1,7 @@
 //! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and referrers.
 
 use super::blob_path;
+use super::compress::{self, Compression};
 use super::graph::{self, Graph};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
@@ -87,6 +88,15 @@ fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
     graph::walk(roots, |d| store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from))
 }
 
+/// The compression of a file, by its first bytes.
+async fn sniff_compression(path: &Path) -> Option<Compression> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 4];
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let n = f.read(&mut head).await.ok()?;
+    Compression::sniff(&head[..n])
+}
+
 /// A backup opened for reading.
 pub struct LayoutSource {
     store: Arc<Store>,
@@ -96,6 +106,10 @@ pub struct LayoutSource {
     pub size: u64,
     /// Whether the input is a tar archive.
     pub is_tar: bool,
+    /// How the archive was compressed, when it was: it is read from a temporary tar unpacked from it.
+    pub compression: Option<Compression>,
+    /// That temporary tar, removed with the source.
+    _unpacked: Option<tempfile::TempPath>,
 }
 
 pub use super::index::unnamed;
@@ -111,6 +125,7 @@ impl LayoutSource {
             // A fifo or device would block or never end; streams go through `--input -`.
             bail!("cannot open backup {shown:?}: it is neither a directory nor a regular file (use --input - to read a stream)");
         }
+        let (mut compression, mut unpacked) = (None, None);
         let store = if meta.is_dir() {
             if tokio::fs::metadata(path.join("index.json")).await.is_err() {
                 bail!("{shown:?} is not an OCI image layout: it has no index.json");
@@ -118,16 +133,31 @@ impl LayoutSource {
             let top = tokio::fs::canonicalize(path).await.with_context(|| format!("cannot open backup {shown:?}"))?;
             Store::Dir(path.to_path_buf(), top)
         } else {
-            let p = path.to_path_buf();
+            compression = sniff_compression(path).await;
+            if let Some(c) = compression {
+                let p = path.to_path_buf();
+                unpacked =
+                    Some(tokio::task::spawn_blocking(move || compress::unpack(&p, c)).await.context("internal: reader task failed")??);
+            }
+            let p = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
             let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
             if !idx.files.contains_key("index.json") {
                 bail!("{shown:?} is a tar archive but not an OCI image layout: it has no index.json");
             }
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open backup {shown:?}"))?;
-            Store::Tar(path.to_path_buf(), idx, file)
+            let tar = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
+            let file = std::fs::File::open(&tar).with_context(|| format!("cannot open backup {shown:?}"))?;
+            Store::Tar(tar, idx, file)
         };
         let store = Arc::new(store);
-        let mut src = LayoutSource { store, entries: Vec::new(), referrers: HashMap::new(), size: 0, is_tar: !meta.is_dir() };
+        let mut src = LayoutSource {
+            store,
+            entries: Vec::new(),
+            referrers: HashMap::new(),
+            size: 0,
+            is_tar: !meta.is_dir(),
+            compression,
+            _unpacked: unpacked,
+        };
         let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
         src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
         let graph = src.graph().await?;

@@ -1,6 +1,7 @@
 //! Reading a backup from a non-seekable tar stream (stdin): manifests (which this tool writes first) are
 //! held in memory; blobs are handed on as they pass, once, in stream order.
 
+use super::compress::Compression;
 use super::graph::{self, Broken};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::check_entry;
@@ -77,6 +78,19 @@ fn digest_of_entry<R: Read>(r: &mut R) -> std::io::Result<Digest> {
 /// Where errors about the stream say it came from.
 const P: &str = "standard input";
 
+/// Reads until `buf` is full or the input ends; the bytes read (errors end it early: the tar reader
+/// meets them again).
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
 /// The blob whose last chunk is held back, with that chunk once read.
 type Held = (mpsc::Sender<Chunk>, Option<Bytes>);
 
@@ -148,9 +162,23 @@ impl Reader {
         }
     }
 
-    /// Applies a file's format checks to the stream's first block, so that a compressed or foreign
-    /// stream gets a clear answer; returns the stream with that block put back.
-    fn sniff<R: Read>(&mut self, mut input: R) -> Option<impl Read> {
+    /// Applies a file's format checks to the stream's first block, so that a foreign stream gets a
+    /// clear answer; a gzip or zstd stream is decompressed as it passes. Returns the stream with that
+    /// block put back.
+    fn sniff<'a, R: Read + 'a>(&mut self, mut input: R) -> Option<Box<dyn Read + 'a>> {
+        let mut magic = [0u8; 4];
+        let n = read_up_to(&mut input, &mut magic);
+        let raw = std::io::Cursor::new(magic[..n].to_vec()).chain(input);
+        let mut input: Box<dyn Read + 'a> = match Compression::sniff(&magic[..n]) {
+            Some(c) => match c.reader(raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.fail(anyhow!("cannot read the {c} stream on {P}: {e}"));
+                    return None;
+                }
+            },
+            None => Box::new(raw),
+        };
         let mut first = vec![0u8; 512];
         let mut n = 0;
         while n < first.len() {
@@ -172,7 +200,7 @@ impl Reader {
                 return None;
             }
         }
-        Some(std::io::Cursor::new(first).chain(input))
+        Some(Box::new(std::io::Cursor::new(first).chain(input)))
     }
 
     /// Fails the run: the head's receiver if it still waits, otherwise every blob consumer.

@@ -143,11 +143,12 @@ impl Sink for StreamTarSink {
     }
 
     async fn has_manifest(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
-        // Written in prepare.
-        Ok(true)
+        // Not before this run: the run writes it (in prepare, ahead of the blobs), and counts it so.
+        Ok(false)
     }
 
     async fn push_manifest(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+        // Written in prepare.
         Ok(())
     }
 
@@ -162,7 +163,8 @@ impl Sink for StreamTarSink {
         }
         let mut out = self.out.lock().await;
         out.write_all(&ZEROS).await?;
-        out.flush().await?;
+        // A compressed stream writes its end here; standard output is only flushed.
+        out.shutdown().await?;
         Ok(())
     }
 }
