@@ -4,14 +4,12 @@
 //! Nothing is ever read from outside the backup or written outside it, and memory stays small
 //! whatever sizes the input claims.
 
-mod common;
-#[path = "common/measured_run.rs"]
-mod measured_run;
+use crate::harness;
 
-use common::client::{sha256_digest, OCI_INDEX, OCI_MANIFEST};
-use common::fixtures::{Desc, OCI_LAYER_GZIP};
-use common::layout::{LayoutBuilder, REF_NAME};
-use common::{s, tempdir, Client, Registry, Run};
+use harness::client::{sha256_digest, OCI_INDEX, OCI_MANIFEST};
+use harness::fixtures::{Desc, OCI_LAYER_GZIP};
+use harness::layout::{LayoutBuilder, REF_NAME};
+use harness::{s, tempdir, Client, Registry, Run};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -356,15 +354,15 @@ fn run_cases(cases: &[Case], root: &str) {
     for (i, case) in cases.iter().enumerate() {
         let repo = format!("hostile/case{i}");
         let target = format!("{}/{repo}", reg.host());
-        let run = common::restore(&["--input", s(&case.path), &target]);
+        let run = harness::restore(&["--input", s(&case.path), &target]);
         failures.check(&format!("restore {}", case.name), refused(&run, case.keyword, false).and_then(|_| untouched(&reg, &repo, root)));
-        let run = common::oras(&["verify", s(&case.path)]);
+        let run = harness::oras(&["verify", s(&case.path)]);
         failures.check(&format!("verify {}", case.name), refused(&run, case.verify_keyword.unwrap_or(case.keyword), true));
         if case.stdin {
             let repo = format!("hostile/stdin{i}");
             let target = format!("{}/{repo}", reg.host());
             let bytes = std::fs::read(&case.path).unwrap();
-            let run = common::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &target], Some(&bytes));
+            let run = harness::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &target], Some(&bytes));
             failures.check(&format!("restore --input - {}", case.name), {
                 // A stream's damage may only show after blobs were sent: they were held back, nothing is visible.
                 let r = if run.code == Some(1) { refused(&run, "", false) } else { Err(format!("expected exit 1\n{}", describe(&run))) };
@@ -910,14 +908,14 @@ fn layout_directory_links_and_special_files_are_refused() {
 fn backup_into_a_directory_with_linked_structure_is_refused() {
     let reg = Registry::start();
     let c = Client::new(&reg.host());
-    common::fixtures::push_signed_image(&c, "team/app");
+    harness::fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(elsewhere.join("sha256")).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink(&elsewhere, out.join("blobs")).unwrap();
-    let run = common::backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]);
+    let run = harness::backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]);
     run.fails(1, "symbolic link");
     assert_eq!(std::fs::read_dir(elsewhere.join("sha256")).unwrap().count(), 0, "blobs were written through the link");
 
@@ -927,14 +925,14 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
     let victim = dir.path().join("victim.json");
     std::fs::write(&victim, b"precious").unwrap();
     std::os::unix::fs::symlink(&victim, out2.join("index.json")).unwrap();
-    common::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())]).fails(1, "symbolic link");
+    harness::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())]).fails(1, "symbolic link");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
     // index.json a fifo (or /dev/zero): never read without bound.
     let out3 = dir.path().join("out3");
     std::fs::create_dir_all(&out3).unwrap();
     mkfifo(&out3.join("index.json"));
-    common::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())]).fails(1, "regular file");
+    harness::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())]).fails(1, "regular file");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,7 +944,7 @@ const MAX_RSS_KB: u64 = 64 * 1024;
 /// Runs `oras <args>` (stdin from the file `stdin`, or none) and returns the run and its peak RSS in KiB.
 fn run_measuring_rss(args: &[&str], stdin: Option<&Path>) -> (Run, u64) {
     let bytes = stdin.map(|p| std::fs::read(p).unwrap());
-    let m = measured_run::run_measured(args, bytes.as_deref(), Duration::from_secs(120));
+    let m = harness::measured_run::run_measured(args, bytes.as_deref(), Duration::from_secs(120));
     assert!(!m.killed, "oras {args:?} did not finish:\n{:?}", m.run);
     (m.run, m.peak_rss_kib)
 }
@@ -1027,15 +1025,15 @@ fn the_undamaged_base_restores() {
     let layout = dir.path().join("good");
     base.write_dir(&layout);
     for (i, input) in [&tar, &layout].into_iter().enumerate() {
-        common::oras(&["verify", s(input)]).ok();
+        harness::oras(&["verify", s(input)]).ok();
         let repo = format!("good/case{i}");
-        common::restore(&["--input", s(input), &format!("{}/{repo}", reg.host())]).ok();
+        harness::restore(&["--input", s(input), &format!("{}/{repo}", reg.host())]).ok();
         let c = Client::new(&reg.host());
         assert_eq!(c.list_tags(&repo), vec!["v1".to_string()]);
         assert_eq!(c.get_manifest(&repo, "v1").unwrap().digest, base.manifest.digest);
     }
     let bytes = std::fs::read(&tar).unwrap();
-    common::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())], Some(&bytes)).ok();
+    harness::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())], Some(&bytes)).ok();
     // A tar from another tool: pax global header first (git archive), identical duplicate entries.
     let mut t = RawTar::default();
     t.entry("pax_global_header", tar::EntryType::XGlobalHeader, 52, b"52 comment=0123456789abcdef0123456789abcdef01234567\n", None);
@@ -1044,6 +1042,6 @@ fn the_undamaged_base_restores() {
     }
     t.file(&blob_name(&base.layer.digest), base.get(&blob_name(&base.layer.digest)).unwrap());
     let other = write(dir.path(), "other-tool.tar", &t.finish());
-    common::oras(&["verify", s(&other)]).ok();
-    common::restore(&["--input", s(&other), &format!("{}/good/other", reg.host())]).ok();
+    harness::oras(&["verify", s(&other)]).ok();
+    harness::restore(&["--input", s(&other), &format!("{}/good/other", reg.host())]).ok();
 }

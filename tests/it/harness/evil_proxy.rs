@@ -29,7 +29,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::fault_proxy::{head_bytes, read_head, Headers};
+use crate::harness::fault_proxy::{head_bytes, read_head, Headers};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

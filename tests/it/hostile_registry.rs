@@ -16,22 +16,18 @@
 //! Every run is killed after [`RUN_LIMIT`], so that a product that hangs fails a test instead of
 //! stalling the suite.
 
-mod common;
-#[path = "common/evil_proxy.rs"]
-mod evil_proxy;
-#[path = "common/measured_run.rs"]
-mod measured_run;
+use crate::harness;
 
 use base64::Engine as _;
-use common::client::OCI_INDEX;
-use common::fixtures::{Builder, RepoFixture};
-use common::layout::{Layout, REF_NAME};
-use common::registry::RegistryOptions;
-use common::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
-use common::token_server::{TokenConfig, TokenServer};
-use common::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Registry, Run};
-use evil_proxy::{Action, Answer, Bystander, Canned, EvilProxy, Match};
-use measured_run::{run_measured, Measured};
+use harness::client::OCI_INDEX;
+use harness::evil_proxy::{Action, Answer, Bystander, Canned, EvilProxy, Match};
+use harness::fixtures::{Builder, RepoFixture};
+use harness::layout::{Layout, REF_NAME};
+use harness::measured_run::{run_measured, Measured};
+use harness::registry::RegistryOptions;
+use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
+use harness::token_server::{TokenConfig, TokenServer};
+use harness::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Registry, Run};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;

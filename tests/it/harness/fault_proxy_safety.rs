@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::fault_proxy::{head_bytes, read_head, serve_loopback, Listening};
+use crate::harness::fault_proxy::{head_bytes, read_head, serve_loopback, Listening};
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};

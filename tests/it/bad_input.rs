@@ -1,13 +1,13 @@
 //! Bad input: every case exits non-zero (usage errors 2, others 1) with exactly one error
 //! line naming the problem, no panic, and nothing complete-looking left behind.
 
-mod common;
+use crate::harness;
 
-use common::client::sha256_digest;
-use common::fixtures;
-use common::layout::Layout;
-use common::registry::free_port;
-use common::{backup, looks_complete, restore, s, tempdir, Client, Registry};
+use harness::client::sha256_digest;
+use harness::fixtures;
+use harness::layout::Layout;
+use harness::registry::free_port;
+use harness::{backup, looks_complete, restore, s, tempdir, Client, Registry};
 
 /// A registry holding one signed image in `team/app`, and a directory backup of it.
 fn source_and_backup_dir() -> (Registry, fixtures::RepoFixture, tempfile::TempDir, std::path::PathBuf) {
@@ -47,7 +47,7 @@ fn backup_without_output_is_a_usage_error() {
 #[test]
 fn backup_with_empty_output_is_a_usage_error() {
     let dir = tempdir();
-    let run = common::oras(&["backup", "--no-tty", "--output", "", "127.0.0.1:1/team/app"]);
+    let run = harness::oras(&["backup", "--no-tty", "--output", "", "127.0.0.1:1/team/app"]);
     run.fails(2, "output");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -273,7 +273,7 @@ fn verify_reports_a_deleted_blob() {
     let (_src, fx, _dir, out) = source_and_backup_dir();
     let layer = first_layer(&fx);
     std::fs::remove_file(blob_path(&out, &layer)).unwrap();
-    let run = common::oras(&["verify", s(&out)]);
+    let run = harness::oras(&["verify", s(&out)]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.output().contains(layer.strip_prefix("sha256:").unwrap()), "{run:?}");
     assert!(!run.stderr.contains("panicked"));
@@ -281,11 +281,11 @@ fn verify_reports_a_deleted_blob() {
 
 /// A tar whose layout is valid plus one extra entry with a raw (unchecked) name or type.
 fn tar_with_raw_entry(path: &std::path::Path, name: &str, entry_type: tar::EntryType, link: Option<&str>) {
-    let mut b = common::layout::LayoutBuilder::default();
+    let mut b = harness::layout::LayoutBuilder::default();
     let (m, _) = b.add_image("evil");
-    b.add_entry(&m, &[(common::layout::REF_NAME, "v1")]);
+    b.add_entry(&m, &[(harness::layout::REF_NAME, "v1")]);
     let good = path.with_extension("good.tar");
-    b.write_tar(&good, &common::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false });
+    b.write_tar(&good, &harness::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false });
     let layout = Layout::read(&good);
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     // The raw entry first, so that a reader meets it before anything else.

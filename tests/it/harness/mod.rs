@@ -4,10 +4,13 @@
 
 pub mod client;
 pub mod companion;
+pub mod evil_proxy;
 pub mod fake_referrers;
 pub mod fault_proxy;
+pub mod fault_proxy_safety;
 pub mod fixtures;
 pub mod layout;
+pub mod measured_run;
 pub mod registry;
 pub mod tls;
 pub mod token_server;

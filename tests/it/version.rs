@@ -6,7 +6,7 @@ use std::process::Command;
 // The build script's date arithmetic and value check, tested here with known dates: it is not a
 // module of the crate, and its `main` is not called.
 #[allow(dead_code)]
-#[path = "../build.rs"]
+#[path = "../../build.rs"]
 mod build_script;
 
 /// Runs the binary with `args`; its stdout, after checking that it succeeded with nothing on stderr.

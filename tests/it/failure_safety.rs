@@ -5,16 +5,14 @@
 //! within a second or two with exit code 130 and no temporary files, and a re-run completes
 //! (a restore pushing only what is missing).
 
-mod common;
-#[path = "common/fault_proxy_safety.rs"]
-mod fault_proxy_safety;
+use crate::harness;
 
-use common::client::{digest_hex, sha256_digest};
-use common::fault_proxy::{Fault, FaultProxy, When};
-use common::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
-use common::layout::Layout;
-use common::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry, Run};
-use fault_proxy_safety::{Direction, SafetyProxy};
+use harness::client::{digest_hex, sha256_digest};
+use harness::fault_proxy::{Fault, FaultProxy, When};
+use harness::fault_proxy_safety::{Direction, SafetyProxy};
+use harness::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
+use harness::layout::Layout;
+use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry, Run};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,7 +119,7 @@ fn spawn_fed(args: &[&str]) -> (Bg, std::process::ChildStdin) {
 
 fn spawn_with(args: &[&str], stdin: Stdio) -> Bg {
     let dir = tempdir();
-    let child = common::oras_command(args)
+    let child = harness::oras_command(args)
         .stdin(stdin)
         .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout")).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).unwrap()))
@@ -392,7 +390,7 @@ fn a_corrupted_manifest_fetched_by_tag_is_not_backed_up_under_another_digest() {
     assert!(proxy.fired() > 0);
     if run.code == Some(0) {
         let layout = Layout::read(&out);
-        let v1 = layout.entries().into_iter().find(|e| e["annotations"][common::layout::REF_NAME] == "v1").unwrap();
+        let v1 = layout.entries().into_iter().find(|e| e["annotations"][harness::layout::REF_NAME] == "v1").unwrap();
         assert_eq!(v1["digest"], fx.tag("v1"), "a corrupted manifest was backed up under another digest");
     } else {
         assert_clean_failure(&run, &["v1"]);
@@ -812,7 +810,7 @@ fn ctrl_c_mid_backup_into_an_existing_layout_leaves_it_valid() {
     assert!(partial_files(dir.path()).is_empty(), "temporary files left: {:?}", partial_files(dir.path()));
     assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index_before, "index.json changed");
     kept_blobs(&out);
-    common::oras(&["verify", s(&out)]).ok();
+    harness::oras(&["verify", s(&out)]).ok();
 
     proxy.throttle(0);
     backup(&["--include-referrers", "-o", s(&out), &format!("{name}:v1")]).ok();

@@ -7,16 +7,16 @@
 //! Guarded registries share their storage with a plain one, which the tests use to push
 //! fixtures and check results without credentials.
 
-mod common;
+use crate::harness;
 
 use base64::Engine as _;
-use common::fault_proxy::{Fault, FaultProxy, When};
-use common::fixtures::{self, RepoFixture};
-use common::layout::Layout;
-use common::registry::RegistryOptions;
-use common::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
-use common::token_server::{TokenConfig, TokenServer};
-use common::{assert_layout_holds, assert_repo_matches, oras_env, s, tempdir, Client, Registry, Run};
+use harness::fault_proxy::{Fault, FaultProxy, When};
+use harness::fixtures::{self, RepoFixture};
+use harness::layout::Layout;
+use harness::registry::RegistryOptions;
+use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
+use harness::token_server::{TokenConfig, TokenServer};
+use harness::{assert_layout_holds, assert_repo_matches, oras_env, s, tempdir, Client, Registry, Run};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -861,7 +861,7 @@ fn retries_are_bounded_and_errors_say_what_failed() {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 
     // Connection refused: retried a few times, then a clear error.
-    let dead = format!("127.0.0.1:{}/team/web", common::registry::free_port());
+    let dead = format!("127.0.0.1:{}/team/web", harness::registry::free_port());
     let t = Instant::now();
     run(&["repo", "tags", &dead], None, &[]).fails(1, "connect");
     assert!(t.elapsed() < Duration::from_secs(30));

@@ -4,18 +4,18 @@
 //! (referrers tag schema) and the in-process fake where the referrers API is needed; every
 //! test has its own registries and temporary directories.
 
-mod common;
+use crate::harness;
 
-use common::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
-use common::companion::{
+use harness::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
+use harness::companion::{
     blob_file, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines, tar_entries, verify,
     verify_json, CatalogCapProxy,
 };
-use common::fake_referrers::FakeRegistry;
-use common::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
-use common::layout::{Layout, LayoutBuilder, REF_NAME};
-use common::registry::RegistryOptions;
-use common::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
+use harness::fake_referrers::FakeRegistry;
+use harness::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
+use harness::layout::{Layout, LayoutBuilder, REF_NAME};
+use harness::registry::RegistryOptions;
+use harness::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

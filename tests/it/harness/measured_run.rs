@@ -12,7 +12,7 @@
 
 #![allow(dead_code)]
 
-use crate::common::Run;
+use crate::harness::Run;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ pub struct Measured {
 /// colour; kills it after `limit`. A killed run has no exit code and says so at the end of its stderr.
 pub fn run_measured(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Measured {
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = crate::common::oras_command(args);
+    let mut cmd = crate::harness::oras_command(args);
     cmd.stdout(Stdio::from(std::fs::File::create(out.path().join("stdout")).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(out.path().join("stderr")).unwrap()));
     match stdin {
