@@ -7,7 +7,7 @@ use harness::client::{sha256_digest, tag_schema_tag};
 use harness::fake_referrers::FakeRegistry;
 use harness::fixtures::{self, Builder, RepoFixture};
 use harness::layout::{Layout, LayoutBuilder, TarStyle, CONTAINERD_NAME, REF_NAME};
-use harness::{assert_layout_holds, assert_repo_matches, backup, oras, oras_with_stdin, restore, s, tempdir, Client, Registry};
+use harness::{assert_layout_holds, assert_repo_matches, backup, oras, restore, s, tempdir, Client, Oras, Registry};
 use std::io::Read;
 
 /// A source registry holding every fixture kind in `team/app`.
@@ -179,13 +179,13 @@ fn multi_repository_backup_and_restore() {
     // A target naming none of the backup's repositories is not given one of them by guess.
     let dst3 = Registry::start();
     let run = restore(&["--input", s(&out), &format!("{}/elsewhere/app", dst3.host())]);
-    run.fails(2, "names none of them");
+    run.fails(2, &["names none of them"]);
     assert!(run.stderr.contains(&app_ref) && run.stderr.contains(&web_ref), "the repositories are listed: {}", run.stderr);
     assert!(Client::new(&dst3.host()).catalog().is_empty(), "nothing was pushed");
 
     // A bare tag that two repositories of the backup hold names neither.
     let run = harness::oras(&["discover", "--oci-layout", &format!("{}:v2", s(&out))]);
-    run.fails(1, "several repositories");
+    run.fails(1, &["several repositories"]);
     assert!(run.stderr.contains(&format!("{app_ref}:v2")) && run.stderr.contains(&format!("{web_ref}:v2")), "{}", run.stderr);
     harness::oras(&["discover", "--oci-layout", &format!("{}:{web_ref}:v2", s(&out))]).ok();
 }
@@ -386,7 +386,7 @@ fn restore_from_stdin() {
     backup(&["--include-referrers", "-o", s(&file), &format!("{}/team/app", src.host())]).ok();
     let dst = Registry::start();
     let tar = std::fs::read(&file).unwrap();
-    let run = oras_with_stdin(&["restore", "--no-tty", "--input", "-", &dst.host()], Some(&tar));
+    let run = Oras::new(&["restore", "--no-tty", "--input", "-", &dst.host()]).stdin(&tar).run();
     run.ok();
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 }

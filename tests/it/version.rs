@@ -1,6 +1,7 @@
 //! End-to-end tests of `oras version` and `oras --version`: both print the crate's version, the
 //! git commit and the build date that `build.rs` recorded, in one line of the same form.
 
+use crate::harness::oras;
 use std::process::Command;
 
 // The build script's date arithmetic and value check, tested here with known dates: it is not a
@@ -10,12 +11,12 @@ use std::process::Command;
 mod build_script;
 
 /// Runs the binary with `args`; its stdout, after checking that it succeeded with nothing on stderr.
+#[track_caller]
 fn oras_stdout(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_oras")).args(args).output().expect("run oras");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "oras {args:?}: {:?}\n{stderr}", out.status);
-    assert!(stderr.is_empty(), "oras {args:?} wrote to stderr: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+    let run = oras(args);
+    run.ok();
+    assert!(run.stderr.is_empty(), "wrote to stderr:\n{}", run.describe());
+    String::from_utf8(run.stdout).expect("UTF-8 stdout")
 }
 
 /// The (commit, date) of a line `oras <version> (commit <commit>, built <date>)`, after checking the
