@@ -10,10 +10,11 @@
 use crate::harness;
 
 use base64::Engine as _;
-use harness::fault_proxy::{Fault, FaultProxy, When};
+use harness::fault_proxy::{Fault, FaultProxy};
 use harness::fixtures::{self, RepoFixture};
 use harness::layout::Layout;
 use harness::registry::RegistryOptions;
+use harness::relay::Match;
 use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
 use harness::token_server::{TokenConfig, TokenServer};
 use harness::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Oras, Registry, Run};
@@ -446,7 +447,7 @@ fn stale_cached_token_is_renewed_once_and_a_refused_fresh_token_fails() {
     let fx = seed(&g, "pub/app");
     let proxy = FaultProxy::start(&g.reg.host());
     // Hold the first blob download long enough for the token to go stale.
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(5)), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(5)), 1);
     let out = tempdir();
     let layout = out.path().join("app");
     let repo = format!("{}/pub/app", proxy.host());
@@ -455,7 +456,7 @@ fn stale_cached_token_is_renewed_once_and_a_refused_fresh_token_fails() {
     assert_layout_holds(&Layout::read(&layout), &[(&repo, &fx)], false);
     let pulls = ts.requests().iter().filter(|r| r.scopes == ["repository:pub/app:pull"]).count();
     assert!(pulls >= 2, "the stale token was renewed: {:#?}", ts.requests());
-    assert!(proxy.seen().iter().any(|s| s.fault.is_some()));
+    assert!(proxy.seen().iter().any(|s| s.applied.is_some()));
 
     // Tokens refused as soon as issued: one renewal, then a clear failure, no loop.
     ts.configure(|c| c.jwt_lifetime_secs = -120);
@@ -810,14 +811,14 @@ fn transient_failures_are_retried() {
     let reg = Registry::start();
     let fx = fixtures::push_web(&Client::new(&reg.host()), "team/web");
     let proxy = FaultProxy::start(&reg.host());
-    proxy.inject(When::method("GET").path("/tags/list"), Fault::unavailable(), 1);
-    proxy.inject(When::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 1);
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::cut_body(10), 1);
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::status(502), 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(100), 2);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::Close, 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::status(504), 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::status(408), 1);
+    proxy.inject(Match::method("GET").path("/tags/list"), Fault::unavailable(), 1);
+    proxy.inject(Match::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::cut_body(10), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::status(502), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(100), 2);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::Close, 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(504), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(408), 1);
     let out = tempdir();
     let layout = out.path().join("web.tar");
     let src = format!("{}/team/web", proxy.host());
@@ -831,10 +832,10 @@ fn transient_failures_are_retried() {
     // Uploads: a failed upload restarts its session; 500 and 503 on manifest pushes retry.
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::status(500), 1);
-    dproxy.inject(When::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 1);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("HEAD").path("/blobs/"), Fault::Close, 1);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::status(500), 1);
+    dproxy.inject(Match::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 1);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("HEAD").path("/blobs/"), Fault::Close, 1);
     let r = run(&["restore", "--no-tty", "--input", s(&layout), &format!("{}/team/web", dproxy.host())], None, &[]);
     r.ok();
     assert_eq!(dproxy.pending(), 0, "every fault fired");
@@ -846,7 +847,7 @@ fn retries_are_bounded_and_errors_say_what_failed() {
     let reg = Registry::start();
     fixtures::push_web(&Client::new(&reg.host()), "team/web");
     let proxy = FaultProxy::start(&reg.host());
-    proxy.inject(When::any(), Fault::unavailable(), 1000);
+    proxy.inject(Match::any(), Fault::unavailable(), 1000);
     let t = Instant::now();
     let src = format!("{}/team/web", proxy.host());
     let r = run(&["repo", "tags", &src], None, &[]);
@@ -860,7 +861,7 @@ fn retries_are_bounded_and_errors_say_what_failed() {
 
     // A Retry-After beyond the time budget gives up at once instead of sleeping.
     proxy.clear();
-    proxy.inject(When::any(), Fault::too_many_requests("3600"), 1000);
+    proxy.inject(Match::any(), Fault::too_many_requests("3600"), 1000);
     let t = Instant::now();
     run(&["repo", "tags", &src], None, &[]).fails(1, &["429"]);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());

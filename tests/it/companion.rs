@@ -8,8 +8,8 @@ use crate::harness;
 
 use harness::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
 use harness::companion::{
-    blob_file, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines, tar_entries, verify,
-    verify_json, CatalogCapProxy,
+    blob_file, catalog_cap_proxy, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines,
+    tar_entries, verify, verify_json,
 };
 use harness::fake_referrers::FakeRegistry;
 use harness::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
@@ -106,12 +106,12 @@ fn repo_ls_follows_catalog_pages_when_the_registry_caps_the_page_size() {
         want.push(name);
     }
     // Pages of 3 repositories: 7 repositories take 3 pages linked by Distribution's `Link`.
-    let proxy = CatalogCapProxy::start(&reg.host(), 3);
+    let proxy = catalog_cap_proxy(&reg.host(), 3);
     let run = oras(&["repo", "ls", "--plain-http", &proxy.host()]);
     run.ok();
     assert_eq!(stdout_lines(&run), want, "every repository across catalog pages");
-    let catalog_calls = proxy.requests().iter().filter(|r| r.contains("/v2/_catalog")).count();
-    assert!(catalog_calls >= 3, "expected at least 3 catalog pages, saw {:?}", proxy.requests());
+    let catalog_calls = proxy.seen().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert!(catalog_calls >= 3, "expected at least 3 catalog pages, saw {:#?}", proxy.seen());
 }
 
 #[test]

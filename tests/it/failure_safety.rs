@@ -8,10 +8,11 @@
 use crate::harness;
 
 use harness::client::{digest_hex, sha256_digest};
-use harness::fault_proxy::{Fault, FaultProxy, When};
+use harness::fault_proxy::{Fault, FaultProxy};
 use harness::fault_proxy_safety::{Direction, SafetyProxy};
 use harness::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
 use harness::layout::Layout;
+use harness::relay::Match;
 use harness::run::Running;
 use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Oras, Registry, Run};
 use std::path::{Path, PathBuf};
@@ -145,14 +146,14 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
     let name = format!("{}/team/app", proxy.host());
     for out in [dir.path().join("storm.tar"), dir.path().join("storm-dir")] {
         proxy.clear();
-        proxy.inject(When::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 2);
-        proxy.inject(When::method("GET").path("/manifests/"), Fault::unavailable(), 3);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(100), 3);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::status(502), 2);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::Close, 2);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(2)), 1);
-        proxy.inject(When::method("GET").path("/manifests/"), Fault::cut_body(10), 2);
-        proxy.inject(When::any(), Fault::status(504), 2);
+        proxy.inject(Match::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 2);
+        proxy.inject(Match::method("GET").path("/manifests/"), Fault::unavailable(), 3);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(100), 3);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(502), 2);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::Close, 2);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(2)), 1);
+        proxy.inject(Match::method("GET").path("/manifests/"), Fault::cut_body(10), 2);
+        proxy.inject(Match::any(), Fault::status(504), 2);
         let before = proxy.fired();
         backup(&["--include-referrers", "-o", s(&out), &name]).ok();
         assert!(proxy.fired() - before >= 10, "the faults did not fire ({} of them)", proxy.fired() - before);
@@ -163,13 +164,13 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
     // Restore through a flaky proxy in front of an empty registry.
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("HEAD").path("/blobs/"), Fault::too_many_requests("1"), 2);
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::Close, 1);
-    dproxy.inject(When::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
+    dproxy.inject(Match::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("HEAD").path("/blobs/"), Fault::too_many_requests("1"), 2);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::Close, 1);
+    dproxy.inject(Match::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
     restore(&["--input", s(&dir.path().join("storm.tar")), &format!("{}/team/app", dproxy.host())]).ok();
     assert!(dproxy.fired() >= 8, "the faults did not fire ({})", dproxy.fired());
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
@@ -182,7 +183,7 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     let proxy = FaultProxy::start(&src.host());
     let dir = tempdir();
     let name = format!("{}/team/app", proxy.host());
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::unavailable(), 100_000);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::unavailable(), 100_000);
     for out in [dir.path().join("fail.tar"), dir.path().join("fail-dir")] {
         let started = Instant::now();
         let run = backup(&["--include-referrers", "-o", s(&out), &name]);
@@ -192,7 +193,7 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     }
     // Resets on every blob transfer.
     proxy.clear();
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(50), 100_000);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(50), 100_000);
     let out = dir.path().join("reset.tar");
     backup(&["-o", s(&out), &name]).fails(1, &[&proxy.host(), "blob"]);
     nothing_half_written(&out);
@@ -203,7 +204,7 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     backup(&["--include-referrers", "-o", s(&good), &format!("{}/team/app", src.host())]).ok();
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 100_000);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 100_000);
     let run = restore(&["--input", s(&good), &format!("{}/team/app", dproxy.host())]);
     run.fails(1, &[&dproxy.host(), "manifest", "503"]);
     let d = Client::new(&dst.host());
@@ -369,7 +370,7 @@ fn held_back_uploads_survive_corruption_and_refusal() {
 
     let dst = Registry::start();
     let proxy = FaultProxy::start(&dst.host());
-    proxy.inject(When::method("PATCH"), Fault::status(400), 100);
+    proxy.inject(Match::method("PATCH"), Fault::status(400), 100);
     restore(&["--input", s(&tar), &format!("{}/big/app", proxy.host())]).ok();
     assert!(proxy.fired() >= 1, "no PATCH was sent (the test needs the big layer to be sent ahead)");
     assert!(proxy.seen().iter().any(|r| r.method == "PUT" && r.path.contains(&format!("digest={big}"))));
@@ -585,11 +586,11 @@ fn ctrl_c_before_any_blob_leaves_no_skeleton() {
     let src = Registry::start();
     fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
     let proxy = FaultProxy::start(&src.host());
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
     let dir = tempdir();
     for (i, out) in [dir.path().join("out"), dir.path().join("out.tar")].into_iter().enumerate() {
         if i > 0 {
-            proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+            proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
         }
         let seen_before = proxy.seen().len();
         let bg = spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);

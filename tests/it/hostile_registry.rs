@@ -20,10 +20,11 @@ use crate::harness;
 
 use base64::Engine as _;
 use harness::client::OCI_INDEX;
-use harness::evil_proxy::{Action, Answer, Bystander, Canned, EvilProxy, Match};
+use harness::evil_proxy::{Action, Answer, Bystander, EvilProxy};
 use harness::fixtures::{Builder, RepoFixture};
 use harness::layout::{Layout, REF_NAME};
 use harness::registry::RegistryOptions;
+use harness::relay::{Canned, Match};
 use harness::run::Measured;
 use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
 use harness::token_server::{TokenConfig, TokenServer};
@@ -387,7 +388,8 @@ fn credentials_echoed_in_registry_error_bodies_are_never_shown() {
         r.fails(1, &["400"]);
         assert_no_secret(&r, &secrets);
     }
-    let echoed = proxy.seen().into_iter().any(|s| s.action.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
+    let echoed =
+        proxy.seen().into_iter().any(|s| s.applied.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
     assert!(echoed, "the error answers echoed Basic credentials");
 
     // A blob upload answered 500 (retried, then given up on) with the same body.
@@ -419,7 +421,7 @@ fn bearer_tokens_echoed_in_registry_error_bodies_are_never_shown() {
     let tokens = ts.issued();
     assert!(!tokens.is_empty(), "a token was issued");
     let echoed =
-        proxy.seen().into_iter().any(|s| s.action.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
+        proxy.seen().into_iter().any(|s| s.applied.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
     assert!(echoed, "the error answer echoed a bearer token");
     let mut secrets = basic_secrets();
     secrets.extend(tokens);

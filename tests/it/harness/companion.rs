@@ -1,151 +1,34 @@
 //! Helpers of the companion-command tests (`repo`, `discover`, `verify`, `copy`, completion,
-//! man pages): a catalog-capping proxy,
-//! damaging backups on purpose, and reading command output.
+//! man pages): a catalog-capping relay, damaging backups on purpose, and reading command output.
 
+use super::relay::{Behaviour, Forwarding, Match, Plan, Relay, Seen};
 use super::Run;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-/// A loopback HTTP proxy in front of a registry that answers `/v2/_catalog` in pages of at
-/// most `cap` repositories, whatever `n` the client asks for (as hosted registries that cap
-/// their page size do): it lowers `n` before forwarding, so the pages and their `Link`
-/// headers are the upstream registry's own. GET and HEAD only.
-pub struct CatalogCapProxy {
-    port: u16,
-    log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
+/// Caps the pages of `/v2/_catalog` at this many repositories, whatever `n` the client asks for
+/// (as hosted registries that cap their page size do): a relay with this rule lowers `n` before
+/// forwarding, so the pages and their `Link` headers are the upstream registry's own.
+#[derive(Clone, Debug)]
+pub struct CatalogCap(pub usize);
 
-impl CatalogCapProxy {
-    pub fn start(upstream: &str, cap: usize) -> CatalogCapProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().unwrap().port();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (lg, sp, up) = (log.clone(), stop.clone(), upstream.to_string());
-        let accept = std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap();
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (lg, http, up) = (lg.clone(), http.clone(), up.clone());
-                std::thread::spawn(move || proxy_connection(conn, &http, &up, cap, &lg));
-            }
-        });
-        CatalogCapProxy { port, log, stop, accept: Some(accept) }
-    }
-
-    /// `127.0.0.1:PORT`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `METHOD target` as the client sent it, for every request so far.
-    pub fn requests(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+impl Behaviour for CatalogCap {
+    fn plan(&self, request: &Seen) -> Plan {
+        let mut url = url::Url::parse(&format!("http://upstream{}", request.path)).unwrap();
+        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().filter(|(k, _)| k != "n").collect();
+        let asked = url.query_pairs().find(|(k, _)| k == "n").and_then(|(_, v)| v.parse::<usize>().ok());
+        url.query_pairs_mut().clear().extend_pairs(&pairs).append_pair("n", &asked.map_or(self.0, |a| a.min(self.0)).to_string());
+        Plan::Forward(Forwarding { path: Some(format!("{}?{}", url.path(), url.query().unwrap_or_default())), ..Forwarding::default() })
     }
 }
 
-impl Drop for CatalogCapProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn proxy_connection(conn: TcpStream, http: &reqwest::blocking::Client, upstream: &str, cap: usize, log: &Mutex<Vec<String>>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut writer) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(method), Some(target)) = (parts.next().map(str::to_string), parts.next().map(str::to_string)) else { break };
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        log.lock().unwrap().push(format!("{method} {target}"));
-        let mut url = url::Url::parse(&format!("http://{upstream}{target}")).unwrap();
-        if url.path() == "/v2/_catalog" {
-            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-            let asked = pairs.iter().find(|(k, _)| k == "n").and_then(|(_, v)| v.parse::<usize>().ok());
-            let n = asked.map_or(cap, |a| a.min(cap));
-            let mut q = url.query_pairs_mut();
-            q.clear();
-            for (k, v) in pairs.iter().filter(|(k, _)| k != "n") {
-                q.append_pair(k, v);
-            }
-            q.append_pair("n", &n.to_string());
-            drop(q);
-        }
-        let mut req = match method.as_str() {
-            "GET" => http.get(url),
-            "HEAD" => http.head(url),
-            _ => {
-                let _ = writer.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                break;
-            }
-        };
-        for (k, v) in &headers {
-            if k == "accept" || k == "authorization" {
-                req = req.header(k.as_str(), v.as_str());
-            }
-        }
-        let Ok(resp) = req.send() else { break };
-        let mut out = format!("HTTP/1.1 {} Status\r\n", resp.status().as_u16());
-        for (k, v) in resp.headers() {
-            let k = k.as_str();
-            if k == "content-length" || k == "connection" || k == "transfer-encoding" {
-                continue;
-            }
-            out.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or_default()));
-        }
-        let head = method == "HEAD";
-        let len = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
-        let len = if head { len.unwrap_or_else(|| "0".into()) } else { body.len().to_string() };
-        out.push_str(&format!("Content-Length: {len}\r\n\r\n"));
-        let mut bytes = out.into_bytes();
-        if !head {
-            bytes.extend_from_slice(&body);
-        }
-        if writer.write_all(&bytes).is_err() || writer.flush().is_err() {
-            break;
-        }
-    }
-    let _ = writer.shutdown(Shutdown::Both);
+/// A relay in front of `upstream` whose catalog pages hold at most `cap` repositories.
+pub fn catalog_cap_proxy(upstream: &str, cap: usize) -> Relay<CatalogCap> {
+    let proxy = Relay::start(upstream);
+    proxy.always(Match::method("GET").path("/v2/_catalog"), CatalogCap(cap));
+    proxy
 }
 
 /// stdout parsed as one JSON document (the whole of stdout).

@@ -11,6 +11,7 @@ pub mod fault_proxy_safety;
 pub mod fixtures;
 pub mod layout;
 pub mod registry;
+pub mod relay;
 pub mod run;
 pub mod tls;
 pub mod token_server;
