@@ -4,11 +4,10 @@
 use crate::harness::oras;
 use std::process::Command;
 
-// The build script's date arithmetic and value check, tested here with known dates: it is not a
-// module of the crate, and its `main` is not called.
-#[allow(dead_code)]
-#[path = "../../build.rs"]
-mod build_script;
+// The build script's value check and date arithmetic (build/version_line.rs), tested here with
+// known values: they are not part of the crate.
+#[path = "../../build/version_line.rs"]
+mod version_line;
 
 /// Runs the binary with `args`; its stdout, after checking that it succeeded with nothing on stderr.
 #[track_caller]
@@ -67,7 +66,7 @@ fn version_and_dash_dash_version_print_the_cargo_version_the_commit_and_the_buil
     );
     if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs();
-        let (y, m, d) = build_script::civil_from_days((now / 86_400) as i64);
+        let (y, m, d) = version_line::civil_from_days((now / 86_400) as i64);
         assert!(date <= format!("{y:04}-{m:02}-{d:02}"), "built {date} is after today");
     }
 }
@@ -92,13 +91,13 @@ fn the_build_script_counts_days_to_the_right_calendar_date() {
         (1_796_342_400 / 86_400, (2026, 12, 4)),
         (4_102_444_800 / 86_400, (2100, 1, 1)),
     ] {
-        assert_eq!(build_script::civil_from_days(days), want, "day {days}");
+        assert_eq!(version_line::civil_from_days(days), want, "day {days}");
     }
-    assert!(build_script::is_plain("1a2b3c4") && build_script::is_plain("v1.2.3-rc.1"));
+    assert!(version_line::is_plain("1a2b3c4") && version_line::is_plain("v1.2.3-rc.1"));
     assert!(
-        !build_script::is_plain("")
-            && !build_script::is_plain("a b")
-            && !build_script::is_plain("x\n")
-            && !build_script::is_plain(&"a".repeat(65))
+        !version_line::is_plain("")
+            && !version_line::is_plain("a b")
+            && !version_line::is_plain("x\n")
+            && !version_line::is_plain(&"a".repeat(65))
     );
 }

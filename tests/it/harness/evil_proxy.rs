@@ -78,8 +78,6 @@ pub enum Answer {
 /// A request the bystander received.
 #[derive(Clone, Debug)]
 pub struct Received {
-    /// The request method.
-    pub method: String,
     /// Origin-form path and query, as sent.
     pub path: String,
     /// Request headers as sent.
@@ -112,11 +110,6 @@ impl Bystander {
             let _ = serve_bystander(conn, pending, answer, &rec, &conns);
         });
         Bystander { received, connections, server }
-    }
-
-    /// `127.0.0.1:PORT`
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port())
     }
 
     /// The bystander's port.
@@ -155,14 +148,12 @@ fn serve_bystander(
         connections.fetch_add(1, Ordering::SeqCst);
         return Ok(());
     };
-    let mut parts = first.splitn(3, ' ');
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
+    let path = first.split(' ').nth(1).unwrap_or("").to_string();
     if settled(&path, &mut pending, &mut w) {
         return Ok(());
     }
     connections.fetch_add(1, Ordering::SeqCst);
-    received.lock().unwrap().push(Received { method, path, headers: headers.clone() });
+    received.lock().unwrap().push(Received { path, headers: headers.clone() });
     pending.done();
     // Drain the body (an upload sent here), then answer.
     let _ = drain_request_body(&mut reader, &headers);

@@ -15,7 +15,7 @@
 //! Counters let a test check what a client did (e.g. that no tag-schema tag was pushed).
 
 use super::client::{is_tag_schema_tag, sha256_digest, OCI_INDEX};
-use super::relay::Server;
+use super::relay::{reason, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -242,18 +242,6 @@ fn serve_connection(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicB
         }
     }
     let _ = writer.shutdown(Shutdown::Both);
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Status",
-    }
 }
 
 fn is_digest(s: &str) -> bool {

@@ -1,6 +1,6 @@
-//! Shared helpers of the end-to-end tests: registries, a test client, fixtures, hand-made
-//! layouts, and running the `oras` binary.
-#![allow(dead_code)]
+//! What the end-to-end tests share: registries (real ones, a fake one with the referrers API, a
+//! token server) and the relays put in front of them, a test client, fixtures, hand-made layouts,
+//! checks of a restored repository or a backup, and running the `oras` binary (`run.rs`).
 
 pub mod client;
 pub mod companion;

@@ -270,8 +270,6 @@ pub struct Canned {
     pub body: Body,
     /// Send the body with chunked framing, announcing no length.
     pub chunked: bool,
-    /// Send the body one byte at a time, this far apart.
-    pub pace: Option<Duration>,
 }
 
 impl Canned {
@@ -282,13 +280,7 @@ impl Canned {
 
     /// `status` with a body of any bytes and content type.
     pub fn bytes(status: u16, content_type: &str, body: &[u8]) -> Canned {
-        Canned {
-            status,
-            headers: vec![("Content-Type".into(), content_type.into())],
-            body: Body::Bytes(body.to_vec()),
-            chunked: false,
-            pace: None,
-        }
+        Canned { status, headers: vec![("Content-Type".into(), content_type.into())], body: Body::Bytes(body.to_vec()), chunked: false }
     }
 
     /// `status` with a body of `len` bytes: `prefix`, then `pattern` over and over.
@@ -299,7 +291,6 @@ impl Canned {
             headers: vec![("Content-Type".into(), content_type.into())],
             body: Body::Generated { prefix: prefix.as_bytes().to_vec(), pattern: pattern.as_bytes().to_vec(), len },
             chunked: false,
-            pace: None,
         }
     }
 
@@ -349,10 +340,10 @@ impl Canned {
             }
             if self.chunked {
                 w.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
-                send_paced(w, bytes, self.pace)?;
+                w.write_all(bytes)?;
                 w.write_all(b"\r\n")
             } else {
-                send_paced(w, bytes, self.pace)
+                w.write_all(bytes)
             }
         };
         match (&self.body, body) {
@@ -379,22 +370,8 @@ impl Canned {
     }
 }
 
-/// Writes `body`, one byte every `pace` when given; stops at the first write error (the client left).
-fn send_paced<W: Write>(w: &mut W, body: &[u8], pace: Option<Duration>) -> std::io::Result<()> {
-    match pace {
-        None => w.write_all(body),
-        Some(every) => {
-            for b in body {
-                w.write_all(std::slice::from_ref(b))?;
-                w.flush()?;
-                std::thread::sleep(every);
-            }
-            Ok(())
-        }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
+/// The reason phrase of a status the test servers send (clients read only the code).
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
@@ -404,6 +381,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

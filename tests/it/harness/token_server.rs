@@ -3,7 +3,7 @@
 //! It issues ES256 JWTs signed with the test PKI's token key, whose certificate travels in
 //! the JWT `x5c` header and sits in the registry's `rootcertbundle`.
 
-use super::relay::Server;
+use super::relay::{reason, Server};
 use super::tls::Pki;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
@@ -171,16 +171,10 @@ fn sign_jwt(key: &EcdsaKeyPair, x5c: &str, claims: &serde_json::Value) -> String
 }
 
 fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Error",
-    };
     write!(
         conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(status),
         body.len()
     )?;
     conn.flush()
