@@ -4,9 +4,14 @@
 //! same binary (reproducible builds); a developer build asks git and the clock. A build from a
 //! source tree without git (a crate tarball, `cargo install` from a copy) says `unknown`.
 
+// The pure parts, in a file of their own that tests/it/version.rs includes to test them.
+#[path = "build/version_line.rs"]
+mod version_line;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
+use version_line::{civil_from_days, is_plain};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=ORAS_BUILD_COMMIT");
@@ -51,12 +56,6 @@ fn main() {
     println!("cargo:rustc-env=ORAS_BUILD_DATE={y:04}-{m:02}-{d:02}");
 }
 
-/// A value that can go into the version line as it is: short, no spaces or control characters (public,
-/// as tests/version.rs includes this file to test it).
-pub fn is_plain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'))
-}
-
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
     let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
     if !out.status.success() {
@@ -85,19 +84,4 @@ fn watch_git_head(dir: &Path) {
     }
     // Without any rerun-if line cargo would re-run this script whenever any file of the package changes.
     println!("cargo:rerun-if-changed=build.rs");
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`), so that no date crate is needed for one line of output; tested in tests/version.rs.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }

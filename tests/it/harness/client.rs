@@ -136,12 +136,6 @@ impl Client {
         resp.status().is_success()
     }
 
-    /// DELETE a manifest by digest.
-    pub fn delete_manifest(&self, repo: &str, digest: &str) {
-        let resp = self.http.delete(self.url(&format!("/v2/{repo}/manifests/{digest}"))).send().expect("DELETE manifest");
-        assert!(resp.status().is_success(), "DELETE {repo}@{digest}: {}", resp.status());
-    }
-
     /// Every tag of `repo`, following `Link` pagination; empty when the repository is unknown.
     pub fn list_tags(&self, repo: &str) -> Vec<String> {
         self.list_paginated(&format!("/v2/{repo}/tags/list"), "tags")

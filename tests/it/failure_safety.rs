@@ -5,18 +5,18 @@
 //! within a second or two with exit code 130 and no temporary files, and a re-run completes
 //! (a restore pushing only what is missing).
 
-mod common;
-#[path = "common/fault_proxy_safety.rs"]
-mod fault_proxy_safety;
+use crate::harness;
 
-use common::client::{digest_hex, sha256_digest};
-use common::fault_proxy::{Fault, FaultProxy, When};
-use common::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
-use common::layout::Layout;
-use common::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry, Run};
-use fault_proxy_safety::{Direction, SafetyProxy};
+use harness::client::{digest_hex, sha256_digest};
+use harness::fault_proxy::{Fault, FaultProxy};
+use harness::fault_proxy_safety::{Direction, SafetyProxy};
+use harness::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
+use harness::layout::Layout;
+use harness::relay::Match;
+use harness::run::Running;
+use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Oras, Registry, Run};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Size of the layer that is in flight when the tests strike, and the relay's pace for it.
@@ -101,101 +101,27 @@ fn nothing_half_written(out: &Path) -> Vec<String> {
     }
 }
 
-/// An `oras` run in the background, to be struck while it works.
-struct Bg {
-    child: Child,
-    dir: tempfile::TempDir,
-    args: Vec<String>,
+/// `oras <args>` in the background, to be struck while it works.
+fn spawn(args: &[&str]) -> Running {
+    Oras::new(args).spawn()
 }
 
-fn spawn(args: &[&str]) -> Bg {
-    spawn_with(args, Stdio::null())
-}
-
-/// Spawns oras reading its stdin from a pipe the test writes to.
-fn spawn_fed(args: &[&str]) -> (Bg, std::process::ChildStdin) {
-    let mut bg = spawn_with(args, Stdio::piped());
-    let stdin = bg.child.stdin.take().expect("piped stdin");
-    (bg, stdin)
-}
-
-fn spawn_with(args: &[&str], stdin: Stdio) -> Bg {
-    let dir = tempdir();
-    let child = common::oras_command(args)
-        .stdin(stdin)
-        .stdout(Stdio::from(std::fs::File::create(dir.path().join("stdout")).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr")).unwrap()))
-        .spawn()
-        .expect("spawn oras");
-    Bg { child, dir, args: args.iter().map(|a| a.to_string()).collect() }
-}
-
-impl Bg {
-    /// Sends a signal (`INT`, `TERM`) to the process.
-    fn signal(&self, sig: &str) {
-        // Through sh's builtin: minimal systems may lack a kill binary.
-        let st = Command::new("sh").arg("-c").arg(format!("kill -{sig} {}", self.child.id())).status().expect("sh -c kill");
-        assert!(st.success(), "kill -{sig} failed");
-    }
-
-    /// Waits up to `limit` for the process to end; the run and how long it took to end.
-    fn wait(mut self, limit: Duration) -> (Run, Duration) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break Some(st);
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let took = started.elapsed();
-        let run = Run {
-            args: self.args.clone(),
-            code: status.and_then(|s| s.code()),
-            stdout: std::fs::read(self.dir.path().join("stdout")).unwrap_or_default(),
-            stderr: std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default(),
-        };
-        assert!(status.is_some(), "oras did not end within {limit:?} (a hang):\n{run:?}");
-        if std::env::var_os("ORAS_TEST_ECHO").is_some() {
-            eprintln!(
-                "oras {}\nended {took:?} after the wait began, exit {:?}\n--- stderr ---\n{}",
-                run.args.join(" "),
-                run.code,
-                run.stderr
-            );
-        }
-        (run, took)
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
+/// Waits up to `limit` for a struck run to end; the run and how long it took to end.
+#[track_caller]
+fn ended(bg: Running, limit: Duration) -> (Run, Duration) {
+    let started = Instant::now();
+    let run = bg.wait(limit);
+    (run, started.elapsed())
 }
 
 /// Waits until `cond` holds (the background run must still be going), up to [`PATIENCE`].
 #[track_caller]
-fn wait_until(bg: &mut Bg, what: &str, cond: impl Fn() -> bool) {
+fn wait_until(bg: &Running, what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {
-        assert!(bg.running(), "oras ended before {what}");
+        assert!(bg.is_running(), "oras ended before {what}");
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A clean failure that names what it must (case-insensitive), with one error line.
-#[track_caller]
-fn assert_clean_failure(run: &Run, must_name: &[&str]) {
-    assert_eq!(run.code, Some(1), "expected a failure (exit 1):\n{run:?}");
-    assert!(!run.output().contains("panicked"), "panicked:\n{run:?}");
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("Error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line:\n{run:?}");
-    for n in must_name {
-        assert!(errors[0].to_lowercase().contains(&n.to_lowercase()), "the error does not name {n:?}: {}", errors[0]);
     }
 }
 
@@ -220,14 +146,14 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
     let name = format!("{}/team/app", proxy.host());
     for out in [dir.path().join("storm.tar"), dir.path().join("storm-dir")] {
         proxy.clear();
-        proxy.inject(When::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 2);
-        proxy.inject(When::method("GET").path("/manifests/"), Fault::unavailable(), 3);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(100), 3);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::status(502), 2);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::Close, 2);
-        proxy.inject(When::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(2)), 1);
-        proxy.inject(When::method("GET").path("/manifests/"), Fault::cut_body(10), 2);
-        proxy.inject(When::any(), Fault::status(504), 2);
+        proxy.inject(Match::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 2);
+        proxy.inject(Match::method("GET").path("/manifests/"), Fault::unavailable(), 3);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(100), 3);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(502), 2);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::Close, 2);
+        proxy.inject(Match::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(2)), 1);
+        proxy.inject(Match::method("GET").path("/manifests/"), Fault::cut_body(10), 2);
+        proxy.inject(Match::any(), Fault::status(504), 2);
         let before = proxy.fired();
         backup(&["--include-referrers", "-o", s(&out), &name]).ok();
         assert!(proxy.fired() - before >= 10, "the faults did not fire ({} of them)", proxy.fired() - before);
@@ -238,13 +164,13 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
     // Restore through a flaky proxy in front of an empty registry.
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("HEAD").path("/blobs/"), Fault::too_many_requests("1"), 2);
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::Close, 1);
-    dproxy.inject(When::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
+    dproxy.inject(Match::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("HEAD").path("/blobs/"), Fault::too_many_requests("1"), 2);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::Close, 1);
+    dproxy.inject(Match::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
     restore(&["--input", s(&dir.path().join("storm.tar")), &format!("{}/team/app", dproxy.host())]).ok();
     assert!(dproxy.fired() >= 8, "the faults did not fire ({})", dproxy.fired());
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
@@ -257,19 +183,19 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     let proxy = FaultProxy::start(&src.host());
     let dir = tempdir();
     let name = format!("{}/team/app", proxy.host());
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::unavailable(), 100_000);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::unavailable(), 100_000);
     for out in [dir.path().join("fail.tar"), dir.path().join("fail-dir")] {
         let started = Instant::now();
         let run = backup(&["--include-referrers", "-o", s(&out), &name]);
-        assert_clean_failure(&run, &[&proxy.host(), "blob", "503"]);
+        run.fails(1, &[&proxy.host(), "blob", "503"]);
         assert!(started.elapsed() < give_up_bound(), "gave up only after {:?}", started.elapsed());
         nothing_half_written(&out);
     }
     // Resets on every blob transfer.
     proxy.clear();
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(50), 100_000);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(50), 100_000);
     let out = dir.path().join("reset.tar");
-    assert_clean_failure(&backup(&["-o", s(&out), &name]), &[&proxy.host(), "blob"]);
+    backup(&["-o", s(&out), &name]).fails(1, &[&proxy.host(), "blob"]);
     nothing_half_written(&out);
 
     // A restore whose manifests are always refused pushes no tag.
@@ -278,9 +204,9 @@ fn a_registry_that_keeps_failing_fails_the_run_cleanly() {
     backup(&["--include-referrers", "-o", s(&good), &format!("{}/team/app", src.host())]).ok();
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 100_000);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 100_000);
     let run = restore(&["--input", s(&good), &format!("{}/team/app", dproxy.host())]);
-    assert_clean_failure(&run, &[&dproxy.host(), "manifest", "503"]);
+    run.fails(1, &[&dproxy.host(), "manifest", "503"]);
     let d = Client::new(&dst.host());
     assert!(d.list_tags("team/app").is_empty(), "tags were pushed: {:?}", d.list_tags("team/app"));
     assert!(!d.manifest_exists("team/app", fx.tag("v1")));
@@ -320,7 +246,7 @@ fn a_backup_that_cannot_fit_is_refused_before_its_blobs_are_downloaded() {
     let name = format!("{}/team/app", proxy.host());
     for out in [disk.dir.path().join("app.tar"), disk.dir.path().join("app-dir")] {
         let run = backup(&["--include-referrers", "-o", s(&out), &name]);
-        assert_clean_failure(&run, &["not enough free space", s(&out), "MiB", "--output"]);
+        run.fails(1, &["not enough free space", s(&out), "MiB", "--output"]);
         let fetched: Vec<String> =
             proxy.seen().into_iter().filter(|r| r.method == "GET" && r.path.contains(&big)).map(|r| r.path).collect();
         assert!(fetched.is_empty(), "the 16 MiB layer was downloaded before the refusal: {fetched:?}");
@@ -357,7 +283,7 @@ fn corrupted_downloads_are_retried_or_refused() {
     proxy.corrupt("GET", &layer, Direction::Response, 700, 100_000);
     for out in [dir.path().join("always.tar"), dir.path().join("always-dir")] {
         let run = backup(&["--include-referrers", "-o", s(&out), &name]);
-        assert_clean_failure(&run, &[digest_hex(&layer), "digest"]);
+        run.fails(1, &[digest_hex(&layer), "digest"]);
         let kept = nothing_half_written(&out);
         assert!(!kept.contains(&layer), "the corrupt blob was kept");
     }
@@ -367,7 +293,7 @@ fn corrupted_downloads_are_retried_or_refused() {
     let referrer = fx.referrers[fx.tag("v1")][0].digest.clone();
     proxy.corrupt("GET", &format!("/manifests/{referrer}"), Direction::Response, 20, 100_000);
     let out = dir.path().join("manifest.tar");
-    assert_clean_failure(&backup(&["--include-referrers", "-o", s(&out), &name]), &[digest_hex(&referrer)]);
+    backup(&["--include-referrers", "-o", s(&out), &name]).fails(1, &[digest_hex(&referrer)]);
     nothing_half_written(&out);
     proxy.clear();
 }
@@ -392,10 +318,10 @@ fn a_corrupted_manifest_fetched_by_tag_is_not_backed_up_under_another_digest() {
     assert!(proxy.fired() > 0);
     if run.code == Some(0) {
         let layout = Layout::read(&out);
-        let v1 = layout.entries().into_iter().find(|e| e["annotations"][common::layout::REF_NAME] == "v1").unwrap();
+        let v1 = layout.entries().into_iter().find(|e| e["annotations"][harness::layout::REF_NAME] == "v1").unwrap();
         assert_eq!(v1["digest"], fx.tag("v1"), "a corrupted manifest was backed up under another digest");
     } else {
-        assert_clean_failure(&run, &["v1"]);
+        run.fails(1, &["v1"]);
         nothing_half_written(&out);
     }
 }
@@ -422,7 +348,7 @@ fn corrupted_uploads_are_retried_or_refused() {
     let proxy = SafetyProxy::start(&dst.host());
     proxy.corrupt("PUT", "/manifests/", Direction::Request, 30, 100_000);
     let run = restore(&["--input", s(&good), &format!("{}/team/app", proxy.host())]);
-    assert_clean_failure(&run, &[&proxy.host(), "manifest"]);
+    run.fails(1, &[&proxy.host(), "manifest"]);
     assert!(Client::new(&dst.host()).list_tags("team/app").is_empty());
 }
 
@@ -444,7 +370,7 @@ fn held_back_uploads_survive_corruption_and_refusal() {
 
     let dst = Registry::start();
     let proxy = FaultProxy::start(&dst.host());
-    proxy.inject(When::method("PATCH"), Fault::status(400), 100);
+    proxy.inject(Match::method("PATCH"), Fault::status(400), 100);
     restore(&["--input", s(&tar), &format!("{}/big/app", proxy.host())]).ok();
     assert!(proxy.fired() >= 1, "no PATCH was sent (the test needs the big layer to be sent ahead)");
     assert!(proxy.seen().iter().any(|r| r.method == "PUT" && r.path.contains(&format!("digest={big}"))));
@@ -482,7 +408,7 @@ fn a_damaged_large_blob_found_while_uploading_leaves_nothing_visible() {
         let dst = Registry::start();
         let proxy = FaultProxy::start(&dst.host());
         let run = restore(&["--input", s(input), &format!("{}/big/app", proxy.host())]);
-        assert_clean_failure(&run, &["the backup is damaged, nothing was pushed", digest_hex(&bad.digest)]);
+        run.fails(1, &["the backup is damaged, nothing was pushed", digest_hex(&bad.digest)]);
         let d = Client::new(&dst.host());
         assert!(d.list_tags("big/app").is_empty(), "tags were pushed");
         for blob in fx.blobs.keys() {
@@ -511,11 +437,11 @@ fn kill_mid_backup_then_resume(out: &Path) {
     proxy.throttle(SLOW);
     let name = format!("{}/big/app", proxy.host());
     let args = ["backup", "--no-tty", "--include-referrers", "-o", s(out), &name];
-    let mut bg = spawn(&args);
-    wait_until(&mut bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    let bg = spawn(&args);
+    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
     src.kill();
-    let (run, took) = bg.wait(give_up_bound() + PATIENCE);
-    assert_clean_failure(&run, &[&proxy.host(), digest_hex(&big)]);
+    let (run, took) = ended(bg, give_up_bound() + PATIENCE);
+    run.fails(1, &[&proxy.host(), digest_hex(&big)]);
     assert!(took < give_up_bound(), "took {took:?} to give up on a dead registry");
     let kept = nothing_half_written(out);
     assert!(!kept.contains(&big), "the interrupted layer was kept");
@@ -567,11 +493,11 @@ fn registry_killed_mid_restore_then_restarted_completes() {
     let proxy = SafetyProxy::start(&dst.host());
     proxy.throttle(SLOW);
     let target = format!("{}/big/app", proxy.host());
-    let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
-    wait_until(&mut bg, "the big layer's upload to be well under way", || big_upload_relayed(&proxy, &big) >= UNDER_WAY);
+    let bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
+    wait_until(&bg, "the big layer's upload to be well under way", || big_upload_relayed(&proxy, &big) >= UNDER_WAY);
     dst.kill();
-    let (run, took) = bg.wait(give_up_bound() + PATIENCE);
-    assert_clean_failure(&run, &[&proxy.host(), digest_hex(&big)]);
+    let (run, took) = ended(bg, give_up_bound() + PATIENCE);
+    run.fails(1, &[&proxy.host(), digest_hex(&big)]);
     assert!(took < give_up_bound(), "took {took:?} to give up on a dead registry");
     dst.restart();
     let d = Client::new(&dst.host());
@@ -584,14 +510,14 @@ fn registry_killed_mid_restore_then_restarted_completes() {
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C and SIGTERM.
 
-fn interrupt_mid_backup(out: &Path, signal: &str) {
+fn interrupt_mid_backup(out: &Path, signal: libc::c_int) {
     let src = Registry::start();
     let (fx, big) = push_big(&Client::new(&src.host()), "big/app");
     let proxy = SafetyProxy::start(&src.host());
     proxy.throttle(SLOW);
     let name = format!("{}/big/app", proxy.host());
-    let mut bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(out), &name]);
-    wait_until(&mut bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    let bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(out), &name]);
+    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
     if out.extension().is_none() {
         // The directory must have kept something for the checks below: a blob that finished.
         let finished = || {
@@ -601,10 +527,10 @@ fn interrupt_mid_backup(out: &Path, signal: &str) {
                 .flatten()
                 .any(|e| !e.file_name().to_string_lossy().contains(".partial"))
         };
-        wait_until(&mut bg, "a blob to be written whole into the directory", finished);
+        wait_until(&bg, "a blob to be written whole into the directory", finished);
     }
     // Meanwhile: the output is only a temporary file beside the target, named for this process.
-    let pid = bg.child.id();
+    let pid = bg.pid();
     let partial = partial_files(out.parent().unwrap());
     assert!(!partial.is_empty(), "no temporary file while the transfer runs");
     for p in &partial {
@@ -619,7 +545,7 @@ fn interrupt_mid_backup(out: &Path, signal: &str) {
         assert!(partial.contains(&out.join("blobs/sha256").join(format!(".{}.partial-{pid}", digest_hex(&big)))), "{partial:?}");
     }
     bg.signal(signal);
-    let (run, took) = bg.wait(exit_bound() + PATIENCE);
+    let (run, took) = ended(bg, exit_bound() + PATIENCE);
     assert_interrupted(&run, took);
     let kept = nothing_half_written(out);
     assert!(!kept.contains(&big), "the interrupted layer was kept");
@@ -638,19 +564,19 @@ fn interrupt_mid_backup(out: &Path, signal: &str) {
 #[test]
 fn ctrl_c_mid_backup_to_a_tar() {
     let dir = tempdir();
-    interrupt_mid_backup(&dir.path().join("out.tar"), "INT");
+    interrupt_mid_backup(&dir.path().join("out.tar"), libc::SIGINT);
 }
 
 #[test]
 fn ctrl_c_mid_backup_to_a_directory() {
     let dir = tempdir();
-    interrupt_mid_backup(&dir.path().join("out"), "INT");
+    interrupt_mid_backup(&dir.path().join("out"), libc::SIGINT);
 }
 
 #[test]
 fn sigterm_mid_backup_to_a_directory() {
     let dir = tempdir();
-    interrupt_mid_backup(&dir.path().join("out"), "TERM");
+    interrupt_mid_backup(&dir.path().join("out"), libc::SIGTERM);
 }
 
 /// Interrupted before any blob landed (the registry stalls on the first manifest): the new
@@ -660,19 +586,19 @@ fn ctrl_c_before_any_blob_leaves_no_skeleton() {
     let src = Registry::start();
     fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
     let proxy = FaultProxy::start(&src.host());
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
     let dir = tempdir();
     for (i, out) in [dir.path().join("out"), dir.path().join("out.tar")].into_iter().enumerate() {
         if i > 0 {
-            proxy.inject(When::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+            proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
         }
         let seen_before = proxy.seen().len();
-        let mut bg = spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);
-        wait_until(&mut bg, "the stalled manifest request", || {
+        let bg = spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);
+        wait_until(&bg, "the stalled manifest request", || {
             proxy.seen().iter().skip(seen_before).any(|r| r.method == "GET" && r.path.contains("/manifests/"))
         });
-        bg.signal("INT");
-        let (run, took) = bg.wait(exit_bound() + PATIENCE);
+        bg.signal(libc::SIGINT);
+        let (run, took) = ended(bg, exit_bound() + PATIENCE);
         assert_interrupted(&run, took);
         nothing_half_written(&out);
         assert!(!out.exists(), "{} was left behind", out.display());
@@ -688,14 +614,14 @@ fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     let proxy = SafetyProxy::start(&dst.host());
     proxy.throttle(SLOW);
     let target = format!("{}/big/app", proxy.host());
-    let mut bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
+    let bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
     let d = Client::new(&dst.host());
     // The small blobs go once the backup is checked, while the big one is still on its way.
     let small_blob_pushed = || fx.blobs.keys().any(|b| *b != big && d.blob_exists("big/app", b));
-    wait_until(&mut bg, "a small blob to be pushed while the big layer uploads", small_blob_pushed);
+    wait_until(&bg, "a small blob to be pushed while the big layer uploads", small_blob_pushed);
     assert!(big_upload_relayed(&proxy, &big) < BIG as u64, "the big layer's upload was done before the test could strike");
-    bg.signal("INT");
-    let (run, took) = bg.wait(exit_bound() + PATIENCE);
+    bg.signal(libc::SIGINT);
+    let (run, took) = ended(bg, exit_bound() + PATIENCE);
     assert_interrupted(&run, took);
     assert!(d.list_tags("big/app").is_empty(), "an interrupted restore pushed tags");
     assert!(!d.blob_exists("big/app", &big), "the interrupted upload completed");
@@ -759,16 +685,16 @@ fn ctrl_c_during_a_stream_restore_deletes_the_uploads_it_held() {
     let bytes = std::fs::read(&tar).unwrap();
     let cut = end_of_entry(&bytes, &format!("blobs/sha256/{}", digest_hex(&big)));
     let dst = Registry::start();
-    let (mut bg, mut stdin) = spawn_fed(&["restore", "--no-tty", "--input", "-", &format!("{}/big/app", dst.host())]);
+    let mut bg = Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/big/app", dst.host())]).stdin_pipe().spawn();
+    let mut stdin = bg.stdin();
     // Everything up to the end of the big blob, then the stream pauses.
     std::io::Write::write_all(&mut stdin, &bytes[..cut]).unwrap();
     let uploads = dst.storage().join("docker/registry/v2/repositories/big/app/_uploads");
     let held = |size: usize| tree(&uploads).iter().any(|f| f.ends_with(&format!("/data ({size})")));
-    wait_until(&mut bg, "the big blob held in an upload session", || held(BIG));
+    wait_until(&bg, "the big blob held in an upload session", || held(BIG));
     // The registry has it all; the run must also have the answers for every blob written so far (each
     // session's latest location, the only one Distribution deletes), after which it reports each blob
     // as uploaded. A session whose opening answer has not arrived when the run stops is not known to it.
-    let stderr = bg.dir.path().join("stderr");
     let lines: Vec<String> = fx
         .blobs
         .keys()
@@ -776,10 +702,13 @@ fn ctrl_c_during_a_stream_restore_deletes_the_uploads_it_held() {
         .map(|b| format!("Uploaded blob {}", &digest_hex(b)[..12]))
         .collect();
     assert!(lines.len() > 1, "the stream holds the big blob and others before the pause");
-    let answered = || std::fs::read_to_string(&stderr).is_ok_and(|e| lines.iter().all(|l| e.contains(l)));
-    wait_until(&mut bg, "the answers for every blob streamed so far", answered);
-    bg.signal("INT");
-    let (run, took) = bg.wait(exit_bound() + PATIENCE);
+    let answered = || {
+        let e = bg.stderr();
+        lines.iter().all(|l| e.contains(l))
+    };
+    wait_until(&bg, "the answers for every blob streamed so far", answered);
+    bg.signal(libc::SIGINT);
+    let (run, took) = ended(bg, exit_bound() + PATIENCE);
     drop(stdin);
     assert_interrupted(&run, took);
     // Distribution 2.8 itself leaves a 108-byte hash-state stub of a deleted session; the bytes go.
@@ -804,15 +733,15 @@ fn ctrl_c_mid_backup_into_an_existing_layout_leaves_it_valid() {
     let index_before = std::fs::read(out.join("index.json")).unwrap();
 
     proxy.throttle(SLOW);
-    let mut bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(&out), &format!("{name}:v1")]);
-    wait_until(&mut bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
-    bg.signal("INT");
-    let (run, took) = bg.wait(exit_bound() + PATIENCE);
+    let bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(&out), &format!("{name}:v1")]);
+    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    bg.signal(libc::SIGINT);
+    let (run, took) = ended(bg, exit_bound() + PATIENCE);
     assert_interrupted(&run, took);
     assert!(partial_files(dir.path()).is_empty(), "temporary files left: {:?}", partial_files(dir.path()));
     assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index_before, "index.json changed");
     kept_blobs(&out);
-    common::oras(&["verify", s(&out)]).ok();
+    harness::oras(&["verify", s(&out)]).ok();
 
     proxy.throttle(0);
     backup(&["--include-referrers", "-o", s(&out), &format!("{name}:v1")]).ok();

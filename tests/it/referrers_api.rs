@@ -3,13 +3,13 @@
 //! without creating tag-schema tags, and `--distribution-spec v1.1-referrers-tag` forces
 //! the tag schema.
 
-mod common;
+use crate::harness;
 
-use common::client::{is_tag_schema_tag, tag_schema_tag};
-use common::fake_referrers::FakeRegistry;
-use common::fixtures::{self, RepoFixture};
-use common::layout::{Layout, REF_NAME};
-use common::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry};
+use harness::client::{is_tag_schema_tag, tag_schema_tag};
+use harness::fake_referrers::FakeRegistry;
+use harness::fixtures::{self, RepoFixture};
+use harness::layout::{Layout, REF_NAME};
+use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry};
 
 fn fake_with_all_kinds() -> (FakeRegistry, RepoFixture) {
     let fake = FakeRegistry::start();
@@ -108,7 +108,7 @@ fn distribution_spec_referrers_tag_forces_tag_schema_on_restore() {
         want.sort();
         assert_eq!(listed, want, "tag schema index of {subject}");
     }
-    common::assert_tag_schema_descriptors(&d, "team/app", &fx);
+    harness::assert_tag_schema_descriptors(&d, "team/app", &fx);
     // User tags are untouched by the schema.
     assert_eq!(d.user_tags("team/app").len(), fx.tags.len());
 }

@@ -9,7 +9,8 @@ use std::process::Command;
 
 /// Certificates and keys in a temporary directory (PEM unless said otherwise).
 pub struct Pki {
-    dir: tempfile::TempDir,
+    /// Holds the files (removed when the Pki is dropped).
+    _dir: tempfile::TempDir,
     /// The CA that issued the server and client certificates.
     pub ca_cert: PathBuf,
     /// Server certificate: DNS names given to `generate`, `localhost`, and IP 127.0.0.1.
@@ -124,13 +125,8 @@ impl Pki {
             other_ca_cert: d.join("other-ca.crt"),
             token_cert: d.join("token.crt"),
             token_key_pkcs8: d.join("token.pk8"),
-            dir,
+            _dir: dir,
         }
-    }
-
-    /// The directory holding every file.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The token certificate as an `x5c` entry: standard base64 of its DER.

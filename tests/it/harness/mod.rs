@@ -1,176 +1,48 @@
-//! Shared helpers of the end-to-end tests: registries, a test client, fixtures, hand-made
-//! layouts, and running the `oras` binary.
-#![allow(dead_code)]
+//! What the end-to-end tests share: registries (real ones, a fake one with the referrers API, a
+//! token server) and the relays put in front of them, a test client, fixtures, hand-made layouts,
+//! checks of a restored repository or a backup, and running the `oras` binary (`run.rs`).
 
 pub mod client;
 pub mod companion;
+pub mod evil_proxy;
 pub mod fake_referrers;
 pub mod fault_proxy;
+pub mod fault_proxy_safety;
 pub mod fixtures;
 pub mod layout;
 pub mod registry;
+pub mod relay;
+pub mod run;
 pub mod tls;
 pub mod token_server;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 pub use client::Client;
 pub use registry::Registry;
+pub use run::{backup, oras, restore, Oras, Run};
 
-/// How long one `oras` run may take before the test fails.
-const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+/// Failures of a test's cases, collected so that the test reports every case that went wrong.
+#[derive(Default)]
+pub struct Failures(Vec<String>);
 
-/// The result of one `oras` run.
-#[derive(Debug)]
-pub struct Run {
-    pub args: Vec<String>,
-    pub code: Option<i32>,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
+impl Failures {
+    /// Records `result` of `case` when it is a failure.
+    pub fn check(&mut self, case: &str, result: Result<(), String>) {
+        if let Err(why) = result {
+            self.fail(case, why);
+        }
     }
 
-    /// stdout and stderr together (for "the output mentions X" checks).
-    pub fn output(&self) -> String {
-        format!("{}\n{}", self.stdout_str(), self.stderr)
+    /// Records a failure of `case`.
+    pub fn fail(&mut self, case: &str, why: String) {
+        self.0.push(format!("--- {case}: {why}"));
     }
 
-    fn describe(&self) -> String {
-        format!(
-            "oras {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args.join(" "),
-            self.code,
-            truncate(&self.stdout_str(), 4000),
-            truncate(&self.stderr, 4000)
-        )
-    }
-
-    /// Exit code 0.
     #[track_caller]
-    pub fn ok(&self) -> &Run {
-        assert_eq!(self.code, Some(0), "expected success:\n{}", self.describe());
-        assert_no_panic(self);
-        self
+    pub fn assert_none(self) {
+        assert!(self.0.is_empty(), "{} failing case(s):\n{}", self.0.len(), self.0.join("\n\n"));
     }
-
-    /// A clean failure: exit `code`, no panic, exactly one error line on stderr, and
-    /// `keyword` (case-insensitive) in stderr.
-    #[track_caller]
-    pub fn fails(&self, code: i32, keyword: &str) -> &Run {
-        assert_eq!(self.code, Some(code), "expected exit code {code}:\n{}", self.describe());
-        assert_no_panic(self);
-        let error_lines: Vec<&str> = self.stderr.lines().filter(|l| l.trim_start().to_ascii_lowercase().starts_with("error")).collect();
-        assert_eq!(error_lines.len(), 1, "expected exactly one error line on stderr:\n{}", self.describe());
-        assert!(self.stderr.to_lowercase().contains(&keyword.to_lowercase()), "expected {keyword:?} in stderr:\n{}", self.describe());
-        self
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        s.to_string()
-    } else {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}... [{} bytes cut]", &s[..end], s.len() - end)
-    }
-}
-
-#[track_caller]
-fn assert_no_panic(run: &Run) {
-    assert!(!run.stderr.contains("panicked") && !run.stdout_str().contains("panicked"), "oras panicked:\n{}", run.describe());
-}
-
-/// An empty docker config directory, so that no credentials of the machine are used.
-fn docker_config_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("oras-test-docker-config").tempdir().unwrap().keep();
-        std::fs::write(dir.join("config.json"), "{\"auths\":{}}").unwrap();
-        dir
-    })
-}
-
-/// The `oras` binary as every test runs it: an empty docker config, no proxies from the environment,
-/// no colour. The caller adds stdin, stdout, stderr and any other environment.
-pub fn oras_command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_oras"));
-    cmd.args(args)
-        .env("DOCKER_CONFIG", docker_config_dir())
-        .env("NO_COLOR", "1")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("all_proxy")
-        .env("NO_PROXY", "*");
-    cmd
-}
-
-/// Run `oras <args>` with no stdin.
-pub fn oras(args: &[&str]) -> Run {
-    oras_with_stdin(args, None)
-}
-
-/// Run `oras <args>`, feeding `stdin` if given. Fails the test after a timeout.
-pub fn oras_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
-    oras_env(args, stdin, &[])
-}
-
-/// Run `oras <args>` with `env` set on top of the defaults (an empty docker config, no
-/// proxies): e.g. `PATH` with a credential helper, `DOCKER_CONFIG`, `HTTPS_PROXY`/`NO_PROXY`.
-pub fn oras_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
-    let out_dir = tempfile::tempdir().unwrap();
-    let out_path = out_dir.path().join("stdout");
-    let err_path = out_dir.path().join("stderr");
-    let mut cmd = oras_command(args);
-    cmd.envs(env.iter().copied())
-        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()));
-    let stdin_file;
-    if let Some(bytes) = stdin {
-        let p = out_dir.path().join("stdin");
-        std::fs::write(&p, bytes).unwrap();
-        stdin_file = std::fs::File::open(&p).unwrap();
-        cmd.stdin(Stdio::from(stdin_file));
-    } else {
-        cmd.stdin(Stdio::null());
-    }
-    let mut child = cmd.spawn().expect("spawn oras");
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = Run {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    };
-    assert!(status.is_some(), "oras timed out after {RUN_TIMEOUT:?}:\n{}", run.describe());
-    if std::env::var_os("ORAS_TEST_ECHO").is_some() {
-        // Debugging aid: `ORAS_TEST_ECHO=1 cargo test -- --nocapture` shows every run.
-        eprintln!("{}", run.describe());
-    }
-    run
 }
 
 /// A fresh temporary directory.
@@ -274,20 +146,6 @@ pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixt
             assert!(!dst.manifest_exists(dst_repo, r), "referrer {r} present in {dst_repo}");
         }
     }
-}
-
-/// `oras backup --no-tty <args>`
-pub fn backup(args: &[&str]) -> Run {
-    let mut all = vec!["backup", "--no-tty"];
-    all.extend_from_slice(args);
-    oras(&all)
-}
-
-/// `oras restore --no-tty <args>`
-pub fn restore(args: &[&str]) -> Run {
-    let mut all = vec!["restore", "--no-tty"];
-    all.extend_from_slice(args);
-    oras(&all)
 }
 
 /// Check a backup of one or more repositories against the fixtures: every manifest and blob

@@ -7,16 +7,17 @@
 //! Guarded registries share their storage with a plain one, which the tests use to push
 //! fixtures and check results without credentials.
 
-mod common;
+use crate::harness;
 
 use base64::Engine as _;
-use common::fault_proxy::{Fault, FaultProxy, When};
-use common::fixtures::{self, RepoFixture};
-use common::layout::Layout;
-use common::registry::RegistryOptions;
-use common::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
-use common::token_server::{TokenConfig, TokenServer};
-use common::{assert_layout_holds, assert_repo_matches, oras_env, s, tempdir, Client, Registry, Run};
+use harness::fault_proxy::{Fault, FaultProxy};
+use harness::fixtures::{self, RepoFixture};
+use harness::layout::Layout;
+use harness::registry::RegistryOptions;
+use harness::relay::Match;
+use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
+use harness::token_server::{TokenConfig, TokenServer};
+use harness::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Oras, Registry, Run};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -82,8 +83,13 @@ fn token_registry(token: &TokenServer) -> Guarded {
     Guarded::start("127.0.0.1", RegistryOptions { auth: Some(token.registry_auth_yaml()), ..RegistryOptions::default() })
 }
 
+/// `oras <args>` with `stdin` and `env`.
 fn run(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
-    oras_env(args, stdin, env)
+    let o = Oras::new(args).envs(env);
+    match stdin {
+        Some(bytes) => o.stdin(bytes).run(),
+        None => o.run(),
+    }
 }
 
 fn ca() -> &'static str {
@@ -140,7 +146,7 @@ fn basic_auth_over_tls_with_ca_file() {
 
     // No credentials: a clean failure that names what was tried and how to give others.
     let r = run(&["backup", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-o", s(&layout), &src], None, &[]);
-    r.fails(1, "username and password");
+    r.fails(1, &["username and password"]);
     assert!(r.stderr.contains("anonymous access") && r.stderr.contains("--password-stdin"), "{}", r.stderr);
     assert!(!layout.join("index.json").exists());
 
@@ -150,7 +156,7 @@ fn basic_auth_over_tls_with_ca_file() {
         Some(b"not-the-password\n"),
         &[],
     );
-    r.fails(1, "401");
+    r.fails(1, &["401"]);
     assert!(r.stderr.contains("\"alice\"") && r.stderr.contains("--password-stdin"), "{}", r.stderr);
     assert!(!r.output().contains("not-the-password"));
 
@@ -185,17 +191,17 @@ fn tls_verification_ca_file_and_insecure() {
     // System roots only: the test CA is unknown. No retries for certificate errors.
     let t = Instant::now();
     let r = run(&["repo", "tags", "--resolve", &resolve, &repo], None, &[]);
-    r.fails(1, "certificate");
+    r.fails(1, &["certificate"]);
     assert!(t.elapsed() < Duration::from_secs(20), "certificate errors are not retried: {:?}", t.elapsed());
 
     // A CA that did not issue the server's certificate.
-    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&pki().other_ca_cert), &repo], None, &[]).fails(1, "certificate");
+    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&pki().other_ca_cert), &repo], None, &[]).fails(1, &["certificate"]);
 
     // A --ca-file that is not a certificate.
     let bogus = tempdir();
     let bad = bogus.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
-    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&bad), &repo], None, &[]).fails(1, "no PEM certificate");
+    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&bad), &repo], None, &[]).fails(1, &["no PEM certificate"]);
 
     let r = run(&["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--exclude-digest-tags", &repo], None, &[]);
     r.ok();
@@ -304,7 +310,7 @@ fn token_auth_anonymous_pull_and_password_push_with_mount_scopes() {
     // Anonymous push is refused with a clear message.
     let (na, nb) = (g.repo("new/a"), g.repo("new/b"));
     let r = run(&["restore", "--no-tty", "--input", s(&layout), &na, &nb], None, &[]);
-    r.fails(1, "401");
+    r.fails(1, &["401"]);
     assert!(r.stderr.contains("anonymous access"), "{}", r.stderr);
 
     // Password push: OAuth2 password grant by POST; the second repository's shared blob is
@@ -344,7 +350,7 @@ fn credentials_that_may_pull_but_not_push_are_named_as_such() {
     let target = g.repo("copy/app");
     let r =
         run(&["restore", "--no-tty", "-u", "carol", "--password-stdin", "--input", s(&layout), &target], Some(CAROL_PW.as_bytes()), &[]);
-    r.fails(1, "may pull but not push to copy/app");
+    r.fails(1, &["may pull but not push to copy/app"]);
     assert!(r.stderr.contains("carol"), "the account is named: {}", r.stderr);
     assert!(!r.stderr.contains("not accepted"), "the password is not blamed: {}", r.stderr);
     assert_no_secret(&r, &[CAROL_PW.to_string(), b64(&format!("carol:{CAROL_PW}"))], &[]);
@@ -365,7 +371,7 @@ fn an_https_registry_with_a_plain_http_token_realm_is_refused() {
         Some(ALICE_PW.as_bytes()),
         &[],
     );
-    r.fails(1, "token server on plain HTTP");
+    r.fails(1, &["token server on plain HTTP"]);
     assert!(r.stderr.contains(&ts.realm()), "the realm is named: {}", r.stderr);
     assert!(ts.requests().is_empty(), "the plain-HTTP token server was asked: {:#?}", ts.requests());
 }
@@ -384,7 +390,7 @@ fn an_x509_v1_client_certificate_is_named_in_the_error() {
     // `x509 -req` without extensions issues a version 1 certificate.
     openssl(&["x509", "-req", "-in", s(&csr), "-signkey", s(&key), "-days", "2", "-out", s(&cert)]);
     let r = run(&["repo", "tags", "--cert-file", s(&cert), "--key-file", s(&key), "127.0.0.1:1/team/app"], None, &[]);
-    r.fails(1, "X.509 v1");
+    r.fails(1, &["X.509 v1"]);
     assert!(r.stderr.contains(s(&cert)), "the file is named: {}", r.stderr);
     assert_eq!(r.stderr.lines().filter(|l| l.starts_with("Error:")).count(), 1, "{}", r.stderr);
 }
@@ -422,7 +428,7 @@ fn token_auth_password_falls_back_to_get_and_identity_tokens_use_refresh_grant()
 
     // A wrong identity token: refused, described, never shown.
     let r = run(&["repo", "tags", "--identity-token-stdin", &repo], Some(b"wrong-refresh-token-value"), &[]);
-    r.fails(1, "identity token");
+    r.fails(1, &["identity token"]);
     assert!(r.stderr.contains("--identity-token-stdin"), "{}", r.stderr);
     assert!(!r.output().contains("wrong-refresh-token-value"));
 
@@ -441,7 +447,7 @@ fn stale_cached_token_is_renewed_once_and_a_refused_fresh_token_fails() {
     let fx = seed(&g, "pub/app");
     let proxy = FaultProxy::start(&g.reg.host());
     // Hold the first blob download long enough for the token to go stale.
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(5)), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(5)), 1);
     let out = tempdir();
     let layout = out.path().join("app");
     let repo = format!("{}/pub/app", proxy.host());
@@ -450,13 +456,13 @@ fn stale_cached_token_is_renewed_once_and_a_refused_fresh_token_fails() {
     assert_layout_holds(&Layout::read(&layout), &[(&repo, &fx)], false);
     let pulls = ts.requests().iter().filter(|r| r.scopes == ["repository:pub/app:pull"]).count();
     assert!(pulls >= 2, "the stale token was renewed: {:#?}", ts.requests());
-    assert!(proxy.seen().iter().any(|s| s.fault.is_some()));
+    assert!(proxy.seen().iter().any(|s| s.applied.is_some()));
 
     // Tokens refused as soon as issued: one renewal, then a clear failure, no loop.
     ts.configure(|c| c.jwt_lifetime_secs = -120);
     let before = ts.requests().len();
     let r = run(&["repo", "tags", &format!("{}/pub/app", g.name)], None, &[]);
-    r.fails(1, "401");
+    r.fails(1, &["401"]);
     assert!(r.stderr.contains("anonymous access"), "{}", r.stderr);
     let asked = ts.requests().len() - before;
     assert!((1..=2).contains(&asked), "bounded re-authentication, got {asked} token requests");
@@ -505,7 +511,7 @@ fn a_credential_helper_that_never_answers_is_given_up_on() {
         None,
         &[("DOCKER_CONFIG", s(cfg.path())), ("PATH", &path_with(helper.path())), ("ORAS_CREDENTIAL_HELPER_TIMEOUT", "1")],
     );
-    r.fails(1, "docker-credential-stuck get` did not answer within 1 s");
+    r.fails(1, &["docker-credential-stuck get` did not answer within 1 s"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
 }
 
@@ -596,7 +602,7 @@ fn per_registry_credentials_from_config_and_helpers() {
         None,
         &[("PATH", &path), ("DOCKER_CONFIG", ""), ("HOME", s(home.path()))],
     );
-    r.fails(1, "username and password");
+    r.fails(1, &["username and password"]);
     assert!(r.stderr.contains("docker-credential-test has none"), "{}", r.stderr);
 
     // Flags win over the config for the registries on the command line: a wrong flag
@@ -606,7 +612,7 @@ fn per_registry_credentials_from_config_and_helpers() {
         Some(b"not-bobs-password"),
         &[("PATH", &path)],
     );
-    r.fails(1, "401");
+    r.fails(1, &["401"]);
     assert!(r.stderr.contains("\"bob\"") && r.stderr.contains("--username/--password-stdin"), "{}", r.stderr);
     let r = run(
         &["repo", "tags", "--registry-config", s(&cfg), "--ca-file", ca(), "--resolve", &ra, "-u", "bob", "--password-stdin", &src],
@@ -619,12 +625,12 @@ fn per_registry_credentials_from_config_and_helpers() {
     let broken = tempdir();
     std::fs::write(broken.path().join("config.json"), r#"{"credHelpers":{"ZZ":"test"}}"#.replace("ZZ", &ga.name)).unwrap();
     let r = run(&["repo", "tags", "--ca-file", ca(), "--resolve", &ra, &src], None, &[("DOCKER_CONFIG", s(broken.path()))]);
-    r.fails(1, "docker-credential-test");
+    r.fails(1, &["docker-credential-test"]);
     let r = run(&["repo", "tags", "--registry-config", "/nonexistent/config.json", &src], None, &[]);
-    r.fails(1, "/nonexistent/config.json");
+    r.fails(1, &["/nonexistent/config.json"]);
     std::fs::write(cfg_dir.path().join("bad.json"), "{ not json").unwrap();
     let r = run(&["repo", "tags", "--registry-config", s(&cfg_dir.path().join("bad.json")), &src], None, &[]);
-    r.fails(1, "not a valid docker config.json");
+    r.fails(1, &["not a valid docker config.json"]);
 }
 
 #[test]
@@ -805,14 +811,14 @@ fn transient_failures_are_retried() {
     let reg = Registry::start();
     let fx = fixtures::push_web(&Client::new(&reg.host()), "team/web");
     let proxy = FaultProxy::start(&reg.host());
-    proxy.inject(When::method("GET").path("/tags/list"), Fault::unavailable(), 1);
-    proxy.inject(When::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 1);
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::cut_body(10), 1);
-    proxy.inject(When::method("GET").path("/manifests/"), Fault::status(502), 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::cut_body(100), 2);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::Close, 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::status(504), 1);
-    proxy.inject(When::method("GET").path("/blobs/"), Fault::status(408), 1);
+    proxy.inject(Match::method("GET").path("/tags/list"), Fault::unavailable(), 1);
+    proxy.inject(Match::method("GET").path("/tags/list"), Fault::too_many_requests("1"), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::cut_body(10), 1);
+    proxy.inject(Match::method("GET").path("/manifests/"), Fault::status(502), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::cut_body(100), 2);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::Close, 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(504), 1);
+    proxy.inject(Match::method("GET").path("/blobs/"), Fault::status(408), 1);
     let out = tempdir();
     let layout = out.path().join("web.tar");
     let src = format!("{}/team/web", proxy.host());
@@ -826,10 +832,10 @@ fn transient_failures_are_retried() {
     // Uploads: a failed upload restarts its session; 500 and 503 on manifest pushes retry.
     let dst = Registry::start();
     let dproxy = FaultProxy::start(&dst.host());
-    dproxy.inject(When::method("PUT").path("/blobs/uploads/"), Fault::status(500), 1);
-    dproxy.inject(When::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 1);
-    dproxy.inject(When::method("PUT").path("/manifests/"), Fault::unavailable(), 2);
-    dproxy.inject(When::method("HEAD").path("/blobs/"), Fault::Close, 1);
+    dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::status(500), 1);
+    dproxy.inject(Match::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 1);
+    dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 2);
+    dproxy.inject(Match::method("HEAD").path("/blobs/"), Fault::Close, 1);
     let r = run(&["restore", "--no-tty", "--input", s(&layout), &format!("{}/team/web", dproxy.host())], None, &[]);
     r.ok();
     assert_eq!(dproxy.pending(), 0, "every fault fired");
@@ -841,11 +847,11 @@ fn retries_are_bounded_and_errors_say_what_failed() {
     let reg = Registry::start();
     fixtures::push_web(&Client::new(&reg.host()), "team/web");
     let proxy = FaultProxy::start(&reg.host());
-    proxy.inject(When::any(), Fault::unavailable(), 1000);
+    proxy.inject(Match::any(), Fault::unavailable(), 1000);
     let t = Instant::now();
     let src = format!("{}/team/web", proxy.host());
     let r = run(&["repo", "tags", &src], None, &[]);
-    r.fails(1, "503");
+    r.fails(1, &["503"]);
     assert!(r.stderr.contains("INJECTED: fault injected by the test proxy"), "registry errors[] shown: {}", r.stderr);
     assert!(r.stderr.contains("team/web"), "the reference is named: {}", r.stderr);
     assert!(r.stderr.contains("list tags"), "the operation is named: {}", r.stderr);
@@ -855,15 +861,15 @@ fn retries_are_bounded_and_errors_say_what_failed() {
 
     // A Retry-After beyond the time budget gives up at once instead of sleeping.
     proxy.clear();
-    proxy.inject(When::any(), Fault::too_many_requests("3600"), 1000);
+    proxy.inject(Match::any(), Fault::too_many_requests("3600"), 1000);
     let t = Instant::now();
-    run(&["repo", "tags", &src], None, &[]).fails(1, "429");
+    run(&["repo", "tags", &src], None, &[]).fails(1, &["429"]);
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 
     // Connection refused: retried a few times, then a clear error.
-    let dead = format!("127.0.0.1:{}/team/web", common::registry::free_port());
+    let dead = format!("127.0.0.1:{}/team/web", harness::registry::free_port());
     let t = Instant::now();
-    run(&["repo", "tags", &dead], None, &[]).fails(1, "connect");
+    run(&["repo", "tags", &dead], None, &[]).fails(1, &["connect"]);
     assert!(t.elapsed() < Duration::from_secs(30));
 }
 

@@ -15,13 +15,13 @@
 //! Counters let a test check what a client did (e.g. that no tag-schema tag was pushed).
 
 use super::client::{is_tag_schema_tag, sha256_digest, OCI_INDEX};
+use super::relay::{reason, Server};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -86,10 +86,10 @@ impl Resp {
 
 /// The running fake; stopped on Drop.
 pub struct FakeRegistry {
-    port: u16,
+    server: Server,
     state: Arc<Mutex<State>>,
+    /// Ends the connections kept alive, when set.
     stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl FakeRegistry {
@@ -101,28 +101,16 @@ impl FakeRegistry {
     /// A fake that returns at most `page` tags per page, whatever `n` the client asks for
     /// (like hosted registries that cap their page size).
     pub fn start_with_page_size(page: Option<usize>) -> FakeRegistry {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake registry");
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State { page_size: page, ..Default::default() }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
-        let accept = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let st = st.clone();
-                let sp = sp.clone();
-                std::thread::spawn(move || serve_connection(conn, st, sp));
-            }
-        });
-        FakeRegistry { port, state, stop, accept: Some(accept) }
+        let server = Server::start(move |conn, _| serve_connection(conn, st.clone(), sp.clone()));
+        FakeRegistry { server, state, stop }
     }
 
     /// `127.0.0.1:PORT`
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.server.port())
     }
 
     pub fn counters(&self) -> Counters {
@@ -154,10 +142,6 @@ impl FakeRegistry {
 impl Drop for FakeRegistry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -258,18 +242,6 @@ fn serve_connection(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicB
         }
     }
     let _ = writer.shutdown(Shutdown::Both);
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Status",
-    }
 }
 
 fn is_digest(s: &str) -> bool {

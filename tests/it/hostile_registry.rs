@@ -1,5 +1,5 @@
 //! A hostile or broken registry cannot turn `oras` against its user. A relay in front of a real
-//! Distribution 2.8 registry (tests/common/evil_proxy.rs) rewrites its answers, and a bystander
+//! Distribution 2.8 registry (harness/evil_proxy.rs) rewrites its answers, and a bystander
 //! server on another origin records whatever reaches it. These tests prove that:
 //! 1. tag names from the registry are validated: invalid ones are skipped with a warning, never
 //!    asked for, never stored in a backup, never restored;
@@ -16,22 +16,19 @@
 //! Every run is killed after [`RUN_LIMIT`], so that a product that hangs fails a test instead of
 //! stalling the suite.
 
-mod common;
-#[path = "common/evil_proxy.rs"]
-mod evil_proxy;
-#[path = "common/measured_run.rs"]
-mod measured_run;
+use crate::harness;
 
 use base64::Engine as _;
-use common::client::OCI_INDEX;
-use common::fixtures::{Builder, RepoFixture};
-use common::layout::{Layout, REF_NAME};
-use common::registry::RegistryOptions;
-use common::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
-use common::token_server::{TokenConfig, TokenServer};
-use common::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Registry, Run};
-use evil_proxy::{Action, Answer, Bystander, Canned, EvilProxy, Match};
-use measured_run::{run_measured, Measured};
+use harness::client::OCI_INDEX;
+use harness::evil_proxy::{Action, Answer, Bystander, EvilProxy};
+use harness::fixtures::{Builder, RepoFixture};
+use harness::layout::{Layout, REF_NAME};
+use harness::registry::RegistryOptions;
+use harness::relay::{Canned, Match};
+use harness::run::Measured;
+use harness::tls::{htpasswd_auth_yaml, write_htpasswd, Pki};
+use harness::token_server::{TokenConfig, TokenServer};
+use harness::{assert_layout_holds, assert_repo_matches, s, tempdir, Client, Failures, Oras, Registry, Run};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +55,12 @@ const EMPTY_INDEX: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci
 
 /// Runs `oras <args>`, killed after [`RUN_LIMIT`].
 fn oras(args: &[&str]) -> Run {
-    run_measured(args, None, RUN_LIMIT).run
+    measured(args).run
+}
+
+/// Runs `oras <args>`, killed after [`RUN_LIMIT`], measuring its time and memory.
+fn measured(args: &[&str]) -> Measured {
+    Oras::new(args).measure(RUN_LIMIT)
 }
 
 /// `v1` and `v2`: two small OCI images (config and two layers each) in [`REPO`].
@@ -114,65 +116,6 @@ fn first_layer(fx: &RepoFixture, tag: &str) -> String {
     fx.manifests[&fx.tags[tag]].json()["layers"][0]["digest"].as_str().unwrap().to_string()
 }
 
-/// Exit code 0 and no panic, as a result.
-fn succeeded(run: &Run) -> Result<(), String> {
-    if run.code == Some(0) && !run.stderr.contains("panicked") {
-        Ok(())
-    } else {
-        Err(format!("expected success:\n{}", describe(run)))
-    }
-}
-
-/// The run, for assertion messages (output cut to a readable size).
-fn describe(run: &Run) -> String {
-    let cut = |t: &str, n: usize| {
-        if t.len() <= n {
-            return t.to_string();
-        }
-        let mut end = n;
-        while !t.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}... [{} bytes cut]", &t[..end], t.len() - end)
-    };
-    format!(
-        "oras {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        run.args.join(" "),
-        run.code,
-        cut(&run.stdout_str(), 2000),
-        cut(&run.stderr, 4000)
-    )
-}
-
-/// The `Error:` lines of stderr.
-fn error_lines(run: &Run) -> Vec<&str> {
-    run.stderr.lines().filter(|l| l.trim_start().to_ascii_lowercase().starts_with("error")).collect()
-}
-
-/// The one `Error:` line of a failed run.
-#[track_caller]
-fn error_line(run: &Run) -> String {
-    let lines = error_lines(run);
-    assert_eq!(lines.len(), 1, "expected exactly one error line:\n{}", describe(run));
-    lines[0].to_string()
-}
-
-/// Like `Run::fails`, as a result: exit 1, no panic, one error line, `keyword` (any case) in stderr.
-fn refused(run: &Run, keyword: &str) -> Result<(), String> {
-    let why = if run.code != Some(1) {
-        "expected exit code 1"
-    } else if run.stderr.contains("panicked") {
-        "oras panicked"
-    } else if error_lines(run).len() != 1 {
-        "expected exactly one error line"
-    } else if !run.stderr.to_lowercase().contains(&keyword.to_lowercase()) {
-        return Err(format!("expected {keyword:?} in stderr:\n{}", describe(run)));
-    } else {
-        return Ok(());
-    };
-    Err(format!("{why}:\n{}", describe(run)))
-}
-
 /// The stderr lines warning that a tag was skipped for its name.
 fn skipped_tag_warnings(run: &Run) -> Vec<&str> {
     run.stderr.lines().filter(|l| l.starts_with("Warning: skipping tag ") && l.contains("not a valid tag")).collect()
@@ -197,36 +140,19 @@ fn no_raw_controls(run: &Run) -> Result<(), String> {
 fn assert_no_secret(run: &Run, secrets: &[String]) {
     let text = run.output();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        assert!(!text.contains(secret.as_str()), "secret {secret:?} shown by the run:\n{}", describe(run));
-    }
-}
-
-/// Sub-case failures, collected so that one test reports them all.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, case: &str, result: Result<(), String>) {
-        if let Err(e) = result {
-            self.0.push(format!("--- {case}: {e}"));
-        }
-    }
-
-    #[track_caller]
-    fn assert_none(self) {
-        assert!(self.0.is_empty(), "{} failing case(s):\n{}", self.0.len(), self.0.join("\n\n"));
+        assert!(!text.contains(secret.as_str()), "secret {secret:?} shown by the run:\n{}", run.describe());
     }
 }
 
 /// A measured run refused an answer with `keyword`, within `QUICK` and `MAX_RSS_KIB`.
 fn refused_quickly_and_small(m: &Measured, keyword: &str) -> Result<(), String> {
-    refused(&m.run, keyword)?;
+    m.run.check_failure(1, &[keyword])?;
     if m.elapsed > QUICK {
-        return Err(format!("took {:.1} s (at most {QUICK:?}):\n{}", m.elapsed.as_secs_f64(), describe(&m.run)));
+        return Err(format!("took {:.1} s (at most {QUICK:?}):\n{}", m.elapsed.as_secs_f64(), m.run.describe()));
     }
     if m.peak_rss_kib >= MAX_RSS_KIB {
         let how = if m.peak_exact { "" } else { ", sampled" };
-        return Err(format!("peak RSS {} KiB{how} (under {MAX_RSS_KIB} KiB allowed):\n{}", m.peak_rss_kib, describe(&m.run)));
+        return Err(format!("peak RSS {} KiB{how} (under {MAX_RSS_KIB} KiB allowed):\n{}", m.peak_rss_kib, m.run.describe()));
     }
     Ok(())
 }
@@ -292,7 +218,7 @@ fn invalid_tag_names_from_the_registry_are_skipped_never_requested_nor_stored() 
     let dir = out.path().join("backup");
     let r = oras(&["backup", "--no-tty", "-o", s(&dir), &src]);
     r.ok();
-    assert_eq!(skipped_tag_warnings(&r).len(), invalid.len(), "one warning per invalid tag:\n{}", describe(&r));
+    assert_eq!(skipped_tag_warnings(&r).len(), invalid.len(), "one warning per invalid tag:\n{}", r.describe());
     let layout = Layout::read(&dir);
     let mut refs = layout.ref_names();
     refs.sort();
@@ -323,8 +249,8 @@ fn invalid_tag_names_from_the_registry_are_skipped_never_requested_nor_stored() 
     r.ok();
     let mut printed: Vec<String> = r.stdout_str().lines().map(str::to_string).collect();
     printed.sort();
-    assert_eq!(printed, want, "tags printed:\n{}", describe(&r));
-    assert_eq!(skipped_tag_warnings(&r).len(), invalid.len(), "one warning per invalid tag:\n{}", describe(&r));
+    assert_eq!(printed, want, "tags printed:\n{}", r.describe());
+    assert_eq!(skipped_tag_warnings(&r).len(), invalid.len(), "one warning per invalid tag:\n{}", r.describe());
 
     // Nothing the runs asked the registry for named an invalid tag.
     proxy.settle();
@@ -344,8 +270,7 @@ fn invalid_tag_names_from_the_registry_are_skipped_never_requested_nor_stored() 
 /// The run failed naming pagination to another host.
 #[track_caller]
 fn refused_foreign_pagination(run: &Run) {
-    run.fails(1, "pagination");
-    assert!(run.stderr.to_lowercase().contains("another host"), "expected \"another host\" in stderr:\n{}", describe(run));
+    run.fails(1, &["pagination", "another host"]);
 }
 
 /// The bystander was never contacted.
@@ -396,7 +321,7 @@ fn pagination_to_another_origin_is_refused_before_anything_is_sent_there() {
     proxy.always(Match::method("GET").path("/referrers/").authorized(), Action::Respond(page));
     let dir = out.path().join("referrers");
     let r = oras(&["backup", "--no-tty", "--include-referrers", "-u", USER, "-p", PASSWORD, "-o", s(&dir), &format!("{src}:v1")]);
-    assert!(proxy.fired() > 0, "the referrers API was asked:\n{}", describe(&r));
+    assert!(proxy.fired() > 0, "the referrers API was asked:\n{}", r.describe());
     refused_foreign_pagination(&r);
     untouched(&bystander, "referrers, next page on another port");
 }
@@ -420,8 +345,8 @@ fn upload_locations_on_another_origin_never_receive_credentials() {
         proxy.always(Match::method("POST").path("/blobs/uploads/").authorized(), Action::SetHeaders(vec![("Location".into(), location)]));
         let dst = format!("{}/team/copy{i}", proxy.host());
         let r = oras(&["restore", "--no-tty", "-u", USER, "-p", PASSWORD, "--input", s(&layout), &dst]);
-        assert!(r.code.is_some() && !r.stderr.contains("panicked"), "{}", describe(&r));
-        assert!(proxy.fired() > 0, "no upload session was opened with credentials:\n{}", describe(&r));
+        assert!(r.code.is_some() && !r.stderr.contains("panicked"), "{}", r.describe());
+        assert!(proxy.fired() > 0, "no upload session was opened with credentials:\n{}", r.describe());
         assert_no_secret(&r, &secrets);
         bystander.settle();
         for req in bystander.received() {
@@ -460,17 +385,18 @@ fn credentials_echoed_in_registry_error_bodies_are_never_shown() {
             args.insert(1, "--debug");
         }
         let r = oras(&args);
-        r.fails(1, "400");
+        r.fails(1, &["400"]);
         assert_no_secret(&r, &secrets);
     }
-    let echoed = proxy.seen().into_iter().any(|s| s.action.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
+    let echoed =
+        proxy.seen().into_iter().any(|s| s.applied.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
     assert!(echoed, "the error answers echoed Basic credentials");
 
     // A blob upload answered 500 (retried, then given up on) with the same body.
     proxy.clear();
     proxy.always(Match::method("POST").path("/blobs/uploads/").authorized(), Action::Respond(Canned::json(500, echoing_error_body())));
     let r = oras(&["restore", "--no-tty", "-u", USER, "-p", PASSWORD, "--input", s(&layout), &format!("{}/team/copy", proxy.host())]);
-    r.fails(1, "500");
+    r.fails(1, &["500"]);
     assert_no_secret(&r, &secrets);
     assert!(proxy.fired() > 0, "the upload was answered with the echo");
 }
@@ -491,11 +417,11 @@ fn bearer_tokens_echoed_in_registry_error_bodies_are_never_shown() {
     let out = tempdir();
     let dir = out.path().join("app");
     let r = oras(&["backup", "--no-tty", "-u", USER, "-p", PASSWORD, "-o", s(&dir), &format!("{}/{REPO}:v1", proxy.host())]);
-    r.fails(1, "400");
+    r.fails(1, &["400"]);
     let tokens = ts.issued();
     assert!(!tokens.is_empty(), "a token was issued");
     let echoed =
-        proxy.seen().into_iter().any(|s| s.action.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
+        proxy.seen().into_iter().any(|s| s.applied.is_some() && s.header("authorization").is_some_and(|a| a.starts_with("Bearer ")));
     assert!(echoed, "the error answer echoed a bearer token");
     let mut secrets = basic_secrets();
     secrets.extend(tokens);
@@ -529,7 +455,7 @@ fn huge_answers_fail_fast_in_bounded_memory() {
         proxy.clear();
         proxy.always(when, Action::Respond(answer));
         let dir = out.path().join(format!("case{i}"));
-        let m = run_measured(&["backup", "--no-tty", "-o", s(&dir), src], None, RUN_LIMIT);
+        let m = measured(&["backup", "--no-tty", "-o", s(&dir), src]);
         failures.check(case, refused_quickly_and_small(&m, "limit"));
     }
     // 200 MB of token answer: the registry's challenge names a token realm that floods.
@@ -541,7 +467,7 @@ fn huge_answers_fail_fast_in_bounded_memory() {
         proxy.clear();
         proxy.always(Match::method("GET").path("/token"), Action::Respond(token));
         proxy.always(Match::any().path("/v2/"), Action::Respond(challenge.clone()));
-        let m = run_measured(&["repo", "tags", &all_tags], None, RUN_LIMIT);
+        let m = measured(&["repo", "tags", &all_tags]);
         failures.check(case, refused_quickly_and_small(&m, "limit"));
     }
     failures.assert_none();
@@ -562,9 +488,9 @@ fn a_pagination_link_to_the_same_page_fails_fast_in_bounded_memory() {
         proxy.clear();
         proxy.always(Match::method("GET").path("/tags/list"), Action::SetHeaders(vec![("Link".into(), link)]));
         let dir = out.path().join(name);
-        let m = run_measured(&["backup", "--no-tty", "-o", s(&dir), &src], None, RUN_LIMIT);
+        let m = measured(&["backup", "--no-tty", "-o", s(&dir), &src]);
         failures.check(&format!("backup, {name} link to itself"), refused_quickly_and_small(&m, "pagination"));
-        let m = run_measured(&["repo", "tags", &src], None, RUN_LIMIT);
+        let m = measured(&["repo", "tags", &src]);
         failures.check(&format!("repo tags, {name} link to itself"), refused_quickly_and_small(&m, "pagination"));
     }
     assert!(proxy.fired() > 0, "the tag lists carried the link");
@@ -588,16 +514,16 @@ fn backup_trickled(when: impl FnOnce(&RepoFixture) -> Match, reference: &str, fl
     let mut args = vec!["backup", "--no-tty"];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["-o", s(&dir), &src]);
-    let m = run_measured(&args, None, RUN_LIMIT);
+    let m = measured(&args);
     (m, proxy.fired())
 }
 
 /// The run failed with `keyword` within [`TRICKLE_BOUND`], after being trickled to.
 #[track_caller]
 fn gave_up_in_time((m, trickled): (Measured, usize), keyword: &str) {
-    m.run.fails(1, keyword);
-    assert!(m.elapsed < TRICKLE_BOUND, "took {:.1} s (under {TRICKLE_BOUND:?} expected):\n{}", m.elapsed.as_secs_f64(), describe(&m.run));
-    assert!(trickled > 0, "the failure came before any answer was trickled:\n{}", describe(&m.run));
+    m.run.fails(1, &[keyword]);
+    assert!(m.elapsed < TRICKLE_BOUND, "took {:.1} s (under {TRICKLE_BOUND:?} expected):\n{}", m.elapsed.as_secs_f64(), m.run.describe());
+    assert!(trickled > 0, "the failure came before any answer was trickled:\n{}", m.run.describe());
 }
 
 #[test]
@@ -628,8 +554,8 @@ fn shown_escaped(run: &Run, line: Option<&str>) -> Result<(), String> {
     no_raw_controls(run)?;
     match line {
         Some(l) if l.contains(r"\u{1b}") => Ok(()),
-        Some(l) => Err(format!("expected ESC shown as \\u{{1b}} in {l:?}:\n{}", describe(run))),
-        None => Err(format!("no line about the control characters:\n{}", describe(run))),
+        Some(l) => Err(format!("expected ESC shown as \\u{{1b}} in {l:?}:\n{}", run.describe())),
+        None => Err(format!("no line about the control characters:\n{}", run.describe())),
     }
 }
 
@@ -651,12 +577,12 @@ fn control_characters_from_the_registry_are_shown_escaped() {
     proxy.always(Match::method("GET").path("/tags/list"), Action::Respond(Canned::json(200, tags)));
     let r = oras(&["repo", "tags", &all_tags]);
     let warning = skipped_tag_warnings(&r).into_iter().find(|l| l.contains("owned")).map(str::to_string);
-    failures.check("repo tags", succeeded(&r).and_then(|_| shown_escaped(&r, warning.as_deref())));
-    failures.check("repo tags prints the valid tag only", if r.stdout == b"v1\n" { Ok(()) } else { Err(describe(&r)) });
+    failures.check("repo tags", r.check_ok().and_then(|_| shown_escaped(&r, warning.as_deref())));
+    failures.check("repo tags prints the valid tag only", if r.stdout == b"v1\n" { Ok(()) } else { Err(r.describe()) });
     let dir = out.path().join("all");
     let r = oras(&["backup", "--no-tty", "-o", s(&dir), &all_tags]);
     let warning = skipped_tag_warnings(&r).into_iter().find(|l| l.contains("red")).map(str::to_string);
-    failures.check("backup", succeeded(&r).and_then(|_| shown_escaped(&r, warning.as_deref())));
+    failures.check("backup", r.check_ok().and_then(|_| shown_escaped(&r, warning.as_deref())));
 
     // Error texts: in a registry's JSON error (code and message), and in a plain-text body.
     let json_error =
@@ -670,8 +596,8 @@ fn control_characters_from_the_registry_are_shown_escaped() {
         proxy.always(Match::method("GET").path("/manifests/"), Action::Respond(answer));
         let dir = out.path().join(format!("error{i}"));
         let r = oras(&["backup", "--no-tty", "-o", s(&dir), &v1]);
-        let line = error_lines(&r).first().map(|l| l.to_string());
-        failures.check(case, refused(&r, "400").and_then(|_| shown_escaped(&r, line.as_deref())));
+        let line = r.error_lines().first().map(|l| l.to_string());
+        failures.check(case, r.check_failure(1, &["400"]).and_then(|_| shown_escaped(&r, line.as_deref())));
     }
     failures.assert_none();
 }
@@ -692,10 +618,8 @@ fn a_corrupted_blob_is_named_even_when_the_backup_streams_to_stdout() {
     let dir = out.path().join("dir");
     for output in ["-", s(&dir)] {
         let r = oras(&["backup", "--no-tty", "-o", output, &src]);
-        r.fails(1, "digest");
-        let line = error_line(&r);
-        assert!(line.contains(&layer), "the error names the layer {layer}:\n{}", describe(&r));
-        assert!(!line.contains("already broken"), "the error blames the stream, not the blob:\n{}", describe(&r));
+        r.fails(1, &["digest", &layer]);
+        assert!(!r.error_lines()[0].contains("already broken"), "the error blames the stream, not the blob:\n{}", r.describe());
     }
     assert!(proxy.fired() >= 2, "the layer was corrupted for each run");
 }

@@ -11,6 +11,7 @@
 //! ships): the image's base is empty, so to run a dynamic binary the test mounts the host's library
 //! directories into the container, read-only, for that run alone; a static binary runs without.
 
+use crate::harness::Oras;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -140,11 +141,7 @@ fn the_image_runs_oras_as_user_65532_with_its_labels_certificates_and_entrypoint
         c.arg(&container).arg("--").args(args);
         run(c)
     };
-    let host = run({
-        let mut c = Command::new(&binary);
-        c.arg("--version");
-        c
-    });
+    let host = String::from_utf8(Oras::new(&["--version"]).binary(&binary).run().ok().stdout.clone()).expect("UTF-8 stdout");
     assert!(host.starts_with(&format!("oras {} (commit ", env!("CARGO_PKG_VERSION"))), "{host}");
     assert_eq!(in_container(&["oras", "--version"]), host, "the image's oras prints what the binary does");
     in_container(&["oras", "man", "--dir", "/out"]);

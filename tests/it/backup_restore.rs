@@ -1,13 +1,13 @@
 //! End-to-end backup and restore between real Distribution 2.8 registries, through tar
 //! archives, directories and stdin/stdout, plus layouts written by other tools.
 
-mod common;
+use crate::harness;
 
-use common::client::{sha256_digest, tag_schema_tag};
-use common::fake_referrers::FakeRegistry;
-use common::fixtures::{self, Builder, RepoFixture};
-use common::layout::{Layout, LayoutBuilder, TarStyle, CONTAINERD_NAME, REF_NAME};
-use common::{assert_layout_holds, assert_repo_matches, backup, oras, oras_with_stdin, restore, s, tempdir, Client, Registry};
+use harness::client::{sha256_digest, tag_schema_tag};
+use harness::fake_referrers::FakeRegistry;
+use harness::fixtures::{self, Builder, RepoFixture};
+use harness::layout::{Layout, LayoutBuilder, TarStyle, CONTAINERD_NAME, REF_NAME};
+use harness::{assert_layout_holds, assert_repo_matches, backup, oras, restore, s, tempdir, Client, Oras, Registry};
 use std::io::Read;
 
 /// A source registry holding every fixture kind in `team/app`.
@@ -79,7 +79,7 @@ fn round_trip(output_name: &str) {
     let mut want: Vec<String> = fx.referrers[v1].iter().map(|r| r.digest.clone()).collect();
     want.sort();
     assert_eq!(found, want, "tag schema index of v1 in the target");
-    common::assert_tag_schema_descriptors(&d, "team/app", &fx);
+    harness::assert_tag_schema_descriptors(&d, "team/app", &fx);
 }
 
 /// Bytes of a size as printed ("12.50 KiB", "3 B").
@@ -179,15 +179,15 @@ fn multi_repository_backup_and_restore() {
     // A target naming none of the backup's repositories is not given one of them by guess.
     let dst3 = Registry::start();
     let run = restore(&["--input", s(&out), &format!("{}/elsewhere/app", dst3.host())]);
-    run.fails(2, "names none of them");
+    run.fails(2, &["names none of them"]);
     assert!(run.stderr.contains(&app_ref) && run.stderr.contains(&web_ref), "the repositories are listed: {}", run.stderr);
     assert!(Client::new(&dst3.host()).catalog().is_empty(), "nothing was pushed");
 
     // A bare tag that two repositories of the backup hold names neither.
-    let run = common::oras(&["discover", "--oci-layout", &format!("{}:v2", s(&out))]);
-    run.fails(1, "several repositories");
+    let run = harness::oras(&["discover", "--oci-layout", &format!("{}:v2", s(&out))]);
+    run.fails(1, &["several repositories"]);
     assert!(run.stderr.contains(&format!("{app_ref}:v2")) && run.stderr.contains(&format!("{web_ref}:v2")), "{}", run.stderr);
-    common::oras(&["discover", "--oci-layout", &format!("{}:{web_ref}:v2", s(&out))]).ok();
+    harness::oras(&["discover", "--oci-layout", &format!("{}:{web_ref}:v2", s(&out))]).ok();
 }
 
 #[test]
@@ -386,7 +386,7 @@ fn restore_from_stdin() {
     backup(&["--include-referrers", "-o", s(&file), &format!("{}/team/app", src.host())]).ok();
     let dst = Registry::start();
     let tar = std::fs::read(&file).unwrap();
-    let run = oras_with_stdin(&["restore", "--no-tty", "--input", "-", &dst.host()], Some(&tar));
+    let run = Oras::new(&["restore", "--no-tty", "--input", "-", &dst.host()]).stdin(&tar).run();
     run.ok();
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 }
@@ -699,7 +699,7 @@ fn restore_merges_with_existing_tag_schema_index() {
     assert_repo_matches(&d, "team/app", &fx, true);
     // The merged index keeps descriptors complete.
     let idx = d.get_manifest("team/app", &tag_schema_tag(&v1)).unwrap();
-    assert_eq!(idx.media_type, common::client::OCI_INDEX);
+    assert_eq!(idx.media_type, harness::client::OCI_INDEX);
     for e in idx.json()["manifests"].as_array().unwrap() {
         assert!(e["artifactType"].is_string(), "artifactType in {e}");
         assert!(e["size"].is_u64(), "size in {e}");

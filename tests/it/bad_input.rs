@@ -1,13 +1,13 @@
 //! Bad input: every case exits non-zero (usage errors 2, others 1) with exactly one error
 //! line naming the problem, no panic, and nothing complete-looking left behind.
 
-mod common;
+use crate::harness;
 
-use common::client::sha256_digest;
-use common::fixtures;
-use common::layout::Layout;
-use common::registry::free_port;
-use common::{backup, looks_complete, restore, s, tempdir, Client, Registry};
+use harness::client::sha256_digest;
+use harness::fixtures;
+use harness::layout::Layout;
+use harness::registry::free_port;
+use harness::{backup, looks_complete, restore, s, tempdir, Client, Oras, Registry};
 
 /// A registry holding one signed image in `team/app`, and a directory backup of it.
 fn source_and_backup_dir() -> (Registry, fixtures::RepoFixture, tempfile::TempDir, std::path::PathBuf) {
@@ -41,52 +41,47 @@ fn assert_registry_empty(reg: &Registry) {
 
 #[test]
 fn backup_without_output_is_a_usage_error() {
-    backup(&["127.0.0.1:1/team/app"]).fails(2, "--output");
+    backup(&["127.0.0.1:1/team/app"]).fails(2, &["--output"]);
 }
 
 #[test]
 fn backup_with_empty_output_is_a_usage_error() {
     let dir = tempdir();
-    let run = common::oras(&["backup", "--no-tty", "--output", "", "127.0.0.1:1/team/app"]);
-    run.fails(2, "output");
+    let run = harness::oras(&["backup", "--no-tty", "--output", "", "127.0.0.1:1/team/app"]);
+    run.fails(2, &["output"]);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-/// Runs oras with its standard streams on a pseudo-terminal (through util-linux `script`, which
-/// scripts/test.sh installs): what it printed and its exit code.
-fn on_a_terminal(args: &str) -> (String, String) {
-    let cmd = format!("'{}' {args}; echo EXIT=$?", env!("CARGO_BIN_EXE_oras"));
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("util-linux `script` is needed (Debian package bsdutils; scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    let code = text.lines().find_map(|l| l.strip_prefix("EXIT=")).map(str::to_string);
-    let code = code.unwrap_or_else(|| panic!("no exit code in what `script` printed:\n{text}"));
-    (text, code)
+/// A usage error on a pseudo-terminal: exit 2, and `error` shown on the terminal.
+#[track_caller]
+fn refused_on_a_terminal(args: &[&str], error: &str) {
+    let run = Oras::new(args).on_a_terminal().run();
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(run.stdout_str().contains(error), "{}", run.describe());
 }
 
 #[test]
 fn archive_streams_are_refused_on_a_terminal() {
-    let (text, code) = on_a_terminal("backup -o - 127.0.0.1:1/team/app");
-    assert_eq!(code, "2", "{text}");
-    assert!(text.contains("Error: -o - writes a tar archive to standard output, which is a terminal"), "{text}");
-    let (text, code) = on_a_terminal("restore --input - 127.0.0.1:1");
-    assert_eq!(code, "2", "{text}");
-    assert!(text.contains("Error: --input - reads a tar stream from standard input, which is a terminal"), "{text}");
+    refused_on_a_terminal(
+        &["backup", "-o", "-", "127.0.0.1:1/team/app"],
+        "Error: -o - writes a tar archive to standard output, which is a terminal",
+    );
+    refused_on_a_terminal(
+        &["restore", "--input", "-", "127.0.0.1:1"],
+        "Error: --input - reads a tar stream from standard input, which is a terminal",
+    );
 }
 
 #[test]
 fn restore_without_input_is_a_usage_error() {
-    restore(&["127.0.0.1:1"]).fails(2, "--input");
+    restore(&["127.0.0.1:1"]).fails(2, &["--input"]);
 }
 
 #[test]
 fn invalid_reference_upper_case() {
     let dir = tempdir();
     let out = dir.path().join("x.tar");
-    backup(&["-o", s(&out), "UPPER/Case"]).fails(2, "UPPER/Case");
+    backup(&["-o", s(&out), "UPPER/Case"]).fails(2, &["UPPER/Case"]);
     assert!(!out.exists());
 }
 
@@ -94,14 +89,14 @@ fn invalid_reference_upper_case() {
 fn invalid_reference_bad_tag() {
     let dir = tempdir();
     let out = dir.path().join("x.tar");
-    backup(&["-o", s(&out), "reg/repo:bad tag!"]).fails(2, "bad tag!");
+    backup(&["-o", s(&out), "reg/repo:bad tag!"]).fails(2, &["bad tag!"]);
     assert!(!out.exists());
 }
 
 #[test]
 fn invalid_restore_target() {
     let (_reg, _fx, _dir, out) = source_and_backup_dir();
-    restore(&["--input", s(&out), "127.0.0.1:1/UPPER/Case"]).fails(2, "UPPER/Case");
+    restore(&["--input", s(&out), "127.0.0.1:1/UPPER/Case"]).fails(2, &["UPPER/Case"]);
 }
 
 #[test]
@@ -111,10 +106,10 @@ fn unknown_tag_is_named() {
     fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let out = dir.path().join("app.tar");
-    backup(&["-o", s(&out), &format!("{}/team/app:nosuchtag", reg.host())]).fails(1, "nosuchtag");
+    backup(&["-o", s(&out), &format!("{}/team/app:nosuchtag", reg.host())]).fails(1, &["nosuchtag"]);
     assert!(!looks_complete(&out), "a failed backup left {} behind", out.display());
     let out_dir = dir.path().join("appdir");
-    backup(&["-o", s(&out_dir), &format!("{}/team/app:v1,nosuchtag", reg.host())]).fails(1, "nosuchtag");
+    backup(&["-o", s(&out_dir), &format!("{}/team/app:v1,nosuchtag", reg.host())]).fails(1, &["nosuchtag"]);
     assert!(!looks_complete(&out_dir), "a failed backup left {} behind", out_dir.display());
 }
 
@@ -126,7 +121,7 @@ fn output_tar_name_that_is_an_existing_directory() {
     let dir = tempdir();
     let out = dir.path().join("some_dir.tar");
     std::fs::create_dir(&out).unwrap();
-    backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]).fails(1, "some_dir.tar");
+    backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]).fails(1, &["some_dir.tar"]);
     assert!(out.is_dir(), "the existing directory is left alone");
     assert!(!out.join("index.json").exists());
 }
@@ -139,7 +134,7 @@ fn input_that_is_neither_layout_nor_tar() {
     bytes[..4].copy_from_slice(b"RAND"); // not the gzip magic either
     std::fs::write(&input, bytes).unwrap();
     let reg = Registry::start();
-    restore(&["--input", s(&input), &reg.host()]).fails(1, "random.bin");
+    restore(&["--input", s(&input), &reg.host()]).fails(1, &["random.bin"]);
     assert_registry_empty(&reg);
 }
 
@@ -148,7 +143,7 @@ fn input_directory_missing() {
     let dir = tempdir();
     let input = dir.path().join("no-such-backup");
     let reg = Registry::start();
-    restore(&["--input", s(&input), &reg.host()]).fails(1, "no-such-backup");
+    restore(&["--input", s(&input), &reg.host()]).fails(1, &["no-such-backup"]);
     assert_registry_empty(&reg);
 }
 
@@ -159,7 +154,7 @@ fn input_directory_that_is_not_a_layout() {
     std::fs::create_dir(&input).unwrap();
     std::fs::write(input.join("hello.txt"), "hi").unwrap();
     let reg = Registry::start();
-    restore(&["--input", s(&input), &reg.host()]).fails(1, "plain-dir");
+    restore(&["--input", s(&input), &reg.host()]).fails(1, &["plain-dir"]);
     assert_registry_empty(&reg);
 }
 
@@ -169,7 +164,7 @@ fn backup_with_a_deleted_blob_fails_before_pushing() {
     let layer = first_layer(&fx);
     std::fs::remove_file(blob_path(&out, &layer)).unwrap();
     let dst = Registry::start();
-    restore(&["--input", s(&out), &dst.host()]).fails(1, layer.strip_prefix("sha256:").unwrap());
+    restore(&["--input", s(&out), &dst.host()]).fails(1, &[layer.strip_prefix("sha256:").unwrap()]);
     assert_registry_empty(&dst);
 }
 
@@ -195,7 +190,7 @@ fn tar_backup_with_a_missing_blob_fails_before_pushing() {
     builder.finish().unwrap();
     drop(builder);
     let dst = Registry::start();
-    restore(&["--input", s(&tar_path), &dst.host()]).fails(1, layer.strip_prefix("sha256:").unwrap());
+    restore(&["--input", s(&tar_path), &dst.host()]).fails(1, &[layer.strip_prefix("sha256:").unwrap()]);
     assert_registry_empty(&dst);
 }
 
@@ -209,7 +204,7 @@ fn backup_with_a_corrupt_blob_fails() {
     std::fs::write(&path, &bytes).unwrap();
     assert_ne!(sha256_digest(&bytes), layer);
     let dst = Registry::start();
-    restore(&["--input", s(&out), &dst.host()]).fails(1, layer.strip_prefix("sha256:").unwrap());
+    restore(&["--input", s(&out), &dst.host()]).fails(1, &[layer.strip_prefix("sha256:").unwrap()]);
     let d = Client::new(&dst.host());
     assert!(d.user_tags("team/app").is_empty(), "a tag whose graph is corrupt was pushed");
     assert!(!d.blob_exists("team/app", &layer));
@@ -223,7 +218,7 @@ fn backup_of_a_repository_with_no_tags() {
     b.oci_image(None, "untagged", "amd64");
     let dir = tempdir();
     let out = dir.path().join("empty.tar");
-    backup(&["-o", s(&out), &format!("{}/empty/repo", reg.host())]).fails(1, "empty/repo");
+    backup(&["-o", s(&out), &format!("{}/empty/repo", reg.host())]).fails(1, &["empty/repo"]);
     assert!(!looks_complete(&out));
 }
 
@@ -232,7 +227,7 @@ fn backup_of_a_repository_that_does_not_exist() {
     let reg = Registry::start();
     let dir = tempdir();
     let out = dir.path().join("none");
-    backup(&["-o", s(&out), &format!("{}/does/not-exist", reg.host())]).fails(1, "does/not-exist");
+    backup(&["-o", s(&out), &format!("{}/does/not-exist", reg.host())]).fails(1, &["does/not-exist"]);
     assert!(!looks_complete(&out));
 }
 
@@ -242,10 +237,10 @@ fn unreachable_registry_on_backup() {
     let host = format!("127.0.0.1:{port}");
     let dir = tempdir();
     let out = dir.path().join("out.tar");
-    backup(&["-o", s(&out), &format!("{host}/team/app")]).fails(1, &host);
+    backup(&["-o", s(&out), &format!("{host}/team/app")]).fails(1, &[&host]);
     assert!(!looks_complete(&out), "a failed backup left {} behind", out.display());
     let out_dir = dir.path().join("outdir");
-    backup(&["-o", s(&out_dir), &format!("{host}/team/app")]).fails(1, &host);
+    backup(&["-o", s(&out_dir), &format!("{host}/team/app")]).fails(1, &[&host]);
     assert!(!looks_complete(&out_dir));
 }
 
@@ -253,7 +248,7 @@ fn unreachable_registry_on_backup() {
 fn unreachable_registry_on_restore() {
     let (_src, _fx, _dir, out) = source_and_backup_dir();
     let host = format!("127.0.0.1:{}", free_port());
-    restore(&["--input", s(&out), &host]).fails(1, &host);
+    restore(&["--input", s(&out), &host]).fails(1, &[&host]);
 }
 
 #[test]
@@ -264,7 +259,7 @@ fn failing_second_repository_leaves_no_backup() {
     fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let out = dir.path().join("two.tar");
-    backup(&["-o", s(&out), &format!("{}/team/app", reg.host()), &format!("{}/team/app2:missing", reg.host())]).fails(1, "team/app2");
+    backup(&["-o", s(&out), &format!("{}/team/app", reg.host()), &format!("{}/team/app2:missing", reg.host())]).fails(1, &["team/app2"]);
     assert!(!looks_complete(&out));
 }
 
@@ -273,7 +268,7 @@ fn verify_reports_a_deleted_blob() {
     let (_src, fx, _dir, out) = source_and_backup_dir();
     let layer = first_layer(&fx);
     std::fs::remove_file(blob_path(&out, &layer)).unwrap();
-    let run = common::oras(&["verify", s(&out)]);
+    let run = harness::oras(&["verify", s(&out)]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.output().contains(layer.strip_prefix("sha256:").unwrap()), "{run:?}");
     assert!(!run.stderr.contains("panicked"));
@@ -281,11 +276,11 @@ fn verify_reports_a_deleted_blob() {
 
 /// A tar whose layout is valid plus one extra entry with a raw (unchecked) name or type.
 fn tar_with_raw_entry(path: &std::path::Path, name: &str, entry_type: tar::EntryType, link: Option<&str>) {
-    let mut b = common::layout::LayoutBuilder::default();
+    let mut b = harness::layout::LayoutBuilder::default();
     let (m, _) = b.add_image("evil");
-    b.add_entry(&m, &[(common::layout::REF_NAME, "v1")]);
+    b.add_entry(&m, &[(harness::layout::REF_NAME, "v1")]);
     let good = path.with_extension("good.tar");
-    b.write_tar(&good, &common::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false });
+    b.write_tar(&good, &harness::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false });
     let layout = Layout::read(&good);
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     // The raw entry first, so that a reader meets it before anything else.
@@ -321,7 +316,7 @@ fn tar_with_a_parent_directory_entry_is_refused() {
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     tar_with_raw_entry(&tar, "../evil.txt", tar::EntryType::Regular, None);
     let reg = Registry::start();
-    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, "evil.txt");
+    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, &["evil.txt"]);
     assert!(!dir.path().join("evil.txt").exists(), "an entry was written outside the layout");
     assert_registry_empty(&reg);
 }
@@ -332,7 +327,7 @@ fn tar_with_an_absolute_entry_is_refused() {
     let tar = dir.path().join("abs.tar");
     tar_with_raw_entry(&tar, "/tmp/oras-e2e-absolute-evil.txt", tar::EntryType::Regular, None);
     let reg = Registry::start();
-    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, "oras-e2e-absolute-evil.txt");
+    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, &["oras-e2e-absolute-evil.txt"]);
     assert_registry_empty(&reg);
 }
 
@@ -342,7 +337,7 @@ fn tar_with_a_symlink_entry_is_refused() {
     let tar = dir.path().join("link.tar");
     tar_with_raw_entry(&tar, "blobs/sha256/evil-link", tar::EntryType::Symlink, Some("/etc/passwd"));
     let reg = Registry::start();
-    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, "evil-link");
+    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, &["evil-link"]);
     assert_registry_empty(&reg);
 }
 
@@ -350,6 +345,6 @@ fn tar_with_a_symlink_entry_is_refused() {
 fn restore_of_a_tag_the_backup_does_not_hold() {
     let (_src, _fx, _dir, out) = source_and_backup_dir();
     let dst = Registry::start();
-    restore(&["--input", s(&out), &format!("{}/team/app:nosuchtag", dst.host())]).fails(1, "nosuchtag");
+    restore(&["--input", s(&out), &format!("{}/team/app:nosuchtag", dst.host())]).fails(1, &["nosuchtag"]);
     assert_registry_empty(&dst);
 }

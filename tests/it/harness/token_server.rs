@@ -3,14 +3,15 @@
 //! It issues ES256 JWTs signed with the test PKI's token key, whose certificate travels in
 //! the JWT `x5c` header and sits in the registry's `rootcertbundle`.
 
+use super::relay::{reason, Server};
 use super::tls::Pki;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -101,42 +102,29 @@ struct State {
 
 /// A running token server; stops when dropped.
 pub struct TokenServer {
-    port: u16,
+    server: Server,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
     cert_bundle: std::path::PathBuf,
 }
 
 impl TokenServer {
     /// Starts on a free loopback port, signing with `pki`'s token key.
     pub fn start(pki: &Pki, config: TokenConfig) -> TokenServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
-        let port = listener.local_addr().unwrap().port();
         let pkcs8 = std::fs::read(&pki.token_key_pkcs8).unwrap();
         let rng = SystemRandom::new();
         let key = Arc::new(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("token key is PKCS#8 P-256"));
         let x5c = pki.token_cert_x5c();
         let state = Arc::new(Mutex::new(State { config, requests: Vec::new(), issued: Vec::new() }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (st, key, x5c) = (st.clone(), key.clone(), x5c.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &st, &key, &x5c);
-                });
-            }
+        let st = state.clone();
+        let server = Server::start(move |conn, _| {
+            let _ = serve(conn, &st, &key, &x5c);
         });
-        TokenServer { port, state, stop, cert_bundle: pki.token_cert.clone() }
+        TokenServer { server, state, cert_bundle: pki.token_cert.clone() }
     }
 
     /// The token endpoint (the registry's `realm`).
     pub fn realm(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.port)
+        format!("http://127.0.0.1:{}/token", self.server.port())
     }
 
     /// The body of Distribution's `auth:` section for this server.
@@ -167,13 +155,6 @@ impl TokenServer {
     }
 }
 
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -190,16 +171,10 @@ fn sign_jwt(key: &EcdsaKeyPair, x5c: &str, claims: &serde_json::Value) -> String
 }
 
 fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Error",
-    };
     write!(
         conn,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(status),
         body.len()
     )?;
     conn.flush()

@@ -4,14 +4,12 @@
 //! Nothing is ever read from outside the backup or written outside it, and memory stays small
 //! whatever sizes the input claims.
 
-mod common;
-#[path = "common/measured_run.rs"]
-mod measured_run;
+use crate::harness;
 
-use common::client::{sha256_digest, OCI_INDEX, OCI_MANIFEST};
-use common::fixtures::{Desc, OCI_LAYER_GZIP};
-use common::layout::{LayoutBuilder, REF_NAME};
-use common::{s, tempdir, Client, Registry, Run};
+use harness::client::{sha256_digest, OCI_INDEX, OCI_MANIFEST};
+use harness::fixtures::{Desc, OCI_LAYER_GZIP};
+use harness::layout::{LayoutBuilder, REF_NAME};
+use harness::{s, tempdir, Client, Failures, Oras, Registry, Run};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -280,48 +278,15 @@ struct Case {
     verify_keyword: Option<&'static str>,
 }
 
-/// Collects failures so that one run reports every case that went wrong.
-#[derive(Default)]
-struct Failures(Vec<String>);
-
-impl Failures {
-    fn check(&mut self, what: &str, r: Result<(), String>) {
-        if let Err(e) = r {
-            self.0.push(format!("--- {what}: {e}"));
-        }
+/// Refused cleanly ([`Run::check_failure`], exit 1), the error naming `keyword`; for verify, whose
+/// report names the problems on stdout, the keyword may be anywhere in its output.
+fn refused(run: &Run, keyword: &str, in_report: bool) -> Result<(), String> {
+    if !in_report {
+        return run.check_failure(1, &[keyword]);
     }
-
-    #[track_caller]
-    fn assert_none(&self) {
-        assert!(self.0.is_empty(), "{} hostile case(s) were not refused cleanly:\n{}", self.0.len(), self.0.join("\n\n"));
-    }
-}
-
-fn describe(run: &Run) -> String {
-    format!(
-        "oras {}\nexit {:?}\nstdout: {}\nstderr: {}",
-        run.args.join(" "),
-        run.code,
-        run.stdout_str().chars().take(3000).collect::<String>(),
-        run.stderr.chars().take(3000).collect::<String>()
-    )
-}
-
-/// Exit 1, no panic, exactly one `Error:` line on stderr, the keyword in the error (or report).
-fn refused(run: &Run, keyword: &str, in_stdout_too: bool) -> Result<(), String> {
-    if run.code != Some(1) {
-        return Err(format!("expected exit code 1\n{}", describe(run)));
-    }
-    if run.output().contains("panicked") {
-        return Err(format!("panicked\n{}", describe(run)));
-    }
-    let errors = run.stderr.lines().filter(|l| l.trim_start().to_ascii_lowercase().starts_with("error")).count();
-    if errors != 1 {
-        return Err(format!("expected exactly one error line on stderr, got {errors}\n{}", describe(run)));
-    }
-    let haystack = if in_stdout_too { run.output() } else { run.stderr.clone() };
-    if !haystack.to_lowercase().contains(&keyword.to_lowercase()) {
-        return Err(format!("expected {keyword:?} in the error\n{}", describe(run)));
+    run.check_failure(1, &[])?;
+    if !run.output().to_lowercase().contains(&keyword.to_lowercase()) {
+        return Err(format!("expected {keyword:?} in the report:\n{}", run.describe()));
     }
     Ok(())
 }
@@ -356,19 +321,18 @@ fn run_cases(cases: &[Case], root: &str) {
     for (i, case) in cases.iter().enumerate() {
         let repo = format!("hostile/case{i}");
         let target = format!("{}/{repo}", reg.host());
-        let run = common::restore(&["--input", s(&case.path), &target]);
+        let run = harness::restore(&["--input", s(&case.path), &target]);
         failures.check(&format!("restore {}", case.name), refused(&run, case.keyword, false).and_then(|_| untouched(&reg, &repo, root)));
-        let run = common::oras(&["verify", s(&case.path)]);
+        let run = harness::oras(&["verify", s(&case.path)]);
         failures.check(&format!("verify {}", case.name), refused(&run, case.verify_keyword.unwrap_or(case.keyword), true));
         if case.stdin {
             let repo = format!("hostile/stdin{i}");
             let target = format!("{}/{repo}", reg.host());
             let bytes = std::fs::read(&case.path).unwrap();
-            let run = common::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &target], Some(&bytes));
+            let run = Oras::new(&["restore", "--no-tty", "--input", "-", &target]).stdin(&bytes).run();
             failures.check(&format!("restore --input - {}", case.name), {
                 // A stream's damage may only show after blobs were sent: they were held back, nothing is visible.
-                let r = if run.code == Some(1) { refused(&run, "", false) } else { Err(format!("expected exit 1\n{}", describe(&run))) };
-                r.and_then(|_| untouched(&reg, &repo, root))
+                refused(&run, "", false).and_then(|_| untouched(&reg, &repo, root))
             });
         }
     }
@@ -609,7 +573,7 @@ fn enormous_index_json_is_refused() {
     run_cases(&cases, &base.manifest.digest);
     for p in [&tar_path, &layout] {
         let (run, rss) = restore_measuring_rss(p, "127.0.0.1:1/x/y");
-        assert_eq!(run.code, Some(1), "{}", describe(&run));
+        assert_eq!(run.code, Some(1), "{}", run.describe());
         assert!(rss < MAX_RSS_KB, "restore of {} peaked at {rss} KiB", p.display());
     }
 }
@@ -910,15 +874,15 @@ fn layout_directory_links_and_special_files_are_refused() {
 fn backup_into_a_directory_with_linked_structure_is_refused() {
     let reg = Registry::start();
     let c = Client::new(&reg.host());
-    common::fixtures::push_signed_image(&c, "team/app");
+    harness::fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(elsewhere.join("sha256")).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink(&elsewhere, out.join("blobs")).unwrap();
-    let run = common::backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]);
-    run.fails(1, "symbolic link");
+    let run = harness::backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]);
+    run.fails(1, &["symbolic link"]);
     assert_eq!(std::fs::read_dir(elsewhere.join("sha256")).unwrap().count(), 0, "blobs were written through the link");
 
     // index.json a symlink to a file elsewhere: not followed, not overwritten.
@@ -927,14 +891,14 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
     let victim = dir.path().join("victim.json");
     std::fs::write(&victim, b"precious").unwrap();
     std::os::unix::fs::symlink(&victim, out2.join("index.json")).unwrap();
-    common::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())]).fails(1, "symbolic link");
+    harness::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())]).fails(1, &["symbolic link"]);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
     // index.json a fifo (or /dev/zero): never read without bound.
     let out3 = dir.path().join("out3");
     std::fs::create_dir_all(&out3).unwrap();
     mkfifo(&out3.join("index.json"));
-    common::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())]).fails(1, "regular file");
+    harness::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())]).fails(1, &["regular file"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -945,8 +909,11 @@ const MAX_RSS_KB: u64 = 64 * 1024;
 
 /// Runs `oras <args>` (stdin from the file `stdin`, or none) and returns the run and its peak RSS in KiB.
 fn run_measuring_rss(args: &[&str], stdin: Option<&Path>) -> (Run, u64) {
-    let bytes = stdin.map(|p| std::fs::read(p).unwrap());
-    let m = measured_run::run_measured(args, bytes.as_deref(), Duration::from_secs(120));
+    let mut oras = Oras::new(args);
+    if let Some(p) = stdin {
+        oras = oras.stdin(&std::fs::read(p).unwrap());
+    }
+    let m = oras.measure(Duration::from_secs(120));
     assert!(!m.killed, "oras {args:?} did not finish:\n{:?}", m.run);
     (m.run, m.peak_rss_kib)
 }
@@ -995,12 +962,12 @@ fn claimed_sizes_are_never_allocated() {
         let (run, rss) = restore_measuring_rss(path, &target);
         failures.check(name, refused(&run, "", false).and_then(|_| untouched(&reg, &format!("rss/case{i}"), &base.manifest.digest)));
         if rss >= MAX_RSS_KB {
-            failures.0.push(format!("--- {name}: peak RSS {rss} KiB"));
+            failures.fail(name, format!("peak RSS {rss} KiB"));
         }
         let (run, rss) = run_measuring_rss(&["verify", s(path)], None);
         failures.check(&format!("verify {name}"), refused(&run, "", true));
         if rss >= MAX_RSS_KB {
-            failures.0.push(format!("--- verify {name}: peak RSS {rss} KiB"));
+            failures.fail(&format!("verify {name}"), format!("peak RSS {rss} KiB"));
         }
         if *stdin {
             let (run, rss) = run_measuring_rss(&["restore", "--no-tty", "--input", "-", &target], Some(path));
@@ -1009,7 +976,7 @@ fn claimed_sizes_are_never_allocated() {
                 refused(&run, "", false).and_then(|_| no_tags_or_manifests(&reg, &format!("rss/case{i}"), &base.manifest.digest)),
             );
             if rss >= MAX_RSS_KB {
-                failures.0.push(format!("--- stdin {name}: peak RSS {rss} KiB"));
+                failures.fail(&format!("stdin {name}"), format!("peak RSS {rss} KiB"));
             }
         }
     }
@@ -1027,15 +994,15 @@ fn the_undamaged_base_restores() {
     let layout = dir.path().join("good");
     base.write_dir(&layout);
     for (i, input) in [&tar, &layout].into_iter().enumerate() {
-        common::oras(&["verify", s(input)]).ok();
+        harness::oras(&["verify", s(input)]).ok();
         let repo = format!("good/case{i}");
-        common::restore(&["--input", s(input), &format!("{}/{repo}", reg.host())]).ok();
+        harness::restore(&["--input", s(input), &format!("{}/{repo}", reg.host())]).ok();
         let c = Client::new(&reg.host());
         assert_eq!(c.list_tags(&repo), vec!["v1".to_string()]);
         assert_eq!(c.get_manifest(&repo, "v1").unwrap().digest, base.manifest.digest);
     }
     let bytes = std::fs::read(&tar).unwrap();
-    common::oras_with_stdin(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())], Some(&bytes)).ok();
+    Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())]).stdin(&bytes).run().ok();
     // A tar from another tool: pax global header first (git archive), identical duplicate entries.
     let mut t = RawTar::default();
     t.entry("pax_global_header", tar::EntryType::XGlobalHeader, 52, b"52 comment=0123456789abcdef0123456789abcdef01234567\n", None);
@@ -1044,6 +1011,6 @@ fn the_undamaged_base_restores() {
     }
     t.file(&blob_name(&base.layer.digest), base.get(&blob_name(&base.layer.digest)).unwrap());
     let other = write(dir.path(), "other-tool.tar", &t.finish());
-    common::oras(&["verify", s(&other)]).ok();
-    common::restore(&["--input", s(&other), &format!("{}/good/other", reg.host())]).ok();
+    harness::oras(&["verify", s(&other)]).ok();
+    harness::restore(&["--input", s(&other), &format!("{}/good/other", reg.host())]).ok();
 }

@@ -4,18 +4,18 @@
 //! (referrers tag schema) and the in-process fake where the referrers API is needed; every
 //! test has its own registries and temporary directories.
 
-mod common;
+use crate::harness;
 
-use common::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
-use common::companion::{
-    blob_file, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines, tar_entries, verify,
-    verify_json, CatalogCapProxy,
+use harness::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
+use harness::companion::{
+    blob_file, catalog_cap_proxy, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines,
+    tar_entries, verify, verify_json,
 };
-use common::fake_referrers::FakeRegistry;
-use common::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
-use common::layout::{Layout, LayoutBuilder, REF_NAME};
-use common::registry::RegistryOptions;
-use common::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
+use harness::fake_referrers::FakeRegistry;
+use harness::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
+use harness::layout::{Layout, LayoutBuilder, REF_NAME};
+use harness::registry::RegistryOptions;
+use harness::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -106,12 +106,12 @@ fn repo_ls_follows_catalog_pages_when_the_registry_caps_the_page_size() {
         want.push(name);
     }
     // Pages of 3 repositories: 7 repositories take 3 pages linked by Distribution's `Link`.
-    let proxy = CatalogCapProxy::start(&reg.host(), 3);
+    let proxy = catalog_cap_proxy(&reg.host(), 3);
     let run = oras(&["repo", "ls", "--plain-http", &proxy.host()]);
     run.ok();
     assert_eq!(stdout_lines(&run), want, "every repository across catalog pages");
-    let catalog_calls = proxy.requests().iter().filter(|r| r.contains("/v2/_catalog")).count();
-    assert!(catalog_calls >= 3, "expected at least 3 catalog pages, saw {:?}", proxy.requests());
+    let catalog_calls = proxy.seen().iter().filter(|r| r.path.starts_with("/v2/_catalog")).count();
+    assert!(catalog_calls >= 3, "expected at least 3 catalog pages, saw {:#?}", proxy.seen());
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn repo_ls_oci_layout_lists_the_repositories_of_a_backup_dir_and_tar() {
 
     // Not a backup: a clean error, no list.
     let run = oras(&["repo", "ls", "--oci-layout", s(&dir.path().join("nothing-here"))]);
-    run.fails(1, "nothing-here");
+    run.fails(1, &["nothing-here"]);
     assert!(run.stdout.is_empty(), "no output for a missing backup: {}", run.stdout_str());
 }
 
@@ -208,7 +208,7 @@ fn repo_tags_of_a_registry_with_and_without_digest_tags() {
         assert_eq!(sorted(got.clone()), user, "repo tags {flags:?} hides sha256-<hex>");
         assert!(got.iter().all(|t| !is_tag_schema_tag(t)));
     }
-    oras(&["repo", "tags", "--all", "--exclude-digest-tags", &repo]).fails(2, "cannot be used with");
+    oras(&["repo", "tags", "--all", "--exclude-digest-tags", &repo]).fails(2, &["cannot be used with"]);
 
     let run = oras(&["repo", "tags", "--exclude-digest-tags", "--format", "json", &repo]);
     run.ok();
@@ -273,7 +273,7 @@ fn repo_tags_oci_layout_single_and_multi_repository_backups() {
         assert_eq!(sorted(stdout_lines(&run)), sorted(want), "every tag of {name}");
         // A repository the backup does not hold.
         let run = oras(&["repo", "tags", "--oci-layout", &format!("{}:team/nope", s(&out))]);
-        run.fails(1, "team/nope");
+        run.fails(1, &["team/nope"]);
     }
 }
 
@@ -326,7 +326,7 @@ fn discover_prints_the_referrers_tree() {
     run.ok();
     assert_eq!(stdout_lines(&run), vec![format!("{}/app@{sig}", reg.host())]);
     // Unknown tag: exit 1.
-    oras(&["discover", &format!("{}/app:nope", reg.host())]).fails(1, "nope");
+    oras(&["discover", &format!("{}/app:nope", reg.host())]).fails(1, &["nope"]);
 }
 
 /// JSON tree checks shared by the registry (API and tag schema) and layout variants:
@@ -456,7 +456,7 @@ fn discover_in_a_backup_dir_and_tar() {
         assert_eq!(lines.len(), 4, "tree of {name}: {}", run.stdout_str());
         assert!(lines[0].ends_with(&format!("@{v1}")), "root line: {}", lines[0]);
         // Unknown tag, or no tag at all.
-        oras(&["discover", "--oci-layout", &format!("{p}:nope")]).fails(1, "nope");
+        oras(&["discover", "--oci-layout", &format!("{p}:nope")]).fails(1, &["nope"]);
         assert_eq!(oras(&["discover", "--oci-layout", p]).code, Some(2), "a layout path alone is a usage error");
     }
 }
@@ -511,7 +511,7 @@ fn verify_passes_a_good_backup_dir_and_tar() {
 #[track_caller]
 fn assert_verify_fails(path: &Path, n: usize) -> Vec<String> {
     let run = verify(path);
-    run.fails(1, "verification");
+    run.fails(1, &["verification"]);
     let p = problems(&run);
     assert_eq!(p.len(), n, "expected {n} problem(s):\n{}", run.stdout_str());
     assert!(!run.stdout_str().contains("Verified"), "no success line on failure: {}", run.stdout_str());
@@ -601,7 +601,7 @@ fn verify_reports_a_truncated_tar() {
         let bytes = std::fs::read(&out).unwrap();
         std::fs::write(&cut, &bytes[..keep as usize]).unwrap();
         let run = verify(&cut);
-        run.fails(1, "verification");
+        run.fails(1, &["verification"]);
         assert!(!problems(&run).is_empty(), "{name}: at least one problem line:\n{}", run.output());
         let (run, v) = verify_json(&cut);
         assert_eq!(run.code, Some(1));
@@ -622,7 +622,7 @@ fn verify_reports_a_tar_cut_at_an_entry_boundary() {
     let bytes = std::fs::read(&out).unwrap();
     std::fs::write(&cut, &bytes[..(*last_off - 512) as usize]).unwrap();
     let run = verify(&cut);
-    run.fails(1, "verification");
+    run.fails(1, &["verification"]);
     let p = problems(&run);
     assert!(p.iter().any(|l| l.contains(&digest) && l.contains("missing")), "the cut-off blob {digest} is reported:\n{}", run.output());
 }
@@ -707,7 +707,7 @@ fn verify_reports_a_path_that_is_not_a_backup() {
     let dir = tempdir();
     let missing = dir.path().join("nope");
     let run = verify(&missing);
-    run.fails(1, "verification");
+    run.fails(1, &["verification"]);
     assert_eq!(problems(&run).len(), 1, "{}", run.stdout_str());
     // A directory without oci-layout: reported, other checks still run.
     let mut lb = LayoutBuilder::default();
@@ -811,7 +811,7 @@ fn copy_between_registries_with_referrers_retagging_and_by_digest() {
     // A digest as the destination is a usage error.
     assert_eq!(oras(&["copy", "--no-tty", &from(":v1"), &to(&format!("x@{v3}"))]).code, Some(2));
     // Unknown source tag: exit 1, nothing created.
-    oras(&["copy", "--no-tty", &from(":nope"), &to("none:x")]).fails(1, "nope");
+    oras(&["copy", "--no-tty", &from(":nope"), &to("none:x")]).fails(1, &["nope"]);
     assert!(d.list_tags("none").is_empty());
 }
 

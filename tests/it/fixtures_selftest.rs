@@ -2,13 +2,13 @@
 //! back through Distribution 2.8 and through the fake referrers registry), and the layout
 //! helpers. If these fail, the e2e tests' failures mean nothing.
 
-mod common;
+use crate::harness;
 
-use common::client::{is_tag_schema_tag, sha256_digest, tag_schema_tag, OCI_INDEX};
-use common::fake_referrers::FakeRegistry;
-use common::fixtures::{self, RepoFixture};
-use common::layout::{Layout, LayoutBuilder, TarStyle};
-use common::{assert_repo_matches, referrers_in, Client, Registry};
+use harness::client::{is_tag_schema_tag, sha256_digest, tag_schema_tag, OCI_INDEX};
+use harness::fake_referrers::FakeRegistry;
+use harness::fixtures::{self, RepoFixture};
+use harness::layout::{Layout, LayoutBuilder, TarStyle};
+use harness::{assert_repo_matches, referrers_in, Client, Registry};
 
 fn check_fixture_readback(client: &Client, fx: &RepoFixture) {
     // The fixture compared against itself through the registry.
@@ -28,7 +28,7 @@ fn distribution_registry_round_trips_all_fixture_kinds() {
     let tags: Vec<&str> = app.tags.keys().map(String::as_str).collect();
     assert_eq!(tags, ["artifact", "chart", "latest", "textcfg", "v1", "v2", "v3", "v4"]);
     assert_eq!(c.get_manifest("team/app", "v2").unwrap().media_type, OCI_INDEX);
-    assert_eq!(c.get_manifest("team/app", "v4").unwrap().media_type, common::client::DOCKER_LIST);
+    assert_eq!(c.get_manifest("team/app", "v4").unwrap().media_type, harness::client::DOCKER_LIST);
     // The zero-byte blob is stored and served.
     let empty = sha256_digest(b"");
     assert_eq!(c.get_blob("team/app", &empty).unwrap(), Vec::<u8>::new());
@@ -130,7 +130,7 @@ fn fake_registry_pagination_and_mounts() {
 
 #[test]
 fn layout_builder_and_reader_agree() {
-    let dir = common::tempdir();
+    let dir = harness::tempdir();
     let mut b = LayoutBuilder::default();
     let (m, bytes) = b.add_image("x");
     b.add_entry(&m, &[("org.opencontainers.image.ref.name", "1.0")]);
@@ -139,7 +139,7 @@ fn layout_builder_and_reader_agree() {
     let l = Layout::read(&tar_path);
     assert_eq!(l.ref_names(), ["1.0"]);
     assert_eq!(l.blob(&m.digest).unwrap(), &bytes);
-    assert!(common::looks_complete(&tar_path));
+    assert!(harness::looks_complete(&tar_path));
     let d = dir.path().join("x");
     b.write_dir(&d);
     let l2 = Layout::read(&d);

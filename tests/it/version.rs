@@ -1,21 +1,21 @@
 //! End-to-end tests of `oras version` and `oras --version`: both print the crate's version, the
 //! git commit and the build date that `build.rs` recorded, in one line of the same form.
 
+use crate::harness::oras;
 use std::process::Command;
 
-// The build script's date arithmetic and value check, tested here with known dates: it is not a
-// module of the crate, and its `main` is not called.
-#[allow(dead_code)]
-#[path = "../build.rs"]
-mod build_script;
+// The build script's value check and date arithmetic (build/version_line.rs), tested here with
+// known values: they are not part of the crate.
+#[path = "../../build/version_line.rs"]
+mod version_line;
 
 /// Runs the binary with `args`; its stdout, after checking that it succeeded with nothing on stderr.
+#[track_caller]
 fn oras_stdout(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_oras")).args(args).output().expect("run oras");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "oras {args:?}: {:?}\n{stderr}", out.status);
-    assert!(stderr.is_empty(), "oras {args:?} wrote to stderr: {stderr}");
-    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+    let run = oras(args);
+    run.ok();
+    assert!(run.stderr.is_empty(), "wrote to stderr:\n{}", run.describe());
+    String::from_utf8(run.stdout).expect("UTF-8 stdout")
 }
 
 /// The (commit, date) of a line `oras <version> (commit <commit>, built <date>)`, after checking the
@@ -66,7 +66,7 @@ fn version_and_dash_dash_version_print_the_cargo_version_the_commit_and_the_buil
     );
     if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs();
-        let (y, m, d) = build_script::civil_from_days((now / 86_400) as i64);
+        let (y, m, d) = version_line::civil_from_days((now / 86_400) as i64);
         assert!(date <= format!("{y:04}-{m:02}-{d:02}"), "built {date} is after today");
     }
 }
@@ -91,13 +91,13 @@ fn the_build_script_counts_days_to_the_right_calendar_date() {
         (1_796_342_400 / 86_400, (2026, 12, 4)),
         (4_102_444_800 / 86_400, (2100, 1, 1)),
     ] {
-        assert_eq!(build_script::civil_from_days(days), want, "day {days}");
+        assert_eq!(version_line::civil_from_days(days), want, "day {days}");
     }
-    assert!(build_script::is_plain("1a2b3c4") && build_script::is_plain("v1.2.3-rc.1"));
+    assert!(version_line::is_plain("1a2b3c4") && version_line::is_plain("v1.2.3-rc.1"));
     assert!(
-        !build_script::is_plain("")
-            && !build_script::is_plain("a b")
-            && !build_script::is_plain("x\n")
-            && !build_script::is_plain(&"a".repeat(65))
+        !version_line::is_plain("")
+            && !version_line::is_plain("a b")
+            && !version_line::is_plain("x\n")
+            && !version_line::is_plain(&"a".repeat(65))
     );
 }
