@@ -16,4 +16,5 @@ mod hostile;
 mod hostile_registry;
 mod image;
 mod referrers_api;
+mod selection;
 mod version;

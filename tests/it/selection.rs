@@ -1,11 +1,11 @@
 //! Choosing what moves and where, end to end against real registries: restore rules files, tag
 //! and repository filters, whole-registry backups, full references and `manifest fetch`.
 
-mod common;
+use crate::harness;
 
-use common::fixtures::{self, RepoFixture};
-use common::layout::Layout;
-use common::{backup, oras, restore, s, tempdir, Client, Registry};
+use harness::fixtures::{self, RepoFixture};
+use harness::layout::Layout;
+use harness::{backup, oras, restore, s, tempdir, Client, Registry};
 use std::path::{Path, PathBuf};
 
 /// A registry with `team/app` (v1, v2, v3; v2 signed) and `team/web` (the same tag names), backed
@@ -90,19 +90,19 @@ fn rules_refuse_collisions_unknown_keys_and_what_the_backup_does_not_hold_before
         ),
     );
     let run = restore(&["--input", s(&b.tar), "--rules", s(&collide)]);
-    run.fails(1, &format!("{h}/team/app:v1"));
+    run.fails(1, &[&format!("{h}/team/app:v1")]);
     assert!(run.stderr.contains(&format!("{h}/team/web:v1")), "both sources named: {}", run.stderr);
 
     let typo = write_rules(dir.path(), &format!(r#"{{"mappings": [{{"source": "{h}/team/app", "target": "{d}/x", "tag": ["v1"]}}]}}"#));
-    restore(&["--input", s(&b.tar), "--rules", s(&typo)]).fails(2, "unknown field");
+    restore(&["--input", s(&b.tar), "--rules", s(&typo)]).fails(2, &["unknown field"]);
 
     let absent = write_rules(dir.path(), &format!(r#"{{"mappings": [{{"source": "{h}/team/gone", "target": "{d}/x"}}]}}"#));
-    restore(&["--input", s(&b.tar), "--rules", s(&absent)]).fails(1, &format!("{h}/team/web"));
+    restore(&["--input", s(&b.tar), "--rules", s(&absent)]).fails(1, &[&format!("{h}/team/web")]);
 
     let no_tag = write_rules(dir.path(), &format!(r#"{{"mappings": [{{"source": "{h}/team/app", "target": "{d}/x", "tags": ["v9"]}}]}}"#));
-    restore(&["--input", s(&b.tar), "--rules", s(&no_tag)]).fails(1, "v9");
+    restore(&["--input", s(&b.tar), "--rules", s(&no_tag)]).fails(1, &["v9"]);
 
-    restore(&["--input", s(&b.tar), "--rules", s(&no_tag), &d]).fails(2, "--rules");
+    restore(&["--input", s(&b.tar), "--rules", s(&no_tag), &d]).fails(2, &["--rules"]);
     assert!(Client::new(&d).catalog().is_empty(), "nothing was pushed by any refused run");
 }
 
@@ -143,8 +143,8 @@ fn tag_filters_select_tags_on_backup_and_restore() {
     assert!(run.output().contains("--include-tags kept 2") && run.output().contains("--exclude-tags kept 1 of 2"), "{}", run.output());
     assert_eq!(Layout::read(&out).ref_names(), ["v1"]);
 
-    backup(&["-o", s(&out), "--include-tags", "(", &repo]).fails(2, "not a valid regular expression");
-    backup(&["-o", s(&dir.path().join("none")), "--include-tags", "nothing", &repo]).fails(1, "tag filters");
+    backup(&["-o", s(&out), "--include-tags", "(", &repo]).fails(2, &["not a valid regular expression"]);
+    backup(&["-o", s(&dir.path().join("none")), "--include-tags", "nothing", &repo]).fails(1, &["tag filters"]);
 
     let all = dir.path().join("all.tar");
     backup(&["-o", s(&all), &repo]).ok();
@@ -168,8 +168,8 @@ fn a_registry_named_alone_backs_up_what_its_catalog_lists_through_the_repository
     let listed = oras(&["repo", "ls", "--oci-layout", s(&out)]);
     assert_eq!(listed.ok().stdout_str().lines().collect::<Vec<_>>(), [format!("{}/team/app", src.host())], "* stays within one component");
 
-    backup(&["-o", s(&dir.path().join("x")), &format!("{}/team/app", src.host()), "--include-repos", "x"]).fails(2, "registry alone");
-    backup(&["-o", s(&dir.path().join("y")), &src.host(), "--include-repos", "nothing/*"]).fails(1, "keep none");
+    backup(&["-o", s(&dir.path().join("x")), &format!("{}/team/app", src.host()), "--include-repos", "x"]).fails(2, &["registry alone"]);
+    backup(&["-o", s(&dir.path().join("y")), &src.host(), "--include-repos", "nothing/*"]).fails(1, &["keep none"]);
 }
 
 #[test]
@@ -226,8 +226,9 @@ fn a_platform_backs_up_one_manifest_of_an_index_under_its_tag_with_the_referrers
     let kept = fx.referrer_manifests().into_iter().filter(|r| d.manifest_exists("arm", r)).count();
     assert_eq!(kept, 2, "the index's attestation and the child's signature");
 
-    backup(&["--platform", "linux/s390x", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(1, "linux/amd64, linux/arm64");
-    backup(&["--platform", "linux", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(2, "os/arch");
+    backup(&["--platform", "linux/s390x", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")])
+        .fails(1, &["linux/amd64, linux/arm64"]);
+    backup(&["--platform", "linux", "-o", s(&dir.path().join("none")), &format!("{repo}:v2")]).fails(2, &["os/arch"]);
 }
 
 #[test]
@@ -239,7 +240,7 @@ fn a_sparse_index_backup_keeps_the_index_digest_verifies_as_partial_and_a_strict
     let out = dir.path().join("sparse");
     let repo = format!("{}/team/app", src.host());
     let index = fx.tag("v2").to_string();
-    backup(&["--platform", "linux/amd64", "--platform", "linux/arm64", "-o", s(&out), &format!("{repo}:v2")]).fails(2, "--sparse-index");
+    backup(&["--platform", "linux/amd64", "--platform", "linux/arm64", "-o", s(&out), &format!("{repo}:v2")]).fails(2, &["--sparse-index"]);
     let run = backup(&["--platform", "linux/arm64", "--sparse-index", "-o", s(&out), &format!("{repo}:v2")]);
     run.ok();
     assert!(run.output().contains("1 of its 2 manifests"), "{}", run.output());
@@ -252,7 +253,7 @@ fn a_sparse_index_backup_keeps_the_index_digest_verifies_as_partial_and_a_strict
 
     // Distribution insists on every manifest an index names: the refusal says why.
     let dst = Registry::start();
-    restore(&["--input", s(&out), &format!("{}/app", dst.host())]).fails(1, "--sparse-index");
+    restore(&["--input", s(&out), &format!("{}/app", dst.host())]).fails(1, &["--sparse-index"]);
     assert!(!Client::new(&dst.host()).manifest_exists("app", &index));
 }
 
