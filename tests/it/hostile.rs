@@ -503,10 +503,14 @@ fn hostile_tar_structure_is_refused() {
         let layer = base.get(&layer_name).unwrap();
         t.cut(&layer_name, layer.len() as u64, &layer[..layer.len() / 2])
     };
+    // Compressed archives are read (gzip and zstd, by their magic), so the damage inside one, or
+    // to the compressed stream itself, is what gets refused.
+    add("gzip-of-a-truncated-tar", gzip(&cut), "truncated", true);
+    let squeezed = gzip(&whole);
+    add("gzip-stream-cut", squeezed[..squeezed.len() / 2].to_vec(), "gzip", true);
     add("truncated-data", cut, "truncated", true);
     let second_header = 512 + 512;
     add("truncated-header", whole[..second_header + 100].to_vec(), "truncated", true);
-    add("gzip-named-tar", gzip(&whole), "gzip", true);
     add("zip-named-tar", zip("backup.tar", &whole), "zip", true);
     add("empty-file", Vec::new(), "neither", true);
     add("zeros", vec![0u8; 10240], "neither", true);

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod archives;
 mod auth_tls;
 mod backup_restore;
 mod bad_input;
