@@ -26,10 +26,12 @@ fn main() {
     let commit = match std::env::var("ORAS_BUILD_COMMIT") {
         Ok(c) if is_plain(&c) => c,
         // Set but unusable: a mistake of the pipeline that set it, said now rather than shipped.
-        Ok(c) if !c.is_empty() => panic!("ORAS_BUILD_COMMIT must be a short commit name (letters, digits, -._+), not {c:?}"),
-        _ if own_checkout => {
-            git(&manifest_dir, &["rev-parse", "--short", "HEAD"]).filter(|c| is_plain(c)).unwrap_or_else(|| "unknown".into())
-        }
+        Ok(c) if !c.is_empty() => panic!(
+            "ORAS_BUILD_COMMIT must be a short commit name (letters, digits, -._+), not {c:?}"
+        ),
+        _ if own_checkout => git(&manifest_dir, &["rev-parse", "--short", "HEAD"])
+            .filter(|c| is_plain(c))
+            .unwrap_or_else(|| "unknown".into()),
         _ => "unknown".into(),
     };
     if own_checkout {
@@ -48,7 +50,9 @@ fn main() {
             // claims to be reproducible differ from run to run.
             Err(_) => panic!("SOURCE_DATE_EPOCH must be whole seconds since 1970-01-01, not {s:?}"),
         },
-        Err(_) => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+        Err(_) => {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        }
     };
     let (y, m, d) = civil_from_days(epoch.div_euclid(86_400));
 
@@ -76,7 +80,8 @@ fn watch_git_head(dir: &Path) {
             watched.push(PathBuf::from(p));
         }
     }
-    if let Some(p) = git(dir, &["rev-parse", "--path-format=absolute", "--git-path", "packed-refs"]) {
+    if let Some(p) = git(dir, &["rev-parse", "--path-format=absolute", "--git-path", "packed-refs"])
+    {
         watched.push(PathBuf::from(p));
     }
     for p in watched.iter().filter(|p| p.is_file()) {

@@ -4,7 +4,9 @@
 
 /// A value that can go into the version line as it is: short, no spaces or control characters.
 pub fn is_plain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'))
 }
 
 /// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's

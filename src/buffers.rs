@@ -87,7 +87,8 @@ mod tests {
     #[test]
     fn the_pool_keeps_at_most_its_bound() {
         let pool = pool(2);
-        let held: Vec<Bytes> = (0..5).map(|_| Bytes::from_owner(Pooled(pool.take(), pool))).collect();
+        let held: Vec<Bytes> =
+            (0..5).map(|_| Bytes::from_owner(Pooled(pool.take(), pool))).collect();
         drop(held);
         assert_eq!(pool.idle.lock().map(|idle| idle.len()).unwrap_or_default(), 2);
     }

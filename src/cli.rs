@@ -5,10 +5,17 @@ use std::path::PathBuf;
 
 /// The version line of `oras version` and `oras --version` (after the program name): the crate's
 /// version, the commit and the date of the build, both recorded by `build.rs`.
-pub const LONG_VERSION: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ORAS_GIT_COMMIT"), ", built ", env!("ORAS_BUILD_DATE"), ")");
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ORAS_GIT_COMMIT"),
+    ", built ",
+    env!("ORAS_BUILD_DATE"),
+    ")"
+);
 
-/// Back up and restore OCI content (images, charts, signatures, SBOMs, any artifact) between registries and OCI layouts.
+/// Back up and restore OCI content (images, charts, signatures, SBOMs, any artifact) between
+/// registries and OCI layouts.
 #[derive(Parser, Debug)]
 #[command(name = "oras", version = LONG_VERSION, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -20,7 +27,8 @@ pub struct Cli {
 /// Commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Back up repositories (tags, manifests, blobs and optionally referrers) into an OCI layout directory or tar.
+    /// Back up repositories (tags, manifests, blobs and optionally referrers) into an OCI layout
+    /// directory or tar.
     Backup(BackupArgs),
     /// Restore a backup (directory or tar) into one or more registries.
     Restore(RestoreArgs),
@@ -52,7 +60,8 @@ pub enum RepoCommand {
     /// List the repositories of a registry (catalog) or of a backup (--oci-layout).
     #[command(alias = "list")]
     Ls(RepoLsArgs),
-    /// List the tags of a repository, or of a repository in a backup (--oci-layout <path>[:<repo>]).
+    /// List the tags of a repository, or of a repository in a backup (--oci-layout
+    /// <path>[:<repo>]).
     Tags(RepoTagsArgs),
 }
 
@@ -78,10 +87,12 @@ pub struct RepoTagsArgs {
     /// Read a backup (OCI layout directory or tar) instead of a registry
     #[arg(long)]
     pub oci_layout: bool,
-    /// Also list the referrers tag-schema tags (sha256-<hex>), which are not user tags and are hidden by default
+    /// Also list the referrers tag-schema tags (sha256-<hex>), which are not user tags and are
+    /// hidden by default
     #[arg(long, conflicts_with = "exclude_digest_tags")]
     pub all: bool,
-    /// Hide referrers tag-schema tags (sha256-<hex>): the default, accepted for scripts written for the ORAS CLI
+    /// Hide referrers tag-schema tags (sha256-<hex>): the default, accepted for scripts written for
+    /// the ORAS CLI
     #[arg(long)]
     pub exclude_digest_tags: bool,
     #[command(flatten)]
@@ -91,7 +102,8 @@ pub struct RepoTagsArgs {
 /// `oras manifest`.
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
-    /// Print a manifest's exact bytes (or its descriptor), from a registry or a backup (--oci-layout).
+    /// Print a manifest's exact bytes (or its descriptor), from a registry or a backup
+    /// (--oci-layout).
     #[command(alias = "get")]
     Fetch(ManifestFetchArgs),
 }
@@ -102,7 +114,8 @@ pub enum ManifestCommand {
     after_help = "Examples:\n  oras manifest fetch registry.example/team/app:v1\n  oras manifest fetch --descriptor registry.example/team/app@sha256:...\n  oras manifest fetch --oci-layout backup.tar:registry.example/team/app:v1"
 )]
 pub struct ManifestFetchArgs {
-    /// <registry>/<repo>:<tag> or @<digest>; with --oci-layout, <path>:<tag>, <path>@<digest> or <path>:<registry>/<repo>:<tag>
+    /// <registry>/<repo>:<tag> or @<digest>; with --oci-layout, <path>:<tag>, <path>@<digest> or
+    /// <path>:<registry>/<repo>:<tag>
     #[arg(value_name = "REFERENCE")]
     pub reference: String,
     /// Read a backup (OCI layout directory or tar) instead of a registry
@@ -154,7 +167,8 @@ pub struct VerifyArgs {
 /// `oras copy`.
 #[derive(Args, Debug)]
 pub struct CopyArgs {
-    /// Source: <registry>/<repo>:<tag>|@<digest>, or with --from-oci-layout <path>[:<tag>|@<digest>]
+    /// Source: <registry>/<repo>:<tag>|@<digest>, or with --from-oci-layout
+    /// <path>[:<tag>|@<digest>]
     #[arg(value_name = "FROM")]
     pub from: String,
     /// Destination: <registry>/<repo>[:<tag>[,<tag>...]], or with --to-oci-layout <path>[:<tag>]
@@ -260,7 +274,8 @@ pub struct Common {
     /// Client private key (PEM) for mutual TLS
     #[arg(long, value_name = "PATH", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
-    /// Docker config.json with stored credentials [default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json]
+    /// Docker config.json with stored credentials [default: $DOCKER_CONFIG/config.json, then
+    /// ~/.docker/config.json]
     #[arg(long, value_name = "PATH")]
     pub registry_config: Option<PathBuf>,
     /// Registry username (for every registry named on the command line)
@@ -284,13 +299,16 @@ pub struct Common {
     /// Add a header to every request ('Name: value')
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
-    /// How referrers are found and recorded [default: the API where the registry has it, else the tag schema]
+    /// How referrers are found and recorded [default: the API where the registry has it, else the
+    /// tag schema]
     #[arg(long, value_enum)]
     pub distribution_spec: Option<DistributionSpec>,
-    /// Give up on a request for metadata (a manifest, a tag or referrers page, a token) not answered in full within this many seconds
+    /// Give up on a request for metadata (a manifest, a tag or referrers page, a token) not
+    /// answered in full within this many seconds
     #[arg(long, value_name = "SECONDS", env = "ORAS_REQUEST_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout: u64,
-    /// Fail a blob transfer whose rate stays below this many bytes per second for --speed-time seconds (0: never)
+    /// Fail a blob transfer whose rate stays below this many bytes per second for --speed-time
+    /// seconds (0: never)
     #[arg(long, value_name = "BYTES", env = "ORAS_SPEED_LIMIT", default_value_t = 1024)]
     pub speed_limit: u64,
     /// How long a blob transfer may stay below --speed-limit before it fails
@@ -321,10 +339,12 @@ pub struct TagFilterArgs {
 /// Platform selection of multi-platform indexes.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PlatformArgs {
-    /// Of a multi-platform index, only this platform's manifest (os/arch[/variant]), which then takes the tag; repeat it with --sparse-index
+    /// Of a multi-platform index, only this platform's manifest (os/arch[/variant]), which then
+    /// takes the tag; repeat it with --sparse-index
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<crate::engine::Platform>,
-    /// Keep the index itself (digest unchanged) with only the --platform manifests; the copy is marked partial
+    /// Keep the index itself (digest unchanged) with only the --platform manifests; the copy is
+    /// marked partial
     #[arg(long, requires = "platform")]
     pub sparse_index: bool,
 }
@@ -335,26 +355,31 @@ pub struct PlatformArgs {
     after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:..."
 )]
 pub struct BackupArgs {
-    /// Where to write: a directory, a path ending in .tar for an archive, or - for a tar stream on stdout
+    /// Where to write: a directory, a path ending in .tar for an archive, or - for a tar stream on
+    /// stdout
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: String,
     /// Also back up referrers (signatures, SBOMs, attestations), recursively
     #[arg(long)]
     pub include_referrers: bool,
-    /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository, as backups of several do
+    /// Name tags in index.json by their full reference (registry/repo:tag) even for one repository,
+    /// as backups of several do
     #[arg(long)]
     pub full_reference: bool,
-    /// Compress the archive (implied by an output ending in .tar.gz or .tar.zst; with -o -, compresses the stream)
+    /// Compress the archive (implied by an output ending in .tar.gz or .tar.zst; with -o -,
+    /// compresses the stream)
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<crate::layout::compress::Compression>,
     #[command(flatten)]
     pub platforms: PlatformArgs,
-    /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>; no tag means every tag; a registry alone means every repository its catalog lists
+    /// Repositories to back up: <registry>/<repo>[:<tag>[,<tag>...]] or <registry>/<repo>@<digest>;
+    /// no tag means every tag; a registry alone means every repository its catalog lists
     #[arg(required = true, value_name = "REFERENCE")]
     pub references: Vec<String>,
     #[command(flatten)]
     pub filter: TagFilterArgs,
-    /// With a registry alone: take only repositories whose path matches this glob (`*` stays within one path component, `**` crosses them; repeatable: any may match)
+    /// With a registry alone: take only repositories whose path matches this glob (`*` stays within
+    /// one path component, `**` crosses them; repeatable: any may match)
     #[arg(long, value_name = "GLOB")]
     pub include_repos: Vec<String>,
     /// With a registry alone: leave out repositories whose path matches this glob (repeatable)
@@ -379,10 +404,12 @@ pub struct RestoreArgs {
     /// Check the backup and the target, report what would be pushed, push nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Where to restore: <registry> (original repository paths) or <registry>/<repo>[:<tag>[,<tag>...]]
+    /// Where to restore: <registry> (original repository paths) or
+    /// <registry>/<repo>[:<tag>[,<tag>...]]
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Restore as a rules file says (JSON, // comments allowed: settings and mappings of sources to targets), instead of TARGETs
+    /// Restore as a rules file says (JSON, // comments allowed: settings and mappings of sources to
+    /// targets), instead of TARGETs
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     #[command(flatten)]
@@ -397,10 +424,33 @@ mod tests {
 
     #[test]
     fn secrets_given_as_flags_never_show_in_debug_output() {
-        let cli = Cli::try_parse_from(["oras", "repo", "tags", "-u", "alice", "-p", "pw-4f1e-secret", "reg.io/team/app"]).expect("parses");
+        let cli = Cli::try_parse_from([
+            "oras",
+            "repo",
+            "tags",
+            "-u",
+            "alice",
+            "-p",
+            "pw-4f1e-secret",
+            "reg.io/team/app",
+        ])
+        .expect("parses");
         let shown = format!("{cli:?}");
-        assert!(!shown.contains("pw-4f1e-secret") && shown.contains("<redacted>") && shown.contains("alice"), "{shown}");
-        let cli = Cli::try_parse_from(["oras", "repo", "tags", "--identity-token", "idt-77aa-secret", "reg.io/team/app"]).expect("parses");
+        assert!(
+            !shown.contains("pw-4f1e-secret")
+                && shown.contains("<redacted>")
+                && shown.contains("alice"),
+            "{shown}"
+        );
+        let cli = Cli::try_parse_from([
+            "oras",
+            "repo",
+            "tags",
+            "--identity-token",
+            "idt-77aa-secret",
+            "reg.io/team/app",
+        ])
+        .expect("parses");
         assert!(!format!("{cli:?}").contains("idt-77aa-secret"));
     }
 }

@@ -5,8 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-/// A validated `sha256:<64 lowercase hex>` digest (the only algorithm registries and layouts use in practice).
-/// Shared, not copied: a run over thousands of manifests clones each digest into several sets and maps.
+/// A validated `sha256:<64 lowercase hex>` digest (the only algorithm registries and layouts use in
+/// practice). Shared, not copied: a run over thousands of manifests clones each digest into several
+/// sets and maps.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(Arc<str>);
 
@@ -53,12 +54,17 @@ impl FromStr for Digest {
             return Err(DigestError::Malformed(s.to_string()));
         };
         if alg != "sha256" {
-            if !alg.is_empty() && alg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)) {
+            if !alg.is_empty()
+                && alg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
+            {
                 return Err(DigestError::Algorithm(s.to_string()));
             }
             return Err(DigestError::Malformed(s.to_string()));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Malformed(s.to_string()));
         }
         Ok(Digest(s.into()))
@@ -85,7 +91,8 @@ impl serde::Serialize for Digest {
 
 impl<'de> serde::Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Parsed from the deserializer's own text: no intermediate String per digest of a large index.
+        // Parsed from the deserializer's own text: no intermediate String per digest of a large
+        // index.
         struct V;
         impl serde::de::Visitor<'_> for V {
             type Value = Digest;
@@ -150,7 +157,10 @@ impl Verifier {
     pub fn update(&mut self, chunk: &[u8]) -> Result<(), VerifyError> {
         self.seen += chunk.len() as u64;
         if self.seen > self.size {
-            return Err(VerifyError::TooLong { digest: self.expected.clone(), expected: self.size });
+            return Err(VerifyError::TooLong {
+                digest: self.expected.clone(),
+                expected: self.size,
+            });
         }
         self.hasher.update(chunk);
         Ok(())
@@ -165,7 +175,11 @@ impl Verifier {
     /// Checks the final size and digest.
     pub fn finish(self) -> Result<(), VerifyError> {
         if self.seen != self.size {
-            return Err(VerifyError::Size { digest: self.expected, expected: self.size, got: self.seen });
+            return Err(VerifyError::Size {
+                digest: self.expected,
+                expected: self.size,
+                got: self.seen,
+            });
         }
         let got = Digest(format!("sha256:{}", hex::encode(self.hasher.finalize())).into());
         if got != self.expected {
@@ -200,7 +214,10 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let d = Digest::of(b"");
-        assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert!(d.as_str().parse::<Digest>().is_ok());
         assert!(matches!("sha512:abcd".parse::<Digest>(), Err(DigestError::Algorithm(_))));
         assert!(matches!("sha256:ABCD".parse::<Digest>(), Err(DigestError::Malformed(_))));
@@ -214,7 +231,8 @@ mod tests {
         let plain: Digest = serde_json::from_str(&format!("\"{d}\"")).unwrap();
         assert_eq!(plain, d);
         // An escape makes serde_json hand over a transient copy instead of the input's own text.
-        let escaped: Digest = serde_json::from_str(&format!("\"sha256\\u003a{}\"", d.hex())).unwrap();
+        let escaped: Digest =
+            serde_json::from_str(&format!("\"sha256\\u003a{}\"", d.hex())).unwrap();
         assert_eq!(escaped, d);
         let err = serde_json::from_str::<Digest>("\"sha256:ABCD\"").unwrap_err().to_string();
         assert!(err.contains("malformed digest"), "{err}");

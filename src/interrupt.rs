@@ -1,4 +1,5 @@
-//! What a run that stops early still does before it exits: abandon the registry upload sessions it left open.
+//! What a run that stops early still does before it exits: abandon the registry upload sessions it
+//! left open.
 
 use crate::registry::target::Registries;
 use std::sync::{Arc, Mutex};

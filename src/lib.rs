@@ -1,5 +1,6 @@
-//! `oras` as a library: the graph-copy engine, its targets (registries, OCI layouts) and the commands over them.
-//! The binary is a thin shell over [`commands`]; fuzzing and benchmarks use the parsers directly.
+//! `oras` as a library: the graph-copy engine, its targets (registries, OCI layouts) and the
+//! commands over them. The binary is a thin shell over [`commands`]; fuzzing and benchmarks use the
+//! parsers directly.
 
 // A function a reader can hold in mind at once: at most 100 lines (clippy.toml).
 #![warn(clippy::too_many_lines)]

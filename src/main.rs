@@ -34,25 +34,34 @@ fn main() -> ExitCode {
                 cli::Command::Repo(cli::RepoCommand::Ls(a)) => commands::repo::ls(a).await,
                 cli::Command::Repo(cli::RepoCommand::Tags(a)) => commands::repo::tags(a).await,
                 cli::Command::Discover(a) => commands::discover::run(a).await,
-                cli::Command::Manifest(cli::ManifestCommand::Fetch(a)) => commands::manifest::fetch(a).await,
+                cli::Command::Manifest(cli::ManifestCommand::Fetch(a)) => {
+                    commands::manifest::fetch(a).await
+                }
                 cli::Command::Verify(a) => commands::verify::run(a).await,
                 cli::Command::Copy(a) => commands::copy::run(a).await,
                 cli::Command::Completion(a) => {
                     use clap::CommandFactory;
-                    clap_complete::generate(a.shell, &mut cli::Cli::command(), "oras", &mut std::io::stdout());
+                    clap_complete::generate(
+                        a.shell,
+                        &mut cli::Cli::command(),
+                        "oras",
+                        &mut std::io::stdout(),
+                    );
                     Ok(())
                 }
                 cli::Command::Man(a) => write_man_pages(&a.dir),
                 cli::Command::Version => {
                     use std::io::Write;
-                    // Not println!: a closed pipe (`oras version | true`) is an error to report, not a panic.
-                    writeln!(std::io::stdout(), "oras {}", cli::LONG_VERSION).map_err(anyhow::Error::from)
+                    // Not println!: a closed pipe (`oras version | true`) is an error to report,
+                    // not a panic.
+                    writeln!(std::io::stdout(), "oras {}", cli::LONG_VERSION)
+                        .map_err(anyhow::Error::from)
                 }
             }
         };
-        // The command runs as a task on the runtime's workers, beside the connection tasks it talks to:
-        // driven from this thread instead, every answer of thousands of small requests crossed threads.
-        // Aborted when dropped (Ctrl-C), as the future itself was.
+        // The command runs as a task on the runtime's workers, beside the connection tasks it talks
+        // to: driven from this thread instead, every answer of thousands of small requests crossed
+        // threads. Aborted when dropped (Ctrl-C), as the future itself was.
         let work = async move {
             match tokio_util::task::AbortOnDropHandle::new(tokio::spawn(work)).await {
                 Ok(r) => r,

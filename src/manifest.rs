@@ -1,4 +1,5 @@
-//! The parts of manifests and indexes the engine needs: descriptors, children, subject. Parsed leniently, never re-serialised.
+//! The parts of manifests and indexes the engine needs: descriptors, children, subject. Parsed
+//! leniently, never re-serialised.
 
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
@@ -15,18 +16,22 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 /// The deprecated OCI artifact manifest, still found in the wild.
 pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
 /// Every manifest media type this tool accepts, for Accept headers.
-pub const MANIFEST_TYPES: [&str; 5] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, OCI_ARTIFACT];
-/// Manifests larger than this are refused before they are read (the distribution spec's own limit is 4 MiB).
+pub const MANIFEST_TYPES: [&str; 5] =
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, OCI_ARTIFACT];
+/// Manifests larger than this are refused before they are read (the distribution spec's own limit
+/// is 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 
 /// Ref-name annotation of the OCI image layout.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Image-name annotation containerd and Docker read on import.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
-/// On a referrer's `index.json` entry: the digest of its subject (the referrer graph, readable without opening manifests).
+/// On a referrer's `index.json` entry: the digest of its subject (the referrer graph, readable
+/// without opening manifests).
 pub const ANNOTATION_SUBJECT: &str = "vnd.oras-backup.subject";
-/// On a referrer's `index.json` entry: the digest of the source's referrers index (tag schema) that listed it,
-/// which a later backup into the same directory asks the source to confirm instead of fetching it again.
+/// On a referrer's `index.json` entry: the digest of the source's referrers index (tag schema) that
+/// listed it, which a later backup into the same directory asks the source to confirm instead of
+/// fetching it again.
 pub const ANNOTATION_REFERRERS_INDEX: &str = "vnd.oras-backup.referrers-index";
 /// On an `index.json` entry: the index is held with only the manifests of these platforms
 /// (comma-separated, `--sparse-index`); its other children are left out by design.
@@ -60,7 +65,15 @@ pub struct Descriptor {
 impl Descriptor {
     /// A plain descriptor.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Descriptor { media_type: media_type.to_string(), digest, size, artifact_type: None, platform: None, annotations: None, urls: None }
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            artifact_type: None,
+            platform: None,
+            annotations: None,
+            urls: None,
+        }
     }
 
     /// Whether this descriptor points at any kind of manifest.
@@ -116,8 +129,11 @@ pub struct Parsed {
 
 /// Config media types of images and of nothing: a manifest with one of these is not an artifact by
 /// its config.
-const NOT_ARTIFACT_CONFIGS: [&str; 3] =
-    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json", "application/vnd.oci.empty.v1+json"];
+const NOT_ARTIFACT_CONFIGS: [&str; 3] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+    "application/vnd.oci.empty.v1+json",
+];
 
 impl Parsed {
     /// The artifact type an index entry naming this manifest carries: `artifactType`, or a config
@@ -135,11 +151,12 @@ impl Parsed {
     }
 }
 
-/// Whether a layer is one that registries need not hold: non-distributable (OCI) or foreign (Docker),
-/// with URLs to fetch it from. Copies leave such layers where their URLs point, as registries and other
-/// copy tools do.
+/// Whether a layer is one that registries need not hold: non-distributable (OCI) or foreign
+/// (Docker), with URLs to fetch it from. Copies leave such layers where their URLs point, as
+/// registries and other copy tools do.
 pub fn is_foreign(desc: &Descriptor) -> bool {
-    let restricted = desc.media_type.contains(".nondistributable.") || desc.media_type.contains(".foreign.");
+    let restricted =
+        desc.media_type.contains(".nondistributable.") || desc.media_type.contains(".foreign.");
     restricted && desc.urls.as_ref().is_some_and(|u| !u.is_empty())
 }
 
@@ -158,13 +175,15 @@ pub enum ManifestError {
 
 /// Parses manifest bytes described by `desc`.
 pub fn parse(desc: &Descriptor, bytes: &[u8]) -> Result<Parsed, ManifestError> {
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(desc.digest.clone(), e.to_string()))?;
+    let raw: Raw = serde_json::from_slice(bytes)
+        .map_err(|e| ManifestError::Json(desc.digest.clone(), e.to_string()))?;
     if raw.schema_version == Some(1) {
         return Err(ManifestError::Schema1(desc.digest.clone()));
     }
     let media_type = if desc.is_manifest() {
         desc.media_type.clone()
-    } else if let Some(mt) = raw.media_type.clone().filter(|m| MANIFEST_TYPES.contains(&m.as_str())) {
+    } else if let Some(mt) = raw.media_type.clone().filter(|m| MANIFEST_TYPES.contains(&m.as_str()))
+    {
         mt
     } else if raw.manifests.is_some() {
         OCI_INDEX.to_string()
@@ -183,12 +202,25 @@ pub fn parse(desc: &Descriptor, bytes: &[u8]) -> Result<Parsed, ManifestError> {
         blobs.extend(raw.layers);
         blobs.extend(raw.blobs);
     }
-    if manifests.iter().chain(blobs.iter()).chain(raw.subject.iter()).any(|d| d.digest == desc.digest) {
+    if manifests
+        .iter()
+        .chain(blobs.iter())
+        .chain(raw.subject.iter())
+        .any(|d| d.digest == desc.digest)
+    {
         return Err(ManifestError::SelfReference(desc.digest.clone()));
     }
     let declared_artifact_type = raw.artifact_type.is_some();
     let artifact_type = raw.artifact_type.or_else(|| raw.config.map(|c| c.media_type));
-    Ok(Parsed { media_type, manifests, blobs, subject: raw.subject, artifact_type, annotations: raw.annotations, declared_artifact_type })
+    Ok(Parsed {
+        media_type,
+        manifests,
+        blobs,
+        subject: raw.subject,
+        artifact_type,
+        annotations: raw.annotations,
+        declared_artifact_type,
+    })
 }
 
 /// The referrers-API descriptor of a referrer manifest (artifact type and annotations filled in).
@@ -200,8 +232,8 @@ pub fn referrer_descriptor(desc: &Descriptor, parsed: &Parsed) -> Descriptor {
 }
 
 /// Serialises an OCI index of `manifests` (referrers tag schema) as the Go ORAS library writes one
-/// (`encoding/json` of image-spec's structs: their field order, compact, `<>&` escaped), so that the
-/// same referrers give the same bytes, and digest, whichever tool wrote the index.
+/// (`encoding/json` of image-spec's structs: their field order, compact, `<>&` escaped), so that
+/// the same referrers give the same bytes, and digest, whichever tool wrote the index.
 pub fn index_bytes(manifests: &[Descriptor]) -> Vec<u8> {
     /// image-spec's `Descriptor`, fields in the Go struct's order.
     #[derive(Serialize)]
@@ -238,7 +270,9 @@ pub fn index_bytes(manifests: &[Descriptor]) -> Vec<u8> {
             artifact_type: d.artifact_type.as_deref().filter(|t| !t.is_empty()),
         })
         .collect();
-    let json = serde_json::to_string(&Index { schema_version: 2, media_type: OCI_INDEX, manifests }).unwrap_or_default();
+    let json =
+        serde_json::to_string(&Index { schema_version: 2, media_type: OCI_INDEX, manifests })
+            .unwrap_or_default();
     // encoding/json escapes these inside strings, where alone they can appear in JSON text.
     json.replace('<', "\\u003c")
         .replace('>', "\\u003e")
@@ -288,7 +322,11 @@ mod tests {
             d.digest
         );
         assert_eq!(String::from_utf8(index_bytes(&[d])).unwrap(), expected);
-        assert_eq!(index_bytes(&[]), format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#).into_bytes());
+        assert_eq!(
+            index_bytes(&[]),
+            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#)
+                .into_bytes()
+        );
     }
 
     #[test]

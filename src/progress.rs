@@ -1,4 +1,5 @@
-//! Everything the user sees while a command runs: progress bars on a TTY, plain status lines otherwise.
+//! Everything the user sees while a command runs: progress bars on a TTY, plain status lines
+//! otherwise.
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
@@ -12,8 +13,8 @@ pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
-/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted only
-/// when tracing: thousands of requests a second must not each format a line nobody reads.
+/// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted
+/// only when tracing: thousands of requests a second must not each format a line nobody reads.
 pub fn debug_line(line: std::fmt::Arguments<'_>) {
     if DEBUG.load(Ordering::Relaxed) {
         eprintln!("[debug] {line}");
@@ -39,13 +40,26 @@ pub struct BlobProgress {
 }
 
 impl Progress {
-    /// Bars when `tty`; status lines on stdout unless `json` (then stdout holds only the JSON document).
+    /// Bars when `tty`; status lines on stdout unless `json` (then stdout holds only the JSON
+    /// document).
     pub fn new(tty: bool, json: bool) -> Self {
         if tty {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-            Progress { multi: Some(multi), overall: None, quiet_status: json, plain_blobs: false, status_to_stderr: false }
+            Progress {
+                multi: Some(multi),
+                overall: None,
+                quiet_status: json,
+                plain_blobs: false,
+                status_to_stderr: false,
+            }
         } else {
-            Progress { multi: None, overall: None, quiet_status: json, plain_blobs: !json, status_to_stderr: false }
+            Progress {
+                multi: None,
+                overall: None,
+                quiet_status: json,
+                plain_blobs: !json,
+                status_to_stderr: false,
+            }
         }
     }
 
@@ -88,9 +102,11 @@ impl Progress {
         if let Some(m) = &self.multi {
             let bar = m.add(ProgressBar::new(total));
             bar.set_style(
-                ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             bar.set_message(what.to_string());
             self.overall = Some(bar);
@@ -100,13 +116,16 @@ impl Progress {
     /// Starts a per-blob bar (TTY) or nothing (plain; a line is printed when it finishes).
     pub fn blob(&self, digest: &str, size: u64) -> BlobProgress {
         let short: String = digest.trim_start_matches("sha256:").chars().take(12).collect();
-        // Small blobs finish before a bar could be drawn; bars are for the transfers worth watching.
+        // Small blobs finish before a bar could be drawn; bars are for the transfers worth
+        // watching.
         let bar = self.multi.as_ref().filter(|_| size >= 1024 * 1024).map(|m| {
             let b = m.insert_from_back(1, ProgressBar::new(size));
             b.set_style(
-                ProgressStyle::with_template("  {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "  {msg} [{bar:20}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_message(short.clone());
             b

@@ -1,4 +1,5 @@
-//! Parsing and normalising `registry/repo[:tag[,tag...]]`, `registry/repo@digest` and bare registries.
+//! Parsing and normalising `registry/repo[:tag[,tag...]]`, `registry/repo@digest` and bare
+//! registries.
 
 use crate::digest::Digest;
 use std::fmt;
@@ -39,7 +40,9 @@ pub fn valid_tag(s: &str) -> bool {
 
 /// Whether `s` is a referrers tag-schema tag (`sha256-<64 hex>`), never a user tag.
 pub fn is_schema_tag(s: &str) -> bool {
-    s.len() == 71 && s.starts_with("sha256-") && s[7..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 71
+        && s.starts_with("sha256-")
+        && s[7..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn valid_component(c: &str) -> bool {
@@ -88,9 +91,12 @@ fn valid_registry(host: &str) -> bool {
         return name[1..name.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
     }
     !name.is_empty()
-        && name
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-'))
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn looks_like_host(first: &str) -> bool {
@@ -107,7 +113,8 @@ impl Reference {
         }
     }
 
-    /// Parses a reference that may also be a bare registry (restore targets); `None` for a bare registry.
+    /// Parses a reference that may also be a bare registry (restore targets); `None` for a bare
+    /// registry.
     pub fn parse_target(input: &str) -> Result<Option<Reference>, ReferenceError> {
         if input.is_empty() {
             return Err(err(input, "empty reference"));

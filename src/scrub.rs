@@ -1,6 +1,6 @@
-//! Text from outside (a registry's answers, a backup's names) made safe to print: secrets of the run
-//! redacted, control characters escaped, so that nothing a registry sends can leak a credential into a
-//! log or drive the user's terminal.
+//! Text from outside (a registry's answers, a backup's names) made safe to print: secrets of the
+//! run redacted, control characters escaped, so that nothing a registry sends can leak a credential
+//! into a log or drive the user's terminal.
 
 use base64::Engine as _;
 use std::borrow::Cow;
@@ -18,7 +18,11 @@ pub fn register_secret(secret: &str) {
         return;
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    register([secret.to_string(), b64.encode(secret), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)]);
+    register([
+        secret.to_string(),
+        b64.encode(secret),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+    ]);
 }
 
 /// Adds the pair `username:password` as it travels in a Basic header, besides the password alone.
@@ -57,7 +61,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The text with the word after each `Basic ` or `Bearer ` (any case) replaced; None when there is none.
+/// The text with the word after each `Basic ` or `Bearer ` (any case) replaced; None when there is
+/// none.
 fn redact_schemes(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     if !lower.contains("basic ") && !lower.contains("bearer ") {
@@ -67,14 +72,19 @@ fn redact_schemes(text: &str) -> Option<String> {
     let mut rest = text;
     let mut rest_lower = lower.as_str();
     loop {
-        let next = ["basic ", "bearer "].iter().filter_map(|w| rest_lower.find(w).map(|i| (i, w.len()))).min();
+        let next = ["basic ", "bearer "]
+            .iter()
+            .filter_map(|w| rest_lower.find(w).map(|i| (i, w.len())))
+            .min();
         let Some((at, len)) = next else {
             out.push_str(rest);
             return Some(out);
         };
         out.push_str(&rest[..at + len]);
         let after = &rest[at + len..];
-        let credential = after.find(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c))).unwrap_or(after.len());
+        let credential = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/=".contains(c)))
+            .unwrap_or(after.len());
         if credential >= MIN_SECRET_LEN {
             out.push_str("<redacted>");
         } else {
@@ -129,7 +139,12 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode("alice:S3cr3t-pw-9d1f");
         let echoed = format!("denied: password=S3cr3t-pw-9d1f header {b64} and Bearer eyJhbGciOi.x-y_z= end; basic ok");
         let clean = redact(&echoed);
-        assert!(!clean.contains("S3cr3t-pw-9d1f") && !clean.contains(&b64) && !clean.contains("eyJhbGciOi"), "{clean}");
+        assert!(
+            !clean.contains("S3cr3t-pw-9d1f")
+                && !clean.contains(&b64)
+                && !clean.contains("eyJhbGciOi"),
+            "{clean}"
+        );
         assert!(clean.contains("Bearer <redacted> end") && clean.ends_with("basic ok"), "{clean}");
         assert_eq!(redact("nothing secret here"), "nothing secret here");
     }

@@ -12,7 +12,8 @@ use std::fmt;
 use std::pin::Pin;
 
 /// A stream of blob bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
+pub type ByteStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
 
 /// A repository within a target: the registry it lives on (or came from) and its path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,8 +46,9 @@ impl fmt::Display for Repo {
 pub struct ReferrerListing {
     /// The referrers.
     pub referrers: Vec<Descriptor>,
-    /// Digest of the index they were read from (the referrers tag schema), by which a later run can ask
-    /// whether the list changed; `None` when the source has no such index (referrers API, layouts).
+    /// Digest of the index they were read from (the referrers tag schema), by which a later run can
+    /// ask whether the list changed; `None` when the source has no such index (referrers API,
+    /// layouts).
     pub index: Option<Digest>,
 }
 
@@ -55,8 +57,8 @@ pub struct ReferrerListing {
 pub struct Resolved {
     /// The manifest's descriptor.
     pub desc: Descriptor,
-    /// Its bytes when they came with the answer (saves the walk a request); `None` when the source only
-    /// confirmed a descriptor the caller already knew.
+    /// Its bytes when they came with the answer (saves the walk a request); `None` when the source
+    /// only confirmed a descriptor the caller already knew.
     pub bytes: Option<Bytes>,
 }
 
@@ -77,7 +79,8 @@ pub enum ErrorKind {
     Other,
 }
 
-/// An error of a target that carries its kind; its message is the wrapped error's, worded for the user.
+/// An error of a target that carries its kind; its message is the wrapped error's, worded for the
+/// user.
 #[derive(Debug)]
 pub struct Failure {
     /// What kind of failure it is.
@@ -87,7 +90,10 @@ pub struct Failure {
 
 impl Failure {
     /// Wraps an error with its kind.
-    pub fn new(kind: ErrorKind, inner: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+    pub fn new(
+        kind: ErrorKind,
+        inner: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
         Failure { kind, inner: inner.into() }
     }
 }
@@ -104,7 +110,8 @@ impl std::error::Error for Failure {
     }
 }
 
-/// A boxed error crossing the target boundary, already worded for the user; [`kind_of`] tells its kind.
+/// A boxed error crossing the target boundary, already worded for the user; [`kind_of`] tells its
+/// kind.
 pub type TargetError = anyhow::Error;
 /// Result of target operations.
 pub type Result<T> = std::result::Result<T, TargetError>;
@@ -114,8 +121,8 @@ pub fn failure(kind: ErrorKind, message: impl Into<String>) -> TargetError {
     anyhow::Error::new(Failure::new(kind, message.into()))
 }
 
-/// The kind of a target error: the outermost [`Failure`] of its chain decides (a layer that wraps one
-/// reclassifies it on purpose); an error without one is `Other`.
+/// The kind of a target error: the outermost [`Failure`] of its chain decides (a layer that wraps
+/// one reclassifies it on purpose); an error without one is `Other`.
 pub fn kind_of(e: &TargetError) -> ErrorKind {
     e.chain().find_map(|c| c.downcast_ref::<Failure>()).map_or(ErrorKind::Other, |f| f.kind)
 }
@@ -140,23 +147,34 @@ pub trait Source: Send + Sync {
     async fn untagged(&self, _repo: &Repo) -> Result<Vec<Descriptor>> {
         Ok(Vec::new())
     }
-    /// Resolves a tag or `sha256:` digest; a missing one is an [`ErrorKind::NotFound`] error naming it.
-    /// `known` is what the tag pointed at last time (a layout being added to): a source may then just
-    /// confirm it, answering `known` without bytes.
-    async fn resolve(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<Resolved>;
+    /// Resolves a tag or `sha256:` digest; a missing one is an [`ErrorKind::NotFound`] error naming
+    /// it. `known` is what the tag pointed at last time (a layout being added to): a source may
+    /// then just confirm it, answering `known` without bytes.
+    async fn resolve(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        known: Option<&Descriptor>,
+    ) -> Result<Resolved>;
     /// Fetches manifest bytes (the engine verifies them).
     async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes>;
     /// Opens a blob as a stream (the engine verifies it as it flows).
     async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream>;
-    /// The manifests whose subject is `desc`, with the index they came from; `known` is what an earlier
-    /// listing of this source gave (recorded in a layout being added to), which a source may confirm
-    /// instead of listing again.
-    async fn predecessors(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing>;
+    /// The manifests whose subject is `desc`, with the index they came from; `known` is what an
+    /// earlier listing of this source gave (recorded in a layout being added to), which a source
+    /// may confirm instead of listing again.
+    async fn predecessors(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing>;
     /// How its blobs can be read.
     fn access(&self) -> Access {
         Access::Remote
     }
-    /// Announces the blobs that will be read, in order: an [`Access::Stream`] source skips the rest.
+    /// Announces the blobs that will be read, in order: an [`Access::Stream`] source skips the
+    /// rest.
     async fn expect(&self, _digests: &[Digest]) -> Result<()> {
         Ok(())
     }
@@ -208,17 +226,21 @@ pub struct Plan<'a> {
     pub manifests: &'a HashMap<Digest, Bytes>,
 }
 
-/// What a sink is, in the terms the engine's choices depend on. Registries have all of these; layouts none.
+/// What a sink is, in the terms the engine's choices depend on. Registries have all of these;
+/// layouts none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traits {
-    /// A manifest that is there brings its whole subgraph (registries refuse a manifest whose content is
-    /// missing): asking from the top pays, as nothing under one that is there needs asking about.
+    /// A manifest that is there brings its whole subgraph (registries refuse a manifest whose
+    /// content is missing): asking from the top pays, as nothing under one that is there needs
+    /// asking about.
     pub whole_graphs: bool,
-    /// It checks every blob's digest itself as it takes it: a blob already checked need not be hashed again.
+    /// It checks every blob's digest itself as it takes it: a blob already checked need not be
+    /// hashed again.
     pub checks_digests: bool,
     /// Pushing a manifest by a tag creates it: a tagged root takes one request instead of two.
     pub creates_by_tag: bool,
-    /// It may hold a referrer without listing it (the tag schema's index): pushing one again records it.
+    /// It may hold a referrer without listing it (the tag schema's index): pushing one again
+    /// records it.
     pub relists_referrers: bool,
     /// Blobs must be written in digest order, one after another (a stream).
     pub in_order: bool,
@@ -227,7 +249,8 @@ pub struct Traits {
 /// Something graphs are written to: registry repositories or a layout.
 #[async_trait]
 pub trait Sink: Send + Sync {
-    /// Dedupe scope of a repository: content written once in a scope is there for every repository of it.
+    /// Dedupe scope of a repository: content written once in a scope is there for every repository
+    /// of it.
     fn scope(&self, repo: &Repo) -> String;
     /// What the sink is.
     fn traits(&self) -> Traits {
@@ -240,9 +263,21 @@ pub trait Sink: Send + Sync {
     /// Whether the manifest is already there.
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool>;
     /// Writes a manifest by digest; `subject` is set for referrers.
-    async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()>;
+    async fn push_manifest(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        subject: Option<&Descriptor>,
+    ) -> Result<()>;
     /// Points a tag at a manifest (or records an untagged root when `tag` is `None`).
-    async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()>;
+    async fn tag(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<()>;
     /// Makes everything written visible (index.json, rename, referrers tag schema).
     async fn finish(&self) -> Result<()>;
     /// The run failed: lets work still under way in the background end, so that what the caller
@@ -260,8 +295,8 @@ pub trait Sink: Send + Sync {
     fn mounting(&self) -> Option<&dyn Mounting> {
         None
     }
-    /// What the sink can tell about its content cheaply, so that the engine asks or reads less. Hints are
-    /// advice with safe defaults ([`NoHints`]), so every sink has them.
+    /// What the sink can tell about its content cheaply, so that the engine asks or reads less.
+    /// Hints are advice with safe defaults ([`NoHints`]), so every sink has them.
     fn hints(&self) -> &dyn Hints {
         &NoHints
     }
@@ -275,12 +310,12 @@ pub trait Planning: Send + Sync {
 }
 
 /// A sink whose blobs can be sent ahead and committed later, invisible until then (registry upload
-/// sessions): a restore sends blobs while the backup is still being checked, and commits them once it
-/// has passed.
+/// sessions): a restore sends blobs while the backup is still being checked, and commits them once
+/// it has passed.
 #[async_trait]
 pub trait Staging: Send + Sync {
-    /// Sends a blob without making it visible; returns a token for `commit` or `cancel`. A sink that does
-    /// not take this way of uploading answers [`ErrorKind::Unsupported`].
+    /// Sends a blob without making it visible; returns a token for `commit` or `cancel`. A sink
+    /// that does not take this way of uploading answers [`ErrorKind::Unsupported`].
     async fn stage(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String>;
     /// Makes a staged blob visible under its digest.
     async fn commit(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()>;
@@ -302,29 +337,37 @@ pub trait Hints: Send + Sync {
     async fn tag_points_at(&self, _repo: &Repo, _tag: &str, _digest: &Digest) -> Result<bool> {
         Ok(false)
     }
-    /// What a tag pointed at when the destination was opened, when that is known locally (a layout being
-    /// added to), so that a source can be asked whether the tag moved instead of for its manifest.
+    /// What a tag pointed at when the destination was opened, when that is known locally (a layout
+    /// being added to), so that a source can be asked whether the tag moved instead of for its
+    /// manifest.
     fn known_tag(&self, _repo: &Repo, _tag: &str) -> Option<Descriptor> {
         None
     }
-    /// Digests of the referrers of `subject` already recorded there; `ours` are the referrers about to be
-    /// written (a destination may confirm they are all recorded instead of listing what is).
-    async fn listed_referrers(&self, _repo: &Repo, _subject: &Descriptor, _ours: &[Descriptor]) -> Result<Vec<Digest>> {
+    /// Digests of the referrers of `subject` already recorded there; `ours` are the referrers about
+    /// to be written (a destination may confirm they are all recorded instead of listing what is).
+    async fn listed_referrers(
+        &self,
+        _repo: &Repo,
+        _subject: &Descriptor,
+        _ours: &[Descriptor],
+    ) -> Result<Vec<Digest>> {
         Ok(Vec::new())
     }
-    /// Whether the repository had no tags before this run wrote to it (a new repository, as when feeding a
-    /// fresh registry): manifests are then written without first asking whether they are there.
-    /// `whole`: the run will want the repository's whole tag list anyway (referrers it may record by the tag
-    /// schema), so the answer can come from that list instead of a question of its own.
+    /// Whether the repository had no tags before this run wrote to it (a new repository, as when
+    /// feeding a fresh registry): manifests are then written without first asking whether they are
+    /// there. `whole`: the run will want the repository's whole tag list anyway (referrers it may
+    /// record by the tag schema), so the answer can come from that list instead of a question of
+    /// its own.
     async fn is_new(&self, _repo: &Repo, _whole: bool) -> bool {
         false
     }
-    /// What the destination recorded about the referrers of `subject` from its source's referrers index (a
-    /// layout being added to), when that record is complete and unambiguous.
+    /// What the destination recorded about the referrers of `subject` from its source's referrers
+    /// index (a layout being added to), when that record is complete and unambiguous.
     fn known_referrers(&self, _subject: &Digest) -> Option<ReferrerListing> {
         None
     }
-    /// The bytes of a manifest stored there already, when reading them is local and cheap (the caller verifies).
+    /// The bytes of a manifest stored there already, when reading them is local and cheap (the
+    /// caller verifies).
     async fn stored_manifest(&self, _desc: &Descriptor) -> Option<Bytes> {
         None
     }
@@ -341,12 +384,17 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_its_kind_through_context() {
-        let e = failure(ErrorKind::NotFound, "v9 not found in reg.io/app").context("cannot resolve");
+        let e =
+            failure(ErrorKind::NotFound, "v9 not found in reg.io/app").context("cannot resolve");
         assert_eq!(kind_of(&e), ErrorKind::NotFound);
         assert_eq!(format!("{e:#}"), "cannot resolve: v9 not found in reg.io/app");
         assert_eq!(kind_of(&anyhow::anyhow!("plain")), ErrorKind::Other);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        let e = anyhow::Error::new(Failure::new(ErrorKind::Transient, io)).context("cannot copy blob");
-        assert_eq!((kind_of(&e), format!("{e:#}").as_str()), (ErrorKind::Transient, "cannot copy blob: reset"));
+        let e =
+            anyhow::Error::new(Failure::new(ErrorKind::Transient, io)).context("cannot copy blob");
+        assert_eq!(
+            (kind_of(&e), format!("{e:#}").as_str()),
+            (ErrorKind::Transient, "cannot copy blob: reset")
+        );
     }
 }

@@ -9,7 +9,10 @@ use oras::layout::index::{parse, render, Entry};
 use std::collections::BTreeSet;
 
 fn tagged(entries: &[Entry]) -> BTreeSet<(Option<String>, String)> {
-    entries.iter().filter_map(|e| e.tag.clone().map(|t| (e.repo.as_ref().map(|r| r.to_string()), t))).collect()
+    entries
+        .iter()
+        .filter_map(|e| e.tag.clone().map(|t| (e.repo.as_ref().map(|r| r.to_string()), t)))
+        .collect()
 }
 
 fn digests(entries: &[Entry]) -> BTreeSet<String> {
@@ -19,7 +22,8 @@ fn digests(entries: &[Entry]) -> BTreeSet<String> {
 fuzz_target!(|data: &[u8]| {
     let Ok(entries) = parse(data) else { return };
     let rendered = render(&entries);
-    let again = parse(&rendered).unwrap_or_else(|e| panic!("render produced an index.json that does not parse: {e}"));
+    let again = parse(&rendered)
+        .unwrap_or_else(|e| panic!("render produced an index.json that does not parse: {e}"));
     assert_eq!(render(&again), rendered, "render(parse(render(x))) != render(x)");
     assert_eq!(tagged(&again), tagged(&entries), "tags changed in the round trip");
     assert_eq!(digests(&again), digests(&entries), "digests changed in the round trip");

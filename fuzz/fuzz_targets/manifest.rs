@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 use oras::digest::Digest;
 use oras::manifest::{self, Descriptor, MANIFEST_TYPES, OCI_INDEX};
 
-const OTHER_TYPES: [&str; 3] = ["", "application/vnd.oci.image.layer.v1.tar+gzip", "application/octet-stream"];
+const OTHER_TYPES: [&str; 3] =
+    ["", "application/vnd.oci.image.layer.v1.tar+gzip", "application/octet-stream"];
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 10 {
@@ -36,7 +37,11 @@ fuzz_target!(|data: &[u8]| {
     let size = u64::from_le_bytes(head[2..10].try_into().expect("8 bytes"));
     let desc = Descriptor::new(media_type, digest, size);
     let Ok(parsed) = manifest::parse(&desc, body) else { return };
-    assert!(MANIFEST_TYPES.contains(&parsed.media_type.as_str()), "unknown media type {:?} accepted", parsed.media_type);
+    assert!(
+        MANIFEST_TYPES.contains(&parsed.media_type.as_str()),
+        "unknown media type {:?} accepted",
+        parsed.media_type
+    );
     let is_index = parsed.media_type == OCI_INDEX || parsed.media_type == manifest::DOCKER_LIST;
     assert!(is_index || parsed.manifests.is_empty(), "a manifest with children");
     assert!(!is_index || parsed.blobs.is_empty(), "an index with blobs");
@@ -46,6 +51,10 @@ fuzz_target!(|data: &[u8]| {
     let r = manifest::referrer_descriptor(&desc, &parsed);
     assert_eq!((&r.digest, r.size), (&desc.digest, desc.size));
     let bytes = manifest::index_bytes(&parsed.manifests);
-    let back = manifest::index_manifests(&bytes).unwrap_or_else(|e| panic!("index_bytes output does not parse: {e}"));
-    assert_eq!(back, parsed.manifests, "index_bytes/index_manifests round trip changed the descriptors");
+    let back = manifest::index_manifests(&bytes)
+        .unwrap_or_else(|e| panic!("index_bytes output does not parse: {e}"));
+    assert_eq!(
+        back, parsed.manifests,
+        "index_bytes/index_manifests round trip changed the descriptors"
+    );
 });

@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 fn scratch() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("oras-fuzz-tar").tempdir().expect("temp dir").keep();
+        let dir =
+            tempfile::Builder::new().prefix("oras-fuzz-tar").tempdir().expect("temp dir").keep();
         dir.join("input.tar")
     })
 }
@@ -22,8 +23,14 @@ fuzz_target!(|data: &[u8]| {
     let len = data.len() as u64;
     let Ok(index) = oras::layout::tar_index::index(path) else { return };
     for (name, (offset, size)) in &index.files {
-        assert!(offset.checked_add(*size).is_some_and(|end| end <= len), "{name:?} ({offset}+{size}) lies outside the {len}-byte file");
+        assert!(
+            offset.checked_add(*size).is_some_and(|end| end <= len),
+            "{name:?} ({offset}+{size}) lies outside the {len}-byte file"
+        );
         assert!(!name.is_empty() && !name.starts_with('/'), "unsafe name {name:?}");
-        assert!(name.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "unnormalised name {name:?}");
+        assert!(
+            name.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+            "unnormalised name {name:?}"
+        );
     }
 });

@@ -29,7 +29,11 @@ enum Output {
 
 fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
     if spec.trim().is_empty() {
-        return Err(UsageError("--output is empty: give a directory, or a path ending in .tar, .tar.gz or .tar.zst".into()).into());
+        return Err(UsageError(
+            "--output is empty: give a directory, or a path ending in .tar, .tar.gz or .tar.zst"
+                .into(),
+        )
+        .into());
     }
     if spec == "-" {
         return Ok(Output::Stdout(compress));
@@ -79,19 +83,26 @@ async fn open_sink(out: &Output, full: bool) -> Result<Opened> {
         }
         Output::Dir(p) => {
             let existed = p.exists();
-            (Arc::new(DirSink::create(p).await?.full_references(full)), if existed { None } else { Some(p.clone()) }, None)
+            (
+                Arc::new(DirSink::create(p).await?.full_references(full)),
+                if existed { None } else { Some(p.clone()) },
+                None,
+            )
         }
     })
 }
 
-/// Cleans up after a run into a directory it created that did not complete (also on Ctrl-C): an empty
-/// skeleton is removed; verified blobs are kept so a re-run resumes, and without index.json it never looks complete.
+/// Cleans up after a run into a directory it created that did not complete (also on Ctrl-C): an
+/// empty skeleton is removed; verified blobs are kept so a re-run resumes, and without index.json
+/// it never looks complete.
 struct CreatedDir(Option<PathBuf>);
 
 impl Drop for CreatedDir {
     fn drop(&mut self) {
         if let Some(dir) = self.0.take() {
-            let has_blobs = std::fs::read_dir(dir.join("blobs/sha256")).map(|mut d| d.next().is_some()).unwrap_or(false);
+            let has_blobs = std::fs::read_dir(dir.join("blobs/sha256"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
             if has_blobs {
                 eprintln!("Note: the incomplete backup in {} has no index.json; run the same command again to resume it", dir.display());
             } else {
@@ -101,9 +112,10 @@ impl Drop for CreatedDir {
     }
 }
 
-/// One job per repository named (with every tag and digest its references name, in order, once),
-/// so that `a:v1 a:v1` or `a a:v2` back up and count each tag once. A repository named without a tag
-/// is backed up whole; digests named beside that are a job of their own, as "every tag" has no room for them.
+/// One job per repository named (with every tag and digest its references name, in order, once), so
+/// that `a:v1 a:v1` or `a a:v2` back up and count each tag once. A repository named without a tag
+/// is backed up whole; digests named beside that are a job of their own, as "every tag" has no room
+/// for them.
 fn jobs_of(refs: &[Reference]) -> Vec<Job> {
     struct Wanted {
         repo: Repo,
@@ -119,7 +131,13 @@ fn jobs_of(refs: &[Reference]) -> Vec<Job> {
         let i = match wanted.iter().position(|w| w.repo == repo) {
             Some(i) => i,
             None => {
-                wanted.push(Wanted { repo, label: r.repo_name(), all_tags: false, tags: Vec::new(), digests: Vec::new() });
+                wanted.push(Wanted {
+                    repo,
+                    label: r.repo_name(),
+                    all_tags: false,
+                    tags: Vec::new(),
+                    digests: Vec::new(),
+                });
                 wanted.len() - 1
             }
         };
@@ -130,13 +148,17 @@ fn jobs_of(refs: &[Reference]) -> Vec<Job> {
                 w.tags.push(t.clone());
             }
         }
-        if let Some(d) = r.digest.as_ref().map(|d| d.to_string()).filter(|d| !w.digests.contains(d)) {
+        if let Some(d) = r.digest.as_ref().map(|d| d.to_string()).filter(|d| !w.digests.contains(d))
+        {
             w.digests.push(d);
         }
     }
     let mut jobs = Vec::new();
     for w in wanted {
-        let job = |refs: Vec<String>| Job { refs, ..Job::new(w.repo.clone(), w.repo.clone(), w.label.clone()) };
+        let job = |refs: Vec<String>| Job {
+            refs,
+            ..Job::new(w.repo.clone(), w.repo.clone(), w.label.clone())
+        };
         if w.all_tags {
             jobs.push(job(Vec::new()));
             if !w.digests.is_empty() {
@@ -167,7 +189,11 @@ fn globs(flag: &str, patterns: &[String]) -> Result<Option<GlobSet>> {
 
 /// The references to back up: those named, and for a registry named alone every repository its
 /// catalog lists that the repository globs keep.
-async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progress) -> Result<Vec<Reference>> {
+async fn references(
+    args: &BackupArgs,
+    regs: &Registries,
+    progress: &mut Progress,
+) -> Result<Vec<Reference>> {
     let include = globs("--include-repos", &args.include_repos)?;
     let exclude = globs("--exclude-repos", &args.exclude_repos)?;
     let mut targets = Vec::new();
@@ -185,7 +211,8 @@ async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progres
         }
         let registry = parse_registry(arg).map_err(|e| UsageError(e.to_string()))?;
         let listed = regs.client(&registry).await.list_repositories().await.map_err(|e| {
-            // A registry that answered, but not with a catalog: it has none, or none for these credentials.
+            // A registry that answered, but not with a catalog: it has none, or none for these
+            // credentials.
             if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported) {
                 anyhow!("{registry} does not list its repositories (no catalog, or none for these credentials): {e}; name the repositories to back up: {registry}/<repo> ...")
             } else {
@@ -195,16 +222,24 @@ async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progres
         let kept: Vec<String> = listed
             .iter()
             .filter(|p| {
-                include.as_ref().is_none_or(|g| g.is_match(p.as_str())) && !exclude.as_ref().is_some_and(|g| g.is_match(p.as_str()))
+                include.as_ref().is_none_or(|g| g.is_match(p.as_str()))
+                    && !exclude.as_ref().is_some_and(|g| g.is_match(p.as_str()))
             })
             .cloned()
             .collect();
-        progress.status(&format!("Found {} repository(ies) in the catalog of {registry}; {} selected", listed.len(), kept.len()));
+        progress.status(&format!(
+            "Found {} repository(ies) in the catalog of {registry}; {} selected",
+            listed.len(),
+            kept.len()
+        ));
         if kept.is_empty() {
             bail!("no repository of {registry} to back up: its catalog lists {} and the repository filters keep none", listed.len());
         }
         for p in kept {
-            refs.push(Reference::parse(&format!("{registry}/{p}")).map_err(|e| anyhow!("the catalog of {registry} lists {e}"))?);
+            refs.push(
+                Reference::parse(&format!("{registry}/{p}"))
+                    .map_err(|e| anyhow!("the catalog of {registry} lists {e}"))?,
+            );
         }
     }
     Ok(refs)
@@ -214,7 +249,10 @@ async fn references(args: &BackupArgs, regs: &Registries, progress: &mut Progres
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output, args.compress)?;
     if matches!(out, Output::Stdout(_)) && args.common.format == Format::Json {
-        return Err(UsageError("--format json cannot be used with -o -: standard output carries the archive".into()).into());
+        return Err(UsageError(
+            "--format json cannot be used with -o -: standard output carries the archive".into(),
+        )
+        .into());
     }
     if matches!(out, Output::Stdout(_)) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(UsageError(
@@ -229,7 +267,9 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         progress.status_to_stderr();
     }
     let refs = references(&args, &registries, &mut progress).await?;
-    let filter = crate::engine::TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
+    let filter =
+        crate::engine::TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags)
+            .map_err(UsageError)?;
     let mut jobs = jobs_of(&refs);
     for j in &mut jobs {
         j.filter = filter.clone();
@@ -242,7 +282,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         sparse_index: args.platforms.sparse_index,
     };
     let (sink, created_dir, compressed) = open_sink(&out, args.full_reference).await?;
-    // We made this directory for this run: if it fails, leave nothing behind that could pass for a backup.
+    // We made this directory for this run: if it fails, leave nothing behind that could pass for a
+    // backup.
     let mut cleanup = CreatedDir(created_dir);
     let src: Arc<dyn Source> = registries;
     let result = engine::run(src, sink.clone(), &jobs, &opts, &mut progress).await;
@@ -252,8 +293,10 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         file.commit().await?;
     }
     cleanup.0 = None;
-    let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
-    let repos: std::collections::BTreeSet<&str> = report.jobs.iter().map(|j| j.source.as_str()).collect();
+    let tags: usize =
+        report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
+    let repos: std::collections::BTreeSet<&str> =
+        report.jobs.iter().map(|j| j.source.as_str()).collect();
     if args.common.format == Format::Json {
         let doc = serde_json::json!({
             "command": "backup",
@@ -272,7 +315,9 @@ pub async fn run(args: BackupArgs) -> Result<()> {
             j.roots.iter().map(move |r| match &r.tag {
                 // Named in full: a backup of several repositories pulls the same tag from each.
                 Some(t) => format!("Pulled {}:{t} with {} referrer(s)", j.source, r.referrers),
-                None => format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers),
+                None => {
+                    format!("Pulled {}@{} with {} referrer(s)", j.source, r.digest, r.referrers)
+                }
             })
         })
         .collect();
@@ -301,11 +346,23 @@ mod tests {
     fn a_repository_named_twice_is_one_job_with_each_tag_once() {
         let d = format!("sha256:{}", "a".repeat(64));
         let jobs = jobs_of(&refs(&["r.io/a:v1,v2", "r.io/b:v1", "r.io/a:v2,v3", "r.io/a:v1"]));
-        let got: Vec<(String, Vec<String>)> = jobs.iter().map(|j| (j.src.repository.clone(), j.refs.clone())).collect();
-        assert_eq!(got, [("a".to_string(), vec!["v1".to_string(), "v2".into(), "v3".into()]), ("b".to_string(), vec!["v1".to_string()])]);
+        let got: Vec<(String, Vec<String>)> =
+            jobs.iter().map(|j| (j.src.repository.clone(), j.refs.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), vec!["v1".to_string(), "v2".into(), "v3".into()]),
+                ("b".to_string(), vec!["v1".to_string()])
+            ]
+        );
 
         // Every tag absorbs named tags; a digest beside it stays a job of its own.
-        let jobs = jobs_of(&refs(&["r.io/a:v1", "r.io/a", &format!("r.io/a@{d}"), &format!("r.io/a@{d}")]));
+        let jobs = jobs_of(&refs(&[
+            "r.io/a:v1",
+            "r.io/a",
+            &format!("r.io/a@{d}"),
+            &format!("r.io/a@{d}"),
+        ]));
         let got: Vec<Vec<String>> = jobs.iter().map(|j| j.refs.clone()).collect();
         assert_eq!(got, [vec![], vec![d.clone()]]);
         let jobs = jobs_of(&refs(&["r.io/a:v1", &format!("r.io/a@{d}")]));

@@ -27,9 +27,15 @@ pub fn check_platforms(p: &crate::cli::PlatformArgs) -> Result<()> {
 pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
     let read_stdin = |what: &str| -> Result<String> {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).with_context(|| format!("cannot read {what} from standard input"))?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .with_context(|| format!("cannot read {what} from standard input"))?;
         // One trailing line break is how `echo` and files end; anything else is the secret.
-        let s = s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&s).to_string();
+        let s = s
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&s)
+            .to_string();
         if s.is_empty() {
             return Err(UsageError(format!("{what} read from standard input is empty")).into());
         }
@@ -44,7 +50,10 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
         return Ok(Some(Credentials::identity_token(t, "--identity-token")));
     }
     if c.identity_token_stdin {
-        return Ok(Some(Credentials::identity_token(read_stdin("identity token")?, "--identity-token-stdin")));
+        return Ok(Some(Credentials::identity_token(
+            read_stdin("identity token")?,
+            "--identity-token-stdin",
+        )));
     }
     let (password, how) = if c.password_stdin {
         (Some(read_stdin("password")?), "--username/--password-stdin")
@@ -57,8 +66,13 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
     match (&c.username, password) {
         (Some(u), _) if u.is_empty() => Err(UsageError("--username is empty".into()).into()),
         (Some(u), Some(p)) => Ok(Some(Credentials::basic(u.clone(), p, how))),
-        (Some(_), None) => Err(UsageError("--username needs a password: add --password-stdin or -p/--password".into()).into()),
-        (None, Some(_)) => Err(UsageError("a password needs a username: add -u/--username".into()).into()),
+        (Some(_), None) => Err(UsageError(
+            "--username needs a password: add --password-stdin or -p/--password".into(),
+        )
+        .into()),
+        (None, Some(_)) => {
+            Err(UsageError("a password needs a username: add -u/--username".into()).into())
+        }
         (None, None) => Ok(None),
     }
 }
@@ -79,16 +93,23 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
         resolve: c.resolve.clone(),
         headers: c.headers.clone(),
         debug: c.debug,
-        chunk_size: std::env::var("ORAS_UPLOAD_CHUNK_SIZE").ok().and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0),
+        chunk_size: std::env::var("ORAS_UPLOAD_CHUNK_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0),
         request_timeout: std::time::Duration::from_secs(c.request_timeout),
-        stall: crate::registry::stall::StallLimit { bytes_per_second: c.speed_limit, window: std::time::Duration::from_secs(c.speed_time) },
+        stall: crate::registry::stall::StallLimit {
+            bytes_per_second: c.speed_limit,
+            window: std::time::Duration::from_secs(c.speed_time),
+        },
     };
     let mode = match c.distribution_spec {
         None => ReferrersMode::Auto,
         Some(DistributionSpec::ReferrersApi) => ReferrersMode::Api,
         Some(DistributionSpec::ReferrersTag) => ReferrersMode::Tag,
     };
-    let store = CredentialStore::load(credentials(c)?, c.registry_config.as_deref()).map_err(anyhow::Error::msg)?;
+    let store = CredentialStore::load(credentials(c)?, c.registry_config.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let registries = Arc::new(Registries::new(opts, store, mode, read_only)?);
     // A run that stops early deletes the upload sessions it leaves open.
     crate::interrupt::watch(&registries);

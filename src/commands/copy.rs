@@ -1,4 +1,5 @@
-//! `oras copy`: one graph between any two targets (registry repositories, layout directories or tars).
+//! `oras copy`: one graph between any two targets (registry repositories, layout directories or
+//! tars).
 
 use super::common;
 use super::repo::{resolve_in_layout, split_layout_arg};
@@ -18,30 +19,33 @@ pub async fn run(args: CopyArgs) -> Result<()> {
     common::check_platforms(&args.platforms)?;
     let regs = common::registries(&args.common, false)?;
     // Source.
-    let (src, src_repo, refs, label): (Arc<dyn Source>, Repo, Vec<String>, String) = if args.from_oci_layout {
-        let (path, reference) = split_layout_arg(&args.from);
-        let layout = LayoutSource::open(&path).await?;
-        let (repo, refs) = match &reference {
-            Some(r) => {
-                let (repo, desc) = resolve_in_layout(&layout, r).await?;
-                (repo, vec![layout_tag(r).unwrap_or_else(|| desc.digest.to_string())])
+    let (src, src_repo, refs, label): (Arc<dyn Source>, Repo, Vec<String>, String) =
+        if args.from_oci_layout {
+            let (path, reference) = split_layout_arg(&args.from);
+            let layout = LayoutSource::open(&path).await?;
+            let (repo, refs) = match &reference {
+                Some(r) => {
+                    let (repo, desc) = resolve_in_layout(&layout, r).await?;
+                    (repo, vec![layout_tag(r).unwrap_or_else(|| desc.digest.to_string())])
+                }
+                None => (layout.find_repo(None)?, Vec::new()),
+            };
+            (Arc::new(layout), repo, refs, path.display().to_string())
+        } else {
+            let r = Reference::parse(&args.from).map_err(|e| UsageError(e.to_string()))?;
+            let mut refs = r.tags.clone();
+            if let Some(d) = &r.digest {
+                refs.push(d.to_string());
             }
-            None => (layout.find_repo(None)?, Vec::new()),
+            let repo = Repo::new(&r.registry, &r.repository);
+            (regs.clone(), repo, refs, r.repo_name())
         };
-        (Arc::new(layout), repo, refs, path.display().to_string())
-    } else {
-        let r = Reference::parse(&args.from).map_err(|e| UsageError(e.to_string()))?;
-        let mut refs = r.tags.clone();
-        if let Some(d) = &r.digest {
-            refs.push(d.to_string());
-        }
-        let repo = Repo::new(&r.registry, &r.repository);
-        (regs.clone(), repo, refs, r.repo_name())
-    };
     // Destination.
     let (dst, dst_repo, retag): (Arc<dyn Sink>, Repo, Option<Vec<String>>) = if args.to_oci_layout {
         let (path, tag) = match args.to.rsplit_once(':') {
-            Some((p, t)) if valid_tag(t) && !p.is_empty() && !t.contains('/') => (std::path::PathBuf::from(p), Some(t.to_string())),
+            Some((p, t)) if valid_tag(t) && !p.is_empty() && !t.contains('/') => {
+                (std::path::PathBuf::from(p), Some(t.to_string()))
+            }
             _ => (std::path::PathBuf::from(&args.to), None),
         };
         // The path, not the whole argument, decides: `out.tar:Release` is an archive too.
@@ -60,7 +64,9 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         (regs.clone(), Repo::new(&r.registry, &r.repository), retag)
     };
     if retag.is_some() && refs.len() > 1 {
-        return Err(UsageError("copy one tag or digest when the destination names tags".into()).into());
+        return Err(
+            UsageError("copy one tag or digest when the destination names tags".into()).into()
+        );
     }
     let job = Job { refs, retag, ..Job::new(src_repo, dst_repo, label) };
     let opts = Options {
@@ -75,7 +81,9 @@ pub async fn run(args: CopyArgs) -> Result<()> {
     if args.common.format == Format::Json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "command": "copy", "from": args.from, "to": args.to, "report": report }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "command": "copy", "from": args.from, "to": args.to, "report": report })
+            )?
         );
         return Ok(());
     }
@@ -83,7 +91,14 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         .jobs
         .iter()
         .flat_map(|j| &j.roots)
-        .map(|r| format!("Copied {} {} with {} referrer(s)", r.tag.as_deref().unwrap_or("digest"), r.digest, r.referrers))
+        .map(|r| {
+            format!(
+                "Copied {} {} with {} referrer(s)",
+                r.tag.as_deref().unwrap_or("digest"),
+                r.digest,
+                r.referrers
+            )
+        })
         .collect();
     progress.status_lines(&copied);
     progress.status(&format!(
@@ -100,7 +115,10 @@ pub async fn run(args: CopyArgs) -> Result<()> {
 /// The tag a `--from-oci-layout` reference names (`<tag>` or `<registry>/<repo>:<tag>`), or
 /// `None` for a digest, so that a copied tag keeps its name.
 fn layout_tag(reference: &str) -> Option<String> {
-    if reference.starts_with('@') || reference.contains('@') || reference.parse::<crate::digest::Digest>().is_ok() {
+    if reference.starts_with('@')
+        || reference.contains('@')
+        || reference.parse::<crate::digest::Digest>().is_ok()
+    {
         return None;
     }
     if reference.contains('/') {

@@ -54,9 +54,11 @@ fn print_tree(nodes: &[Node], prefix: &str) {
 
 /// Runs `oras discover`.
 pub async fn run(args: DiscoverArgs) -> Result<()> {
-    let Located { src, repo, desc, shown } = locate(&args.reference, args.oci_layout, &args.common).await?;
+    let Located { src, repo, desc, shown } =
+        locate(&args.reference, args.oci_layout, &args.common).await?;
     let mut seen = HashSet::new();
-    let referrers = tree(&*src, &repo, &desc, args.depth, args.artifact_type.as_deref(), &mut seen).await?;
+    let referrers =
+        tree(&*src, &repo, &desc, args.depth, args.artifact_type.as_deref(), &mut seen).await?;
     let root = Node { desc, referrers };
     if args.common.format == Format::Json {
         let mut v = serde_json::to_value(&root)?;

@@ -1,4 +1,5 @@
-//! `oras manifest fetch`: a manifest's exact bytes (or its descriptor), from a registry or a backup.
+//! `oras manifest fetch`: a manifest's exact bytes (or its descriptor), from a registry or a
+//! backup.
 
 use super::repo::{locate, Located};
 use super::UsageError;
@@ -12,10 +13,12 @@ pub async fn fetch(args: ManifestFetchArgs) -> Result<()> {
     if args.descriptor && args.output.is_some() {
         return Err(UsageError("--descriptor prints the descriptor; --output writes the manifest's bytes: give one of them".into()).into());
     }
-    let Located { src, repo, desc, .. } = locate(&args.reference, args.oci_layout, &args.common).await?;
+    let Located { src, repo, desc, .. } =
+        locate(&args.reference, args.oci_layout, &args.common).await?;
     let bytes = src.fetch_manifest(&repo, &desc).await?;
     // What is printed is what the digest names, or nothing.
-    crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest {} from {repo}", desc.digest))?;
+    crate::digest::verify_bytes(&bytes, &desc.digest, desc.size)
+        .with_context(|| format!("manifest {} from {repo}", desc.digest))?;
     if args.descriptor {
         let d = Descriptor { annotations: None, ..desc };
         println!("{}", serde_json::to_string(&d)?);
@@ -23,7 +26,9 @@ pub async fn fetch(args: ManifestFetchArgs) -> Result<()> {
     }
     match &args.output {
         Some(p) if p.as_os_str() != "-" => {
-            crate::layout::dir::write_atomic(p, &bytes, false).await.with_context(|| format!("cannot write {}", p.display()))?;
+            crate::layout::dir::write_atomic(p, &bytes, false)
+                .await
+                .with_context(|| format!("cannot write {}", p.display()))?;
         }
         _ => {
             let mut out = std::io::stdout().lock();

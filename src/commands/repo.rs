@@ -42,10 +42,19 @@ pub struct Located {
 pub async fn locate(reference: &str, oci_layout: bool, common: &Common) -> Result<Located> {
     if oci_layout {
         let (path, inner) = split_layout_arg(reference);
-        let inner = inner.ok_or_else(|| UsageError("name a tag or digest: --oci-layout <path>:<tag> or <path>@<digest>".into()))?;
+        let inner = inner.ok_or_else(|| {
+            UsageError("name a tag or digest: --oci-layout <path>:<tag> or <path>@<digest>".into())
+        })?;
         let layout = LayoutSource::open(&path).await?;
-        let (repo, desc) = resolve_in_layout(&layout, &inner).await.map_err(|e| anyhow::anyhow!("{e:#} {}", path.display()))?;
-        return Ok(Located { src: Arc::new(layout), repo, desc, shown: path.display().to_string() });
+        let (repo, desc) = resolve_in_layout(&layout, &inner)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#} {}", path.display()))?;
+        return Ok(Located {
+            src: Arc::new(layout),
+            repo,
+            desc,
+            shown: path.display().to_string(),
+        });
     }
     let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
     let what = match (&r.digest, r.tags.as_slice()) {
@@ -61,13 +70,17 @@ pub async fn locate(reference: &str, oci_layout: bool, common: &Common) -> Resul
 }
 
 /// Resolves `<tag>`, `sha256:<hex>` or `<registry>/<repo>:<tag>|@<digest>` inside a backup.
-pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result<(Repo, Descriptor)> {
+pub async fn resolve_in_layout(
+    layout: &LayoutSource,
+    reference: &str,
+) -> Result<(Repo, Descriptor)> {
     let reference = reference.trim_start_matches('@');
     if reference.contains('/') {
         let r = Reference::parse(reference).map_err(|e| UsageError(e.to_string()))?;
         let repo = layout.find_repo(Some(&r.repo_name()))?;
         let what = r.digest.as_ref().map(|d| d.to_string()).or_else(|| r.tags.first().cloned());
-        let what = what.ok_or_else(|| UsageError(format!("name a tag or digest in {reference:?}")))?;
+        let what =
+            what.ok_or_else(|| UsageError(format!("name a tag or digest in {reference:?}")))?;
         return match layout.find(&repo, &what).await {
             Ok(d) => Ok((repo, d)),
             Err(e) => match r.digest.as_ref() {
@@ -83,7 +96,8 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
         }
     }
     if found.len() > 1 && reference.parse::<crate::digest::Digest>().is_err() {
-        let candidates: Vec<String> = found.iter().map(|(r, _)| format!("{r}:{reference}")).collect();
+        let candidates: Vec<String> =
+            found.iter().map(|(r, _)| format!("{r}:{reference}")).collect();
         return Err(UsageError(format!(
             "tag {reference} is in several repositories of the backup ({}): name one with its full reference",
             candidates.join(", ")
@@ -106,7 +120,10 @@ pub async fn resolve_in_layout(layout: &LayoutSource, reference: &str) -> Result
 
 /// The descriptor of a manifest stored in the backup under `digest`, when its bytes are
 /// there, match the digest and parse as a manifest.
-async fn stored_manifest(layout: &LayoutSource, digest: &crate::digest::Digest) -> Option<Descriptor> {
+async fn stored_manifest(
+    layout: &LayoutSource,
+    digest: &crate::digest::Digest,
+) -> Option<Descriptor> {
     use crate::manifest;
     let size = layout.blob_size(digest).await?;
     if size > manifest::MAX_MANIFEST_SIZE {
@@ -162,7 +179,12 @@ pub async fn tags(args: RepoTagsArgs) -> Result<()> {
                 if repos.len() == 1 {
                     layout.tags_of(&repos[0])
                 } else {
-                    repos.iter().flat_map(|r| layout.tags_of(r).into_iter().map(move |t| format!("{r}:{t}"))).collect()
+                    repos
+                        .iter()
+                        .flat_map(|r| {
+                            layout.tags_of(r).into_iter().map(move |t| format!("{r}:{t}"))
+                        })
+                        .collect()
                 }
             }
         }

@@ -15,15 +15,39 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The backup's repositories, named for an error message.
+fn listing(backup_repos: &[Repo]) -> String {
+    let name =
+        |r: &Repo| if r == &unnamed() { "(unnamed repository)".to_string() } else { r.to_string() };
+    backup_repos.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
+/// The job of each named target, given the backup repository assigned to it.
+fn named_jobs(
+    named: &[Reference],
+    assigned: Vec<Option<usize>>,
+    backup_repos: &[Repo],
+) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (t, a) in named.iter().zip(assigned) {
+        let Some(j) = a else { continue };
+        let src = backup_repos[j].clone();
+        let refs = t.digest.iter().map(|d| d.to_string()).collect();
+        let only_tags = if t.tags.is_empty() { None } else { Some(t.tags.clone()) };
+        let label =
+            if src == unnamed() { "the backup".to_string() } else { format!("the backup ({src})") };
+        jobs.push(Job {
+            refs,
+            only_tags,
+            ..Job::new(src, Repo::new(&t.registry, &t.repository), label)
+        });
+    }
+    jobs
+}
+
 /// Maps restore targets onto the backup's repositories (cli.md rules).
 pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>> {
-    let list = || {
-        backup_repos
-            .iter()
-            .map(|r| if r == &unnamed() { "(unnamed repository)".to_string() } else { r.to_string() })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let list = || listing(backup_repos);
     let mut jobs = Vec::new();
     let mut named = Vec::new();
     for t in targets {
@@ -34,14 +58,23 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
                     if r == &unnamed() {
                         bail!("the backup does not record the repository of its tags: restore it to <registry>/<repository>, e.g. {registry}/my/repo");
                     }
-                    jobs.push(Job::new(r.clone(), Repo::new(&registry, &r.repository), format!("the backup ({r})")));
+                    jobs.push(Job::new(
+                        r.clone(),
+                        Repo::new(&registry, &r.repository),
+                        format!("the backup ({r})"),
+                    ));
                 }
             }
             Some(r) => named.push(r),
         }
     }
     if named.len() > backup_repos.len() && !named.is_empty() {
-        bail!("{} target repositories given, but the backup holds {}: {}", named.len(), backup_repos.len(), list());
+        bail!(
+            "{} target repositories given, but the backup holds {}: {}",
+            named.len(),
+            backup_repos.len(),
+            list()
+        );
     }
     let mut used = vec![false; backup_repos.len()];
     let mut assigned: Vec<Option<usize>> = vec![None; named.len()];
@@ -60,18 +93,26 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
         }
         for (i, a) in assigned.iter_mut().enumerate() {
             if a.is_none() {
-                let j = used
-                    .iter()
-                    .position(|u| !u)
-                    .ok_or_else(|| anyhow::anyhow!("cannot map the targets onto the backup's repositories: {}", list()))?;
+                let j = used.iter().position(|u| !u).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "cannot map the targets onto the backup's repositories: {}",
+                        list()
+                    )
+                })?;
                 used[j] = true;
                 *a = Some(j);
                 by_position.push(i);
             }
         }
-        // A target that names no repository of the backup takes one by position only when that leaves
-        // none out: otherwise which one was meant, and that the others are to be left, is a guess.
-        let left: Vec<String> = backup_repos.iter().zip(&used).filter(|(_, u)| !**u).map(|(r, _)| r.to_string()).collect();
+        // A target that names no repository of the backup takes one by position only when that
+        // leaves none out: otherwise which one was meant, and that the others are to be left, is a
+        // guess.
+        let left: Vec<String> = backup_repos
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| !**u)
+            .map(|(r, _)| r.to_string())
+            .collect();
         if !by_position.is_empty() && !left.is_empty() && jobs.is_empty() {
             let given: Vec<String> = by_position.iter().map(|&i| named[i].repo_name()).collect();
             return Err(UsageError(format!(
@@ -83,17 +124,7 @@ pub fn map_targets(targets: &[String], backup_repos: &[Repo]) -> Result<Vec<Job>
             .into());
         }
     }
-    for (t, a) in named.iter().zip(assigned) {
-        let Some(j) = a else { continue };
-        let src = backup_repos[j].clone();
-        let mut refs = Vec::new();
-        let only_tags = if t.tags.is_empty() { None } else { Some(t.tags.clone()) };
-        if let Some(d) = &t.digest {
-            refs.push(d.to_string());
-        }
-        let label = if src == unnamed() { "the backup".to_string() } else { format!("the backup ({src})") };
-        jobs.push(Job { refs, only_tags, ..Job::new(src, Repo::new(&t.registry, &t.repository), label) });
-    }
+    jobs.extend(named_jobs(&named, assigned, backup_repos));
     Ok(jobs)
 }
 
@@ -103,10 +134,17 @@ const FORMS: &str = "use either targets (oras restore --input BACKUP REGISTRY[/R
 /// Checks what can be checked before the backup is opened.
 fn check_args(args: &RestoreArgs) -> Result<()> {
     if args.input.trim().is_empty() {
-        return Err(UsageError("--input is empty: give a backup directory or .tar archive".into()).into());
+        return Err(
+            UsageError("--input is empty: give a backup directory or .tar archive".into()).into()
+        );
     }
     match (&args.rules, args.targets.is_empty()) {
-        (Some(_), false) => return Err(UsageError(format!("--rules cannot be used with target arguments: {FORMS}")).into()),
+        (Some(_), false) => {
+            return Err(UsageError(format!(
+                "--rules cannot be used with target arguments: {FORMS}"
+            ))
+            .into())
+        }
         (None, true) => return Err(UsageError(format!("nothing to restore to: {FORMS}")).into()),
         _ => {}
     }
@@ -150,8 +188,14 @@ async fn open(input: &str, progress: &mut Progress) -> Result<(Arc<dyn Source>, 
 }
 
 /// The jobs the targets or the rules file ask for, and whether a failing one stops the others.
-async fn jobs_of(args: &RestoreArgs, src: &dyn Source, repos: &[Repo], progress: &mut Progress) -> Result<(Vec<Job>, bool)> {
-    let filter = TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
+async fn jobs_of(
+    args: &RestoreArgs,
+    src: &dyn Source,
+    repos: &[Repo],
+    progress: &mut Progress,
+) -> Result<(Vec<Job>, bool)> {
+    let filter =
+        TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags).map_err(UsageError)?;
     let (mut jobs, fail_fast) = match &args.rules {
         Some(path) => {
             let rules = rules::load(path)?;
@@ -168,7 +212,11 @@ async fn jobs_of(args: &RestoreArgs, src: &dyn Source, repos: &[Repo], progress:
     for j in &mut jobs {
         j.filter = filter.clone();
     }
-    let left: Vec<String> = repos.iter().filter(|r| !jobs.iter().any(|j| &j.src == *r)).map(|r| r.to_string()).collect();
+    let left: Vec<String> = repos
+        .iter()
+        .filter(|r| !jobs.iter().any(|j| &j.src == *r))
+        .map(|r| r.to_string())
+        .collect();
     if !left.is_empty() {
         // Restoring a part of a backup is a choice the targets made; it is said, not done silently.
         progress.status(&format!("Not restored (no target names them): {}", left.join(", ")));
@@ -199,7 +247,8 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
     } else {
         each_alone(src, sink, &jobs, &opts, &mut progress).await
     };
-    let targets = if args.targets.is_empty() { destinations(&jobs) } else { args.targets.join(", ") };
+    let targets =
+        if args.targets.is_empty() { destinations(&jobs) } else { args.targets.join(", ") };
     print(&args, &report, &targets, &failures, &mut progress)?;
     if !failures.is_empty() {
         bail!("{} of {} mapping(s) failed: {}", failures.len(), jobs.len(), failures.join("; "));
@@ -218,7 +267,9 @@ async fn each_alone(
     let mut report = Report::default();
     let mut failures = Vec::new();
     for job in jobs {
-        match engine::run(src.clone(), sink.clone(), std::slice::from_ref(job), opts, progress).await {
+        match engine::run(src.clone(), sink.clone(), std::slice::from_ref(job), opts, progress)
+            .await
+        {
             Ok(r) => report.merge(r),
             Err(e) => {
                 progress.status(&format!("Failed: {} -> {}: {e:#}", job.src, job.dst));
@@ -242,8 +293,15 @@ fn destinations(jobs: &[Job]) -> String {
 }
 
 /// Prints the result: JSON, the dry run's plan, or what was pushed.
-fn print(args: &RestoreArgs, report: &Report, targets: &str, failures: &[String], progress: &mut Progress) -> Result<()> {
-    let tags: usize = report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
+fn print(
+    args: &RestoreArgs,
+    report: &Report,
+    targets: &str,
+    failures: &[String],
+    progress: &mut Progress,
+) -> Result<()> {
+    let tags: usize =
+        report.jobs.iter().map(|j| j.roots.iter().filter(|r| r.tag.is_some()).count()).sum();
     if args.common.format == Format::Json {
         let doc = serde_json::json!({
             "command": "restore",
@@ -275,8 +333,13 @@ fn print(args: &RestoreArgs, report: &Report, targets: &str, failures: &[String]
         .iter()
         .flat_map(|j| {
             j.roots.iter().map(move |r| match &r.tag {
-                Some(t) => format!("Pushed tag {t} with {} referrer(s) to {}", r.referrers, j.destination),
-                None => format!("Pushed {}@{} with {} referrer(s)", j.destination, r.digest, r.referrers),
+                Some(t) => {
+                    format!("Pushed tag {t} with {} referrer(s) to {}", r.referrers, j.destination)
+                }
+                None => format!(
+                    "Pushed {}@{} with {} referrer(s)",
+                    j.destination, r.digest, r.referrers
+                ),
             })
         })
         .collect();
@@ -302,16 +365,21 @@ fn destinations_list(report: &Report) -> Vec<String> {
     seen
 }
 
-/// A dry run's plan, per registry, repository and tag: "Registry r / Repository p / tag (digest) + n
-/// referrer(s), b to upload".
+/// A dry run's plan, per registry, repository and tag: "Registry r / Repository p / tag (digest) +
+/// n referrer(s), b to upload".
 fn plan_lines(report: &Report) -> Vec<String> {
     let mut by_registry: BTreeMap<&str, BTreeMap<&str, (Vec<String>, u64)>> = BTreeMap::new();
     for j in &report.jobs {
-        let (registry, repository) = j.destination.split_once('/').unwrap_or((j.destination.as_str(), ""));
-        let (lines, bytes) = by_registry.entry(registry).or_default().entry(repository).or_default();
+        let (registry, repository) =
+            j.destination.split_once('/').unwrap_or((j.destination.as_str(), ""));
+        let (lines, bytes) =
+            by_registry.entry(registry).or_default().entry(repository).or_default();
         for r in &j.roots {
             let name = r.tag.as_deref().unwrap_or("(untagged)");
-            lines.push(format!("      {name} ({}) + {} referrer(s), from {}", r.digest, r.referrers, j.source));
+            lines.push(format!(
+                "      {name} ({}) + {} referrer(s), from {}",
+                r.digest, r.referrers, j.source
+            ));
         }
         *bytes += j.bytes_copied;
     }
@@ -342,7 +410,8 @@ mod tests {
 
     #[test]
     fn registry_alone_keeps_paths() {
-        let jobs = map_targets(&["dst.io".into()], &repos(&["src.io/team/app", "src.io/team/web"])).unwrap();
+        let jobs = map_targets(&["dst.io".into()], &repos(&["src.io/team/app", "src.io/team/web"]))
+            .unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[1].dst, Repo::new("dst.io", "team/web"));
     }
@@ -350,7 +419,11 @@ mod tests {
     #[test]
     fn scenario_mapping() {
         let r = repos(&["reg.k8s.io/kube-apiserver", "reg.k8s.io/kube-controller-manager"]);
-        let jobs = map_targets(&["localhost:5000/kube-apiserver".into(), "localhost:5000/kube-controller".into()], &r).unwrap();
+        let jobs = map_targets(
+            &["localhost:5000/kube-apiserver".into(), "localhost:5000/kube-controller".into()],
+            &r,
+        )
+        .unwrap();
         assert_eq!(jobs[0].src.repository, "kube-apiserver");
         assert_eq!(jobs[1].src.repository, "kube-controller-manager");
         assert_eq!(jobs[1].dst.repository, "kube-controller");
@@ -366,7 +439,10 @@ mod tests {
     fn a_target_that_names_no_repository_of_a_multi_repository_backup_is_refused() {
         let r = repos(&["a.io/team/app", "a.io/team/web"]);
         let e = map_targets(&["b.io/other/thing".into()], &r).unwrap_err().to_string();
-        assert!(e.contains("a.io/team/app") && e.contains("a.io/team/web") && e.contains("other/thing"), "{e}");
+        assert!(
+            e.contains("a.io/team/app") && e.contains("a.io/team/web") && e.contains("other/thing"),
+            "{e}"
+        );
         // Named by path: an explicit choice of one repository.
         let jobs = map_targets(&["b.io/team/web".into()], &r).unwrap();
         assert_eq!((jobs.len(), jobs[0].src.repository.as_str()), (1, "team/web"));
@@ -377,7 +453,8 @@ mod tests {
 
     #[test]
     fn rename_single_with_tags() {
-        let jobs = map_targets(&["b.io/renamed/app:v1".into()], &repos(&["a.io/team/app"])).unwrap();
+        let jobs =
+            map_targets(&["b.io/renamed/app:v1".into()], &repos(&["a.io/team/app"])).unwrap();
         assert_eq!(jobs[0].only_tags, Some(vec!["v1".to_string()]));
         assert_eq!(jobs[0].dst.repository, "renamed/app");
     }

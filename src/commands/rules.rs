@@ -1,5 +1,5 @@
-//! Restore rules (`oras restore --rules FILE`): the upstream ORAS multi-repository format, JSON with
-//! `//` comments, checked against the backup before anything is pushed.
+//! Restore rules (`oras restore --rules FILE`): the upstream ORAS multi-repository format, JSON
+//! with `//` comments, checked against the backup before anything is pushed.
 
 use super::UsageError;
 use crate::engine::Job;
@@ -68,15 +68,23 @@ pub struct Mapping {
 /// Reads and parses a rules file.
 pub fn load(path: &Path) -> Result<Rules> {
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| UsageError(format!("cannot read the rules file {shown:?}: {e}")))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| UsageError(format!("cannot read the rules file {shown:?}: {e}")))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > MAX_RULES_SIZE {
-        return Err(UsageError(format!("the rules file {shown:?} is {size} bytes, over the {MAX_RULES_SIZE} byte limit")).into());
+        return Err(UsageError(format!(
+            "the rules file {shown:?} is {size} bytes, over the {MAX_RULES_SIZE} byte limit"
+        ))
+        .into());
     }
     let reader = json_comments::StripComments::new(std::io::Read::take(file, MAX_RULES_SIZE));
-    let rules: Rules = serde_json::from_reader(reader).map_err(|e| UsageError(format!("the rules file {shown:?} is not valid: {e}")))?;
+    let rules: Rules = serde_json::from_reader(reader)
+        .map_err(|e| UsageError(format!("the rules file {shown:?} is not valid: {e}")))?;
     if rules.mappings.is_empty() {
-        return Err(UsageError(format!("the rules file {shown:?} has no mappings: nothing to restore")).into());
+        return Err(UsageError(format!(
+            "the rules file {shown:?} has no mappings: nothing to restore"
+        ))
+        .into());
     }
     Ok(rules)
 }
@@ -88,37 +96,54 @@ fn listing(held: &Holdings) -> String {
     held.iter().map(|(r, _)| r.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// Turns the rules into one job per mapping, checking every source, tag and target against the backup,
-/// and refusing tags that two mappings would write into the same target repository.
+/// Turns the rules into one job per mapping, checking every source, tag and target against the
+/// backup, and refusing tags that two mappings would write into the same target repository.
 pub fn jobs(rules: &Rules, held: &Holdings) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     // (target, tag at the target) -> the source and tag that would write it.
     let mut writes: HashMap<(Repo, String), (Repo, String)> = HashMap::new();
     for (i, m) in rules.mappings.iter().enumerate() {
         let at = || format!("mapping {} ({} -> {})", i + 1, m.source, m.target);
-        let (src, tags) = held
-            .iter()
-            .find(|(r, _)| r.to_string() == m.source)
-            .ok_or_else(|| anyhow!("{}: the backup has no repository {:?}; it holds: {}", at(), m.source, listing(held)))?;
+        let (src, tags) =
+            held.iter().find(|(r, _)| r.to_string() == m.source).ok_or_else(|| {
+                anyhow!(
+                    "{}: the backup has no repository {:?}; it holds: {}",
+                    at(),
+                    m.source,
+                    listing(held)
+                )
+            })?;
         let dst = target_repo(&m.target).map_err(|e| anyhow!("{}: {e}", at()))?;
         if let Some(wanted) = &m.tags {
-            let missing: Vec<&str> = wanted.iter().filter(|t| !tags.contains(t)).map(String::as_str).collect();
+            let missing: Vec<&str> =
+                wanted.iter().filter(|t| !tags.contains(t)).map(String::as_str).collect();
             if !missing.is_empty() {
-                bail!("{}: tag(s) {} are not in the backup's {src}; it holds: {}", at(), missing.join(", "), tags.join(", "));
+                bail!(
+                    "{}: tag(s) {} are not in the backup's {src}; it holds: {}",
+                    at(),
+                    missing.join(", "),
+                    tags.join(", ")
+                );
             }
         }
-        let restored: Vec<&String> = tags.iter().filter(|t| m.tags.as_ref().is_none_or(|w| w.contains(t))).collect();
+        let restored: Vec<&String> =
+            tags.iter().filter(|t| m.tags.as_ref().is_none_or(|w| w.contains(t))).collect();
         for (from, to) in &m.tag_mappings {
             if !restored.contains(&from) {
                 bail!("{}: tag-mappings renames {from:?}, which this mapping does not restore; it restores: {}", at(), join(&restored));
             }
             if !valid_tag(to) {
-                bail!("{}: tag-mappings renames {from:?} to {to:?}, which is not a valid tag", at());
+                bail!(
+                    "{}: tag-mappings renames {from:?} to {to:?}, which is not a valid tag",
+                    at()
+                );
             }
         }
         for t in &restored {
             let new = m.tag_mappings.get(*t).unwrap_or(t);
-            if let Some((other, other_tag)) = writes.insert((dst.clone(), new.clone()), (src.clone(), (*t).clone())) {
+            if let Some((other, other_tag)) =
+                writes.insert((dst.clone(), new.clone()), (src.clone(), (*t).clone()))
+            {
                 bail!(
                     "{}: tag {new} of {dst} would be written twice, from {other}:{other_tag} and from {src}:{t}; restrict the mappings' tags or rename one with tag-mappings",
                     at()
@@ -192,7 +217,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_place() {
-        let e = rules(r#"{"mappings": [{"source": "a.io/x", "target": "b.io/x", "tagz": ["v1"]}]}"#).unwrap_err().to_string();
+        let e =
+            rules(r#"{"mappings": [{"source": "a.io/x", "target": "b.io/x", "tagz": ["v1"]}]}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("tagz") && e.contains("line 1"), "{e}");
         let e = rules(r#"{"setings": {}, "mappings": []}"#).unwrap_err().to_string();
         assert!(e.contains("setings"), "{e}");
@@ -200,13 +228,21 @@ mod tests {
 
     #[test]
     fn sources_and_tags_not_in_the_backup_are_named_with_what_it_holds() {
-        let r = rules(r#"{"mappings": [{"source": "src.io/team/gone", "target": "b.io/x"}]}"#).unwrap();
+        let r =
+            rules(r#"{"mappings": [{"source": "src.io/team/gone", "target": "b.io/x"}]}"#).unwrap();
         let e = jobs(&r, &held()).unwrap_err().to_string();
-        assert!(e.contains("src.io/team/gone") && e.contains("src.io/team/app, src.io/team/web"), "{e}");
-        let r = rules(r#"{"mappings": [{"source": "src.io/team/app", "target": "b.io/x", "tags": ["v9"]}]}"#).unwrap();
+        assert!(
+            e.contains("src.io/team/gone") && e.contains("src.io/team/app, src.io/team/web"),
+            "{e}"
+        );
+        let r = rules(
+            r#"{"mappings": [{"source": "src.io/team/app", "target": "b.io/x", "tags": ["v9"]}]}"#,
+        )
+        .unwrap();
         let e = jobs(&r, &held()).unwrap_err().to_string();
         assert!(e.contains("v9") && e.contains("latest, v1"), "{e}");
-        let r = rules(r#"{"mappings": [{"source": "src.io/team/app", "target": "b.io/x:v1"}]}"#).unwrap();
+        let r = rules(r#"{"mappings": [{"source": "src.io/team/app", "target": "b.io/x:v1"}]}"#)
+            .unwrap();
         assert!(jobs(&r, &held()).unwrap_err().to_string().contains("names a tag"));
     }
 
@@ -220,7 +256,12 @@ mod tests {
         )
         .unwrap();
         let e = jobs(&r, &held()).unwrap_err().to_string();
-        assert!(e.contains("latest") && e.contains("src.io/team/app:latest") && e.contains("src.io/team/web:latest"), "{e}");
+        assert!(
+            e.contains("latest")
+                && e.contains("src.io/team/app:latest")
+                && e.contains("src.io/team/web:latest"),
+            "{e}"
+        );
         let r = rules(
             r#"{"mappings": [
                 {"source": "src.io/team/app", "target": "dst.io/all", "tag-mappings": {"latest": "app-latest"}},

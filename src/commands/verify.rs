@@ -1,5 +1,6 @@
-//! `oras verify`: is a backup whole? Every tag resolves, every referenced blob is there with the right
-//! size and digest, every referrer's subject is present. Reports every problem, not only the first.
+//! `oras verify`: is a backup whole? Every tag resolves, every referenced blob is there with the
+//! right size and digest, every referrer's subject is present. Reports every problem, not only the
+//! first.
 
 use crate::cli::{Format, VerifyArgs};
 use crate::digest::Digest;
@@ -101,19 +102,30 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
     };
     // Every problem names everything that refers to the broken content.
     let parents_of = |d: &Digest| {
-        let names: Vec<String> = graph.parents.get(d).into_iter().flatten().map(|p| parent_name(layout, p)).collect();
+        let names: Vec<String> =
+            graph.parents.get(d).into_iter().flatten().map(|p| parent_name(layout, p)).collect();
         referenced_by(&names)
     };
     for (desc, _) in graph.manifests.values() {
-        if let Some(kept) = layout.entries().iter().find(|e| e.desc.digest == desc.digest).and_then(|e| e.desc.sparse_platforms()) {
-            out.partial.push(format!("index {} holds only the manifests of {kept} (--sparse-index)", desc.digest));
+        if let Some(kept) = layout
+            .entries()
+            .iter()
+            .find(|e| e.desc.digest == desc.digest)
+            .and_then(|e| e.desc.sparse_platforms())
+        {
+            out.partial.push(format!(
+                "index {} holds only the manifests of {kept} (--sparse-index)",
+                desc.digest
+            ));
         }
     }
     out.manifests = graph.manifests.len();
     out.bytes = graph.manifests.values().map(|(_, b)| b.len() as u64).sum();
     for (digest, (desc, why)) in &graph.broken {
         let problem = match why {
-            Broken::TooLarge => format!("manifest {digest} declares {} bytes, over the 4 MiB limit", desc.size),
+            Broken::TooLarge => {
+                format!("manifest {digest} declares {} bytes, over the 4 MiB limit", desc.size)
+            }
             Broken::Missing => format!("manifest {digest} {}", layout.absence(digest).await),
             Broken::Damaged(e) => e.clone(),
         };
@@ -121,19 +133,35 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
     }
     for (referrer, subject) in &graph.subjects {
         if layout.blob_size(subject).await.is_none() {
-            out.problems.push(format!("referrer {referrer}: its subject {subject} is not in the backup"));
+            out.problems
+                .push(format!("referrer {referrer}: its subject {subject} is not in the backup"));
         }
     }
-    let blobs: Vec<(Descriptor, String)> =
-        graph.blobs.values().filter(|b| !graph.manifests.contains_key(&b.digest)).map(|b| (b.clone(), parents_of(&b.digest))).collect();
+    let blobs: Vec<(Descriptor, String)> = graph
+        .blobs
+        .values()
+        .filter(|b| !graph.manifests.contains_key(&b.digest))
+        .map(|b| (b.clone(), parents_of(&b.digest)))
+        .collect();
     out.blobs = blobs.len();
     out.bytes += blobs.iter().map(|(d, _)| d.size).sum::<u64>();
     let problems: Vec<String> = stream::iter(blobs.into_iter().map(|(desc, parent)| {
         let repo = repo.clone();
         async move {
             match layout.blob_size(&desc.digest).await {
-                None => return Some(format!("blob {} ({parent}) {}", desc.digest, layout.absence(&desc.digest).await)),
-                Some(s) if s != desc.size => return Some(format!("blob {} ({parent}) is {s} bytes, expected {}", desc.digest, desc.size)),
+                None => {
+                    return Some(format!(
+                        "blob {} ({parent}) {}",
+                        desc.digest,
+                        layout.absence(&desc.digest).await
+                    ))
+                }
+                Some(s) if s != desc.size => {
+                    return Some(format!(
+                        "blob {} ({parent}) is {s} bytes, expected {}",
+                        desc.digest, desc.size
+                    ))
+                }
                 _ => {}
             }
             check_blob(layout, &repo, &desc).await.err().map(|e| match e {

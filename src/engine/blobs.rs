@@ -1,6 +1,6 @@
-//! The fifth phase: every blob the destination lacks, once per dedupe scope, largest first (or in digest
-//! order between streams). From a backup (a local or streamed source) the destination is asked first,
-//! then the backup is checked before anything becomes visible (see [`super::stage`]).
+//! The fifth phase: every blob the destination lacks, once per dedupe scope, largest first (or in
+//! digest order between streams). From a backup (a local or streamed source) the destination is
+//! asked first, then the backup is checked before anything becomes visible (see [`super::stage`]).
 
 use super::present::Known;
 use super::stage::{self, Restore};
@@ -23,7 +23,11 @@ pub(super) struct Task {
 }
 
 /// Copies the blobs of every job; returns what became of each.
-pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> Result<Vec<(JobId, BlobOutcome)>> {
+pub(super) async fn copy(
+    run: &Run<'_>,
+    known: &Known,
+    progress: &Progress,
+) -> Result<Vec<(JobId, BlobOutcome)>> {
     let mut outcomes = Vec::new();
     let mut tasks = Vec::new();
     let mut scoped = HashSet::new();
@@ -41,29 +45,45 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, progress: &Progress) -> R
         }
     }
     if run.src.access() == Access::Stream || run.dst.traits().in_order {
-        // Streams pass once, in digest order: tasks start in that order so each waits only on earlier ones.
+        // Streams pass once, in digest order: tasks start in that order so each waits only on
+        // earlier ones.
         tasks.sort_by(|a, b| a.desc.digest.cmp(&b.desc.digest));
     } else {
         largest_first(&mut tasks);
     }
     let placed = Placed::default();
-    let passes =
-        if run.src.access() == Access::Remote { vec![tasks] } else { from_backup(run, tasks, &placed, progress, &mut outcomes).await? };
+    let passes = if run.src.access() == Access::Remote {
+        vec![tasks]
+    } else {
+        from_backup(run, tasks, &placed, progress, &mut outcomes).await?
+    };
     for pass in passes {
-        let copies: Vec<_> = pass.into_iter().map(|t| copy_one(run, t, &placed, progress)).collect();
-        let done: Vec<(JobId, BlobOutcome)> = stream::iter(copies).buffer_unordered(run.conc).try_collect().await?;
+        let copies: Vec<_> =
+            pass.into_iter().map(|t| copy_one(run, t, &placed, progress)).collect();
+        let done: Vec<(JobId, BlobOutcome)> =
+            stream::iter(copies).buffer_unordered(run.conc).try_collect().await?;
         outcomes.extend(done);
     }
     Ok(outcomes)
 }
 
 /// Copies one blob unless the destination turns out to have it.
-async fn copy_one(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress) -> Result<(JobId, BlobOutcome)> {
+async fn copy_one(
+    run: &Run<'_>,
+    t: Task,
+    placed: &Placed,
+    progress: &Progress,
+) -> Result<(JobId, BlobOutcome)> {
     let id = t.job;
     copy_task(run, t, placed, progress).await.map(|o| (id, o))
 }
 
-async fn copy_task(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress) -> Result<BlobOutcome> {
+async fn copy_task(
+    run: &Run<'_>,
+    t: Task,
+    placed: &Placed,
+    progress: &Progress,
+) -> Result<BlobOutcome> {
     let job = run.job(t.job);
     if !t.missing && run.dst.has_blob(&job.dst, &t.desc).await? {
         progress.add(t.desc.size);
@@ -74,16 +94,17 @@ async fn copy_task(run: &Run<'_>, t: Task, placed: &Placed, progress: &Progress)
         return Ok(BlobOutcome::Copied(t.desc.size));
     }
     // A task of its own: concurrent transfers hash (and write) on all the runtime's threads.
-    let (src, dst, job, placed, progress) = (run.src.clone(), run.dst.clone(), job.clone(), placed.clone(), progress.clone());
+    let (src, dst, job, placed, progress) =
+        (run.src.clone(), run.dst.clone(), job.clone(), placed.clone(), progress.clone());
     on_own_task(async move { copy_blob((src, dst), &job, &t.desc, placed, &progress).await })
         .await
         .map_err(|e| anyhow!("internal: blob task failed: {e}"))?
 }
 
-/// The blobs of a backup (a layout or a stream): the destination is asked about each first, as a backup
-/// is checked (or a stream announced) before anything is written. Returns the passes left to copy the
-/// plain way: first each distinct blob, then the same blobs for further repositories (mounted from the
-/// first where the destination can).
+/// The blobs of a backup (a layout or a stream): the destination is asked about each first, as a
+/// backup is checked (or a stream announced) before anything is written. Returns the passes left to
+/// copy the plain way: first each distinct blob, then the same blobs for further repositories
+/// (mounted from the first where the destination can).
 async fn from_backup(
     run: &Run<'_>,
     tasks: Vec<Task>,
@@ -91,7 +112,8 @@ async fn from_backup(
     progress: &Progress,
     outcomes: &mut Vec<(JobId, BlobOutcome)>,
 ) -> Result<Vec<Vec<Task>>> {
-    let asks: Vec<_> = tasks.iter().map(|t| run.dst.has_blob(&run.job(t.job).dst, &t.desc)).collect();
+    let asks: Vec<_> =
+        tasks.iter().map(|t| run.dst.has_blob(&run.job(t.job).dst, &t.desc)).collect();
     let present: Vec<bool> = stream::iter(asks).buffered(run.conc).try_collect().await?;
     let (mut first, mut again, mut there) = (Vec::new(), Vec::new(), Vec::new());
     let mut seen = HashSet::new();
@@ -110,17 +132,19 @@ async fn from_backup(
     let local = run.src.access() == Access::Local;
     if local && run.opts.dry_run {
         // A dry run reads and checks the whole backup.
-        let check: Vec<(JobId, Descriptor)> = first.iter().chain(&again).map(|t| (t.job, t.desc.clone())).chain(there).collect();
+        let check: Vec<(JobId, Descriptor)> =
+            first.iter().chain(&again).map(|t| (t.job, t.desc.clone())).chain(there).collect();
         transfer::damaged(transfer::blob_problems(run, &check).await)?;
     } else if local {
-        // Everything that will be pushed is checked before anything becomes visible; the uploads start
-        // beside the check and are held back until it is done.
+        // Everything that will be pushed is checked before anything becomes visible; the uploads
+        // start beside the check and are held back until it is done.
         let blobs = std::mem::take(&mut first).into_iter().map(|t| (t.job, t.desc)).collect();
         outcomes.extend(stage::restore_checked(restore, blobs).await?);
     } else if !run.opts.dry_run {
         run.src.expect(&first.iter().map(|t| t.desc.digest.clone()).collect::<Vec<_>>()).await?;
         if run.dst.staging().is_some() {
-            // A stream cannot be checked before it is read: every blob is held until all have passed.
+            // A stream cannot be checked before it is read: every blob is held until all have
+            // passed.
             let blobs = std::mem::take(&mut first).into_iter().map(|t| (t.job, t.desc)).collect();
             outcomes.extend(stage::restore_stream_held(restore, blobs).await?);
         }
@@ -128,9 +152,11 @@ async fn from_backup(
     Ok(vec![first, again])
 }
 
-/// Orders transfers largest first: a large blob started last would run alone at the end, and (restore
-/// of a backup) small blobs waiting for the check would hold slots a large one could use. Ties go by
-/// digest, so runs are repeatable.
+/// Orders transfers largest first: a large blob started last would run alone at the end, and
+/// (restore of a backup) small blobs waiting for the check would hold slots a large one could use.
+/// Ties go by digest, so runs are repeatable.
 pub(super) fn largest_first(tasks: &mut [Task]) {
-    tasks.sort_by(|a, b| b.desc.size.cmp(&a.desc.size).then_with(|| a.desc.digest.cmp(&b.desc.digest)));
+    tasks.sort_by(|a, b| {
+        b.desc.size.cmp(&a.desc.size).then_with(|| a.desc.digest.cmp(&b.desc.digest))
+    });
 }

@@ -17,7 +17,8 @@ pub(super) type TaggedEarly = HashSet<(JobId, String)>;
 struct Write<'r> {
     job: JobId,
     node: Arc<Node>,
-    /// The tag to push it by, when the destination creates manifests by tag and it is a tagged root.
+    /// The tag to push it by, when the destination creates manifests by tag and it is a tagged
+    /// root.
     by_tag: Option<String>,
     /// The destination is known not to have it.
     absent: bool,
@@ -32,7 +33,8 @@ struct Written {
     job: JobId,
 }
 
-/// Writes every manifest the destination lacks, children first; returns the tags written on the way.
+/// Writes every manifest the destination lacks, children first; returns the tags written on the
+/// way.
 pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> Result<TaggedEarly> {
     let mut levels: BTreeMap<usize, Vec<(JobId, Digest)>> = BTreeMap::new();
     let mut scoped = HashSet::new();
@@ -53,7 +55,11 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
     let mut tagged_early = TaggedEarly::new();
     for (_, batch) in levels {
         let writes = batch.into_iter().map(|(id, d)| {
-            let node = run.nodes.get(&d).cloned().ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
+            let node = run
+                .nodes
+                .get(&d)
+                .cloned()
+                .ok_or_else(|| anyhow!("internal: manifest {d} missing from graph"))?;
             let by_tag = first_tags[id.0].get(&d).cloned();
             let absent = known.absent.contains(&(id, d)) || known.new_repos.contains(&id);
             Ok(Write { job: id, node, by_tag, absent, graph: run.graph(id) })
@@ -61,7 +67,8 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
         let writes: Vec<Write> = writes.collect::<Result<_>>()?;
         // Futures gathered first: a stream over a closure borrowing `run` is not provably Send.
         let writes: Vec<_> = writes.into_iter().map(|w| write(run, w)).collect();
-        let results: Vec<Written> = stream::iter(writes).buffer_unordered(run.conc).try_collect().await?;
+        let results: Vec<Written> =
+            stream::iter(writes).buffer_unordered(run.conc).try_collect().await?;
         for w in results {
             report.manifest(w.job, w.copied, w.size);
             tagged_early.extend(w.tagged);
@@ -70,8 +77,8 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
     Ok(tagged_early)
 }
 
-/// For each job, the first tag of each tagged root, when the destination creates a manifest pushed by
-/// tag: such a root goes out once, by that tag.
+/// For each job, the first tag of each tagged root, when the destination creates a manifest pushed
+/// by tag: such a root goes out once, by that tag.
 fn first_tags(run: &Run<'_>) -> Vec<HashMap<Digest, String>> {
     let by_tag = run.dst.traits().creates_by_tag;
     run.each()
@@ -105,17 +112,18 @@ async fn write(run: &Run<'_>, w: Write<'_>) -> Result<Written> {
     match (&w.by_tag, exists, subject) {
         (Some(t), false, None) => {
             let pushed = run.dst.tag(&job.dst, &node.desc, node.bytes.clone(), Some(t)).await;
-            pushed
-                .map_err(|e| partial_refused(e, w.graph, node))
-                .with_context(|| format!("cannot write manifest {} as {}:{t}", node.desc.digest, job.dst))?;
+            pushed.map_err(|e| partial_refused(e, w.graph, node)).with_context(|| {
+                format!("cannot write manifest {} as {}:{t}", node.desc.digest, job.dst)
+            })?;
             Ok(Written { tagged: Some((w.job, t.clone())), ..done })
         }
         (_, true, None) => Ok(done),
         _ => {
-            let pushed = run.dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject).await;
-            pushed
-                .map_err(|e| partial_refused(e, w.graph, node))
-                .with_context(|| format!("cannot write manifest {} to {}", node.desc.digest, job.dst))?;
+            let pushed =
+                run.dst.push_manifest(&job.dst, &node.desc, node.bytes.clone(), subject).await;
+            pushed.map_err(|e| partial_refused(e, w.graph, node)).with_context(|| {
+                format!("cannot write manifest {} to {}", node.desc.digest, job.dst)
+            })?;
             Ok(done)
         }
     }
@@ -138,12 +146,16 @@ pub(super) async fn tag(run: &Run<'_>, known: &Known, tagged_early: &TaggedEarly
     let mut tags = Vec::new();
     for (id, job, g) in run.each() {
         for root in &g.roots {
-            if root.tag.as_ref().is_some_and(|t| known.tags.contains(&(id, t.clone())) || tagged_early.contains(&(id, t.clone()))) {
+            if root.tag.as_ref().is_some_and(|t| {
+                known.tags.contains(&(id, t.clone())) || tagged_early.contains(&(id, t.clone()))
+            }) {
                 continue;
             }
-            let bytes = run.nodes.get(&root.desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
+            let bytes =
+                run.nodes.get(&root.desc.digest).map(|n| n.bytes.clone()).unwrap_or_default();
             match &job.retag {
-                Some(new) => tags.extend(new.iter().map(|t| (job, &root.desc, bytes.clone(), Some(t.as_str())))),
+                Some(new) => tags
+                    .extend(new.iter().map(|t| (job, &root.desc, bytes.clone(), Some(t.as_str())))),
                 None => tags.push((job, &root.desc, bytes, root.tag.as_deref())),
             }
         }
@@ -151,19 +163,24 @@ pub(super) async fn tag(run: &Run<'_>, known: &Known, tagged_early: &TaggedEarly
     let writes: Vec<_> = tags
         .into_iter()
         .map(|(job, desc, bytes, tag)| async move {
-            run.dst
-                .tag(&job.dst, desc, bytes, tag)
-                .await
-                .with_context(|| format!("cannot tag {} in {}", tag.unwrap_or(desc.digest.as_str()), job.dst))
+            run.dst.tag(&job.dst, desc, bytes, tag).await.with_context(|| {
+                format!("cannot tag {} in {}", tag.unwrap_or(desc.digest.as_str()), job.dst)
+            })
         })
         .collect();
     stream::iter(writes).buffer_unordered(run.conc).try_collect::<Vec<()>>().await?;
     Ok(())
 }
 
-/// A manifest's level: 0 for one without manifests under it, else one more than its highest child (and,
-/// for a referrer, than its subject), so that writing level by level writes children first.
-fn level(d: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGraph, memo: &mut HashMap<Digest, usize>, depth: usize) -> usize {
+/// A manifest's level: 0 for one without manifests under it, else one more than its highest child
+/// (and, for a referrer, than its subject), so that writing level by level writes children first.
+fn level(
+    d: &Digest,
+    nodes: &HashMap<Digest, Arc<Node>>,
+    g: &JobGraph,
+    memo: &mut HashMap<Digest, usize>,
+    depth: usize,
+) -> usize {
     if let Some(l) = memo.get(d) {
         return *l;
     }
@@ -180,7 +197,8 @@ fn level(d: &Digest, nodes: &HashMap<Digest, Arc<Node>>, g: &JobGraph, memo: &mu
     if g.referrer_nodes.contains(d) {
         if let Some(s) = &n.parsed.subject {
             if g.manifests.contains(&s.digest) && &s.digest != d {
-                // Marked as in progress: a subject that leads back here (a cycle) does not recurse forever.
+                // Marked as in progress: a subject that leads back here (a cycle) does not recurse
+                // forever.
                 memo.insert(d.clone(), usize::MAX / 4);
                 let sl = level(&s.digest, nodes, g, memo, depth + 1);
                 if sl < usize::MAX / 4 {

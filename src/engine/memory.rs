@@ -1,12 +1,13 @@
-//! An in-memory target that records every call, for the engine's unit tests. As a sink it behaves like
-//! a registry (`Memory::registry`: per-repository scopes, whole graphs, mounts, held uploads, manifests
-//! refused while their content is missing) or like a layout (`Memory::layout`: one shared scope, none of
-//! those capabilities).
+//! An in-memory target that records every call, for the engine's unit tests. As a sink it behaves
+//! like a registry (`Memory::registry`: per-repository scopes, whole graphs, mounts, held uploads,
+//! manifests refused while their content is missing) or like a layout (`Memory::layout`: one shared
+//! scope, none of those capabilities).
 
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
 use crate::target::{
-    failure, Access, ByteStream, ErrorKind, Hints, Mounting, ReferrerListing, Repo, Resolved, Result, Sink, Source, Staging, Traits,
+    failure, Access, ByteStream, ErrorKind, Hints, Mounting, ReferrerListing, Repo, Resolved,
+    Result, Sink, Source, Staging, Traits,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -143,8 +144,13 @@ impl Memory {
     fn children_first(&self, repo: &Repo, desc: &Descriptor, bytes: &Bytes) -> Result<()> {
         if self.registry_like {
             let parsed = manifest::parse(desc, bytes)?;
-            if let Some(missing) = parsed.manifests.iter().chain(&parsed.blobs).find(|c| !self.holds(repo, &c.digest)) {
-                return Err(failure(ErrorKind::Other, format!("manifest {} pushed before its child {}", desc.digest, missing.digest)));
+            if let Some(missing) =
+                parsed.manifests.iter().chain(&parsed.blobs).find(|c| !self.holds(repo, &c.digest))
+            {
+                return Err(failure(
+                    ErrorKind::Other,
+                    format!("manifest {} pushed before its child {}", desc.digest, missing.digest),
+                ));
             }
         }
         Ok(())
@@ -152,7 +158,10 @@ impl Memory {
 
     fn store_checked(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes) -> Result<()> {
         if Digest::of(&bytes) != desc.digest {
-            return Err(failure(ErrorKind::Integrity, format!("{} does not match its bytes", desc.digest)));
+            return Err(failure(
+                ErrorKind::Integrity,
+                format!("{} does not match its bytes", desc.digest),
+            ));
         }
         self.put(repo, &desc.digest, bytes);
         Ok(())
@@ -162,15 +171,36 @@ impl Memory {
 #[async_trait]
 impl Source for Memory {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
-        Ok(self.tags.lock().unwrap().keys().filter(|(r, _)| r == repo).map(|(_, t)| t.clone()).collect())
+        Ok(self
+            .tags
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|(r, _)| r == repo)
+            .map(|(_, t)| t.clone())
+            .collect())
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<Resolved> {
+    async fn resolve(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        _known: Option<&Descriptor>,
+    ) -> Result<Resolved> {
         let tagged = self.tags.lock().unwrap().get(&(repo.clone(), reference.to_string())).cloned();
         let desc = match (tagged, reference.parse::<Digest>()) {
             (Some(d), _) => d,
-            (None, Ok(digest)) => Descriptor::new(manifest::OCI_MANIFEST, digest.clone(), self.get(repo, &digest)?.len() as u64),
-            (None, Err(_)) => return Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
+            (None, Ok(digest)) => Descriptor::new(
+                manifest::OCI_MANIFEST,
+                digest.clone(),
+                self.get(repo, &digest)?.len() as u64,
+            ),
+            (None, Err(_)) => {
+                return Err(failure(
+                    ErrorKind::NotFound,
+                    format!("{reference} not found in {repo}"),
+                ))
+            }
         };
         Ok(Resolved { desc, bytes: None })
     }
@@ -182,10 +212,17 @@ impl Source for Memory {
     async fn fetch_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
         self.record(Call::FetchBlob(desc.digest.clone()));
         let bytes = self.get(repo, &desc.digest)?;
-        Ok(Box::pin(futures::stream::iter(bytes.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>())))
+        Ok(Box::pin(futures::stream::iter(
+            bytes.chunks(64 << 10).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>(),
+        )))
     }
 
-    async fn predecessors(&self, repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+    async fn predecessors(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        _known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing> {
         let content = self.content.lock().unwrap().clone();
         let mut referrers: Vec<Descriptor> = content
             .iter()
@@ -193,7 +230,8 @@ impl Source for Memory {
             .filter_map(|((_, d), bytes)| {
                 let probe = Descriptor::new(manifest::OCI_MANIFEST, d.clone(), bytes.len() as u64);
                 let parsed = manifest::parse(&probe, bytes).ok()?;
-                (parsed.subject.as_ref()?.digest == desc.digest).then(|| manifest::referrer_descriptor(&probe, &parsed))
+                (parsed.subject.as_ref()?.digest == desc.digest)
+                    .then(|| manifest::referrer_descriptor(&probe, &parsed))
             })
             .collect();
         referrers.sort_by(|a, b| a.digest.cmp(&b.digest));
@@ -206,7 +244,9 @@ impl Source for Memory {
 
     fn partial(&self, repo: &Repo, desc: &Descriptor) -> Option<String> {
         let tags = self.tags.lock().unwrap();
-        tags.iter().find(|((r, _), d)| r == repo && d.digest == desc.digest).and_then(|(_, d)| d.sparse_platforms().map(str::to_string))
+        tags.iter()
+            .find(|((r, _), d)| r == repo && d.digest == desc.digest)
+            .and_then(|(_, d)| d.sparse_platforms().map(str::to_string))
     }
 }
 
@@ -222,7 +262,13 @@ impl Sink for Memory {
 
     fn traits(&self) -> Traits {
         let r = self.registry_like;
-        Traits { whole_graphs: r, checks_digests: r, creates_by_tag: r, relists_referrers: false, in_order: false }
+        Traits {
+            whole_graphs: r,
+            checks_digests: r,
+            creates_by_tag: r,
+            relists_referrers: false,
+            in_order: false,
+        }
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
@@ -242,13 +288,25 @@ impl Sink for Memory {
         Ok(self.holds(repo, &desc.digest))
     }
 
-    async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+    async fn push_manifest(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        _subject: Option<&Descriptor>,
+    ) -> Result<()> {
         self.record(Call::PushManifest(repo.clone(), desc.digest.clone()));
         self.children_first(repo, desc, &bytes)?;
         self.store_checked(repo, desc, bytes)
     }
 
-    async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+    async fn tag(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<()> {
         self.record(Call::Tag(repo.clone(), tag.map(str::to_string), desc.digest.clone()));
         if !self.holds(repo, &desc.digest) {
             self.children_first(repo, desc, &bytes)?;
@@ -299,7 +357,8 @@ impl Staging for Memory {
     async fn commit(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
         self.record(Call::Commit(repo.clone(), desc.digest.clone()));
         let held = self.staged.lock().unwrap().remove(&token);
-        let (_, bytes) = held.ok_or_else(|| failure(ErrorKind::NotFound, format!("no upload session {token}")))?;
+        let (_, bytes) =
+            held.ok_or_else(|| failure(ErrorKind::NotFound, format!("no upload session {token}")))?;
         self.store_checked(repo, desc, bytes)
     }
 

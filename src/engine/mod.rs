@@ -3,8 +3,8 @@
 //!
 //! One run goes through phases, each a module: [`roots`] (tags to descriptors), [`walk`] (the graph
 //! under them), [`plan`] (what the destination will hold, handed to sinks that lay it out ahead),
-//! [`present`] (what the destination already holds), [`blobs`] (with [`stage`] for restoring a backup
-//! while it is checked), [`manifests`] (children before parents, then tags) and [`report`].
+//! [`present`] (what the destination already holds), [`blobs`] (with [`stage`] for restoring a
+//! backup while it is checked), [`manifests`] (children before parents, then tags) and [`report`].
 
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Parsed};
@@ -81,9 +81,9 @@ impl Job {
     }
 }
 
-/// Regular expressions selecting tags from a repository's list (`--include-tags`, `--exclude-tags`);
-/// a tag is kept when it matches every include pattern and no exclude pattern. Patterns match the
-/// whole tag.
+/// Regular expressions selecting tags from a repository's list (`--include-tags`,
+/// `--exclude-tags`); a tag is kept when it matches every include pattern and no exclude pattern.
+/// Patterns match the whole tag.
 #[derive(Clone, Debug, Default)]
 pub struct TagFilter {
     /// Patterns a tag must match.
@@ -102,8 +102,14 @@ impl TagFilter {
             })
         };
         Ok(TagFilter {
-            include: include.iter().map(|p| compile("--include-tags", p)).collect::<std::result::Result<_, _>>()?,
-            exclude: exclude.iter().map(|p| compile("--exclude-tags", p)).collect::<std::result::Result<_, _>>()?,
+            include: include
+                .iter()
+                .map(|p| compile("--include-tags", p))
+                .collect::<std::result::Result<_, _>>()?,
+            exclude: exclude
+                .iter()
+                .map(|p| compile("--exclude-tags", p))
+                .collect::<std::result::Result<_, _>>()?,
         })
     }
 
@@ -114,7 +120,8 @@ impl TagFilter {
 
     /// Whether a tag passes.
     pub fn keeps(&self, tag: &str) -> bool {
-        self.include.iter().all(|r| r.is_match(tag)) && !self.exclude.iter().any(|r| r.is_match(tag))
+        self.include.iter().all(|r| r.is_match(tag))
+            && !self.exclude.iter().any(|r| r.is_match(tag))
     }
 }
 
@@ -127,8 +134,8 @@ pub struct Options {
     pub referrers: bool,
     /// Read and check everything, ask the destination what it has, write nothing.
     pub dry_run: bool,
-    /// Copy only these platforms' manifests of a multi-platform index root (`--platform`): one, whose
-    /// manifest replaces the index, or with `sparse_index` any number, the index kept.
+    /// Copy only these platforms' manifests of a multi-platform index root (`--platform`): one,
+    /// whose manifest replaces the index, or with `sparse_index` any number, the index kept.
     pub platforms: Vec<Platform>,
     /// Keep index roots as they are, with only the chosen platforms' manifests (`--sparse-index`).
     pub sparse_index: bool,
@@ -162,7 +169,8 @@ struct JobGraph {
     manifests: BTreeSet<Digest>,
     referrer_nodes: BTreeSet<Digest>,
     referrers_of: BTreeMap<Digest, Vec<Digest>>,
-    /// Digest of the source's referrers index each subject's referrers were listed by, where there is one.
+    /// Digest of the source's referrers index each subject's referrers were listed by, where there
+    /// is one.
     listed_by: BTreeMap<Digest, Digest>,
     blobs: BTreeMap<Digest, Descriptor>,
     /// Index roots replaced by one platform's manifest, whose referrers are still to be copied.
@@ -201,7 +209,13 @@ impl Run<'_> {
 }
 
 /// Runs one copy of `jobs` from `src` to `dst`.
-pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
+pub async fn run(
+    src: Arc<dyn Source>,
+    dst: Arc<dyn Sink>,
+    jobs: &[Job],
+    opts: &Options,
+    progress: &mut Progress,
+) -> Result<Report> {
     let done = phases(src, dst.clone(), jobs, opts, progress).await;
     if done.is_err() {
         dst.abandon().await;
@@ -210,7 +224,13 @@ pub async fn run(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &
 }
 
 /// The phases of one run, in order.
-async fn phases(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &Options, progress: &mut Progress) -> Result<Report> {
+async fn phases(
+    src: Arc<dyn Source>,
+    dst: Arc<dyn Sink>,
+    jobs: &[Job],
+    opts: &Options,
+    progress: &mut Progress,
+) -> Result<Report> {
     let started = Instant::now();
     let conc = opts.concurrency.max(1);
     let (graphs, nodes) = walk::graphs((&src, &dst), jobs, opts, conc, progress).await?;
@@ -222,7 +242,11 @@ async fn phases(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &O
         run.graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(),
         if opts.dry_run { "checking" } else { "copying" },
     );
-    let known = if run.dst.traits().whole_graphs { present::already_there(&run).await? } else { present::Known::default() };
+    let known = if run.dst.traits().whole_graphs {
+        present::already_there(&run).await?
+    } else {
+        present::Known::default()
+    };
     let mut report = Report::default();
     report.add_blobs(blobs::copy(&run, &known, progress).await?);
     let tagged_early = manifests::copy(&run, &known, &mut report).await?;
@@ -234,8 +258,9 @@ async fn phases(src: Arc<dyn Source>, dst: Arc<dyn Sink>, jobs: &[Job], opts: &O
     Ok(report.finish(&run, started))
 }
 
-/// Runs `f` as a task of its own, on whichever worker thread is free; dropping the returned future aborts
-/// it, so the caller's concurrency limit and cancellation hold as if `f` were awaited in place.
+/// Runs `f` as a task of its own, on whichever worker thread is free; dropping the returned future
+/// aborts it, so the caller's concurrency limit and cancellation hold as if `f` were awaited in
+/// place.
 async fn on_own_task<T: Send + 'static>(
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> std::result::Result<T, tokio::task::JoinError> {

@@ -1,6 +1,7 @@
 //! Platform selection (`--platform`): a multi-platform index root is replaced by the child manifest
-//! of the wanted platform, which takes its tag, as `oras copy --platform` and skopeo without `--all`
-//! do. The index's own referrers still come along (their subject, the index, is left behind).
+//! of the wanted platform, which takes its tag, as `oras copy --platform` and skopeo without
+//! `--all` do. The index's own referrers still come along (their subject, the index, is left
+//! behind).
 
 use super::walk::mark_sparse;
 use super::{Job, JobGraph, Root};
@@ -25,7 +26,9 @@ impl std::str::FromStr for Platform {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let ok = |p: &&str| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: None }),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => {
@@ -56,7 +59,9 @@ pub(super) fn declared(desc: &Descriptor) -> Option<Platform> {
 impl Platform {
     /// Whether a declared platform is this one (a variant not asked for matches any).
     fn matches(&self, other: &Platform) -> bool {
-        self.os == other.os && self.arch == other.arch && (self.variant.is_none() || self.variant == other.variant)
+        self.os == other.os
+            && self.arch == other.arch
+            && (self.variant.is_none() || self.variant == other.variant)
     }
 }
 
@@ -78,11 +83,16 @@ pub(super) fn select(
             roots.push(root);
             continue;
         };
-        let name = root.tag.as_deref().map_or_else(|| root.desc.digest.to_string(), |t| format!("tag {t}"));
+        let name = root
+            .tag
+            .as_deref()
+            .map_or_else(|| root.desc.digest.to_string(), |t| format!("tag {t}"));
         let mut chosen = Vec::new();
         for w in wanted {
-            let Some(child) = children.iter().find(|c| declared(c).is_some_and(|p| w.matches(&p))) else {
-                let has: Vec<String> = children.iter().filter_map(declared).map(|p| p.to_string()).collect();
+            let Some(child) = children.iter().find(|c| declared(c).is_some_and(|p| w.matches(&p)))
+            else {
+                let has: Vec<String> =
+                    children.iter().filter_map(declared).map(|p| p.to_string()).collect();
                 let has = if has.is_empty() { "none".to_string() } else { has.join(", ") };
                 bail!("{name} of {} has no {w} manifest; it has: {has}", job.label);
             };
@@ -90,7 +100,12 @@ pub(super) fn select(
         }
         if sparse {
             let kept: Vec<String> = wanted.iter().map(Platform::to_string).collect();
-            g.left_out.extend(children.iter().filter(|c| !chosen.iter().any(|k| k.digest == c.digest)).map(|c| c.digest.clone()));
+            g.left_out.extend(
+                children
+                    .iter()
+                    .filter(|c| !chosen.iter().any(|k| k.digest == c.digest))
+                    .map(|c| c.digest.clone()),
+            );
             g.partial.insert(root.desc.digest.clone());
             progress.status(&format!(
                 "Kept {} of {name} of {}: the index {} is copied unchanged with {} of its {} manifests (--sparse-index)",
@@ -110,7 +125,10 @@ pub(super) fn select(
             wanted[0], job.label, child.digest, root.desc.digest
         ));
         g.left_indexes.push(root.desc.clone());
-        roots.push(Root { tag: root.tag, desc: Descriptor { platform: None, annotations: None, ..child.clone() } });
+        roots.push(Root {
+            tag: root.tag,
+            desc: Descriptor { platform: None, annotations: None, ..child.clone() },
+        });
     }
     g.roots = roots;
     Ok(())
@@ -129,7 +147,8 @@ mod tests {
         assert!("linux".parse::<Platform>().unwrap_err().contains("os/arch"));
         assert!("linux/amd64/v1/x".parse::<Platform>().is_err());
         let mut d = Descriptor::new("x", crate::digest::Digest::of(b"x"), 1);
-        d.platform = Some(serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"}));
+        d.platform =
+            Some(serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"}));
         assert_eq!(declared(&d), Some(v8));
     }
 }

@@ -1,5 +1,5 @@
-//! What a run did: per job, the roots copied and their referrers; overall, what was written, skipped and
-//! mounted, in counts and bytes.
+//! What a run did: per job, the roots copied and their referrers; overall, what was written,
+//! skipped and mounted, in counts and bytes.
 
 use super::transfer::BlobOutcome;
 use super::{JobGraph, JobId, Node, Run};
@@ -56,8 +56,9 @@ pub struct Report {
     pub bytes_skipped: u64,
     /// Of `bytes_skipped`, the bytes of blobs mounted from another repository.
     pub bytes_mounted: u64,
-    /// Total bytes of the graph in every destination repository: `bytes_copied + bytes_skipped`, so a
-    /// blob copied into one repository and mounted into another counts in each, and the parts add up.
+    /// Total bytes of the graph in every destination repository: `bytes_copied + bytes_skipped`, so
+    /// a blob copied into one repository and mounted into another counts in each, and the parts add
+    /// up.
     pub bytes_total: u64,
     /// Seconds taken.
     pub seconds: f64,
@@ -129,7 +130,12 @@ impl Report {
                 })
                 .collect();
             let bytes_copied = self.copied_by_job.get(&id).copied().unwrap_or(0);
-            self.jobs.push(JobReport { source: job.src.to_string(), destination: job.dst.to_string(), roots, bytes_copied });
+            self.jobs.push(JobReport {
+                source: job.src.to_string(),
+                destination: job.dst.to_string(),
+                roots,
+                bytes_copied,
+            });
         }
         self.bytes_total = self.bytes_copied + self.bytes_skipped;
         self.seconds = started.elapsed().as_secs_f64();

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 /// Manifests that came with the answer to a resolve: the walk does not fetch them again.
 pub(super) type Prefetched = Mutex<HashMap<Digest, Bytes>>;
 
-/// Resolves a job's roots: its named references, or every tag (and, for layouts, every untagged root).
+/// Resolves a job's roots: its named references, or every tag (and, for layouts, every untagged
+/// root).
 pub(super) async fn resolve(
     (src, dst): (&dyn Source, &dyn Sink),
     job: &Job,
@@ -25,18 +26,25 @@ pub(super) async fn resolve(
     let refs = if listed { listed_tags(src, job, progress).await? } else { job.refs.clone() };
     let mut roots = Vec::new();
     if listed && job.only_tags.is_none() && !job.filter.is_set() {
-        roots.extend(src.untagged(&job.src).await?.into_iter().map(|desc| Root { tag: None, desc }));
+        roots
+            .extend(src.untagged(&job.src).await?.into_iter().map(|desc| Root { tag: None, desc }));
     }
     let hints = dst.hints();
-    let results: Vec<(String, Result<Resolved>)> = stream::iter(refs.into_iter().map(|r| async move {
-        // A tag the destination already holds (a second backup into a directory) is only confirmed.
-        let known = if job.retag.is_none() { hints.known_tag(&job.dst, &job.dst_tag(r.clone())) } else { None };
-        let d = src.resolve(&job.src, &r, known.as_ref()).await;
-        (r, d)
-    }))
-    .buffered(conc)
-    .collect()
-    .await;
+    let results: Vec<(String, Result<Resolved>)> =
+        stream::iter(refs.into_iter().map(|r| async move {
+            // A tag the destination already holds (a second backup into a directory) is only
+            // confirmed.
+            let known = if job.retag.is_none() {
+                hints.known_tag(&job.dst, &job.dst_tag(r.clone()))
+            } else {
+                None
+            };
+            let d = src.resolve(&job.src, &r, known.as_ref()).await;
+            (r, d)
+        }))
+        .buffered(conc)
+        .collect()
+        .await;
     let mut missing = Vec::new();
     for (r, d) in results {
         match d {
@@ -57,12 +65,13 @@ pub(super) async fn resolve(
     Ok(roots)
 }
 
-/// Every tag of the job's source repository (only those of `only_tags` when it is set); an error when
-/// there is nothing to copy.
+/// Every tag of the job's source repository (only those of `only_tags` when it is set); an error
+/// when there is nothing to copy.
 async fn listed_tags(src: &dyn Source, job: &Job, progress: &Progress) -> Result<Vec<String>> {
     let mut tags = src.tags(&job.src).await?;
     if let Some(only) = &job.only_tags {
-        let missing: Vec<&str> = only.iter().filter(|t| !tags.contains(t)).map(String::as_str).collect();
+        let missing: Vec<&str> =
+            only.iter().filter(|t| !tags.contains(t)).map(String::as_str).collect();
         if !missing.is_empty() {
             bail!("tag(s) not found in {}: {}", job.label, missing.join(", "));
         }
@@ -80,16 +89,28 @@ async fn listed_tags(src: &dyn Source, job: &Job, progress: &Progress) -> Result
             tags.retain(|t| !job.filter.exclude.iter().any(|r| r.is_match(t)));
             said.push(format!("--exclude-tags kept {} of {before}", tags.len()));
         }
-        progress.status(&format!("Tag filters on the {listed} tag(s) of {}: {}", job.label, said.join(", ")));
+        progress.status(&format!(
+            "Tag filters on the {listed} tag(s) of {}: {}",
+            job.label,
+            said.join(", ")
+        ));
         if tags.is_empty() {
             bail!("the tag filters leave none of the {listed} tag(s) of {}: check --include-tags / --exclude-tags", job.label);
         }
     }
     if tags.is_empty() && src.untagged(&job.src).await?.is_empty() {
-        bail!("{} has no tags to copy: name a tag or digest, or check the repository name", job.label);
+        bail!(
+            "{} has no tags to copy: name a tag or digest, or check the repository name",
+            job.label
+        );
     }
     if !tags.is_empty() {
-        progress.status(&format!("Found {} tag(s) in {}: {}", tags.len(), job.label, abbreviate(&tags)));
+        progress.status(&format!(
+            "Found {} tag(s) in {}: {}",
+            tags.len(),
+            job.label,
+            abbreviate(&tags)
+        ));
     }
     Ok(tags)
 }

@@ -1,12 +1,14 @@
 //! Restoring a backup while it is being checked. The check reads every blob at disk speed; the
-//! uploads start at once beside it. Until the check is done, large blobs go into upload sessions the
-//! registry keeps invisible and small ones wait; once the backup has proved intact, the held sessions
-//! are committed and the rest is pushed the plain way (visible at once, so an interrupted restore
-//! resumes). If the check finds damage, the held sessions are abandoned: nothing became visible.
-//! A restore from a stream cannot be checked ahead: there every blob is held, hashed as it passes,
-//! and all are committed once the whole stream has proved intact.
+//! uploads start at once beside it. Until the check is done, large blobs go into upload sessions
+//! the registry keeps invisible and small ones wait; once the backup has proved intact, the held
+//! sessions are committed and the rest is pushed the plain way (visible at once, so an interrupted
+//! restore resumes). If the check finds damage, the held sessions are abandoned: nothing became
+//! visible. A restore from a stream cannot be checked ahead: there every blob is held, hashed as it
+//! passes, and all are committed once the whole stream has proved intact.
 
-use super::transfer::{self, blob_problems, cannot_copy, copy_blob, damaged, place, retrying, BlobOutcome, Placed};
+use super::transfer::{
+    self, blob_problems, cannot_copy, copy_blob, damaged, place, retrying, BlobOutcome, Placed,
+};
 use super::{Job, JobId, Run};
 use crate::manifest::Descriptor;
 use crate::progress::{debug_line, Progress};
@@ -36,16 +38,21 @@ pub(super) struct Restore<'a> {
     pub(super) progress: &'a Progress,
 }
 
-/// The error of an upload given up because the check found damage (the damage is what gets reported).
+/// The error of an upload given up because the check found damage (the damage is what gets
+/// reported).
 #[derive(Debug, thiserror::Error)]
 #[error("upload abandoned: the backup is damaged")]
 struct Abandoned;
 
 /// Restores `blobs` (all missing from the destination) of a backup that can be read twice, checking
-/// them beside the uploads; a damaged backup is refused with nothing made visible.
-/// `blobs` come largest first (see [`super::blobs::largest_first`]): small ones wait for the check, and would
-/// otherwise hold slots of the concurrency while a large one, which could go ahead held, queued behind them.
-pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<(JobId, BlobOutcome)>> {
+/// them beside the uploads; a damaged backup is refused with nothing made visible. `blobs` come
+/// largest first (see [`super::blobs::largest_first`]): small ones wait for the check, and would
+/// otherwise hold slots of the concurrency while a large one, which could go ahead held, queued
+/// behind them.
+pub(super) async fn restore_checked(
+    r: Restore<'_>,
+    blobs: Vec<(JobId, Descriptor)>,
+) -> Result<Vec<(JobId, BlobOutcome)>> {
     let (tx, rx) = watch::channel(Checked::Pending);
     let check = blobs.clone();
     let checking = async {
@@ -67,9 +74,9 @@ pub(super) async fn restore_checked(r: Restore<'_>, blobs: Vec<(JobId, Descripto
     uploaded
 }
 
-/// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only once
-/// `checked` says the backup is intact; stops at the first failure of the destination. Damage lets every
-/// upload wind down (held sessions are deleted) before it returns.
+/// Uploads `blobs` (all missing from the destination), `conc` at a time, each made visible only
+/// once `checked` says the backup is intact; stops at the first failure of the destination. Damage
+/// lets every upload wind down (held sessions are deleted) before it returns.
 async fn upload_checked(
     r: Restore<'_>,
     blobs: Vec<(JobId, Descriptor)>,
@@ -92,8 +99,17 @@ async fn upload_checked(
     given_up.map_or(Ok(done), Err)
 }
 
-async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: watch::Receiver<Checked>) -> Result<BlobOutcome> {
-    let staging = r.run.dst.staging().filter(|_| desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending);
+async fn upload_one(
+    r: Restore<'_>,
+    job: &Job,
+    desc: Descriptor,
+    mut checked: watch::Receiver<Checked>,
+) -> Result<BlobOutcome> {
+    let staging = r
+        .run
+        .dst
+        .staging()
+        .filter(|_| desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending);
     if let Some(staging) = staging {
         let sent = tokio::select! {
             sent = stage(r, staging, job, &desc) => sent?,
@@ -107,18 +123,28 @@ async fn upload_one(r: Restore<'_>, job: &Job, desc: Descriptor, mut checked: wa
             match commit(staging, job, &desc, token, r.placed).await {
                 Ok(done) => return Ok(done),
                 // Its bytes were checked: sent again the plain way below.
-                Err(e) => debug_line(format_args!("commit of {} failed, sending it again: {e:#}", desc.digest)),
+                Err(e) => debug_line(format_args!(
+                    "commit of {} failed, sending it again: {e:#}",
+                    desc.digest
+                )),
             }
         }
     }
     if !verdict(&mut checked, Checked::Intact).await {
         return Err(Abandoned.into());
     }
-    copy_blob((r.run.src.clone(), r.run.dst.clone()), job, &desc, r.placed.clone(), r.progress).await
+    copy_blob((r.run.src.clone(), r.run.dst.clone()), job, &desc, r.placed.clone(), r.progress)
+        .await
 }
 
 /// Makes a held blob visible and records where it landed.
-async fn commit(staging: &dyn Staging, job: &Job, desc: &Descriptor, token: String, placed: &Placed) -> Result<BlobOutcome> {
+async fn commit(
+    staging: &dyn Staging,
+    job: &Job,
+    desc: &Descriptor,
+    token: String,
+    placed: &Placed,
+) -> Result<BlobOutcome> {
     staging.commit(&job.dst, desc, token).await?;
     place(placed, desc, job);
     Ok(BlobOutcome::Copied(desc.size))
@@ -138,24 +164,38 @@ async fn verdict(checked: &mut watch::Receiver<Checked>, want: Checked) -> bool 
     end == want
 }
 
-/// Sends a blob into a held upload session, retrying like a plain upload; `None` when the destination
-/// does not take this way of uploading (the plain upload is used then).
-async fn stage(r: Restore<'_>, staging: &dyn Staging, job: &Job, desc: &Descriptor) -> Result<Option<String>> {
+/// Sends a blob into a held upload session, retrying like a plain upload; `None` when the
+/// destination does not take this way of uploading (the plain upload is used then).
+async fn stage(
+    r: Restore<'_>,
+    staging: &dyn Staging,
+    job: &Job,
+    desc: &Descriptor,
+) -> Result<Option<String>> {
     let sent = retrying(true, |attempt| async move {
         let bar = r.progress.blob(desc.digest.as_str(), desc.size);
         // The check reads the same bytes; the destination checks the digest again at the commit.
-        let data = transfer::counting(r.run.src.fetch_blob(&job.src, desc).await?, bar.counter(r.progress));
+        let data = transfer::counting(
+            r.run.src.fetch_blob(&job.src, desc).await?,
+            bar.counter(r.progress),
+        );
         match staging.stage(&job.dst, desc, data).await {
             Ok(token) => {
                 bar.done("Uploaded");
                 Ok(Some(token))
             }
             Err(e) if kind_of(&e) == ErrorKind::Unsupported => {
-                debug_line(format_args!("held upload of {} refused, sending it the plain way: {e:#}", desc.digest));
+                debug_line(format_args!(
+                    "held upload of {} refused, sending it the plain way: {e:#}",
+                    desc.digest
+                ));
                 Ok(None)
             }
             Err(e) => {
-                debug_line(format_args!("held upload of {} failed (attempt {attempt}): {e:#}", desc.digest));
+                debug_line(format_args!(
+                    "held upload of {} failed (attempt {attempt}): {e:#}",
+                    desc.digest
+                ));
                 Err(e)
             }
         }
@@ -169,11 +209,17 @@ fn abandoned(e: &anyhow::Error) -> bool {
 }
 
 /// Restores the blobs of a stream, in its order: each is hashed as it passes into a held upload
-/// session; once every one has passed intact, all are committed. Damage (or a failure) abandons them
-/// all, so nothing becomes visible.
-pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descriptor)>) -> Result<Vec<(JobId, BlobOutcome)>> {
+/// session; once every one has passed intact, all are committed. Damage (or a failure) abandons
+/// them all, so nothing becomes visible.
+pub(super) async fn restore_stream_held(
+    r: Restore<'_>,
+    blobs: Vec<(JobId, Descriptor)>,
+) -> Result<Vec<(JobId, BlobOutcome)>> {
     let Restore { run, placed, progress } = r;
-    let staging = run.dst.staging().ok_or_else(|| anyhow::anyhow!("internal: held uploads without a staging destination"))?;
+    let staging = run
+        .dst
+        .staging()
+        .ok_or_else(|| anyhow::anyhow!("internal: held uploads without a staging destination"))?;
     debug_assert_eq!(run.src.access(), Access::Stream);
     let mut results = stream::iter(blobs.into_iter().map(|(id, desc)| async move {
         let job = run.job(id);
@@ -223,15 +269,22 @@ pub(super) async fn restore_stream_held(r: Restore<'_>, blobs: Vec<(JobId, Descr
     // (crate::interrupt), as far as the registry lets it.
     drop(results);
     if let Some(e) = failed {
-        stream::iter(held.into_iter().map(|(id, _, token)| async move { staging.cancel(&run.job(id).dst, &token).await }))
-            .buffer_unordered(run.conc)
-            .collect::<Vec<()>>()
-            .await;
+        stream::iter(
+            held.into_iter().map(|(id, _, token)| async move {
+                staging.cancel(&run.job(id).dst, &token).await
+            }),
+        )
+        .buffer_unordered(run.conc)
+        .collect::<Vec<()>>()
+        .await;
         return Err(e);
     }
     stream::iter(held.into_iter().map(|(id, desc, token)| async move {
         let job = run.job(id);
-        commit(staging, job, &desc, token, placed).await.map(|o| (id, o)).map_err(|e| cannot_copy(e, job, &desc))
+        commit(staging, job, &desc, token, placed)
+            .await
+            .map(|o| (id, o))
+            .map_err(|e| cannot_copy(e, job, &desc))
     }))
     .buffer_unordered(run.conc)
     .try_collect()

@@ -22,7 +22,11 @@ fn repo(name: &str) -> Repo {
 
 /// Stores an image of `layers` (and a config naming `name`) and returns its manifest's descriptor.
 fn image(m: &Memory, r: &Repo, name: &str, layers: &[&[u8]]) -> Descriptor {
-    let config = m.blob(r, "application/vnd.oci.image.config.v1+json", format!("{{\"name\":\"{name}\"}}").as_bytes());
+    let config = m.blob(
+        r,
+        "application/vnd.oci.image.config.v1+json",
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
     let layers: Vec<Descriptor> = layers.iter().map(|l| m.blob(r, LAYER, l)).collect();
     let body = json!({"schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST, "config": config, "layers": layers});
     m.blob(r, manifest::OCI_MANIFEST, body.to_string().as_bytes())
@@ -44,7 +48,10 @@ fn referrer(m: &Memory, r: &Repo, subject: &Descriptor, kind: &str) -> Descripto
 }
 
 fn job(src: &Repo, dst: &Repo, refs: &[&str]) -> Job {
-    Job { refs: refs.iter().map(|r| r.to_string()).collect(), ..Job::new(src.clone(), dst.clone(), src.to_string()) }
+    Job {
+        refs: refs.iter().map(|r| r.to_string()).collect(),
+        ..Job::new(src.clone(), dst.clone(), src.to_string())
+    }
 }
 
 fn opts(referrers: bool, dry_run: bool) -> Options {
@@ -71,12 +78,19 @@ async fn children_go_before_parents_and_referrers_after_their_subjects() {
     let sig = referrer(&src, &a, &idx, "application/vnd.example.signature");
     let sbom_sig = referrer(&src, &a, &sig, "application/vnd.example.signature");
 
-    let report = copy(src, dst.clone(), &[job(&a, &b, &["v1"])], opts(true, false)).await.expect("copy");
-    // Memory refuses a manifest whose content is missing, so success alone proves children went first.
+    let report =
+        copy(src, dst.clone(), &[job(&a, &b, &["v1"])], opts(true, false)).await.expect("copy");
+    // Memory refuses a manifest whose content is missing, so success alone proves children went
+    // first.
     let calls = dst.calls();
-    let pushed = |d: &Descriptor| at(&calls, |c| matches!(c, Call::PushManifest(_, x) | Call::Tag(_, _, x) if x == &d.digest));
+    let pushed = |d: &Descriptor| {
+        at(&calls, |c| matches!(c, Call::PushManifest(_, x) | Call::Tag(_, _, x) if x == &d.digest))
+    };
     assert!(pushed(&amd) < pushed(&idx) && pushed(&arm) < pushed(&idx));
-    assert!(pushed(&idx) < pushed(&sig) && pushed(&sig) < pushed(&sbom_sig), "referrers after their subjects");
+    assert!(
+        pushed(&idx) < pushed(&sig) && pushed(&sig) < pushed(&sbom_sig),
+        "referrers after their subjects"
+    );
     assert_eq!(dst.tag_of(&b, "v1"), Some(idx.digest.clone()));
     assert_eq!((report.manifests_copied, report.jobs[0].roots[0].referrers), (5, 2));
     assert_eq!(calls.last(), Some(&Call::Finish));
@@ -91,11 +105,18 @@ async fn content_shared_by_jobs_is_written_once_per_scope() {
     src.set_tag(&a, "v1", &one);
     src.set_tag(&b, "v1", &two);
 
-    let report = copy(src, dst.clone(), &[job(&a, &a, &[]), job(&b, &b, &[])], opts(false, false)).await.expect("copy");
+    let report = copy(src, dst.clone(), &[job(&a, &a, &[]), job(&b, &b, &[])], opts(false, false))
+        .await
+        .expect("copy");
     let base = Digest::of(b"shared-base");
-    let pushes = dst.calls().iter().filter(|c| matches!(c, Call::PushBlob(_, d) if d == &base)).count();
+    let pushes =
+        dst.calls().iter().filter(|c| matches!(c, Call::PushBlob(_, d) if d == &base)).count();
     assert_eq!(pushes, 1, "a layout is one scope: the shared layer goes in once");
-    assert_eq!((report.blobs_copied, report.manifests_copied), (5, 2), "two configs, three distinct layers");
+    assert_eq!(
+        (report.blobs_copied, report.manifests_copied),
+        (5, 2),
+        "two configs, three distinct layers"
+    );
 }
 
 #[tokio::test]
@@ -108,9 +129,17 @@ async fn a_blob_for_a_second_repository_is_mounted_from_the_first() {
     let jobs = [job(&a, &a, &["v1"]), job(&a, &b, &["v1"])];
     let report = copy(src, dst.clone(), &jobs, opts(false, false)).await.expect("copy");
     let base = Digest::of(b"shared-base");
-    assert!(dst.calls().contains(&Call::Mount(b.clone(), base.clone(), a.clone())), "{:#?}", dst.calls());
+    assert!(
+        dst.calls().contains(&Call::Mount(b.clone(), base.clone(), a.clone())),
+        "{:#?}",
+        dst.calls()
+    );
     assert!(dst.holds(&b, &base));
-    assert_eq!((report.blobs_copied, report.blobs_mounted), (2, 2), "layer and config copied once, mounted once");
+    assert_eq!(
+        (report.blobs_copied, report.blobs_mounted),
+        (2, 2),
+        "layer and config copied once, mounted once"
+    );
     assert_eq!(report.bytes_total, report.bytes_copied + report.bytes_skipped);
 }
 
@@ -136,10 +165,12 @@ async fn a_dry_run_counts_what_would_move_and_writes_nothing() {
     let img = image(&src, &a, "img", &[b"layer-1", b"layer-2"]);
     src.set_tag(&a, "v1", &img);
 
-    let report = copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, true)).await.expect("dry run");
+    let report =
+        copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, true)).await.expect("dry run");
     assert_eq!((report.blobs_copied, report.manifests_copied, report.blobs_skipped), (3, 1, 0));
-    let writes =
-        dst.calls().into_iter().filter(|c| matches!(c, Call::PushBlob(..) | Call::PushManifest(..) | Call::Tag(..) | Call::Finish));
+    let writes = dst.calls().into_iter().filter(|c| {
+        matches!(c, Call::PushBlob(..) | Call::PushManifest(..) | Call::Tag(..) | Call::Finish)
+    });
     assert_eq!(writes.count(), 0);
 }
 
@@ -173,7 +204,10 @@ async fn a_checked_restore_holds_large_blobs_back_until_the_backup_passes() {
     copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, false)).await.expect("restore");
     let calls = dst.calls();
     let big = Digest::of(&big);
-    assert!(at(&calls, |c| c == &Call::Stage(b.clone(), big.clone())) < at(&calls, |c| c == &Call::Commit(b.clone(), big.clone())));
+    assert!(
+        at(&calls, |c| c == &Call::Stage(b.clone(), big.clone()))
+            < at(&calls, |c| c == &Call::Commit(b.clone(), big.clone()))
+    );
     assert!(dst.holds(&b, &big) && dst.holds(&b, &Digest::of(b"small")));
 }
 
@@ -188,11 +222,16 @@ async fn a_damaged_backup_makes_nothing_visible() {
     rotten[12345] ^= 1;
     src.put(&a, &Digest::of(&big), rotten);
 
-    let err = copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, false)).await.expect_err("damage is refused");
+    let err = copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, false))
+        .await
+        .expect_err("damage is refused");
     assert!(format!("{err:#}").contains("the backup is damaged, nothing was pushed"), "{err:#}");
     let calls = dst.calls();
     assert!(
-        !calls.iter().any(|c| matches!(c, Call::Commit(..) | Call::PushBlob(..) | Call::PushManifest(..) | Call::Tag(..))),
+        !calls.iter().any(|c| matches!(
+            c,
+            Call::Commit(..) | Call::PushBlob(..) | Call::PushManifest(..) | Call::Tag(..)
+        )),
         "{calls:#?}"
     );
     let staged = calls.iter().filter(|c| matches!(c, Call::Stage(..))).count();
@@ -202,7 +241,11 @@ async fn a_damaged_backup_makes_nothing_visible() {
 
 #[tokio::test]
 async fn only_transient_failures_are_tried_again() {
-    for (kind, attempts, ok) in [(ErrorKind::Transient, 2, true), (ErrorKind::Denied, 1, false), (ErrorKind::NotFound, 1, false)] {
+    for (kind, attempts, ok) in [
+        (ErrorKind::Transient, 2, true),
+        (ErrorKind::Denied, 1, false),
+        (ErrorKind::NotFound, 1, false),
+    ] {
         let (src, dst) = (Memory::registry(), Arc::new(Memory::registry()));
         let (a, b) = (repo("src"), repo("dst"));
         let img = image(&src, &a, "img", &[b"flaky"]);
@@ -211,7 +254,8 @@ async fn only_transient_failures_are_tried_again() {
         dst.fail_pushes(&flaky, Inject { kind, times: 1 });
 
         let result = copy(src, dst.clone(), &[job(&a, &b, &[])], opts(false, false)).await;
-        let pushes = dst.calls().iter().filter(|c| matches!(c, Call::PushBlob(_, d) if d == &flaky)).count();
+        let pushes =
+            dst.calls().iter().filter(|c| matches!(c, Call::PushBlob(_, d) if d == &flaky)).count();
         assert_eq!((pushes, result.is_ok()), (attempts, ok), "{kind:?}: {:?}", result.err());
     }
 }
@@ -222,7 +266,9 @@ async fn missing_tags_are_named_together() {
     let a = repo("src");
     let img = image(&src, &a, "img", &[b"layer"]);
     src.set_tag(&a, "v1", &img);
-    let err = copy(src, dst, &[job(&a, &a, &["v1", "v8", "v9"])], opts(false, false)).await.expect_err("missing tags");
+    let err = copy(src, dst, &[job(&a, &a, &["v1", "v8", "v9"])], opts(false, false))
+        .await
+        .expect_err("missing tags");
     assert_eq!(err.to_string(), "not found in reg.test/src: v8, v9 (check the tag names)");
 }
 
@@ -233,7 +279,12 @@ fn transfers_start_with_the_largest_blobs() {
         desc: Descriptor::new("application/octet-stream", Digest::of(data), size),
         missing: false,
     };
-    let mut tasks = vec![task(b"config", 400), task(b"layer-a", 5 << 20), task(b"tiny", 2), task(b"layer-b", 90 << 20)];
+    let mut tasks = vec![
+        task(b"config", 400),
+        task(b"layer-a", 5 << 20),
+        task(b"tiny", 2),
+        task(b"layer-b", 90 << 20),
+    ];
     largest_first(&mut tasks);
     let sizes: Vec<u64> = tasks.iter().map(|t| t.desc.size).collect();
     assert_eq!(sizes, vec![90 << 20, 5 << 20, 400, 2]);
@@ -274,10 +325,16 @@ fn an_index_is_recorded_with_all_of_its_referrers_or_with_none() {
     let (sbom, n_sbom) = node("sbom", &img);
     let (stray, n_stray) = node("stray", &img);
     let (att, n_att) = node("att", &other);
-    let nodes: HashMap<Digest, Arc<Node>> =
-        [(sig.clone(), n_sig), (sbom.clone(), n_sbom), (stray.clone(), n_stray), (att.clone(), n_att)].into();
+    let nodes: HashMap<Digest, Arc<Node>> = [
+        (sig.clone(), n_sig),
+        (sbom.clone(), n_sbom),
+        (stray.clone(), n_stray),
+        (att.clone(), n_att),
+    ]
+    .into();
 
-    // One job: img's index lists two referrers of img; other's index also lists `stray`, which names img.
+    // One job: img's index lists two referrers of img; other's index also lists `stray`, which
+    // names img.
     let one = graph(&[(&img, &idx, &[&sig, &sbom]), (&other, &bogus_idx, &[&att, &stray])]);
     let got = recorded_indexes(std::slice::from_ref(&one), &nodes);
     assert_eq!(got[&sig], Some(idx.clone()));
@@ -312,7 +369,10 @@ async fn tag_mappings_filters_and_per_job_referrers_shape_what_is_written() {
     assert_eq!(dst.tag_of(&b, "stable"), Some(v1.digest.clone()), "v1 arrives as stable");
     assert_eq!((dst.tag_of(&b, "v1"), dst.tag_of(&b, "v2")), (None, Some(v2.digest.clone())));
     assert_eq!(dst.tag_of(&b, "v3-rc1"), None, "excluded by --exclude-tags");
-    assert!(!dst.holds(&b, &rc.digest) && !dst.holds(&b, &sig.digest), "nothing of the excluded tag or of referrers");
+    assert!(
+        !dst.holds(&b, &rc.digest) && !dst.holds(&b, &sig.digest),
+        "nothing of the excluded tag or of referrers"
+    );
     let mut tags: Vec<_> = report.jobs[0].roots.iter().filter_map(|r| r.tag.clone()).collect();
     tags.sort();
     assert_eq!(tags, ["stable", "v2"]);
@@ -342,20 +402,47 @@ async fn a_platform_narrows_an_index_to_its_manifest_and_keeps_the_index_referre
     o.platforms = vec!["linux/arm64".parse().expect("platform")];
 
     let src = Arc::new(src);
-    let report = run(src.clone(), dst.clone(), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.expect("copy");
-    assert_eq!(dst.tag_of(&b, "v1"), Some(arm.digest.clone()), "the tag names the platform manifest");
-    assert!(!dst.holds(&b, &idx.digest) && !dst.holds(&b, &amd.digest) && !dst.holds(&b, &Digest::of(b"layer-amd")));
-    assert!(dst.holds(&b, &arm_sbom.digest) && dst.holds(&b, &idx_sig.digest), "both the manifest's and the index's referrers");
-    assert_eq!(report.jobs[0].roots.iter().filter(|r| r.tag.is_none()).count(), 1, "the index's referrer is an untagged root");
+    let report =
+        run(src.clone(), dst.clone(), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true))
+            .await
+            .expect("copy");
+    assert_eq!(
+        dst.tag_of(&b, "v1"),
+        Some(arm.digest.clone()),
+        "the tag names the platform manifest"
+    );
+    assert!(
+        !dst.holds(&b, &idx.digest)
+            && !dst.holds(&b, &amd.digest)
+            && !dst.holds(&b, &Digest::of(b"layer-amd"))
+    );
+    assert!(
+        dst.holds(&b, &arm_sbom.digest) && dst.holds(&b, &idx_sig.digest),
+        "both the manifest's and the index's referrers"
+    );
+    assert_eq!(
+        report.jobs[0].roots.iter().filter(|r| r.tag.is_none()).count(),
+        1,
+        "the index's referrer is an untagged root"
+    );
 
     o.platforms = vec!["linux/s390x".parse().expect("platform")];
-    let e =
-        run(src, Arc::new(Memory::layout()), &[job(&a, &b, &["v1"])], &o, &mut Progress::new(false, true)).await.unwrap_err().to_string();
+    let e = run(
+        src,
+        Arc::new(Memory::layout()),
+        &[job(&a, &b, &["v1"])],
+        &o,
+        &mut Progress::new(false, true),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("linux/s390x") && e.contains("linux/amd64, linux/arm64/v8"), "{e}");
 }
 
 #[tokio::test]
-async fn a_sparse_index_keeps_the_index_bytes_with_only_the_chosen_manifests_and_copies_on_from_a_partial_source() {
+async fn a_sparse_index_keeps_the_index_bytes_with_only_the_chosen_manifests_and_copies_on_from_a_partial_source(
+) {
     let (src, dst) = (Memory::registry(), Arc::new(Memory::layout()));
     let (a, b) = (repo("src"), repo("dst"));
     let mut amd = image(&src, &a, "amd64", &[b"layer-amd"]);
@@ -370,15 +457,37 @@ async fn a_sparse_index_keeps_the_index_bytes_with_only_the_chosen_manifests_and
 
     copy(src, dst.clone(), &[job(&a, &b, &["v1"])], o).await.expect("sparse copy");
     assert_eq!(dst.tag_of(&b, "v1"), Some(idx.digest.clone()), "the tag still names the index");
-    assert!(dst.holds(&b, &amd.digest) && !dst.holds(&b, &arm.digest) && !dst.holds(&b, &Digest::of(b"layer-arm")));
+    assert!(
+        dst.holds(&b, &amd.digest)
+            && !dst.holds(&b, &arm.digest)
+            && !dst.holds(&b, &Digest::of(b"layer-arm"))
+    );
 
     // The copy, read back as a partial source, copies on without asking for what it left out, and a
     // registry that insists on every child refuses it with the reason.
     let again = Arc::new(Memory::layout());
-    run(dst.clone(), again.clone(), &[job(&b, &b, &["v1"])], &opts(false, false), &mut Progress::new(false, true)).await.expect("copy on");
-    assert!(again.holds(&b, &idx.digest) && again.holds(&b, &amd.digest) && !again.holds(&b, &arm.digest));
-    let e = run(dst, Arc::new(Memory::registry()), &[job(&b, &b, &["v1"])], &opts(false, false), &mut Progress::new(false, true))
-        .await
-        .unwrap_err();
+    run(
+        dst.clone(),
+        again.clone(),
+        &[job(&b, &b, &["v1"])],
+        &opts(false, false),
+        &mut Progress::new(false, true),
+    )
+    .await
+    .expect("copy on");
+    assert!(
+        again.holds(&b, &idx.digest)
+            && again.holds(&b, &amd.digest)
+            && !again.holds(&b, &arm.digest)
+    );
+    let e = run(
+        dst,
+        Arc::new(Memory::registry()),
+        &[job(&b, &b, &["v1"])],
+        &opts(false, false),
+        &mut Progress::new(false, true),
+    )
+    .await
+    .unwrap_err();
     assert!(format!("{e:#}").contains("--sparse-index"), "{e:#}");
 }

@@ -1,5 +1,5 @@
-//! Moving one blob: mounted where the destination allows, otherwise streamed and verified as it flows;
-//! reading one back to check it; and the one retry policy of blob transfers.
+//! Moving one blob: mounted where the destination allows, otherwise streamed and verified as it
+//! flows; reading one back to check it; and the one retry policy of blob transfers.
 
 use super::{Job, JobId, Run};
 use crate::digest::{Digest, Verifier};
@@ -14,9 +14,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Attempts at one blob transfer. Requests are retried by the transport where they can be replayed; a
-/// transfer is retried whole (read from the source again) only when it failed in a way that may pass:
-/// transiently, or with bytes damaged on their way (the source's were checked, or are checked again).
+/// Attempts at one blob transfer. Requests are retried by the transport where they can be replayed;
+/// a transfer is retried whole (read from the source again) only when it failed in a way that may
+/// pass: transiently, or with bytes damaged on their way (the source's were checked, or are checked
+/// again).
 const ATTEMPTS: u32 = 3;
 
 /// Whether a failed transfer may succeed when tried again.
@@ -42,8 +43,8 @@ pub(super) fn place(placed: &Placed, desc: &Descriptor, job: &Job) {
     }
 }
 
-/// Runs `transfer` until it succeeds, fails for good, or has had [`ATTEMPTS`]; only transient failures
-/// are tried again, and only when `again` (the source can be read a second time).
+/// Runs `transfer` until it succeeds, fails for good, or has had [`ATTEMPTS`]; only transient
+/// failures are tried again, and only when `again` (the source can be read a second time).
 pub(super) async fn retrying<T, F, Fut>(again: bool, mut transfer: F) -> Result<T>
 where
     F: FnMut(u32) -> Fut,
@@ -53,7 +54,9 @@ where
     loop {
         match transfer(attempt).await {
             Err(e) if again && attempt < ATTEMPTS && passing(kind_of(&e)) => {
-                crate::progress::debug_line(format_args!("attempt {attempt} failed, trying again: {e:#}"));
+                crate::progress::debug_line(format_args!(
+                    "attempt {attempt} failed, trying again: {e:#}"
+                ));
                 tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -67,8 +70,8 @@ pub(super) fn cannot_copy(e: anyhow::Error, job: &Job, desc: &Descriptor) -> any
     e.context(format!("cannot copy blob {} from {} to {}", desc.digest, job.src, job.dst))
 }
 
-/// Copies a blob the destination lacks: mounted from a repository it landed in earlier in the run where
-/// the destination allows, otherwise streamed and verified.
+/// Copies a blob the destination lacks: mounted from a repository it landed in earlier in the run
+/// where the destination allows, otherwise streamed and verified.
 pub(super) async fn copy_blob(
     (src, dst): (Arc<dyn Source>, Arc<dyn Sink>),
     job: &Job,
@@ -78,14 +81,17 @@ pub(super) async fn copy_blob(
 ) -> Result<BlobOutcome> {
     if let Some(mounting) = dst.mounting() {
         let from = placed.lock().ok().and_then(|p| p.get(&desc.digest).cloned());
-        if let Some(from) = from.filter(|r| r.registry == job.dst.registry && r.repository != job.dst.repository) {
+        if let Some(from) =
+            from.filter(|r| r.registry == job.dst.registry && r.repository != job.dst.repository)
+        {
             if mounting.mount(&job.dst, desc, &from).await.unwrap_or(false) {
                 progress.add(desc.size);
                 return Ok(BlobOutcome::Mounted(desc.size));
             }
         }
     }
-    // A backup's blobs were read and checked before the first push, and such a destination checks again.
+    // A backup's blobs were read and checked before the first push, and such a destination checks
+    // again.
     let checked = src.access() == Access::Local && dst.traits().checks_digests;
     let (src, dst, placed) = (&src, &dst, &placed);
     retrying(src.access() != Access::Stream, |_| async move {
@@ -109,8 +115,8 @@ pub(super) async fn copy_blob(
     .map_err(|e| cannot_copy(e, job, desc))
 }
 
-/// A transfer that failed because of what the source sent: over a network, the next read may be whole
-/// (transient); a local copy stays as damaged as it is.
+/// A transfer that failed because of what the source sent: over a network, the next read may be
+/// whole (transient); a local copy stays as damaged as it is.
 fn source_failure(e: anyhow::Error, access: Access) -> anyhow::Error {
     let kind = if access == Access::Remote { ErrorKind::Transient } else { ErrorKind::Other };
     anyhow::Error::new(Failure::new(kind, Box::<dyn std::error::Error + Send + Sync>::from(e)))
@@ -150,7 +156,9 @@ impl Verifying {
     /// The next chunk, checked; the digest is checked at the last declared byte.
     async fn next(mut self) -> Option<(std::io::Result<Bytes>, Verifying)> {
         let v = self.v.as_mut()?;
-        let bad = |e: crate::digest::VerifyError| (format!("blob {e}"), std::io::Error::other(e.to_string()));
+        let bad = |e: crate::digest::VerifyError| {
+            (format!("blob {e}"), std::io::Error::other(e.to_string()))
+        };
         match self.inner.next().await {
             Some(Ok(chunk)) => {
                 let mut checked = v.update(&chunk);
@@ -184,8 +192,19 @@ impl Verifying {
 /// Wraps a stream so it fails as soon as size or digest disagree: the digest is checked at the last
 /// declared byte, before that chunk is passed on, since an HTTP body of known length is not read to
 /// its end. `problem`, when given, is told why in the words of the backup check.
-pub(super) fn verifying(inner: ByteStream, desc: &Descriptor, bar: Counter, problem: Option<Problem>) -> ByteStream {
-    let st = Verifying { inner, v: Some(Verifier::new(&desc.digest, desc.size)), bar, problem, digest: desc.digest.clone() };
+pub(super) fn verifying(
+    inner: ByteStream,
+    desc: &Descriptor,
+    bar: Counter,
+    problem: Option<Problem>,
+) -> ByteStream {
+    let st = Verifying {
+        inner,
+        v: Some(Verifier::new(&desc.digest, desc.size)),
+        bar,
+        problem,
+        digest: desc.digest.clone(),
+    };
     Box::pin(stream::unfold(st, Verifying::next))
 }
 
@@ -200,7 +219,11 @@ pub enum BlobProblem {
 }
 
 /// Reads a blob from `src` once, checking its size and digest as the bytes pass.
-pub async fn check_blob(src: &dyn Source, repo: &Repo, desc: &Descriptor) -> std::result::Result<(), BlobProblem> {
+pub async fn check_blob(
+    src: &dyn Source,
+    repo: &Repo,
+    desc: &Descriptor,
+) -> std::result::Result<(), BlobProblem> {
     let mut s = src.fetch_blob(repo, desc).await.map_err(BlobProblem::Unreadable)?;
     let mut v = Verifier::new(&desc.digest, desc.size);
     while let Some(chunk) = s.next().await {
@@ -246,6 +269,10 @@ pub(super) fn damaged(mut problems: Vec<String>) -> Result<()> {
     }
     // The same damage gives the same message, whichever check finished first.
     problems.sort();
-    let more = if problems.len() > 1 { format!(" (and {} more problem(s))", problems.len() - 1) } else { String::new() };
+    let more = if problems.len() > 1 {
+        format!(" (and {} more problem(s))", problems.len() - 1)
+    } else {
+        String::new()
+    };
     bail!("the backup is damaged, nothing was pushed: {}{more}", problems[0])
 }

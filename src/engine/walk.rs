@@ -38,7 +38,8 @@ pub(super) async fn graphs(
     }
     for (job, graph) in jobs.iter().zip(graphs.iter_mut()) {
         walker.walk(job, graph).await?;
-        // A tagged artifact's entry in a layout's index says what it is, as the Go ORAS library's do.
+        // A tagged artifact's entry in a layout's index says what it is, as the Go ORAS library's
+        // do.
         if let Ok(read) = nodes.lock() {
             for root in &mut graph.roots {
                 if let Some(n) = read.get(&root.desc.digest) {
@@ -62,10 +63,15 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    /// Narrows index roots to one platform's manifest (see [`platform::select`]); with referrers, the
-    /// referrers of each index left behind become roots of their own, untagged, so that a backup
-    /// holds them and a restore pushes them.
-    async fn select_platform(&self, job: &Job, g: &mut JobGraph, progress: &Progress) -> Result<()> {
+    /// Narrows index roots to one platform's manifest (see [`platform::select`]); with referrers,
+    /// the referrers of each index left behind become roots of their own, untagged, so that a
+    /// backup holds them and a restore pushes them.
+    async fn select_platform(
+        &self,
+        job: &Job,
+        g: &mut JobGraph,
+        progress: &Progress,
+    ) -> Result<()> {
         let mut children = HashMap::new();
         for root in &g.roots {
             let node = self.read(job, root.desc.clone()).await?;
@@ -82,13 +88,13 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// Walks the manifests under a job's roots (children and, with referrers, referrers), pipelined: a
-    /// manifest starts as soon as the one naming it is done, never waiting for the rest of its level.
-    /// Newest first, so that what the destination already holds (a second backup into a directory) is
-    /// read while requests for the rest are in flight instead of after them.
+    /// Walks the manifests under a job's roots (children and, with referrers, referrers),
+    /// pipelined: a manifest starts as soon as the one naming it is done, never waiting for the
+    /// rest of its level. Newest first, so that what the destination already holds (a second backup
+    /// into a directory) is read while requests for the rest are in flight instead of after them.
     async fn walk(&self, job: &Job, g: &mut JobGraph) -> Result<()> {
-        // A stack: the roots go in reverse so that they start in order. Each entry says whether it may
-        // be absent: a child of an index the source holds partially (`--sparse-index`).
+        // A stack: the roots go in reverse so that they start in order. Each entry says whether it
+        // may be absent: a child of an index the source holds partially (`--sparse-index`).
         let mut queue: Vec<(Descriptor, bool)> = Vec::new();
         for root in g.roots.iter_mut().rev() {
             if let Some(kept) = self.src.partial(&job.src, &root.desc) {
@@ -120,7 +126,8 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            let partial = node.desc.sparse_platforms().is_some() || g.partial.contains(&node.desc.digest);
+            let partial =
+                node.desc.sparse_platforms().is_some() || g.partial.contains(&node.desc.digest);
             for d in g.add(&node, refs).into_iter().rev() {
                 if g.manifests.insert(d.digest.clone()) {
                     let child = node.parsed.manifests.iter().any(|c| c.digest == d.digest);
@@ -131,8 +138,8 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// One manifest of a walk: its node (fetched, or read where the destination already holds it) and
-    /// its referrers.
+    /// One manifest of a walk: its node (fetched, or read where the destination already holds it)
+    /// and its referrers.
     async fn visit(&self, job: &Job, desc: Descriptor) -> Result<(Arc<Node>, ReferrerListing)> {
         let cached = self.nodes.lock().ok().and_then(|n| n.get(&desc.digest).cloned());
         let node = match cached {
@@ -140,12 +147,12 @@ impl Walker<'_> {
             None => self.read(job, desc).await?,
         };
         let refs = if self.opts.referrers && !job.exclude_referrers {
-            // A layout being added to may have recorded this listing: the source is then asked to confirm it.
+            // A layout being added to may have recorded this listing: the source is then asked to
+            // confirm it.
             let known = self.dst.hints().known_referrers(&node.desc.digest);
-            self.src
-                .predecessors(&job.src, &node.desc, known.as_ref())
-                .await
-                .with_context(|| format!("cannot list referrers of {} in {}", node.desc.digest, job.src))?
+            self.src.predecessors(&job.src, &node.desc, known.as_ref()).await.with_context(
+                || format!("cannot list referrers of {} in {}", node.desc.digest, job.src),
+            )?
         } else {
             ReferrerListing::default()
         };
@@ -155,13 +162,24 @@ impl Walker<'_> {
     /// Reads, checks and parses a manifest not read before in this run.
     async fn read(&self, job: &Job, desc: Descriptor) -> Result<Arc<Node>> {
         if desc.size > manifest::MAX_MANIFEST_SIZE {
-            bail!("manifest {} in {} declares {} bytes, over the 4 MiB manifest limit", desc.digest, job.src, desc.size);
+            bail!(
+                "manifest {} in {} declares {} bytes, over the 4 MiB manifest limit",
+                desc.digest,
+                job.src,
+                desc.size
+            );
         }
         let early = self.prefetched.lock().ok().and_then(|mut p| p.remove(&desc.digest));
-        // A manifest the destination already holds (a directory backed up before) is not fetched again; a
-        // stored copy that fails its digest is fetched instead, and one that passes is not hashed twice.
+        // A manifest the destination already holds (a directory backed up before) is not fetched
+        // again; a stored copy that fails its digest is fetched instead, and one that passes is not
+        // hashed twice.
         let stored = match &early {
-            None => self.dst.hints().stored_manifest(&desc).await.filter(|b| verify_bytes(b, &desc.digest, desc.size).is_ok()),
+            None => self
+                .dst
+                .hints()
+                .stored_manifest(&desc)
+                .await
+                .filter(|b| verify_bytes(b, &desc.digest, desc.size).is_ok()),
             Some(_) => None,
         };
         let (bytes, stored) = match (early, stored) {
@@ -170,7 +188,8 @@ impl Walker<'_> {
             (None, None) => (self.src.fetch_manifest(&job.src, &desc).await?, false),
         };
         if !stored {
-            verify_bytes(&bytes, &desc.digest, desc.size).with_context(|| format!("manifest in {}", job.src))?;
+            verify_bytes(&bytes, &desc.digest, desc.size)
+                .with_context(|| format!("manifest in {}", job.src))?;
         }
         let parsed = manifest::parse(&desc, &bytes).with_context(|| format!("in {}", job.src))?;
         let mut desc = desc;
@@ -187,14 +206,22 @@ impl Walker<'_> {
 
 /// Records on a root's descriptor that its index is held with only `kept`'s platforms.
 pub(super) fn mark_sparse(desc: &mut Descriptor, kept: &str) {
-    desc.annotations.get_or_insert_with(Default::default).insert(manifest::ANNOTATION_SPARSE.to_string(), kept.to_string());
+    desc.annotations
+        .get_or_insert_with(Default::default)
+        .insert(manifest::ANNOTATION_SPARSE.to_string(), kept.to_string());
 }
 
 impl JobGraph {
-    /// Records a visited manifest's blobs and referrers; returns the manifests it leads to (children, then
-    /// referrers), which the walk visits unless it has already.
+    /// Records a visited manifest's blobs and referrers; returns the manifests it leads to
+    /// (children, then referrers), which the walk visits unless it has already.
     fn add(&mut self, node: &Node, refs: ReferrerListing) -> Vec<Descriptor> {
-        let mut found: Vec<Descriptor> = node.parsed.manifests.iter().filter(|c| !self.left_out.contains(&c.digest)).cloned().collect();
+        let mut found: Vec<Descriptor> = node
+            .parsed
+            .manifests
+            .iter()
+            .filter(|c| !self.left_out.contains(&c.digest))
+            .cloned()
+            .collect();
         for b in node.parsed.copied_blobs() {
             self.blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
         }

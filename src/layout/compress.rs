@@ -1,5 +1,5 @@
-//! Compressed archives: a layout tar through gzip or zstd. Written as a stream (a compressed tar has
-//! no random access); read back by unpacking into a temporary tar, or, from standard input, by
+//! Compressed archives: a layout tar through gzip or zstd. Written as a stream (a compressed tar
+//! has no random access); read back by unpacking into a temporary tar, or, from standard input, by
 //! decompressing the stream as it passes. The uncompressed `.tar` stays the fast path.
 
 use anyhow::{Context, Result};
@@ -22,7 +22,10 @@ impl Compression {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
             Some(Compression::Gzip)
-        } else if lower.ends_with(".tar.zst") || lower.ends_with(".tar.zstd") || lower.ends_with(".tzst") {
+        } else if lower.ends_with(".tar.zst")
+            || lower.ends_with(".tar.zstd")
+            || lower.ends_with(".tzst")
+        {
             Some(Compression::Zstd)
         } else {
             None
@@ -41,7 +44,10 @@ impl Compression {
     }
 
     /// Compresses what is written to `w`; the stream is complete once shut down.
-    pub fn writer(self, w: impl AsyncWrite + Send + Unpin + 'static) -> Box<dyn AsyncWrite + Send + Unpin> {
+    pub fn writer(
+        self,
+        w: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> Box<dyn AsyncWrite + Send + Unpin> {
         use async_compression::tokio::write::{GzipEncoder, ZstdEncoder};
         match self {
             Compression::Gzip => Box::new(GzipEncoder::new(w)),
@@ -77,16 +83,23 @@ pub struct CompressedOutput {
 
 impl CompressedOutput {
     /// Starts writing `path`; returns the writer the archive stream goes to.
-    pub async fn create(path: &Path, c: Compression) -> Result<(CompressedOutput, Box<dyn AsyncWrite + Send + Unpin>)> {
+    pub async fn create(
+        path: &Path,
+        c: Compression,
+    ) -> Result<(CompressedOutput, Box<dyn AsyncWrite + Send + Unpin>)> {
         let shown = path.display();
         if path.is_dir() {
-            anyhow::bail!("output {shown:?} is a directory, not a file: remove it or choose another path");
+            anyhow::bail!(
+                "output {shown:?} is a directory, not a file: remove it or choose another path"
+            );
         }
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        tokio::fs::create_dir_all(&parent).await.with_context(|| format!("cannot create the directory of {shown:?}"))?;
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .with_context(|| format!("cannot create the directory of {shown:?}"))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
         let _ = tokio::fs::remove_file(&tmp).await;
@@ -106,7 +119,8 @@ impl CompressedOutput {
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent =
+                path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::File::open(parent)?.sync_all()
         })
         .await
@@ -129,14 +143,16 @@ impl Drop for CompressedOutput {
 /// path is dropped. Blocking.
 pub fn unpack(path: &Path, c: Compression) -> Result<tempfile::TempPath> {
     let shown = path.display();
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open backup {shown:?}"))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open backup {shown:?}"))?;
     let mut reader = c.reader(std::io::BufReader::with_capacity(1 << 20, file))?;
     let mut tmp = tempfile::Builder::new()
         .prefix("oras-unpacked-")
         .suffix(".tar")
         .tempfile()
         .context("cannot create a temporary file to unpack the archive into (set TMPDIR to a directory with room)")?;
-    std::io::copy(&mut reader, &mut tmp).with_context(|| format!("backup {shown:?} is a {c} stream that cannot be decompressed"))?;
+    std::io::copy(&mut reader, &mut tmp)
+        .with_context(|| format!("backup {shown:?} is a {c} stream that cannot be decompressed"))?;
     Ok(tmp.into_temp_path())
 }
 
@@ -165,6 +181,10 @@ mod tests {
         let path = dir.path().join("dropped.tar.gz");
         let (out, _w) = CompressedOutput::create(&path, Compression::Gzip).await.expect("create");
         drop(out);
-        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 2, "an uncommitted output leaves nothing");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("list").count(),
+            2,
+            "an uncommitted output leaves nothing"
+        );
     }
 }

@@ -11,8 +11,9 @@ use tokio::sync::Semaphore;
 /// How much of a blob is written before its writeback is started.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Follows one blob as it is written into a file, starting the writeback of every [`WRITEBACK_STEP`]
-/// written. Blobs smaller than that are left to the final sync, which writes thousands of them in one go.
+/// Follows one blob as it is written into a file, starting the writeback of every
+/// [`WRITEBACK_STEP`] written. Blobs smaller than that are left to the final sync, which writes
+/// thousands of them in one go.
 pub struct Writeback {
     /// Where the blob starts in the file.
     base: u64,
@@ -51,8 +52,8 @@ impl Writeback {
 #[cfg(target_os = "linux")]
 fn start_writeback(file: &impl AsRawFd, off: u64, len: u64) {
     let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else { return };
-    // SAFETY: a plain system call on a descriptor the caller keeps open; it touches no memory of ours.
-    // A failure only leaves the work to the final sync, which reports errors.
+    // SAFETY: a plain system call on a descriptor the caller keeps open; it touches no memory of
+    // ours. A failure only leaves the work to the final sync, which reports errors.
     unsafe {
         libc::sync_file_range(file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE);
     }
@@ -81,9 +82,14 @@ impl Default for Sealer {
 }
 
 impl Sealer {
-    /// Syncs `file` (written at `tmp`) and renames it to `path`, in the background; waits only for a
-    /// free slot. A failure removes `tmp` and is reported by [`Sealer::wait`].
-    pub async fn seal(&self, file: std::fs::File, tmp: PathBuf, path: PathBuf) -> std::io::Result<()> {
+    /// Syncs `file` (written at `tmp`) and renames it to `path`, in the background; waits only for
+    /// a free slot. A failure removes `tmp` and is reported by [`Sealer::wait`].
+    pub async fn seal(
+        &self,
+        file: std::fs::File,
+        tmp: PathBuf,
+        path: PathBuf,
+    ) -> std::io::Result<()> {
         let permit = self.slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -91,15 +97,25 @@ impl Sealer {
             if done.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
-            done.map_err(|e| std::io::Error::new(e.kind(), format!("cannot put {} on disk: {e}", path.display())))
+            done.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot put {} on disk: {e}", path.display()))
+            })
         });
-        self.pending.lock().map_err(|_| std::io::Error::other("internal lock poisoned"))?.push(task);
+        self.pending
+            .lock()
+            .map_err(|_| std::io::Error::other("internal lock poisoned"))?
+            .push(task);
         Ok(())
     }
 
     /// Waits for every file sealed so far; the first failure, if any.
     pub async fn wait(&self) -> std::io::Result<()> {
-        let tasks = std::mem::take(&mut *self.pending.lock().map_err(|_| std::io::Error::other("internal lock poisoned"))?);
+        let tasks = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .map_err(|_| std::io::Error::other("internal lock poisoned"))?,
+        );
         let mut first = Ok(());
         for t in tasks {
             let r = t.await.map_err(std::io::Error::other).and_then(|r| r);
@@ -150,8 +166,8 @@ fn sync_directories(dir: &Path) -> std::io::Result<()> {
             }
         }
         match fsync(&std::fs::File::open(&d)?) {
-            // POSIX allows EINVAL from a filesystem that cannot sync a directory: nothing more can be
-            // done for its entries there, and the blobs themselves are synced.
+            // POSIX allows EINVAL from a filesystem that cannot sync a directory: nothing more can
+            // be done for its entries there, and the blobs themselves are synced.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             r => r?,
         }
@@ -209,7 +225,11 @@ mod tests {
         assert!(!tmp.exists(), "and leaves nothing behind");
         #[cfg(unix)]
         std::os::unix::fs::symlink("/nonexistent", dir.path().join("link")).expect("symlink");
-        sync_directories(dir.path()).expect("every directory synced, the dangling link not followed");
-        assert!(sync_directories(&dir.path().join("missing")).is_err(), "a missing root is an error");
+        sync_directories(dir.path())
+            .expect("every directory synced, the dangling link not followed");
+        assert!(
+            sync_directories(&dir.path().join("missing")).is_err(),
+            "a missing root is an error"
+        );
     }
 }

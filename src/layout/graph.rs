@@ -50,14 +50,15 @@ impl Graph {
     /// Bytes of every manifest and blob reached, each digest once: what a restore reads.
     pub fn content_size(&self) -> u64 {
         let manifests = self.manifests.values().map(|(d, _)| d.size);
-        let blobs = self.blobs.iter().filter(|(d, _)| !self.manifests.contains_key(d)).map(|(_, b)| b.size);
+        let blobs =
+            self.blobs.iter().filter(|(d, _)| !self.manifests.contains_key(d)).map(|(_, b)| b.size);
         manifests.chain(blobs).fold(0u64, u64::saturating_add)
     }
 }
 
-/// Walks the manifests reachable from `roots` (the `index.json` descriptors, in order), reading each
-/// once with `read`. Whatever an index names is read as a manifest, whatever its descriptor says:
-/// content that is not one is reported as broken, never taken for a blob.
+/// Walks the manifests reachable from `roots` (the `index.json` descriptors, in order), reading
+/// each once with `read`. Whatever an index names is read as a manifest, whatever its descriptor
+/// says: content that is not one is reported as broken, never taken for a blob.
 pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<Bytes>) -> Graph {
     let mut g = Graph::default();
     // Kept apart from the parents: a blob that shares a manifest's digest must not stop its walk.
@@ -91,7 +92,9 @@ pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<By
                     }
                     g.subjects.push((desc.digest.clone(), s.digest.clone()));
                 }
-                queue.extend(parsed.manifests.iter().rev().map(|c| (c.clone(), me.clone(), partial)));
+                queue.extend(
+                    parsed.manifests.iter().rev().map(|c| (c.clone(), me.clone(), partial)),
+                );
                 g.manifests.insert(desc.digest.clone(), (desc, bytes));
             }
         }
@@ -103,12 +106,16 @@ pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<By
 }
 
 /// Reads, checks and parses one manifest.
-fn visit(desc: &Descriptor, read: &mut impl FnMut(&Descriptor) -> Option<Bytes>) -> Result<(Bytes, manifest::Parsed), Broken> {
+fn visit(
+    desc: &Descriptor,
+    read: &mut impl FnMut(&Descriptor) -> Option<Bytes>,
+) -> Result<(Bytes, manifest::Parsed), Broken> {
     if desc.size > MAX_MANIFEST_SIZE {
         return Err(Broken::TooLarge);
     }
     let bytes = read(desc).ok_or(Broken::Missing)?;
-    crate::digest::verify_bytes(&bytes, &desc.digest, desc.size).map_err(|e| Broken::Damaged(format!("manifest {}: {e}", desc.digest)))?;
+    crate::digest::verify_bytes(&bytes, &desc.digest, desc.size)
+        .map_err(|e| Broken::Damaged(format!("manifest {}: {e}", desc.digest)))?;
     let parsed = manifest::parse(desc, &bytes).map_err(|e| Broken::Damaged(e.to_string()))?;
     Ok((bytes, parsed))
 }
@@ -125,7 +132,10 @@ mod tests {
 
     fn image(layer: &str, subject: Option<&Descriptor>) -> (Descriptor, Bytes) {
         let subject = subject.map_or(String::new(), |s| {
-            format!(r#","subject":{{"mediaType":"{}","digest":"{}","size":{}}}"#, s.media_type, s.digest, s.size)
+            format!(
+                r#","subject":{{"mediaType":"{}","digest":"{}","size":{}}}"#,
+                s.media_type, s.digest, s.size
+            )
         });
         let layer = Digest::of(layer.as_bytes());
         let json = format!(
@@ -149,24 +159,38 @@ mod tests {
         let missing = Descriptor::new(MT_OCI_MANIFEST, Digest::of(b"gone"), 4);
         let mut damaged = b.clone();
         damaged.digest = Digest::of(b"other");
-        let store: HashMap<Digest, Bytes> =
-            [(&a, a_bytes), (&b, b_bytes.clone()), (&sig, sig_bytes), (&index, index_bytes), (&damaged, b_bytes)]
-                .into_iter()
-                .map(|(d, b)| (d.digest.clone(), b))
-                .collect();
+        let store: HashMap<Digest, Bytes> = [
+            (&a, a_bytes),
+            (&b, b_bytes.clone()),
+            (&sig, sig_bytes),
+            (&index, index_bytes),
+            (&damaged, b_bytes),
+        ]
+        .into_iter()
+        .map(|(d, b)| (d.digest.clone(), b))
+        .collect();
         let mut reads = 0;
-        let g = walk(&[index.clone(), sig.clone(), a.clone(), missing.clone(), damaged.clone()], |d| {
-            reads += 1;
-            store.get(&d.digest).cloned()
-        });
+        let g =
+            walk(&[index.clone(), sig.clone(), a.clone(), missing.clone(), damaged.clone()], |d| {
+                reads += 1;
+                store.get(&d.digest).cloned()
+            });
         assert_eq!(reads, 6, "each manifest is read once");
         assert_eq!(g.manifests.len(), 4);
         assert_eq!(g.blobs.len(), 3, "a, b and sig layers, each once");
-        assert_eq!(g.referrers[&a.digest].iter().map(|d| &d.digest).collect::<Vec<_>>(), vec![&sig.digest]);
+        assert_eq!(
+            g.referrers[&a.digest].iter().map(|d| &d.digest).collect::<Vec<_>>(),
+            vec![&sig.digest]
+        );
         assert_eq!(g.subjects, vec![(sig.digest.clone(), a.digest.clone())]);
-        assert_eq!(g.parents[&a.digest], vec![Parent::Manifest(index.digest.clone()), Parent::Index(2)]);
+        assert_eq!(
+            g.parents[&a.digest],
+            vec![Parent::Manifest(index.digest.clone()), Parent::Index(2)]
+        );
         assert_eq!(g.broken[&missing.digest].1, Broken::Missing);
-        assert!(matches!(&g.broken[&damaged.digest].1, Broken::Damaged(m) if m.contains(&damaged.digest.to_string())));
+        assert!(
+            matches!(&g.broken[&damaged.digest].1, Broken::Damaged(m) if m.contains(&damaged.digest.to_string()))
+        );
         let size: u64 = [&index, &a, &b, &sig].iter().map(|d| d.size).sum::<u64>() + 3;
         assert_eq!(g.content_size(), size);
     }

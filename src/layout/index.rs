@@ -1,8 +1,10 @@
-//! The `index.json` model: which entry is a tag of which repository, and its reproducible rendering (format.md).
+//! The `index.json` model: which entry is a tag of which repository, and its reproducible rendering
+//! (format.md).
 
 use crate::digest::Digest;
 use crate::manifest::{
-    Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REFERRERS_INDEX, ANNOTATION_REF_NAME, ANNOTATION_SUBJECT, OCI_INDEX,
+    Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REFERRERS_INDEX, ANNOTATION_REF_NAME,
+    ANNOTATION_SUBJECT, OCI_INDEX,
 };
 use crate::reference::{is_schema_tag, valid_tag, Reference};
 use crate::target::{ReferrerListing, Repo};
@@ -31,17 +33,21 @@ struct RawIndex {
 
 /// Parses and classifies `index.json`.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
-    let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
+    let raw: RawIndex = serde_json::from_slice(bytes)
+        .map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
     let entries: Vec<Entry> = raw.manifests.into_iter().map(classify).collect::<Result<_, _>>()?;
     held_repositories_only(&entries)?;
     // One tag, two manifests: which one is meant depends on the reader (this one would restore the
-    // first and rewrite the index with the last), so such an index is refused rather than guessed at.
-    let mut tags: std::collections::HashMap<(Option<&Repo>, &str), &crate::digest::Digest> = std::collections::HashMap::new();
+    // first and rewrite the index with the last), so such an index is refused rather than guessed
+    // at.
+    let mut tags: std::collections::HashMap<(Option<&Repo>, &str), &crate::digest::Digest> =
+        std::collections::HashMap::new();
     for e in &entries {
         if let Some(t) = &e.tag {
             if let Some(prev) = tags.insert((e.repo.as_ref(), t.as_str()), &e.desc.digest) {
                 if prev != &e.desc.digest {
-                    let name = e.repo.as_ref().map(|r| format!("{r}:{t}")).unwrap_or_else(|| t.clone());
+                    let name =
+                        e.repo.as_ref().map(|r| format!("{r}:{t}")).unwrap_or_else(|| t.clone());
                     return Err(format!("index.json lists tag {name} twice, for different manifests ({prev} and {})", e.desc.digest));
                 }
             }
@@ -51,20 +57,24 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
 }
 
 /// A ref name that is a full reference must name the repository the backup holds that entry for: a
-/// layout naming other repositories in ref names than in its `io.containerd.image.name`s is refused, so
-/// that a crafted backup cannot make a restore push to a repository it does not hold
+/// layout naming other repositories in ref names than in its `io.containerd.image.name`s is
+/// refused, so that a crafted backup cannot make a restore push to a repository it does not hold
 /// (`docker.io/library/ubuntu:latest` as a ref name in a backup of `team/app`).
 fn held_repositories_only(entries: &[Entry]) -> Result<(), String> {
     let held: BTreeSet<(String, String)> = entries
         .iter()
-        .filter_map(|e| e.desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok()))
+        .filter_map(|e| {
+            e.desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok())
+        })
         .map(|r| (r.registry, r.repository))
         .collect();
     if held.is_empty() {
         return Ok(());
     }
     for e in entries {
-        let Some(name) = e.desc.annotation(ANNOTATION_REF_NAME).filter(|n| n.contains('/')) else { continue };
+        let Some(name) = e.desc.annotation(ANNOTATION_REF_NAME).filter(|n| n.contains('/')) else {
+            continue;
+        };
         if let Ok(r) = Reference::parse(name) {
             if !held.contains(&(r.registry.clone(), r.repository.clone())) {
                 return Err(format!(
@@ -82,7 +92,10 @@ fn classify(desc: Descriptor) -> Result<Entry, String> {
     let full = desc.annotation(ANNOTATION_CONTAINERD_NAME).and_then(|n| Reference::parse(n).ok());
     let ref_name = desc.annotation(ANNOTATION_REF_NAME).map(str::to_string);
     // A ref name may be a full reference (multi-repository backups) or a bare tag.
-    let from_ref = ref_name.as_deref().and_then(|n| if n.contains('/') { Reference::parse(n).ok() } else { None });
+    let from_ref =
+        ref_name
+            .as_deref()
+            .and_then(|n| if n.contains('/') { Reference::parse(n).ok() } else { None });
     if let (Some(r), Some(f)) = (&from_ref, &full) {
         if (&r.registry, &r.repository) != (&f.registry, &f.repository) {
             return Err(format!(
@@ -95,9 +108,10 @@ fn classify(desc: Descriptor) -> Result<Entry, String> {
     }
     let named = from_ref.or(full);
     let (repo, tag) = match (&named, &ref_name) {
-        (Some(r), _) => {
-            (Some(Repo::new(&r.registry, &r.repository)), r.tags.first().cloned().or_else(|| ref_name.clone().filter(|t| valid_tag(t))))
-        }
+        (Some(r), _) => (
+            Some(Repo::new(&r.registry, &r.repository)),
+            r.tags.first().cloned().or_else(|| ref_name.clone().filter(|t| valid_tag(t))),
+        ),
         (None, Some(t)) if valid_tag(t) => (None, Some(t.clone())),
         _ => (None, None),
     };
@@ -137,7 +151,8 @@ pub fn repositories(entries: &[Entry]) -> Vec<Repo> {
 
 /// The tags of a repository, sorted.
 pub fn tags_of(entries: &[Entry], repo: &Repo) -> Vec<String> {
-    let mut tags: Vec<String> = entries.iter().filter(|e| belongs(e, repo)).filter_map(|e| e.tag.clone()).collect();
+    let mut tags: Vec<String> =
+        entries.iter().filter(|e| belongs(e, repo)).filter_map(|e| e.tag.clone()).collect();
     tags.sort();
     tags.dedup();
     tags
@@ -145,7 +160,11 @@ pub fn tags_of(entries: &[Entry], repo: &Repo) -> Vec<String> {
 
 /// Roots stored by digest (no tag) for a repository.
 pub fn untagged_of(entries: &[Entry], repo: &Repo) -> Vec<Descriptor> {
-    entries.iter().filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none()).map(|e| e.desc.clone()).collect()
+    entries
+        .iter()
+        .filter(|e| e.repo.as_ref() == Some(repo) && e.tag.is_none())
+        .map(|e| e.desc.clone())
+        .collect()
 }
 
 /// The listed descriptor of a tag of `repo`, or of a digest anywhere, without its annotations.
@@ -159,10 +178,15 @@ pub fn find(entries: &[Entry], repo: &Repo, reference: &str) -> Option<Descripto
 
 /// The platforms an index is held with when an entry marks it partial (`--sparse-index`).
 pub fn partial(entries: &[Entry], digest: &crate::digest::Digest) -> Option<String> {
-    entries.iter().find(|e| &e.desc.digest == digest).and_then(|e| e.desc.sparse_platforms()).map(str::to_string)
+    entries
+        .iter()
+        .find(|e| &e.desc.digest == digest)
+        .and_then(|e| e.desc.sparse_platforms())
+        .map(str::to_string)
 }
 
-/// Tagged entries by repository and tag (entries without a repository under the unnamed one), for many lookups.
+/// Tagged entries by repository and tag (entries without a repository under the unnamed one), for
+/// many lookups.
 pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
     entries
         .iter()
@@ -173,8 +197,8 @@ pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
         .collect()
 }
 
-/// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names (unless
-/// `full`, `--full-reference`), several get full references.
+/// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names
+/// (unless `full`, `--full-reference`), several get full references.
 pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> Vec<u8> {
     let entries: Vec<&Entry> = entries.into_iter().collect();
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
@@ -190,7 +214,10 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> V
         match (&e.repo, &e.tag) {
             (Some(r), Some(t)) => {
                 let full = format!("{r}:{t}");
-                ann.insert(ANNOTATION_REF_NAME.into(), if single { t.clone() } else { full.clone() });
+                ann.insert(
+                    ANNOTATION_REF_NAME.into(),
+                    if single { t.clone() } else { full.clone() },
+                );
                 ann.insert(ANNOTATION_CONTAINERD_NAME.into(), full);
                 d.annotations = Some(ann);
                 tagged.insert((r.to_string(), t.clone()), d);
@@ -211,7 +238,8 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> V
             }
         }
     }
-    let manifests: Vec<Descriptor> = tagged.into_values().chain(untagged.into_values()).chain(others.into_values()).collect();
+    let manifests: Vec<Descriptor> =
+        tagged.into_values().chain(untagged.into_values()).chain(others.into_values()).collect();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Out {
@@ -221,32 +249,46 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> V
     }
     // Sized up front: grown by doubling, a large index would be copied over and over.
     let mut v = Vec::with_capacity(manifests.len() * 320 + 128);
-    if serde_json::to_writer_pretty(&mut v, &Out { schema_version: 2, media_type: OCI_INDEX, manifests }).is_err() {
+    if serde_json::to_writer_pretty(
+        &mut v,
+        &Out { schema_version: 2, media_type: OCI_INDEX, manifests },
+    )
+    .is_err()
+    {
         v.clear();
     }
     v.push(b'\n');
     v
 }
 
-/// The referrer listings an index records (see `ANNOTATION_REFERRERS_INDEX`), by subject: a subject's is
-/// known only when every referrer recorded for it names the same source index, which then listed exactly
-/// those (the engine records an index with all of its referrers or with none).
+/// The referrer listings an index records (see `ANNOTATION_REFERRERS_INDEX`), by subject: a
+/// subject's is known only when every referrer recorded for it names the same source index, which
+/// then listed exactly those (the engine records an index with all of its referrers or with none).
 pub fn referrer_listings(entries: &[Entry]) -> HashMap<Digest, ReferrerListing> {
     let mut by_subject: HashMap<Digest, Option<ReferrerListing>> = HashMap::new();
     for e in entries.iter().filter(|e| e.tag.is_none() && e.repo.is_none()) {
-        let Some(subject) = e.desc.annotation(ANNOTATION_SUBJECT).and_then(|s| s.parse::<Digest>().ok()) else { continue };
-        let index = e.desc.annotation(ANNOTATION_REFERRERS_INDEX).and_then(|s| s.parse::<Digest>().ok());
-        let slot = by_subject.entry(subject).or_insert_with(|| Some(ReferrerListing { referrers: Vec::new(), index: index.clone() }));
+        let Some(subject) =
+            e.desc.annotation(ANNOTATION_SUBJECT).and_then(|s| s.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        let index =
+            e.desc.annotation(ANNOTATION_REFERRERS_INDEX).and_then(|s| s.parse::<Digest>().ok());
+        let slot = by_subject.entry(subject).or_insert_with(|| {
+            Some(ReferrerListing { referrers: Vec::new(), index: index.clone() })
+        });
         match slot {
-            Some(l) if index.is_some() && l.index == index => l.referrers.push(Descriptor { annotations: None, ..e.desc.clone() }),
+            Some(l) if index.is_some() && l.index == index => {
+                l.referrers.push(Descriptor { annotations: None, ..e.desc.clone() })
+            }
             _ => *slot = None,
         }
     }
     by_subject.into_iter().filter_map(|(s, l)| Some((s, l?))).collect()
 }
 
-/// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the annotations
-/// the engine gives them); `full` as for [`render`].
+/// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the
+/// annotations the engine gives them); `full` as for [`render`].
 pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
     let entries: Vec<Entry> = plan
         .entries
@@ -258,9 +300,18 @@ pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
             if is_ref {
                 d.annotations = e.desc.annotations.clone();
             } else if let Some(p) = e.desc.sparse_platforms() {
-                d.annotations = Some([(crate::manifest::ANNOTATION_SPARSE.to_string(), p.to_string())].into());
+                d.annotations =
+                    Some([(crate::manifest::ANNOTATION_SPARSE.to_string(), p.to_string())].into());
             }
-            Entry { repo: if is_ref || e.repo.registry.is_empty() { None } else { Some(e.repo.clone()) }, tag: e.tag.clone(), desc: d }
+            Entry {
+                repo: if is_ref || e.repo.registry.is_empty() {
+                    None
+                } else {
+                    Some(e.repo.clone())
+                },
+                tag: e.tag.clone(),
+                desc: d,
+            }
         })
         .collect();
     render(&entries, full)
@@ -308,14 +359,24 @@ mod tests {
     #[test]
     fn ref_names_naming_a_repository_the_backup_does_not_hold_are_refused() {
         let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
-        let index = |m: Vec<serde_json::Value>| serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": m})).unwrap();
+        let index = |m: Vec<serde_json::Value>| {
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": m})).unwrap()
+        };
         // Ref name and containerd name of one entry disagree.
-        let e = parse(&index(vec![entry_json(&a, "docker.io/library/ubuntu:latest", Some("reg.io/team/app:v1"))])).unwrap_err();
+        let e = parse(&index(vec![entry_json(
+            &a,
+            "docker.io/library/ubuntu:latest",
+            Some("reg.io/team/app:v1"),
+        )]))
+        .unwrap_err();
         assert!(e.contains("two different repositories") && e.contains("ubuntu"), "{e}");
-        // A full ref name without a containerd name of its own, for a repository nothing else names.
-        let e =
-            parse(&index(vec![entry_json(&a, "v1", Some("reg.io/team/app:v1")), entry_json(&b, "docker.io/library/ubuntu:latest", None)]))
-                .unwrap_err();
+        // A full ref name without a containerd name of its own, for a repository nothing else
+        // names.
+        let e = parse(&index(vec![
+            entry_json(&a, "v1", Some("reg.io/team/app:v1")),
+            entry_json(&b, "docker.io/library/ubuntu:latest", None),
+        ]))
+        .unwrap_err();
         assert!(e.contains("holds nothing of") && e.contains("reg.io/team/app"), "{e}");
         // Full ref names of the repositories the backup holds (a multi-repository backup) are fine.
         let ok = parse(&index(vec![
@@ -352,9 +413,15 @@ mod tests {
 
     fn referrer(name: &str, subject: &str, index: Option<&str>) -> Entry {
         let mut desc = d(name);
-        let mut ann = BTreeMap::from([(ANNOTATION_SUBJECT.to_string(), Digest::of(subject.as_bytes()).to_string())]);
+        let mut ann = BTreeMap::from([(
+            ANNOTATION_SUBJECT.to_string(),
+            Digest::of(subject.as_bytes()).to_string(),
+        )]);
         if let Some(i) = index {
-            ann.insert(ANNOTATION_REFERRERS_INDEX.to_string(), Digest::of(i.as_bytes()).to_string());
+            ann.insert(
+                ANNOTATION_REFERRERS_INDEX.to_string(),
+                Digest::of(i.as_bytes()).to_string(),
+            );
         }
         desc.annotations = Some(ann);
         Entry { repo: None, tag: None, desc }
@@ -381,7 +448,10 @@ mod tests {
         let mut want = vec![Digest::of(b"sig"), Digest::of(b"sbom")];
         want.sort();
         assert_eq!(got, want);
-        assert!(img.referrers.iter().all(|r| r.annotations.is_none()), "listed as a source would list them");
+        assert!(
+            img.referrers.iter().all(|r| r.annotations.is_none()),
+            "listed as a source would list them"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! OCI image layouts: the `index.json` model, the directory store, the tar writer and the tar reader.
+//! OCI image layouts: the `index.json` model, the directory store, the tar writer and the tar
+//! reader.
 
 pub mod compress;
 pub mod dir;

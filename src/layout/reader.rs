@@ -1,4 +1,5 @@
-//! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and referrers.
+//! Reading a backup: a layout directory or tar as a `Source`, with its repositories, tags and
+//! referrers.
 
 use super::blob_path;
 use super::compress::{self, Compression};
@@ -7,7 +8,9 @@ use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
-use crate::target::{failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source};
+use crate::target::{
+    failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source,
+};
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,7 +33,8 @@ impl Store {
             Store::Dir(root, top) => {
                 let p = root.join(name);
                 // Only regular files inside the layout: a symlink could point anywhere.
-                let meta = std::fs::symlink_metadata(&p).with_context(|| format!("{name} is missing from the backup"))?;
+                let meta = std::fs::symlink_metadata(&p)
+                    .with_context(|| format!("{name} is missing from the backup"))?;
                 if !meta.is_file() {
                     bail!("{name} in the backup is not a regular file");
                 }
@@ -41,9 +45,13 @@ impl Store {
                 Ok((f, 0, meta.len()))
             }
             Store::Tar(path, idx, _) => {
-                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+                let (off, size) = *idx
+                    .files
+                    .get(name)
+                    .ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
                 // A handle of its own: a stream reads on from its own position.
-                let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                let f = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
                 Ok((f, off, size))
             }
         }
@@ -56,7 +64,10 @@ impl Store {
         let (file, off, size) = match self {
             // Positional reads on the shared handle: no open, seek and close per manifest.
             Store::Tar(_, idx, shared) => {
-                let (off, size) = *idx.files.get(name).ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+                let (off, size) = *idx
+                    .files
+                    .get(name)
+                    .ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
                 (shared, off, size)
             }
             Store::Dir(..) => {
@@ -85,7 +96,9 @@ impl Store {
 /// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
 /// done in one go on the blocking pool.
 fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
-    graph::walk(roots, |d| store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from))
+    graph::walk(roots, |d| {
+        store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from)
+    })
 }
 
 /// The compression of a file, by its first bytes.
@@ -106,7 +119,8 @@ pub struct LayoutSource {
     pub size: u64,
     /// Whether the input is a tar archive.
     pub is_tar: bool,
-    /// How the archive was compressed, when it was: it is read from a temporary tar unpacked from it.
+    /// How the archive was compressed, when it was: it is read from a temporary tar unpacked from
+    /// it.
     pub compression: Option<Compression>,
     /// That temporary tar, removed with the source.
     _unpacked: Option<tempfile::TempPath>,
@@ -118,9 +132,9 @@ impl LayoutSource {
     /// Opens a directory or a tar (recognised by content, whatever its name).
     pub async fn open(path: &Path) -> Result<LayoutSource> {
         let shown = path.display().to_string();
-        let meta = tokio::fs::metadata(path)
-            .await
-            .with_context(|| format!("cannot open backup {shown:?}: it does not exist or is not readable"))?;
+        let meta = tokio::fs::metadata(path).await.with_context(|| {
+            format!("cannot open backup {shown:?}: it does not exist or is not readable")
+        })?;
         if !meta.is_dir() && !meta.is_file() {
             // A fifo or device would block or never end; streams go through `--input -`.
             bail!("cannot open backup {shown:?}: it is neither a directory nor a regular file (use --input - to read a stream)");
@@ -130,22 +144,30 @@ impl LayoutSource {
             if tokio::fs::metadata(path.join("index.json")).await.is_err() {
                 bail!("{shown:?} is not an OCI image layout: it has no index.json");
             }
-            let top = tokio::fs::canonicalize(path).await.with_context(|| format!("cannot open backup {shown:?}"))?;
+            let top = tokio::fs::canonicalize(path)
+                .await
+                .with_context(|| format!("cannot open backup {shown:?}"))?;
             Store::Dir(path.to_path_buf(), top)
         } else {
             compression = sniff_compression(path).await;
             if let Some(c) = compression {
                 let p = path.to_path_buf();
-                unpacked =
-                    Some(tokio::task::spawn_blocking(move || compress::unpack(&p, c)).await.context("internal: reader task failed")??);
+                unpacked = Some(
+                    tokio::task::spawn_blocking(move || compress::unpack(&p, c))
+                        .await
+                        .context("internal: reader task failed")??,
+                );
             }
             let p = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
             let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
             if !idx.files.contains_key("index.json") {
-                bail!("{shown:?} is a tar archive but not an OCI image layout: it has no index.json");
+                bail!(
+                    "{shown:?} is a tar archive but not an OCI image layout: it has no index.json"
+                );
             }
             let tar = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
-            let file = std::fs::File::open(&tar).with_context(|| format!("cannot open backup {shown:?}"))?;
+            let file = std::fs::File::open(&tar)
+                .with_context(|| format!("cannot open backup {shown:?}"))?;
             Store::Tar(tar, idx, file)
         };
         let store = Arc::new(store);
@@ -158,7 +180,10 @@ impl LayoutSource {
             compression,
             _unpacked: unpacked,
         };
-        let raw = src.read_file("index.json", MAX_INDEX_SIZE).await.with_context(|| format!("in backup {shown:?}"))?;
+        let raw = src
+            .read_file("index.json", MAX_INDEX_SIZE)
+            .await
+            .with_context(|| format!("in backup {shown:?}"))?;
         src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
         let graph = src.graph().await?;
         src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
@@ -168,8 +193,11 @@ impl LayoutSource {
 
     /// The backup's content graph, read from the store.
     pub async fn graph(&self) -> Result<Graph> {
-        let (store, roots) = (self.store.clone(), self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>());
-        tokio::task::spawn_blocking(move || graph_of(&store, &roots)).await.context("internal: reader task failed")
+        let (store, roots) =
+            (self.store.clone(), self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>());
+        tokio::task::spawn_blocking(move || graph_of(&store, &roots))
+            .await
+            .context("internal: reader task failed")
     }
 
     /// The classified `index.json` entries.
@@ -180,9 +208,11 @@ impl LayoutSource {
     /// Whether a blob file is present, and its size.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
         match &*self.store {
-            Store::Dir(root, _) => {
-                tokio::fs::symlink_metadata(root.join(blob_path(digest))).await.ok().filter(|m| m.is_file()).map(|m| m.len())
-            }
+            Store::Dir(root, _) => tokio::fs::symlink_metadata(root.join(blob_path(digest)))
+                .await
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
             Store::Tar(_, idx, _) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
         }
     }
@@ -190,8 +220,12 @@ impl LayoutSource {
     /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
     pub async fn absence(&self, digest: &Digest) -> &'static str {
         match &*self.store {
-            Store::Dir(root, _) => match tokio::fs::symlink_metadata(root.join(blob_path(digest))).await {
-                Ok(m) if !m.is_file() => "is missing (what is there is a link, fifo or directory, not a regular file)",
+            Store::Dir(root, _) => match tokio::fs::symlink_metadata(root.join(blob_path(digest)))
+                .await
+            {
+                Ok(m) if !m.is_file() => {
+                    "is missing (what is there is a link, fifo or directory, not a regular file)"
+                }
                 _ => "is missing",
             },
             Store::Tar(..) => "is missing",
@@ -201,7 +235,8 @@ impl LayoutSource {
     /// The `oci-layout` file's content, checked.
     pub async fn check_layout_file(&self) -> std::result::Result<(), String> {
         let raw = self.read_file("oci-layout", 4096).await.map_err(|e| format!("{e:#}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("oci-layout is not JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| format!("oci-layout is not JSON: {e}"))?;
         match v.get("imageLayoutVersion").and_then(|x| x.as_str()) {
             Some(_) => Ok(()),
             None => Err("oci-layout has no imageLayoutVersion".into()),
@@ -211,16 +246,21 @@ impl LayoutSource {
     /// Finds a repository of the backup by full name or by path; `None` names the only one.
     pub fn find_repo(&self, name: Option<&str>) -> Result<Repo> {
         let repos = self.repositories();
-        let listed =
-            || repos.iter().map(|r| if r == &unnamed() { "(unnamed)".to_string() } else { r.to_string() }).collect::<Vec<_>>().join(", ");
+        let listed = || {
+            repos
+                .iter()
+                .map(|r| if r == &unnamed() { "(unnamed)".to_string() } else { r.to_string() })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match name {
             None if repos.len() == 1 => Ok(repos[0].clone()),
             None => bail!("the backup holds several repositories ({}): name one", listed()),
-            Some(n) => repos
-                .iter()
-                .find(|r| r.to_string() == n || r.repository == n)
-                .cloned()
-                .ok_or_else(|| anyhow!("the backup has no repository {n:?}; it holds: {}", listed())),
+            Some(n) => {
+                repos.iter().find(|r| r.to_string() == n || r.repository == n).cloned().ok_or_else(
+                    || anyhow!("the backup has no repository {n:?}; it holds: {}", listed()),
+                )
+            }
         }
     }
 
@@ -239,7 +279,9 @@ impl LayoutSource {
     async fn read_file(&self, name: &str, limit: u64) -> Result<Bytes> {
         let (store, owned) = (self.store.clone(), name.to_string());
         // One hop to the blocking pool per file: a restore reads thousands of manifests.
-        let bytes = tokio::task::spawn_blocking(move || store.read(&owned, limit)).await.context("internal: reader task failed")??;
+        let bytes = tokio::task::spawn_blocking(move || store.read(&owned, limit))
+            .await
+            .context("internal: reader task failed")??;
         Ok(Bytes::from(bytes))
     }
 
@@ -253,7 +295,8 @@ impl LayoutSource {
         let bytes = self.read_file(&blob_path(digest), MAX_MANIFEST_SIZE).await?;
         crate::digest::verify_bytes(&bytes, digest, size)?;
         let probe = Descriptor::new("", digest.clone(), size);
-        let parsed = manifest::parse(&probe, &bytes).map_err(|_| anyhow!("{digest} in the backup is not a manifest"))?;
+        let parsed = manifest::parse(&probe, &bytes)
+            .map_err(|_| anyhow!("{digest} in the backup is not a manifest"))?;
         Ok(Descriptor::new(&parsed.media_type, digest.clone(), size))
     }
 
@@ -267,14 +310,17 @@ impl LayoutSource {
         index::untagged_of(&self.entries, repo)
     }
 
-    /// Resolves a tag or digest of a repository; a digest index.json does not list (an index child, a
-    /// referrer) is still found among the backup's blobs.
+    /// Resolves a tag or digest of a repository; a digest index.json does not list (an index child,
+    /// a referrer) is still found among the backup's blobs.
     pub async fn find(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
         match index::find(&self.entries, repo, reference) {
             Some(d) => Ok(d),
             None => match reference.parse::<Digest>() {
                 Ok(digest) => self.stored_manifest(&digest).await,
-                Err(_) => Err(failure(ErrorKind::NotFound, format!("{reference} not found in the backup"))),
+                Err(_) => Err(failure(
+                    ErrorKind::NotFound,
+                    format!("{reference} not found in the backup"),
+                )),
             },
         }
     }
@@ -290,13 +336,21 @@ impl Source for LayoutSource {
         Ok(self.untagged_of(repo))
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<Resolved> {
+    async fn resolve(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        _known: Option<&Descriptor>,
+    ) -> Result<Resolved> {
         Ok(Resolved { desc: self.find(repo, reference).await?, bytes: None })
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
         if self.blob_size(&desc.digest).await.is_none() {
-            return Err(failure(ErrorKind::NotFound, format!("manifest {} is missing from the backup", desc.digest)));
+            return Err(failure(
+                ErrorKind::NotFound,
+                format!("manifest {} is missing from the backup", desc.digest),
+            ));
         }
         self.read_file(&blob_path(&desc.digest), MAX_MANIFEST_SIZE)
             .await
@@ -307,7 +361,11 @@ impl Source for LayoutSource {
         let name = blob_path(&desc.digest);
         if let Some(size) = self.locate(&desc.digest) {
             if size != desc.size {
-                bail!("blob {} is {size} bytes in the backup, but {} bytes are referenced", desc.digest, desc.size);
+                bail!(
+                    "blob {} is {size} bytes in the backup, but {} bytes are referenced",
+                    desc.digest,
+                    desc.size
+                );
             }
         }
         let (store, owned) = (self.store.clone(), name.clone());
@@ -320,13 +378,25 @@ impl Source for LayoutSource {
         .context("internal: reader task failed")?
         .with_context(|| format!("blob {} is missing from the backup", desc.digest))?;
         if size != desc.size {
-            bail!("blob {} is {size} bytes in the backup, but {} bytes are referenced", desc.digest, desc.size);
+            bail!(
+                "blob {} is {size} bytes in the backup, but {} bytes are referenced",
+                desc.digest,
+                desc.size
+            );
         }
         Ok(chunks(file, size))
     }
 
-    async fn predecessors(&self, _repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
-        Ok(ReferrerListing { referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(), index: None })
+    async fn predecessors(
+        &self,
+        _repo: &Repo,
+        desc: &Descriptor,
+        _known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing> {
+        Ok(ReferrerListing {
+            referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(),
+            index: None,
+        })
     }
 
     fn access(&self) -> Access {
@@ -340,9 +410,9 @@ impl Source for LayoutSource {
 
 /// Streams `size` bytes from `file`'s position in pooled chunks, one blocking-pool hop per chunk.
 ///
-/// Why not tokio::fs::File: it reads into a buffer of its own and copies out, hopping every 256 KiB,
-/// and fresh buffers cost a page fault per 4 KiB; `read_to_end` on a `take` reads straight into a
-/// recycled chunk's spare capacity without initialising it.
+/// Why not tokio::fs::File: it reads into a buffer of its own and copies out, hopping every 256
+/// KiB, and fresh buffers cost a page fault per 4 KiB; `read_to_end` on a `take` reads straight
+/// into a recycled chunk's spare capacity without initialising it.
 fn chunks(file: std::fs::File, size: u64) -> ByteStream {
     Box::pin(futures::stream::try_unfold((Some(file), size), |(file, left)| async move {
         let Some(file) = file else { return Ok(None) };
@@ -358,7 +428,10 @@ fn chunks(file: std::fs::File, size: u64) -> ByteStream {
         .await
         .map_err(std::io::Error::other)??;
         if buf.is_empty() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the backup file ends early"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the backup file ends early",
+            ));
         }
         let left = left - buf.len() as u64;
         Ok(Some((crate::buffers::into_bytes(buf), (Some(file), left))))

@@ -1,11 +1,12 @@
-//! Refusing a backup that cannot fit before its blobs are downloaded: their sizes are known from the
-//! manifests, and finding out after gigabytes have crossed the network wastes the transfer window.
+//! Refusing a backup that cannot fit before its blobs are downloaded: their sizes are known from
+//! the manifests, and finding out after gigabytes have crossed the network wastes the transfer
+//! window.
 
 use anyhow::{bail, Result};
 use std::path::Path;
 
-/// What the filesystem holding `dir` has free for an unprivileged writer, and its block size; `None`
-/// where that cannot be asked (the write then fails in its own words if the space runs out).
+/// What the filesystem holding `dir` has free for an unprivileged writer, and its block size;
+/// `None` where that cannot be asked (the write then fails in its own words if the space runs out).
 #[cfg(unix)]
 pub fn free_space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
@@ -29,11 +30,13 @@ pub fn free_space(_dir: &Path) -> Option<(u64, u64)> {
     None
 }
 
-/// Fails before anything is written when `sizes` (one per file, each taking whole blocks) are more than
-/// the filesystem of `dir` has free; `what` names the output in the message.
+/// Fails before anything is written when `sizes` (one per file, each taking whole blocks) are more
+/// than the filesystem of `dir` has free; `what` names the output in the message.
 pub fn ensure_room(what: &Path, dir: &Path, sizes: impl IntoIterator<Item = u64>) -> Result<()> {
     let Some((free, block)) = free_space(dir) else { return Ok(()) };
-    let need = sizes.into_iter().fold(0u64, |sum, s| sum.saturating_add(s.div_ceil(block).saturating_mul(block)));
+    let need = sizes
+        .into_iter()
+        .fold(0u64, |sum, s| sum.saturating_add(s.div_ceil(block).saturating_mul(block)));
     refuse_if_short(what, need, free)
 }
 
@@ -55,8 +58,16 @@ mod tests {
 
     #[test]
     fn a_backup_larger_than_the_free_space_is_refused_naming_both() {
-        let e = refuse_if_short(Path::new("/mnt/x.tar"), 3 << 30, 1 << 30).expect_err("refused").to_string();
-        assert!(e.contains("\"/mnt/x.tar\"") && e.contains("3.00 GiB") && e.contains("1.00 GiB") && e.contains("--output"), "{e}");
+        let e = refuse_if_short(Path::new("/mnt/x.tar"), 3 << 30, 1 << 30)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("\"/mnt/x.tar\"")
+                && e.contains("3.00 GiB")
+                && e.contains("1.00 GiB")
+                && e.contains("--output"),
+            "{e}"
+        );
         assert!(refuse_if_short(Path::new("x"), 1 << 30, 1 << 30).is_ok());
     }
 
@@ -66,7 +77,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (free, block) = free_space(dir.path()).expect("statvfs of a temp dir");
         assert!(free > 0 && block >= 512, "{free} {block}");
-        // One byte more than is free, in a single file, cannot fit; a file of one block still does, unless full.
+        // One byte more than is free, in a single file, cannot fit; a file of one block still does,
+        // unless full.
         assert!(ensure_room(dir.path(), dir.path(), [free + 1]).is_err());
         assert!(ensure_room(dir.path(), dir.path(), [] as [u64; 0]).is_ok());
         assert!(free_space(&dir.path().join("missing")).is_none());

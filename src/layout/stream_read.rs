@@ -1,5 +1,5 @@
-//! Reading a backup from a non-seekable tar stream (stdin): manifests (which this tool writes first) are
-//! held in memory; blobs are handed on as they pass, once, in stream order.
+//! Reading a backup from a non-seekable tar stream (stdin): manifests (which this tool writes
+//! first) are held in memory; blobs are handed on as they pass, once, in stream order.
 
 use super::compress::Compression;
 use super::graph::{self, Broken};
@@ -7,7 +7,9 @@ use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::check_entry;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
-use crate::target::{failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source};
+use crate::target::{
+    failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source,
+};
 use anyhow::{anyhow, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -94,9 +96,13 @@ fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> usize {
 /// The blob whose last chunk is held back, with that chunk once read.
 type Held = (mpsc::Sender<Chunk>, Option<Bytes>);
 
-/// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then blobs
-/// on demand.
-fn reader_thread<R: Read>(input: R, head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) {
+/// The reading thread: first the leading small entries (oci-layout, index.json, manifests), then
+/// blobs on demand.
+fn reader_thread<R: Read>(
+    input: R,
+    head_tx: oneshot::Sender<Result<Head>>,
+    plan_rx: std::sync::mpsc::Receiver<Wanted>,
+) {
     let mut reader = Reader::new(head_tx, plan_rx);
     let Some(input) = reader.sniff(input) else { return };
     let mut archive = tar::Archive::new(input);
@@ -135,20 +141,23 @@ struct Reader {
     small: HashMap<Digest, Bytes>,
     /// Set once the consumer has said which blobs it wants.
     senders: Option<Wanted>,
-    /// Digest of every entry read whole in the head phase, and names of entries passed later: a name
-    /// that comes twice must carry the same bytes, or the archive means different things to different
-    /// tools.
+    /// Digest of every entry read whole in the head phase, and names of entries passed later: a
+    /// name that comes twice must carry the same bytes, or the archive means different things to
+    /// different tools.
     read_whole: HashMap<String, Digest>,
     passed: HashSet<String>,
     head_bytes: u64,
-    /// The last chunk of the last wanted blob waits for the end of the archive, so that damage found
-    /// after it (a conflicting duplicate, truncation) still fails that upload before anything is
-    /// tagged: an upload with a known length may end without waiting for the stream's end.
+    /// The last chunk of the last wanted blob waits for the end of the archive, so that damage
+    /// found after it (a conflicting duplicate, truncation) still fails that upload before anything
+    /// is tagged: an upload with a known length may end without waiting for the stream's end.
     held: Option<Held>,
 }
 
 impl Reader {
-    fn new(head_tx: oneshot::Sender<Result<Head>>, plan_rx: std::sync::mpsc::Receiver<Wanted>) -> Reader {
+    fn new(
+        head_tx: oneshot::Sender<Result<Head>>,
+        plan_rx: std::sync::mpsc::Receiver<Wanted>,
+    ) -> Reader {
         Reader {
             head_tx: Some(head_tx),
             plan_rx,
@@ -163,8 +172,8 @@ impl Reader {
     }
 
     /// Applies a file's format checks to the stream's first block, so that a foreign stream gets a
-    /// clear answer; a gzip or zstd stream is decompressed as it passes. Returns the stream with that
-    /// block put back.
+    /// clear answer; a gzip or zstd stream is decompressed as it passes. Returns the stream with
+    /// that block put back.
     fn sniff<'a, R: Read + 'a>(&mut self, mut input: R) -> Option<Box<dyn Read + 'a>> {
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut input, &mut magic);
@@ -256,7 +265,9 @@ impl Reader {
         }
         let digest = Digest::of(bytes);
         match self.read_whole.insert(name.to_string(), digest.clone()) {
-            Some(prev) if prev != digest => bail!("{P}: entry {name:?} appears twice with different contents"),
+            Some(prev) if prev != digest => {
+                bail!("{P}: entry {name:?} appears twice with different contents")
+            }
             Some(_) => Ok(false),
             None => Ok(true),
         }
@@ -320,18 +331,23 @@ impl Reader {
         if self.read_whole.contains_key(&name) || !self.passed.insert(name.clone()) {
             // A second copy: its first copy is what counts (and, if wanted, was verified); this one
             // must agree.
-            let Some(expected) = self.read_whole.get(&name).cloned().or_else(|| hex_of(&name)) else {
+            let Some(expected) = self.read_whole.get(&name).cloned().or_else(|| hex_of(&name))
+            else {
                 return ControlFlow::Continue(());
             };
             match digest_of_entry(&mut entry) {
                 Ok(got) if got == expected => return ControlFlow::Continue(()),
-                Ok(_) => self.fail_blobs(&format!("{P}: entry {name:?} appears twice with different contents")),
+                Ok(_) => self.fail_blobs(&format!(
+                    "{P}: entry {name:?} appears twice with different contents"
+                )),
                 Err(e) => self.fail_blobs(&format!("{P} is truncated or damaged: {e}")),
             }
             return ControlFlow::Break(());
         }
         let Some(d) = hex_of(&name) else { return ControlFlow::Continue(()) };
-        let Some(tx) = self.senders.as_mut().and_then(|s| s.remove(&d)) else { return ControlFlow::Continue(()) };
+        let Some(tx) = self.senders.as_mut().and_then(|s| s.remove(&d)) else {
+            return ControlFlow::Continue(());
+        };
         let is_last = self.senders.as_ref().is_some_and(HashMap::is_empty);
         if is_last {
             self.held = Some((tx.clone(), None));
@@ -340,15 +356,25 @@ impl Reader {
     }
 
     /// Sends one blob's bytes to its consumer, holding back the last chunk of the last blob.
-    fn pass<R: Read>(&mut self, d: &Digest, tx: &mpsc::Sender<Chunk>, entry: &mut tar::Entry<R>, is_last: bool) -> ControlFlow<()> {
+    fn pass<R: Read>(
+        &mut self,
+        d: &Digest,
+        tx: &mpsc::Sender<Chunk>,
+        entry: &mut tar::Entry<R>,
+        is_last: bool,
+    ) -> ControlFlow<()> {
         let mut left = entry.size();
         let mut buf = vec![0u8; CHUNK];
         while left > 0 {
             let want = (left as usize).min(CHUNK);
             match entry.read(&mut buf[..want]) {
                 Ok(0) => {
-                    let _ = tx.blocking_send(Err(std::io::Error::other(format!("{P} ended inside blob {d}: truncated archive"))));
-                    self.fail_blobs(&format!("{P} ended before blob could be read: truncated archive"));
+                    let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                        "{P} ended inside blob {d}: truncated archive"
+                    ))));
+                    self.fail_blobs(&format!(
+                        "{P} ended before blob could be read: truncated archive"
+                    ));
                     return ControlFlow::Break(());
                 }
                 Ok(n) => {
@@ -359,7 +385,8 @@ impl Reader {
                         break;
                     }
                     if tx.blocking_send(Ok(chunk)).is_err() {
-                        // The consumer gave up (the run is failing); read on so that others are not stuck.
+                        // The consumer gave up (the run is failing); read on so that others are not
+                        // stuck.
                         break;
                     }
                 }
@@ -387,13 +414,17 @@ impl Reader {
                     let _ = self.plan_rx.recv();
                 }
                 None => {
-                    let _ = tx.send(Err(anyhow!("{P} is not an OCI layout archive: it has no index.json")));
+                    let _ = tx.send(Err(anyhow!(
+                        "{P} is not an OCI layout archive: it has no index.json"
+                    )));
                 }
             }
             return;
         }
         for (d, tx) in self.senders.take().into_iter().flatten() {
-            let _ = tx.blocking_send(Err(std::io::Error::other(format!("blob {d} is missing from the archive on {P}"))));
+            let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                "blob {d} is missing from the archive on {P}"
+            ))));
         }
     }
 }
@@ -403,9 +434,13 @@ impl StreamSource {
     pub async fn open<R: Read + Send + 'static>(input: R) -> Result<StreamSource> {
         let (head_tx, head_rx) = oneshot::channel();
         let (plan_tx, plan_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name("tar-stream".into()).spawn(move || reader_thread(input, head_tx, plan_rx))?;
-        let head = head_rx.await.map_err(|_| anyhow!("the archive reader stopped unexpectedly"))??;
-        // Manifests are what is reachable from index.json; other small entries are blobs kept in memory.
+        std::thread::Builder::new()
+            .name("tar-stream".into())
+            .spawn(move || reader_thread(input, head_tx, plan_rx))?;
+        let head =
+            head_rx.await.map_err(|_| anyhow!("the archive reader stopped unexpectedly"))??;
+        // Manifests are what is reachable from index.json; other small entries are blobs kept in
+        // memory.
         let roots: Vec<Descriptor> = head.entries.iter().map(|e| e.desc.clone()).collect();
         let graph = graph::walk(&roots, |d| head.small.get(&d.digest).cloned());
         if let Some((digest, (_, why))) = graph.broken.iter().next() {
@@ -417,7 +452,8 @@ impl StreamSource {
                 Broken::Damaged(e) => bail!("{e}"),
             }
         }
-        let manifests: HashMap<Digest, Bytes> = graph.manifests.into_iter().map(|(d, (_, b))| (d, b)).collect();
+        let manifests: HashMap<Digest, Bytes> =
+            graph.manifests.into_iter().map(|(d, (_, b))| (d, b)).collect();
         let referrers = graph.referrers;
         let early = head.small.into_iter().filter(|(d, _)| !manifests.contains_key(d)).collect();
         Ok(StreamSource {
@@ -446,17 +482,25 @@ impl Source for StreamSource {
         Ok(index::untagged_of(&self.entries, repo))
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str, _known: Option<&Descriptor>) -> Result<Resolved> {
-        let desc = index::find(&self.entries, repo, reference)
-            .ok_or_else(|| failure(ErrorKind::NotFound, format!("{reference} not found in the backup")))?;
+    async fn resolve(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        _known: Option<&Descriptor>,
+    ) -> Result<Resolved> {
+        let desc = index::find(&self.entries, repo, reference).ok_or_else(|| {
+            failure(ErrorKind::NotFound, format!("{reference} not found in the backup"))
+        })?;
         Ok(Resolved { desc, bytes: None })
     }
 
     async fn fetch_manifest(&self, _repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
-        self.manifests
-            .get(&desc.digest)
-            .cloned()
-            .ok_or_else(|| failure(ErrorKind::NotFound, format!("manifest {} is missing from the archive", desc.digest)))
+        self.manifests.get(&desc.digest).cloned().ok_or_else(|| {
+            failure(
+                ErrorKind::NotFound,
+                format!("manifest {} is missing from the archive", desc.digest),
+            )
+        })
     }
 
     async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
@@ -464,15 +508,29 @@ impl Source for StreamSource {
             let b = b.clone();
             return Ok(Box::pin(futures::stream::once(async move { Ok(b) })));
         }
-        let rx = self.receivers.lock().map_err(|_| anyhow!("internal lock poisoned"))?.remove(&desc.digest);
+        let rx = self
+            .receivers
+            .lock()
+            .map_err(|_| anyhow!("internal lock poisoned"))?
+            .remove(&desc.digest);
         let rx = rx.ok_or_else(|| {
             anyhow!("blob {} was already read from the stream and cannot be read again; restore from a file instead", desc.digest)
         })?;
-        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })))
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|c| (c, rx))
+        })))
     }
 
-    async fn predecessors(&self, _repo: &Repo, desc: &Descriptor, _known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
-        Ok(ReferrerListing { referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(), index: None })
+    async fn predecessors(
+        &self,
+        _repo: &Repo,
+        desc: &Descriptor,
+        _known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing> {
+        Ok(ReferrerListing {
+            referrers: self.referrers.get(&desc.digest).cloned().unwrap_or_default(),
+            index: None,
+        })
     }
 
     fn access(&self) -> Access {

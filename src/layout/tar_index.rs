@@ -1,4 +1,5 @@
-//! Indexing a layout tar once (headers only, seeking past data) so blobs can be read by offset, never extracted.
+//! Indexing a layout tar once (headers only, seeking past data) so blobs can be read by offset,
+//! never extracted.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -53,10 +54,18 @@ fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
             Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(TarError::Unsafe { path: path.into(), entry: name.display().to_string(), why: "contains '..'" })
+                return Err(TarError::Unsafe {
+                    path: path.into(),
+                    entry: name.display().to_string(),
+                    why: "contains '..'",
+                })
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(TarError::Unsafe { path: path.into(), entry: name.display().to_string(), why: "absolute path" })
+                return Err(TarError::Unsafe {
+                    path: path.into(),
+                    entry: name.display().to_string(),
+                    why: "absolute path",
+                })
             }
         }
     }
@@ -66,20 +75,36 @@ fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
     Ok(Some(parts.join("/")))
 }
 
-/// Checks one entry: its normalised name for a regular file, `None` for entries to skip (directories).
-pub fn check_entry<R: Read>(entry: &tar::Entry<'_, R>, p: &str) -> Result<Option<String>, TarError> {
-    let name = entry.path().map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?.into_owned();
+/// Checks one entry: its normalised name for a regular file, `None` for entries to skip
+/// (directories).
+pub fn check_entry<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    p: &str,
+) -> Result<Option<String>, TarError> {
+    let name = entry
+        .path()
+        .map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?
+        .into_owned();
     let kind = entry.header().entry_type();
     let Some(norm) = normalise(&name, p)? else { return Ok(None) };
-    // A PAX global header (`git archive` writes one) only carries metadata for the readers that want it.
+    // A PAX global header (`git archive` writes one) only carries metadata for the readers that
+    // want it.
     if kind.is_dir() || kind.is_pax_global_extensions() {
         return Ok(None);
     }
     if kind.is_symlink() || kind.is_hard_link() {
-        return Err(TarError::Unsafe { path: p.to_string(), entry: norm, why: "links are not allowed in a backup" });
+        return Err(TarError::Unsafe {
+            path: p.to_string(),
+            entry: norm,
+            why: "links are not allowed in a backup",
+        });
     }
     if !(kind.is_file() || kind.is_contiguous()) {
-        return Err(TarError::Unsafe { path: p.to_string(), entry: norm, why: "only regular files are allowed in a backup" });
+        return Err(TarError::Unsafe {
+            path: p.to_string(),
+            entry: norm,
+            why: "only regular files are allowed in a backup",
+        });
     }
     Ok(Some(norm))
 }
@@ -94,22 +119,29 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
     sniff(path, &head[..n])?;
     file.rewind().map_err(io)?;
-    // A second handle for comparing duplicate entries, positioned reads only (the archive owns the first).
+    // A second handle for comparing duplicate entries, positioned reads only (the archive owns the
+    // first).
     let compare = std::fs::File::open(path).map_err(io)?;
     let mut archive = tar::Archive::new(file);
     let mut out = TarIndex::default();
-    let entries = archive.entries_with_seek().map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
+    let entries = archive
+        .entries_with_seek()
+        .map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
     for entry in entries {
-        let entry = entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
+        let entry =
+            entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
         let Some(norm) = check_entry(&entry, &p)? else { continue };
         let offset = entry.raw_file_position();
         let size = entry.size();
         if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(TarError::Damaged { path: p.clone(), detail: format!("entry {norm:?} runs past the end of the file") });
+            return Err(TarError::Damaged {
+                path: p.clone(),
+                detail: format!("entry {norm:?} runs past the end of the file"),
+            });
         }
         if let Some(&(prev_offset, prev_size)) = out.files.get(&norm) {
-            // Other readers keep the last copy, this one the first: two copies must not differ, or the
-            // archive would mean different things to different tools.
+            // Other readers keep the last copy, this one the first: two copies must not differ, or
+            // the archive would mean different things to different tools.
             if prev_size != size || !same_bytes(&compare, prev_offset, offset, size).map_err(io)? {
                 return Err(TarError::Duplicate { path: p.clone(), entry: norm });
             }
@@ -158,7 +190,10 @@ mod tests {
     fn refuses_traversal_and_absolute() {
         assert!(normalise(Path::new("../x"), "t").is_err());
         assert!(normalise(Path::new("/etc/passwd"), "t").is_err());
-        assert_eq!(normalise(Path::new("./blobs/sha256/ab"), "t").unwrap().as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(
+            normalise(Path::new("./blobs/sha256/ab"), "t").unwrap().as_deref(),
+            Some("blobs/sha256/ab")
+        );
     }
 
     fn tar_of(entries: &[(&str, &[u8])], global_header: bool) -> tempfile::NamedTempFile {
@@ -182,9 +217,15 @@ mod tests {
 
     #[test]
     fn duplicates_must_agree() {
-        let same = tar_of(&[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("./blobs/sha256/ab", b"xy")], false);
+        let same = tar_of(
+            &[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("./blobs/sha256/ab", b"xy")],
+            false,
+        );
         assert_eq!(index(same.path()).unwrap().files.len(), 2);
-        let differ = tar_of(&[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("blobs/sha256/ab", b"xz")], false);
+        let differ = tar_of(
+            &[("index.json", b"{}"), ("blobs/sha256/ab", b"xy"), ("blobs/sha256/ab", b"xz")],
+            false,
+        );
         assert!(matches!(index(differ.path()), Err(TarError::Duplicate { .. })));
         let two_index = tar_of(&[("index.json", b"{}"), ("index.json", b"[]")], false);
         assert!(matches!(index(two_index.path()), Err(TarError::Duplicate { .. })));

@@ -1,5 +1,6 @@
-//! Writing a layout tar to a non-seekable stream (stdout): the same bytes as a tar file, in the same
-//! order, so blobs are written strictly in turn; transfers started early wait (their sockets buffer, bounded).
+//! Writing a layout tar to a non-seekable stream (stdout): the same bytes as a tar file, in the
+//! same order, so blobs are written strictly in turn; transfers started early wait (their sockets
+//! buffer, bounded).
 
 use super::blob_path;
 use super::index::{self, OCI_LAYOUT};
@@ -21,8 +22,8 @@ pub struct StreamTarSink {
     out: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     order: Mutex<HashMap<Digest, usize>>,
     turn: watch::Sender<usize>,
-    /// Why the stream was torn: a failure once an entry was begun ends the archive, and whoever asks
-    /// again (a retry) is told that first failure, not a vaguer one of its own.
+    /// Why the stream was torn: a failure once an entry was begun ends the archive, and whoever
+    /// asks again (a retry) is told that first failure, not a vaguer one of its own.
     torn: Mutex<Option<String>>,
     /// Full references as ref names even for one repository (`--full-reference`).
     full_references: bool,
@@ -45,13 +46,23 @@ impl StreamTarSink {
         StreamTarSink { full_references: on, ..self }
     }
 
-    async fn write_entry_head(&self, out: &mut (dyn AsyncWrite + Send + Unpin), name: &str, size: u64) -> Result<()> {
+    async fn write_entry_head(
+        &self,
+        out: &mut (dyn AsyncWrite + Send + Unpin),
+        name: &str,
+        size: u64,
+    ) -> Result<()> {
         out.write_all(&header(name, size)?).await?;
         Ok(())
     }
 
     /// Writes one blob's entry: header, bytes, padding.
-    async fn write_blob(&self, out: &mut (dyn AsyncWrite + Send + Unpin), desc: &Descriptor, data: &mut ByteStream) -> Result<()> {
+    async fn write_blob(
+        &self,
+        out: &mut (dyn AsyncWrite + Send + Unpin),
+        desc: &Descriptor,
+        data: &mut ByteStream,
+    ) -> Result<()> {
         self.write_entry_head(out, &blob_path(&desc.digest), desc.size).await?;
         let mut n = 0u64;
         while let Some(chunk) = data.next().await {
@@ -80,13 +91,17 @@ impl Planning for StreamTarSink {
         for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
             self.write_entry_head(&mut **out, name, data.len() as u64).await?;
             out.write_all(data).await?;
-            out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize]).await?;
+            out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize])
+                .await?;
         }
         let entries = entry_order(plan.contents);
         // Manifests come first and are in memory already: they go out now.
         for desc in entries.iter().filter(|e| e.manifest).map(|e| e.desc) {
             let digest = &desc.digest;
-            let bytes = plan.manifests.get(digest).ok_or_else(|| anyhow!("internal: manifest {digest} has no bytes"))?;
+            let bytes = plan
+                .manifests
+                .get(digest)
+                .ok_or_else(|| anyhow!("internal: manifest {digest} has no bytes"))?;
             self.write_entry_head(&mut **out, &blob_path(digest), desc.size).await?;
             out.write_all(bytes).await?;
             out.write_all(&ZEROS[..(padded(desc.size) - desc.size) as usize]).await?;
@@ -126,11 +141,14 @@ impl Sink for StreamTarSink {
             .ok_or_else(|| anyhow!("internal: {} not planned", desc.digest))?;
         let mut rx = self.turn.subscribe();
         rx.wait_for(|t| *t == idx).await.map_err(|_| anyhow!("internal: output closed"))?;
-        if let Some(first) = self.torn.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone() {
+        if let Some(first) =
+            self.torn.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone()
+        {
             bail!("{first} (the archive on the output stream cannot be completed after that)");
         }
         let mut out = self.out.lock().await;
-        // From here on a failure leaves a torn archive: it is recorded so that no retry writes after it.
+        // From here on a failure leaves a torn archive: it is recorded so that no retry writes
+        // after it.
         if let Err(e) = self.write_blob(&mut **out, desc, &mut data).await {
             if let Ok(mut torn) = self.torn.lock() {
                 *torn = Some(format!("{e:#}"));
@@ -143,16 +161,29 @@ impl Sink for StreamTarSink {
     }
 
     async fn has_manifest(&self, _repo: &Repo, _desc: &Descriptor) -> Result<bool> {
-        // Not before this run: the run writes it (in prepare, ahead of the blobs), and counts it so.
+        // Not before this run: the run writes it (in prepare, ahead of the blobs), and counts it
+        // so.
         Ok(false)
     }
 
-    async fn push_manifest(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+    async fn push_manifest(
+        &self,
+        _repo: &Repo,
+        _desc: &Descriptor,
+        _bytes: Bytes,
+        _subject: Option<&Descriptor>,
+    ) -> Result<()> {
         // Written in prepare.
         Ok(())
     }
 
-    async fn tag(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _tag: Option<&str>) -> Result<()> {
+    async fn tag(
+        &self,
+        _repo: &Repo,
+        _desc: &Descriptor,
+        _bytes: Bytes,
+        _tag: Option<&str>,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! Writing a layout tar in place: the archive is planned from known sizes, then concurrent transfers
-//! write straight into their own regions of one file. It is written under a temporary name and renamed when complete.
+//! Writing a layout tar in place: the archive is planned from known sizes, then concurrent
+//! transfers write straight into their own regions of one file. It is written under a temporary
+//! name and renamed when complete.
 
 use super::blob_path;
 use super::durable::Writeback;
@@ -61,9 +62,12 @@ impl TarSink {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&parent).with_context(|| format!("cannot create the directory of {shown:?}"))?;
-        let name =
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create the directory of {shown:?}"))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
         let tmp_path = parent.join(format!(".{name}.partial-{}", std::process::id()));
         Ok(TarSink {
             final_path: path.to_path_buf(),
@@ -83,7 +87,11 @@ impl TarSink {
     }
 
     fn file(&self) -> Result<std::sync::Arc<std::fs::File>> {
-        self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))?.clone().ok_or_else(|| anyhow!("internal: tar not prepared"))
+        self.file
+            .lock()
+            .map_err(|_| anyhow!("internal lock poisoned"))?
+            .clone()
+            .ok_or_else(|| anyhow!("internal: tar not prepared"))
     }
 
     fn region(&self, d: &Digest) -> Result<(u64, u64)> {
@@ -110,12 +118,13 @@ impl Drop for TarSink {
     }
 }
 
-/// The entries of a layout tar after `oci-layout` and `index.json`: manifests, then blobs, each in digest
-/// order, each digest once. The order is fixed so that archives are reproducible and a stream is
-/// byte-identical to a file, and so that a reader of a stream knows the whole graph before the first
-/// blob passes.
+/// The entries of a layout tar after `oci-layout` and `index.json`: manifests, then blobs, each in
+/// digest order, each digest once. The order is fixed so that archives are reproducible and a
+/// stream is byte-identical to a file, and so that a reader of a stream knows the whole graph
+/// before the first blob passes.
 pub fn entry_order<'a>(contents: &[PlanContent<'a>]) -> Vec<PlanContent<'a>> {
-    let sorted: BTreeMap<(bool, &Digest), PlanContent<'a>> = contents.iter().map(|c| ((!c.manifest, &c.desc.digest), *c)).collect();
+    let sorted: BTreeMap<(bool, &Digest), PlanContent<'a>> =
+        contents.iter().map(|c| ((!c.manifest, &c.desc.digest), *c)).collect();
     sorted.into_values().collect()
 }
 
@@ -144,8 +153,8 @@ impl Planning for TarSink {
             regions.insert(digest.clone(), (pos + 512, size));
             pos += 512 + padded(size);
         }
-        // Two zero blocks end the archive. Only headers are written so far (the unfinished file is removed
-        // on drop): a backup that cannot fit stops here, before its first blob is fetched.
+        // Two zero blocks end the archive. Only headers are written so far (the unfinished file is
+        // removed on drop): a backup that cannot fit stops here, before its first blob is fetched.
         let total = pos + 1024;
         if let Some(dir) = self.tmp_path.parent() {
             super::space::ensure_room(&self.final_path, dir, [total])?;
@@ -153,7 +162,8 @@ impl Planning for TarSink {
         // set_len leaves every gap zero-filled.
         file.set_len(total).with_context(|| format!("cannot size {}", self.tmp_path.display()))?;
         *self.regions.lock().map_err(|_| anyhow!("internal lock poisoned"))? = regions;
-        *self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))? = Some(std::sync::Arc::new(file));
+        *self.file.lock().map_err(|_| anyhow!("internal lock poisoned"))? =
+            Some(std::sync::Arc::new(file));
         Ok(())
     }
 }
@@ -182,7 +192,8 @@ impl Sink for TarSink {
             if pos + chunk.len() as u64 > size {
                 bail!("blob {} is longer than its {size} bytes", desc.digest);
             }
-            // Page-cache writes of one chunk are short; a blocking-pool hop per chunk costs more than it saves.
+            // Page-cache writes of one chunk are short; a blocking-pool hop per chunk costs more
+            // than it saves.
             file.write_all_at(&chunk, off + pos)?;
             pos += chunk.len() as u64;
             writeback.wrote(&*file, chunk.len() as u64);
@@ -199,7 +210,13 @@ impl Sink for TarSink {
         Ok(false)
     }
 
-    async fn push_manifest(&self, _repo: &Repo, desc: &Descriptor, bytes: Bytes, _subject: Option<&Descriptor>) -> Result<()> {
+    async fn push_manifest(
+        &self,
+        _repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        _subject: Option<&Descriptor>,
+    ) -> Result<()> {
         let (off, size) = self.region(&desc.digest)?;
         if bytes.len() as u64 != size {
             bail!("manifest {} is not {size} bytes", desc.digest);
@@ -209,7 +226,13 @@ impl Sink for TarSink {
         Ok(())
     }
 
-    async fn tag(&self, _repo: &Repo, _desc: &Descriptor, _bytes: Bytes, _tag: Option<&str>) -> Result<()> {
+    async fn tag(
+        &self,
+        _repo: &Repo,
+        _desc: &Descriptor,
+        _bytes: Bytes,
+        _tag: Option<&str>,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -221,8 +244,9 @@ impl Sink for TarSink {
         }
         let file = self.file()?;
         tokio::task::spawn_blocking(move || file.sync_all()).await??;
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .with_context(|| format!("cannot move the archive into place at {}", self.final_path.display()))?;
+        std::fs::rename(&self.tmp_path, &self.final_path).with_context(|| {
+            format!("cannot move the archive into place at {}", self.final_path.display())
+        })?;
         self.finished.store(true, Ordering::SeqCst);
         Ok(())
     }

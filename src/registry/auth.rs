@@ -24,7 +24,8 @@ pub enum Secret {
     },
     /// An OAuth2 refresh token (identity token).
     IdentityToken(String),
-    /// The credential source failed (a credential helper error); the message says why, without secrets.
+    /// The credential source failed (a credential helper error); the message says why, without
+    /// secrets.
     Unavailable(String),
 }
 
@@ -33,7 +34,8 @@ pub enum Secret {
 pub struct Credentials {
     /// The secret.
     pub secret: Secret,
-    /// Where the secret came from, e.g. `--username/--password` or `credential helper docker-credential-x`.
+    /// Where the secret came from, e.g. `--username/--password` or `credential helper
+    /// docker-credential-x`.
     pub origin: String,
 }
 
@@ -55,7 +57,11 @@ impl Credentials {
     }
 
     /// Username and password from `origin`.
-    pub fn basic(username: impl Into<String>, password: impl Into<String>, origin: impl Into<String>) -> Self {
+    pub fn basic(
+        username: impl Into<String>,
+        password: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> Self {
         let (username, password) = (username.into(), password.into());
         crate::scrub::register_basic(&username, &password);
         Credentials { secret: Secret::Basic { username, password }, origin: origin.into() }
@@ -213,13 +219,16 @@ impl Auth {
         }
     }
 
-    /// What to say when the registry answered `insufficient_scope` for `scope`: the credentials were
-    /// accepted, and what they were granted (read from the token, where it says) is not enough.
+    /// What to say when the registry answered `insufficient_scope` for `scope`: the credentials
+    /// were accepted, and what they were granted (read from the token, where it says) is not
+    /// enough.
     pub fn insufficient(&self, registry: &str, scope: &str) -> String {
         let creds = self.creds.describe();
         let (resource, wanted) = scope.rsplit_once(':').unwrap_or((scope, ""));
         let repo = resource.strip_prefix("repository:").unwrap_or(resource);
-        let granted = self.cached(&format!("{resource}:{wanted}")).or_else(|| self.cached(&format!("{resource}:pull")));
+        let granted = self
+            .cached(&format!("{resource}:{wanted}"))
+            .or_else(|| self.cached(&format!("{resource}:pull")));
         let granted = granted.as_deref().and_then(|h| granted_actions(h, repo));
         let wants_push = wanted.split(',').any(|a| a == "push");
         match granted {
@@ -272,10 +281,17 @@ impl Auth {
 
     /// A header for `scopes` before any request is sent, when the registry's challenge is
     /// already known (saves one 401 round trip per new scope). `None` when nothing is known.
-    pub async fn preauthorize(&self, http: &reqwest::Client, key: &str, scopes: &[String]) -> Result<Option<String>, AuthError> {
+    pub async fn preauthorize(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        scopes: &[String],
+    ) -> Result<Option<String>, AuthError> {
         let known = self.challenge.lock().ok().and_then(|c| c.clone());
         match known {
-            Some(ch) if ch.scheme == "bearer" => self.authorize(http, None, key, scopes, None).await.map(Some),
+            Some(ch) if ch.scheme == "bearer" => {
+                self.authorize(http, None, key, scopes, None).await.map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -298,8 +314,13 @@ impl Auth {
             }
         }
         let challenges = www_authenticate.map(challenge::parse).unwrap_or_default();
-        let fresh = challenges.iter().find(|c| c.scheme == "bearer").or_else(|| challenges.iter().find(|c| c.scheme == "basic")).cloned();
-        // A remembered challenge's scope was about another request: only its realm and service apply.
+        let fresh = challenges
+            .iter()
+            .find(|c| c.scheme == "bearer")
+            .or_else(|| challenges.iter().find(|c| c.scheme == "basic"))
+            .cloned();
+        // A remembered challenge's scope was about another request: only its realm and service
+        // apply.
         let fresh_scope = fresh.as_ref().and_then(|c| c.params.get("scope").cloned());
         let chosen = fresh.or_else(|| {
             self.challenge.lock().ok().and_then(|c| c.clone()).map(|mut c| {
@@ -323,7 +344,8 @@ impl Auth {
         match chosen.scheme.as_str() {
             "basic" => self.basic(key),
             "bearer" => {
-                // The registry may name a scope we did not think of (e.g. a mount source): ask for it too.
+                // The registry may name a scope we did not think of (e.g. a mount source): ask for
+                // it too.
                 let mut scopes = scopes.to_vec();
                 if let Some(s) = &fresh_scope {
                     for one in s.split(' ').filter(|s| !s.is_empty()) {
@@ -337,19 +359,25 @@ impl Auth {
                 if let Ok(mut t) = self.tokens.lock() {
                     // Renew a little early so a token never expires mid-request.
                     let ttl = Duration::from_secs(ttl.max(60).saturating_sub(15));
-                    t.insert(key.to_string(), Cached { header: header.clone(), expires: Instant::now() + ttl });
+                    t.insert(
+                        key.to_string(),
+                        Cached { header: header.clone(), expires: Instant::now() + ttl },
+                    );
                 }
                 Ok(header)
             }
-            other => {
-                Err(AuthError::Unsupported(format!("the registry asks for {other:?} authentication, which this tool does not support")))
-            }
+            other => Err(AuthError::Unsupported(format!(
+                "the registry asks for {other:?} authentication, which this tool does not support"
+            ))),
         }
     }
 
     fn unavailable(&self) -> Option<AuthError> {
         match &self.creds.secret {
-            Secret::Unavailable(m) => Some(AuthError::Unavailable { origin: self.creds.origin.clone(), message: m.clone() }),
+            Secret::Unavailable(m) => Some(AuthError::Unavailable {
+                origin: self.creds.origin.clone(),
+                message: m.clone(),
+            }),
             _ => None,
         }
     }
@@ -381,7 +409,12 @@ impl Auth {
 
     /// Gets a token: OAuth2 POST when there is a secret (refresh token or password grant),
     /// falling back to the Distribution token GET (basic auth or anonymous).
-    async fn fetch_token(&self, http: &reqwest::Client, ch: &Challenge, scopes: &[String]) -> Result<(String, u64), AuthError> {
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        ch: &Challenge,
+        scopes: &[String],
+    ) -> Result<(String, u64), AuthError> {
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
@@ -400,9 +433,11 @@ impl Auth {
         }
         let service = ch.params.get("service").cloned();
         let post_form: Option<Vec<(&str, String)>> = match &self.creds.secret {
-            Secret::IdentityToken(refresh) => {
-                Some(vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh.clone()), ("client_id", "oras".into())])
-            }
+            Secret::IdentityToken(refresh) => Some(vec![
+                ("grant_type", "refresh_token".into()),
+                ("refresh_token", refresh.clone()),
+                ("client_id", "oras".into()),
+            ]),
             Secret::Basic { username, password } => Some(vec![
                 ("grant_type", "password".into()),
                 ("username", username.clone()),
@@ -425,7 +460,10 @@ impl Auth {
             if !POST_UNSUPPORTED.contains(&resp.status().as_u16()) {
                 return Err(self.refused(&realm, resp).await);
             }
-            transport::debug_line(format_args!("token server answered the OAuth2 POST with {}; trying GET", resp.status().as_u16()));
+            transport::debug_line(format_args!(
+                "token server answered the OAuth2 POST with {}; trying GET",
+                resp.status().as_u16()
+            ));
         }
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(s) = &service {
@@ -437,11 +475,17 @@ impl Auth {
         let resp = match &self.creds.secret {
             Secret::Basic { username, password } => {
                 query.push(("account", username.clone()));
-                self.token_request(http, &realm, || http.get(&realm).query(&query).basic_auth(username, Some(password))).await?
+                self.token_request(http, &realm, || {
+                    http.get(&realm).query(&query).basic_auth(username, Some(password))
+                })
+                .await?
             }
             // Docker's convention for identity tokens over basic auth.
             Secret::IdentityToken(t) => {
-                self.token_request(http, &realm, || http.get(&realm).query(&query).basic_auth("<token>", Some(t))).await?
+                self.token_request(http, &realm, || {
+                    http.get(&realm).query(&query).basic_auth("<token>", Some(t))
+                })
+                .await?
             }
             _ => self.token_request(http, &realm, || http.get(&realm).query(&query)).await?,
         };
@@ -452,7 +496,12 @@ impl Auth {
     }
 
     /// Sends a token request, retrying transient failures like any registry request.
-    async fn token_request<F>(&self, http: &reqwest::Client, realm: &str, build: F) -> Result<reqwest::Response, AuthError>
+    async fn token_request<F>(
+        &self,
+        http: &reqwest::Client,
+        realm: &str,
+        build: F,
+    ) -> Result<reqwest::Response, AuthError>
     where
         F: Fn() -> reqwest::RequestBuilder,
     {
@@ -461,7 +510,10 @@ impl Auth {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let req = build().build().map_err(|e| AuthError::Transport { realm: realm.into(), detail: describe_transport(&e) })?;
+            let req = build().build().map_err(|e| AuthError::Transport {
+                realm: realm.into(),
+                detail: describe_transport(&e),
+            })?;
             let method = req.method().clone();
             let url = transport::redact_url(req.url().as_str());
             let res = match tokio::time::timeout(self.request_timeout, http.execute(req)).await {
@@ -469,14 +521,20 @@ impl Auth {
                 Err(_) => {
                     return Err(AuthError::Transport {
                         realm: realm.into(),
-                        detail: format!("timed out: no answer within {} s (--request-timeout)", self.request_timeout.as_secs()),
+                        detail: format!(
+                            "timed out: no answer within {} s (--request-timeout)",
+                            self.request_timeout.as_secs()
+                        ),
                     })
                 }
             };
             match res {
                 Ok(resp) => {
                     let status = resp.status();
-                    transport::debug_line(format_args!("{method} {url} [token request, credentials redacted] -> {}", status.as_u16()));
+                    transport::debug_line(format_args!(
+                        "{method} {url} [token request, credentials redacted] -> {}",
+                        status.as_u16()
+                    ));
                     if transport::is_retryable_status(status) {
                         let after = transport::retry_after(resp.headers());
                         if let Some(wait) = retry.next_delay(attempt, started, after) {
@@ -488,14 +546,20 @@ impl Auth {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    transport::debug_line(format_args!("{method} {url} [token request] -> {}", describe_transport(&e)));
+                    transport::debug_line(format_args!(
+                        "{method} {url} [token request] -> {}",
+                        describe_transport(&e)
+                    ));
                     if transport::is_retryable_transport(&e) {
                         if let Some(wait) = retry.next_delay(attempt, started, None) {
                             tokio::time::sleep(wait).await;
                             continue;
                         }
                     }
-                    return Err(AuthError::Transport { realm: realm.into(), detail: describe_transport(&e) });
+                    return Err(AuthError::Transport {
+                        realm: realm.into(),
+                        detail: describe_transport(&e),
+                    });
                 }
             }
         }
@@ -503,7 +567,8 @@ impl Auth {
 
     async fn refused(&self, realm: &str, resp: reqwest::Response) -> AuthError {
         let status = resp.status().as_u16();
-        let body = read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout).await.unwrap_or_default();
+        let body =
+            read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout).await.unwrap_or_default();
         let mut detail = describe_body(&body);
         for s in self.creds.secrets() {
             if !s.is_empty() {
@@ -520,13 +585,22 @@ impl Auth {
         }
     }
 
-    async fn token_from(&self, realm: &str, resp: reqwest::Response) -> Result<(String, u64), AuthError> {
+    async fn token_from(
+        &self,
+        realm: &str,
+        resp: reqwest::Response,
+    ) -> Result<(String, u64), AuthError> {
         // Parse from bytes so that no error message can quote the body (it holds the token).
         let body = read_at_most(resp, MAX_TOKEN_ANSWER, self.request_timeout)
             .await
             .map_err(|detail| AuthError::BadAnswer { realm: realm.into(), detail })?;
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| AuthError::NoToken { realm: realm.into() })?;
-        let token = parsed.token.filter(|t| !t.is_empty()).or(parsed.access_token).filter(|t| !t.is_empty());
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|_| AuthError::NoToken { realm: realm.into() })?;
+        let token = parsed
+            .token
+            .filter(|t| !t.is_empty())
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty());
         let token = token.ok_or_else(|| AuthError::NoToken { realm: realm.into() })?;
         // A token must fit in a header; refuse anything that would break the request builder.
         if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
@@ -542,23 +616,34 @@ impl Auth {
 const MAX_TOKEN_ANSWER: u64 = 1 << 20;
 
 /// A token server's answer, if it is at most `limit` bytes and comes in full within `deadline`.
-async fn read_at_most(resp: reqwest::Response, limit: u64, deadline: Duration) -> Result<bytes::Bytes, String> {
+async fn read_at_most(
+    resp: reqwest::Response,
+    limit: u64,
+    deadline: Duration,
+) -> Result<bytes::Bytes, String> {
     tokio::time::timeout(deadline, transport::read_limited(resp, limit))
         .await
         .unwrap_or_else(|_| Err("timed out reading its answer (--request-timeout)".into()))
 }
 
-/// The actions a bearer token (a JWT as Distribution's token servers issue) grants on `repo`, read from
-/// its claims without checking its signature (only to explain a refusal); None when it does not say.
+/// The actions a bearer token (a JWT as Distribution's token servers issue) grants on `repo`, read
+/// from its claims without checking its signature (only to explain a refusal); None when it does
+/// not say.
 fn granted_actions(header: &str, repo: &str) -> Option<Vec<String>> {
     let token = header.strip_prefix("Bearer ")?;
     let claims = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims.trim_end_matches('='))
+        .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let mut actions = Vec::new();
     for a in v.get("access")?.as_array()? {
-        if a.get("type").and_then(|t| t.as_str()) == Some("repository") && a.get("name").and_then(|n| n.as_str()) == Some(repo) {
-            actions.extend(a.get("actions")?.as_array()?.iter().filter_map(|x| x.as_str().map(str::to_string)));
+        if a.get("type").and_then(|t| t.as_str()) == Some("repository")
+            && a.get("name").and_then(|n| n.as_str()) == Some(repo)
+        {
+            actions.extend(
+                a.get("actions")?.as_array()?.iter().filter_map(|x| x.as_str().map(str::to_string)),
+            );
         }
     }
     Some(actions)
@@ -566,9 +651,15 @@ fn granted_actions(header: &str, repo: &str) -> Option<Vec<String>> {
 
 /// Whether scope `have` (`type:name:actions`) grants everything scope `want` asks for.
 fn covers(have: &str, want: &str) -> bool {
-    let split = |s: &str| s.rsplit_once(':').map(|(res, acts)| (res.to_string(), acts.split(',').map(str::to_string).collect::<Vec<_>>()));
+    let split = |s: &str| {
+        s.rsplit_once(':').map(|(res, acts)| {
+            (res.to_string(), acts.split(',').map(str::to_string).collect::<Vec<_>>())
+        })
+    };
     match (split(have), split(want)) {
-        (Some((hr, ha)), Some((wr, wa))) => hr == wr && (ha.iter().any(|a| a == "*") || wa.iter().all(|w| ha.contains(w))),
+        (Some((hr, ha)), Some((wr, wa))) => {
+            hr == wr && (ha.iter().any(|a| a == "*") || wa.iter().all(|w| ha.contains(w)))
+        }
         _ => have == want,
     }
 }
@@ -600,7 +691,10 @@ mod tests {
     fn invalidate_keeps_a_newer_token() {
         let a = Auth::new(Credentials::default(), true, Duration::from_secs(60));
         let far = Instant::now() + Duration::from_secs(60);
-        a.tokens.lock().unwrap().insert("k".into(), Cached { header: "Bearer new".into(), expires: far });
+        a.tokens
+            .lock()
+            .unwrap()
+            .insert("k".into(), Cached { header: "Bearer new".into(), expires: far });
         a.invalidate("k", Some("Bearer old"));
         assert_eq!(a.cached("k").as_deref(), Some("Bearer new"));
         a.invalidate("k", Some("Bearer new"));
@@ -609,7 +703,11 @@ mod tests {
 
     #[test]
     fn basic_without_credentials_is_refused_with_a_hint() {
-        let a = Auth::new(Credentials::anonymous("no credentials for r in config.json"), true, Duration::from_secs(60));
+        let a = Auth::new(
+            Credentials::anonymous("no credentials for r in config.json"),
+            true,
+            Duration::from_secs(60),
+        );
         let e = a.basic("k").unwrap_err().to_string();
         assert!(e.contains("anonymous access") && e.contains("--password-stdin"), "{e}");
     }

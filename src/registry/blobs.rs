@@ -30,13 +30,16 @@ impl Client {
         let url = self.url(repo, &format!("blobs/{}", desc.digest));
         let scopes = [repo_scope(repo, false)];
         let op = "fetch blob";
-        let resp = self.send(&Call::new(op, &target, Method::GET, &url, &scopes).streamed(), |r| r).await?;
+        let resp = self
+            .send(&Call::new(op, &target, Method::GET, &url, &scopes).streamed(), |r| r)
+            .await?;
         if !resp.status().is_success() {
             return Err(self.fail(op, &target, resp).await);
         }
         let registry = self.registry.clone();
-        let bytes =
-            resp.bytes_stream().map(move |r| r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e)))));
+        let bytes = resp.bytes_stream().map(move |r| {
+            r.map_err(|e| std::io::Error::other(format!("{} ({registry})", describe_transport(&e))))
+        });
         Ok(Box::pin(stall::guard(bytes, self.stall)))
     }
 }

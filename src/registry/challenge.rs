@@ -1,4 +1,5 @@
-//! Parsing `WWW-Authenticate` headers (RFC 7235): several challenges, quoted strings, commas inside quotes.
+//! Parsing `WWW-Authenticate` headers (RFC 7235): several challenges, quoted strings, commas inside
+//! quotes.
 
 use std::collections::BTreeMap;
 
@@ -93,7 +94,9 @@ mod tests {
 
     #[test]
     fn bearer_with_quoted_commas() {
-        let c = parse(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].params["realm"], "https://auth.example/token");
@@ -111,7 +114,9 @@ mod tests {
 
     #[test]
     fn unquoted_urls_case_and_errors() {
-        let c = parse(r#"BEARER Realm=https://auth.example:8443/token?x=1 , service="reg", error="insufficient_scope""#);
+        let c = parse(
+            r#"BEARER Realm=https://auth.example:8443/token?x=1 , service="reg", error="insufficient_scope""#,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].params["realm"], "https://auth.example:8443/token?x=1");

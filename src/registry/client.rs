@@ -1,14 +1,15 @@
-//! The client of one registry host and the one path every request takes ([`Client::send`]): credentials
-//! attached on the registry's own origin, a 401 answered, transient failures retried where the request
-//! can be sent again, one line of `--debug` trace per attempt. The distribution API's calls are in the
-//! sibling modules: `listing` (tags, repositories, referrers), `manifests`, `blobs`, `uploads`.
+//! The client of one registry host and the one path every request takes ([`Client::send`]):
+//! credentials attached on the registry's own origin, a 401 answered, transient failures retried
+//! where the request can be sent again, one line of `--debug` trace per attempt. The distribution
+//! API's calls are in the sibling modules: `listing` (tags, repositories, referrers), `manifests`,
+//! `blobs`, `uploads`.
 
 use super::auth::{Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{parse_body, RegistryError};
 use super::stall::{self, StallLimit};
 use super::transport::{
-    api_host, debug_line, describe_transport, is_localhost, is_retryable_status, is_retryable_transport, read_prefix, retry_after,
-    Redacted, RetryPolicy, TransportOptions,
+    api_host, debug_line, describe_transport, is_localhost, is_retryable_status,
+    is_retryable_transport, read_prefix, retry_after, Redacted, RetryPolicy, TransportOptions,
 };
 use super::uploads::Sessions;
 use crate::target::ErrorKind;
@@ -48,8 +49,8 @@ pub struct Client {
 
 pub(super) type Result<T> = std::result::Result<T, RegistryError>;
 
-/// A request as [`Client::send`] makes it: what it is for (in messages), where it goes, the scopes its
-/// credentials need, and how often it may be sent.
+/// A request as [`Client::send`] makes it: what it is for (in messages), where it goes, the scopes
+/// its credentials need, and how often it may be sent.
 #[derive(Clone)]
 pub(super) struct Call<'a> {
     /// What is being done (`fetch manifest`...).
@@ -64,14 +65,20 @@ pub(super) struct Call<'a> {
     pub scopes: &'a [String],
     /// How often the request may be sent.
     pub replay: Replay,
-    /// Whether a successful answer is read whole within the deadline (small answers) or handed on as it
-    /// comes (a blob).
+    /// Whether a successful answer is read whole within the deadline (small answers) or handed on
+    /// as it comes (a blob).
     pub whole: bool,
 }
 
 impl<'a> Call<'a> {
     /// A request that may be sent again; a GET's answer is read whole.
-    pub fn new(op: &'a str, target: &'a str, method: Method, url: &'a str, scopes: &'a [String]) -> Self {
+    pub fn new(
+        op: &'a str,
+        target: &'a str,
+        method: Method,
+        url: &'a str,
+        scopes: &'a [String],
+    ) -> Self {
         let whole = method == Method::GET;
         Call { op, target, method, url, scopes, replay: Replay::Any, whole }
     }
@@ -98,8 +105,9 @@ pub(super) enum Replay {
     /// As often as it takes: the request is idempotent and its body (if any) is rebuilt for each
     /// attempt. Transient failures are retried and a 401 is answered with fresh credentials.
     Any,
-    /// Its body can be sent again but the request does something each time (a chunk appended, a blob
-    /// committed): only a 401, which refuses before anything is done, is answered by sending it again.
+    /// Its body can be sent again but the request does something each time (a chunk appended, a
+    /// blob committed): only a 401, which refuses before anything is done, is answered by sending
+    /// it again.
     AfterRefusal,
     /// Once: its body is a stream that is gone once sent. The first answer is final.
     Never,
@@ -166,25 +174,34 @@ enum Next {
 
 impl Client {
     /// A client for `registry` sharing the HTTP connection pool `http`.
-    pub fn new(http: reqwest::Client, registry: &str, opts: &TransportOptions, creds: Credentials) -> Arc<Self> {
+    pub fn new(
+        http: reqwest::Client,
+        registry: &str,
+        opts: &TransportOptions,
+        creds: Credentials,
+    ) -> Arc<Self> {
         let scheme = if opts.plain_http || is_localhost(registry) { "http" } else { "https" };
         let mut authority = api_host(registry).to_string();
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h.to_string(), p.parse::<u16>().ok()),
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                (h.to_string(), p.parse::<u16>().ok())
+            }
             _ => (authority.clone(), None),
         };
         let default_port = if scheme == "https" { 443 } else { 80 };
-        // A URL without a port of its own is dialled at the port `--resolve` gives (transport::parse_resolve
-        // keeps it), so the Host header and the registry's absolute upload URLs keep the name as written.
-        // A URL that names a port is dialled there whatever the resolver says: it must name the new one.
+        // A URL without a port of its own is dialled at the port `--resolve` gives
+        // (transport::parse_resolve keeps it), so the Host header and the registry's absolute
+        // upload URLs keep the name as written. A URL that names a port is dialled there whatever
+        // the resolver says: it must name the new one.
         if let Some(port) = port.filter(|p| *p != default_port) {
             if let Some(p) = super::transport::remapped_port(&opts.resolve, &host, port) {
                 authority = format!("{host}:{p}");
             }
         }
         let base = format!("{scheme}://{authority}");
-        let origin =
-            url::Url::parse(&base).map(|u| u.origin()).unwrap_or_else(|_| url::Url::parse("http://invalid.").expect("static URL").origin());
+        let origin = url::Url::parse(&base)
+            .map(|u| u.origin())
+            .unwrap_or_else(|_| url::Url::parse("http://invalid.").expect("static URL").origin());
         Arc::new(Client {
             http,
             registry: registry.to_string(),
@@ -208,8 +225,8 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
-    /// Sends a request whose headers and body `build` adds, again for each attempt, within the transport's
-    /// retry budget (see [`Client::send_prepared`]).
+    /// Sends a request whose headers and body `build` adds, again for each attempt, within the
+    /// transport's retry budget (see [`Client::send_prepared`]).
     pub(super) async fn send<F>(&self, call: &Call<'_>, build: F) -> Result<reqwest::Response>
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
@@ -217,11 +234,16 @@ impl Client {
         self.send_prepared(call, |r| Some(Prepared { request: build(r), upload: None })).await
     }
 
-    /// Sends a request with auth for its scopes: transient failures (connection errors, bodies cut short,
-    /// 408/429/5xx) are retried within the transport's retry budget, and a 401 is answered once with fresh
-    /// credentials, and once more when the token that failed came from the cache, as far as
-    /// `call.replay` allows. `prepare` makes each attempt's request; None when it cannot be made again.
-    pub(super) async fn send_prepared<F>(&self, call: &Call<'_>, mut prepare: F) -> Result<reqwest::Response>
+    /// Sends a request with auth for its scopes: transient failures (connection errors, bodies cut
+    /// short, 408/429/5xx) are retried within the transport's retry budget, and a 401 is answered
+    /// once with fresh credentials, and once more when the token that failed came from the cache,
+    /// as far as `call.replay` allows. `prepare` makes each attempt's request; None when it cannot
+    /// be made again.
+    pub(super) async fn send_prepared<F>(
+        &self,
+        call: &Call<'_>,
+        mut prepare: F,
+    ) -> Result<reqwest::Response>
     where
         F: FnMut(reqwest::RequestBuilder) -> Option<Prepared>,
     {
@@ -231,8 +253,8 @@ impl Client {
             started: Instant::now(),
             attempt: 0,
             fetched_here: 0,
-            // Credentials go to the registry's own origin only (an upload session or a blob may live on
-            // storage elsewhere, which gets the request bare).
+            // Credentials go to the registry's own origin only (an upload session or a blob may
+            // live on storage elsewhere, which gets the request bare).
             ours: super::urls::same_origin(call.url, &self.origin),
             authorization: None,
             from_cache: false,
@@ -240,8 +262,13 @@ impl Client {
         loop {
             run.attempt += 1;
             self.authorize_attempt(call, &mut run).await?;
-            let prepared = prepare(self.http.request(call.method.clone(), call.url))
-                .ok_or_else(|| call.error(ErrorKind::Other, "internal: the request's body was sent already and cannot be sent again"))?;
+            let prepared =
+                prepare(self.http.request(call.method.clone(), call.url)).ok_or_else(|| {
+                    call.error(
+                        ErrorKind::Other,
+                        "internal: the request's body was sent already and cannot be sent again",
+                    )
+                })?;
             let request = with_authorization(call, prepared.request, run.authorization.as_deref())?;
             let outcome = match prepared.upload {
                 Some(moved) => self.upload_exchange(request, moved).await,
@@ -257,17 +284,16 @@ impl Client {
         }
     }
 
-    /// Finds the credentials of an attempt: cached for its scopes, else fetched ahead when the registry's
-    /// challenge is known. None off the registry's origin.
+    /// Finds the credentials of an attempt: cached for its scopes, else fetched ahead when the
+    /// registry's challenge is known. None off the registry's origin.
     async fn authorize_attempt(&self, call: &Call<'_>, run: &mut Attempts) -> Result<()> {
         run.authorization = if run.ours { self.auth.cached(&run.key) } else { None };
         run.from_cache = run.authorization.is_some() && run.fetched_here == 0;
         if run.authorization.is_none() && run.ours {
-            run.authorization = self
-                .auth
-                .preauthorize(&self.http, &run.key, call.scopes)
-                .await
-                .map_err(|e| RegistryError::answered(call.op, call.target, 401, &[], e.to_string()))?;
+            run.authorization =
+                self.auth.preauthorize(&self.http, &run.key, call.scopes).await.map_err(|e| {
+                    RegistryError::answered(call.op, call.target, 401, &[], e.to_string())
+                })?;
             if run.authorization.is_some() {
                 run.fetched_here += 1;
             }
@@ -275,54 +301,91 @@ impl Client {
         Ok(())
     }
 
-    /// Sends one attempt and waits for its answer, read whole when `whole` and successful (so that a body
-    /// cut short is retried like any transient failure), all within the request deadline (a blob's body
-    /// has its stall watch).
-    async fn exchange(&self, request: reqwest::RequestBuilder, whole: bool) -> std::result::Result<reqwest::Response, NoAnswer> {
+    /// Sends one attempt and waits for its answer, read whole when `whole` and successful (so that
+    /// a body cut short is retried like any transient failure), all within the request deadline (a
+    /// blob's body has its stall watch).
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        whole: bool,
+    ) -> std::result::Result<reqwest::Response, NoAnswer> {
         let exchange = async {
             match request.send().await {
                 Ok(resp) if whole && resp.status().is_success() => buffered(resp).await,
                 other => other.map_err(NoAnswer::Transport),
             }
         };
-        tokio::time::timeout(self.request_timeout, exchange).await.unwrap_or(Err(NoAnswer::TimedOut))
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(NoAnswer::TimedOut))
     }
 
-    /// Decides what an answer means for the request: a 401 answered with fresh credentials, a transient
-    /// status retried (as far as the request may be sent again), anything else the request's answer.
-    async fn after_answer(&self, call: &Call<'_>, run: &mut Attempts, resp: reqwest::Response) -> Result<Next> {
+    /// Decides what an answer means for the request: a 401 answered with fresh credentials, a
+    /// transient status retried (as far as the request may be sent again), anything else the
+    /// request's answer.
+    async fn after_answer(
+        &self,
+        call: &Call<'_>,
+        run: &mut Attempts,
+        resp: reqwest::Response,
+    ) -> Result<Next> {
         let status = resp.status();
-        debug_line(format_args!("{} {}{} -> {}", call.method, Redacted(call.url), run.note(), status.as_u16()));
-        // Answer a 401 when we sent nothing, or sent a cached token that may have gone stale; a token
-        // fetched for this very request failing is final.
+        debug_line(format_args!(
+            "{} {}{} -> {}",
+            call.method,
+            Redacted(call.url),
+            run.note(),
+            status.as_u16()
+        ));
+        // Answer a 401 when we sent nothing, or sent a cached token that may have gone stale; a
+        // token fetched for this very request failing is final.
         let stale = run.authorization.is_none() || run.from_cache;
-        if run.ours && status == StatusCode::UNAUTHORIZED && stale && run.fetched_here < 2 && call.replay != Replay::Never {
+        if run.ours
+            && status == StatusCode::UNAUTHORIZED
+            && stale
+            && run.fetched_here < 2
+            && call.replay != Replay::Never
+        {
             let rejected = run.authorization.as_deref();
             self.auth.invalidate(&run.key, rejected);
-            let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             self.auth
                 .authorize(&self.http, challenge.as_deref(), &run.key, call.scopes, rejected)
                 .await
-                .map_err(|e| RegistryError::answered(call.op, call.target, 401, &[], e.to_string()))?;
+                .map_err(|e| {
+                    RegistryError::answered(call.op, call.target, 401, &[], e.to_string())
+                })?;
             run.fetched_here += 1;
             return Ok(Next::Again);
         }
-        if is_retryable_status(status) && call.replay == Replay::Any && self.pause(run, retry_after(resp.headers())).await {
+        if is_retryable_status(status)
+            && call.replay == Replay::Any
+            && self.pause(run, retry_after(resp.headers())).await
+        {
             return Ok(Next::Again);
         }
         Ok(Next::Done(resp))
     }
 
-    /// Decides what an attempt without a usable answer means: another attempt where the failure may pass
-    /// and the request may be sent again, else the request's error.
+    /// Decides what an attempt without a usable answer means: another attempt where the failure may
+    /// pass and the request may be sent again, else the request's error.
     async fn after_failure(&self, call: &Call<'_>, run: &Attempts, why: NoAnswer) -> Result<Next> {
         let shown = Redacted(call.url);
         let (method, note, attempt) = (&call.method, run.note(), run.attempt);
         let may_retry = call.replay == Replay::Any;
         match why {
             NoAnswer::TooLarge => {
-                debug_line(format_args!("{method} {shown}{note} -> answer over the {MAX_PAGE_SIZE} byte limit"));
-                Err(call.error(ErrorKind::Other, format!("the registry's answer is larger than the {MAX_PAGE_SIZE} byte limit")))
+                debug_line(format_args!(
+                    "{method} {shown}{note} -> answer over the {MAX_PAGE_SIZE} byte limit"
+                ));
+                Err(call.error(
+                    ErrorKind::Other,
+                    format!("the registry's answer is larger than the {MAX_PAGE_SIZE} byte limit"),
+                ))
             }
             NoAnswer::TimedOut => {
                 debug_line(format_args!("{method} {shown}{note} -> no complete answer in time"));
@@ -341,7 +404,8 @@ impl Client {
                 if may_retry && is_retryable_transport(&e) && self.pause(run, None).await {
                     return Ok(Next::Again);
                 }
-                let tries = if attempt > 1 { format!(", after {attempt} attempts") } else { String::new() };
+                let tries =
+                    if attempt > 1 { format!(", after {attempt} attempts") } else { String::new() };
                 Err(call.error(ErrorKind::Transient, format!("{why} ({}{tries})", self.registry)))
             }
             NoAnswer::Stalled(why) => {
@@ -349,28 +413,50 @@ impl Client {
                 Err(call.error(ErrorKind::Transient, why))
             }
             NoAnswer::NotAfterUpload => {
-                let secs = (self.request_timeout * super::uploads::COMMIT_DEADLINE_FACTOR).as_secs();
-                debug_line(format_args!("{method} {shown}{note} -> no answer in time after the upload"));
-                Err(call.error(ErrorKind::Transient, format!("timed out: no answer within {secs} s of the upload's last byte")))
+                let secs =
+                    (self.request_timeout * super::uploads::COMMIT_DEADLINE_FACTOR).as_secs();
+                debug_line(format_args!(
+                    "{method} {shown}{note} -> no answer in time after the upload"
+                ));
+                Err(call.error(
+                    ErrorKind::Transient,
+                    format!("timed out: no answer within {secs} s of the upload's last byte"),
+                ))
             }
         }
     }
 
-    /// Waits before the next attempt, when the retry budget allows one (`retry_after` is the server's own
-    /// wish); false when it is spent.
+    /// Waits before the next attempt, when the retry budget allows one (`retry_after` is the
+    /// server's own wish); false when it is spent.
     async fn pause(&self, run: &Attempts, retry_after: Option<Duration>) -> bool {
-        let Some(wait) = run.policy.next_delay(run.attempt, run.started, retry_after) else { return false };
-        debug_line(format_args!("retrying in {} ms (attempt {}/{})", wait.as_millis(), run.attempt + 1, run.policy.max_attempts));
+        let Some(wait) = run.policy.next_delay(run.attempt, run.started, retry_after) else {
+            return false;
+        };
+        debug_line(format_args!(
+            "retrying in {} ms (attempt {}/{})",
+            wait.as_millis(),
+            run.attempt + 1,
+            run.policy.max_attempts
+        ));
         tokio::time::sleep(wait).await;
         true
     }
 
     /// The error for an unsuccessful answer: operation, reference, status, the registry's
-    /// `errors[].code: message` (whose codes, with the status, give its kind), and for 401/403 which
-    /// credentials were tried and how to give others.
-    pub(super) async fn fail(&self, op: &str, target: &str, resp: reqwest::Response) -> RegistryError {
+    /// `errors[].code: message` (whose codes, with the status, give its kind), and for 401/403
+    /// which credentials were tried and how to give others.
+    pub(super) async fn fail(
+        &self,
+        op: &str,
+        target: &str,
+        resp: reqwest::Response,
+    ) -> RegistryError {
         let status = resp.status().as_u16();
-        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let (body, cut) = read_prefix(resp, MAX_ERROR_BODY).await;
         let body = parse_body(&body);
         // Whatever the registry echoes (a header, a password, a token) is not repeated.
@@ -383,23 +469,32 @@ impl Client {
             detail = format!("{detail} ({})", self.auth.insufficient(&self.registry, &scope));
         } else if status == 401 || status == 403 {
             let what = if status == 401 { "not accepted" } else { "not allowed this" };
-            detail = format!("{detail} ({what}: tried {}; {CREDENTIALS_HINT})", self.auth.credentials().describe());
+            detail = format!(
+                "{detail} ({what}: tried {}; {CREDENTIALS_HINT})",
+                self.auth.credentials().describe()
+            );
         }
         RegistryError::answered(op, target, status, &body.codes, detail)
     }
 }
 
-/// Adds the `Authorization` header (marked sensitive, so no debug output of the HTTP stack shows it).
-fn with_authorization(call: &Call<'_>, request: reqwest::RequestBuilder, authorization: Option<&str>) -> Result<reqwest::RequestBuilder> {
+/// Adds the `Authorization` header (marked sensitive, so no debug output of the HTTP stack shows
+/// it).
+fn with_authorization(
+    call: &Call<'_>,
+    request: reqwest::RequestBuilder,
+    authorization: Option<&str>,
+) -> Result<reqwest::RequestBuilder> {
     let Some(a) = authorization else { return Ok(request) };
-    let mut v = header::HeaderValue::from_str(a).map_err(|_| call.error(ErrorKind::Other, "unusable authorization token"))?;
+    let mut v = header::HeaderValue::from_str(a)
+        .map_err(|_| call.error(ErrorKind::Other, "unusable authorization token"))?;
     v.set_sensitive(true);
     Ok(request.header(header::AUTHORIZATION, v))
 }
 
 /// Reads a whole (small) response so that a transport error mid-body surfaces as an error of the
-/// request, which `send` retries; the caller gets an equivalent in-memory response. An answer larger
-/// than [`MAX_PAGE_SIZE`] is refused, not read.
+/// request, which `send` retries; the caller gets an equivalent in-memory response. An answer
+/// larger than [`MAX_PAGE_SIZE`] is refused, not read.
 async fn buffered(resp: reqwest::Response) -> std::result::Result<reqwest::Response, NoAnswer> {
     if resp.content_length().is_some_and(|l| l > MAX_PAGE_SIZE) {
         return Err(NoAnswer::TooLarge);

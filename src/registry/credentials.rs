@@ -47,7 +47,10 @@ impl CredentialStore {
     /// Credentials from the flags (if any) and from the docker config at `explicit`, else
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. A missing default file
     /// means no stored credentials; a missing `--registry-config` file is an error.
-    pub fn load(flags: Option<Credentials>, explicit: Option<&Path>) -> Result<CredentialStore, String> {
+    pub fn load(
+        flags: Option<Credentials>,
+        explicit: Option<&Path>,
+    ) -> Result<CredentialStore, String> {
         if flags.is_some() && explicit.is_none() {
             // The flags win for every registry of the run: no need to read (or trip over) a config.
             return Ok(CredentialStore { flags, config: DockerConfig::default(), path: None });
@@ -64,29 +67,40 @@ impl CredentialStore {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(CredentialStore { flags, config: DockerConfig::default(), path: None })
             }
-            Err(e) => return Err(format!("cannot read the registry config {}: {e}", path.display())),
+            Err(e) => {
+                return Err(format!("cannot read the registry config {}: {e}", path.display()))
+            }
         };
         // serde_json's messages give a line and column, never the content (which holds secrets).
-        let config: DockerConfig = serde_json::from_slice(&text)
-            .map_err(|e| format!("the registry config {} is not a valid docker config.json: {e}", path.display()))?;
+        let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| {
+            format!("the registry config {} is not a valid docker config.json: {e}", path.display())
+        })?;
         Ok(CredentialStore { flags, config, path: Some(path) })
     }
 
-    /// The credentials for `registry` (as written in references, e.g. `docker.io`, `reg:5000`).
-    /// A credential helper is run when the config names one (on a thread of its own: it may take up to
-    /// its timeout, which must not hold a worker of the async runtime); its failure is kept in the
-    /// result and reported when the registry asks for credentials.
+    /// The credentials for `registry` (as written in references, e.g. `docker.io`, `reg:5000`). A
+    /// credential helper is run when the config names one (on a thread of its own: it may take up
+    /// to its timeout, which must not hold a worker of the async runtime); its failure is kept in
+    /// the result and reported when the registry asks for credentials.
     pub async fn for_registry(&self, registry: &str) -> Credentials {
         if let Some(f) = &self.flags {
             return f.clone();
         }
-        let file = self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "no docker config.json found".into());
+        let file = self
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "no docker config.json found".into());
         let keys = lookup_keys(registry);
         let server = server_address(registry);
-        if let Some(helper) = keys.iter().find_map(|k| self.config.cred_helpers.get(k)).filter(|h| !h.is_empty()) {
+        if let Some(helper) =
+            keys.iter().find_map(|k| self.config.cred_helpers.get(k)).filter(|h| !h.is_empty())
+        {
             return match ask_helper(helper, &server).await {
                 HelperAnswer::Found(c) => c,
-                HelperAnswer::NotFound => Credentials::anonymous(format!("docker-credential-{helper} has none for {server}")),
+                HelperAnswer::NotFound => Credentials::anonymous(format!(
+                    "docker-credential-{helper} has none for {server}"
+                )),
                 HelperAnswer::Missing(note) => Credentials::anonymous(note),
                 HelperAnswer::Failed(c) => c,
             };
@@ -95,7 +109,9 @@ impl CredentialStore {
         if let Some(store) = self.config.creds_store.as_deref().filter(|s| !s.is_empty()) {
             match ask_helper(store, &server).await {
                 HelperAnswer::Found(c) => return c,
-                HelperAnswer::NotFound => store_note = format!("docker-credential-{store} has none; "),
+                HelperAnswer::NotFound => {
+                    store_note = format!("docker-credential-{store} has none; ")
+                }
                 HelperAnswer::Missing(note) => store_note = format!("{note}; "),
                 HelperAnswer::Failed(c) => {
                     // A store that cannot run (e.g. `desktop` on a CI machine) should not hide
@@ -107,16 +123,18 @@ impl CredentialStore {
                 }
             }
         }
-        self.lookup_auths(&keys, &file)
-            .unwrap_or_else(|| Credentials::anonymous(format!("{store_note}no credentials for {registry} in {file}")))
+        self.lookup_auths(&keys, &file).unwrap_or_else(|| {
+            Credentials::anonymous(format!("{store_note}no credentials for {registry} in {file}"))
+        })
     }
 
     fn lookup_auths(&self, keys: &[String], file: &str) -> Option<Credentials> {
-        let (key, entry) = keys.iter().find_map(|k| self.config.auths.get_key_value(k)).or_else(|| {
-            // Keys may be written as URLs (`https://reg.example/v2/`): compare host parts.
-            let wanted: Vec<String> = keys.iter().map(|k| normalize_key(k)).collect();
-            self.config.auths.iter().find(|(k, _)| wanted.contains(&normalize_key(k)))
-        })?;
+        let (key, entry) =
+            keys.iter().find_map(|k| self.config.auths.get_key_value(k)).or_else(|| {
+                // Keys may be written as URLs (`https://reg.example/v2/`): compare host parts.
+                let wanted: Vec<String> = keys.iter().map(|k| normalize_key(k)).collect();
+                self.config.auths.iter().find(|(k, _)| wanted.contains(&normalize_key(k)))
+            })?;
         let origin = format!("auths[{key:?}] in {file}");
         if let Some(t) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
             return Some(Credentials::identity_token(t, origin));
@@ -124,7 +142,10 @@ impl CredentialStore {
         if let Some(a) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             return Some(match decode_auth(a) {
                 Some((u, p)) => Credentials::basic(u, p, origin),
-                None => Credentials::unavailable("its \"auth\" value is not base64 of username:password", origin),
+                None => Credentials::unavailable(
+                    "its \"auth\" value is not base64 of username:password",
+                    origin,
+                ),
             });
         }
         match (entry.username.as_deref(), entry.password.as_deref()) {
@@ -139,7 +160,9 @@ fn default_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }
 
 fn is_docker_hub(registry: &str) -> bool {
@@ -158,7 +181,10 @@ fn server_address(registry: &str) -> String {
 /// The config keys that may hold a registry's credentials, most specific first.
 fn lookup_keys(registry: &str) -> Vec<String> {
     if is_docker_hub(registry) {
-        [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "registry-1.docker.io"].iter().map(|s| s.to_string()).collect()
+        [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "registry-1.docker.io"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         vec![registry.to_string()]
     }
@@ -179,7 +205,8 @@ fn normalize_key(key: &str) -> String {
 fn decode_auth(value: &str) -> Option<(String, String)> {
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
     let raw = engine.decode(value.trim()).ok()?;
     let text = String::from_utf8(raw).ok()?;
@@ -209,12 +236,18 @@ struct HelperResponse {
 /// How long a credential helper may take: `ORAS_CREDENTIAL_HELPER_TIMEOUT` seconds, 60 by default.
 /// A helper waiting for a prompt nobody sees (a locked keychain in a CI job) would hang the run.
 fn helper_timeout() -> std::time::Duration {
-    let secs = std::env::var("ORAS_CREDENTIAL_HELPER_TIMEOUT").ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|s| *s > 0);
+    let secs = std::env::var("ORAS_CREDENTIAL_HELPER_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0);
     std::time::Duration::from_secs(secs.unwrap_or(60))
 }
 
 /// Collects a child's output, or kills it once `limit` has passed (None).
-fn wait_for(mut child: std::process::Child, limit: std::time::Duration) -> std::io::Result<Option<std::process::Output>> {
+fn wait_for(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::io::Result<Option<std::process::Output>> {
     use std::io::Read;
     // Readers on their own threads, so a full pipe cannot stall the child; after a kill they are
     // left to end with the pipes (a grandchild may still hold them).
@@ -248,7 +281,8 @@ fn wait_for(mut child: std::process::Child, limit: std::time::Duration) -> std::
 
 /// What a helper prints, exiting with a failure, when it has no credentials for the server: the
 /// docker-credential-helpers protocol signals "not found" by this message
-/// (`credentials.ErrCredentialsNotFound`, "credentials not found in native keychain"), not by an exit code.
+/// (`credentials.ErrCredentialsNotFound`, "credentials not found in native keychain"), not by an
+/// exit code.
 const HELPER_NOT_FOUND: &str = "credentials not found";
 
 /// Runs `docker-credential-<name> get` (see [`run_helper`]) on the runtime's blocking threads.
@@ -263,22 +297,35 @@ async fn ask_helper(name: &str, server: &str) -> HelperAnswer {
     }
 }
 
-/// Runs `docker-credential-<name> get` with the server address on stdin, blocking until it answers or
-/// its time is up.
+/// Runs `docker-credential-<name> get` with the server address on stdin, blocking until it answers
+/// or its time is up.
 fn run_helper(name: &str, server: &str) -> HelperAnswer {
     let program = format!("docker-credential-{name}");
     let origin = format!("credential helper {program}");
     if name.contains(['/', '\\']) || name.trim().is_empty() {
-        return HelperAnswer::Failed(Credentials::unavailable(format!("{name:?} is not a credential helper name"), origin));
+        return HelperAnswer::Failed(Credentials::unavailable(
+            format!("{name:?} is not a credential helper name"),
+            origin,
+        ));
     }
-    let child = Command::new(&program).arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!("Warning: {program} (named in the docker config) is not installed; continuing without its credentials");
             return HelperAnswer::Missing(format!("{program} is not installed"));
         }
-        Err(e) => return HelperAnswer::Failed(Credentials::unavailable(format!("cannot run {program}: {e}"), origin)),
+        Err(e) => {
+            return HelperAnswer::Failed(Credentials::unavailable(
+                format!("cannot run {program}: {e}"),
+                origin,
+            ))
+        }
     };
     if let Some(mut stdin) = child.stdin.take() {
         // A helper that exits without reading is answered by its exit status below.
@@ -294,16 +341,32 @@ fn run_helper(name: &str, server: &str) -> HelperAnswer {
             );
             return HelperAnswer::Failed(Credentials::unavailable(why, origin));
         }
-        Err(e) => return HelperAnswer::Failed(Credentials::unavailable(format!("cannot run {program}: {e}"), origin)),
+        Err(e) => {
+            return HelperAnswer::Failed(Credentials::unavailable(
+                format!("cannot run {program}: {e}"),
+                origin,
+            ))
+        }
     };
     if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
         if said.to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
             return HelperAnswer::NotFound;
         }
         // A failing helper prints an error, not credentials; keep it short all the same.
-        let first: String = said.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").chars().take(200).collect();
-        return HelperAnswer::Failed(Credentials::unavailable(format!("`{program} get` failed ({}): {first}", out.status), origin));
+        let first: String = said
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return HelperAnswer::Failed(Credentials::unavailable(
+            format!("`{program} get` failed ({}): {first}", out.status),
+            origin,
+        ));
     }
     let resp: HelperResponse = match serde_json::from_slice(&out.stdout) {
         Ok(r) => r,
@@ -330,7 +393,11 @@ mod tests {
     use crate::registry::auth::Secret;
 
     fn store(json: &str) -> CredentialStore {
-        CredentialStore { flags: None, config: serde_json::from_str(json).unwrap(), path: Some("/x/config.json".into()) }
+        CredentialStore {
+            flags: None,
+            config: serde_json::from_str(json).unwrap(),
+            path: Some("/x/config.json".into()),
+        }
     }
 
     fn basic(c: &Credentials) -> (String, String) {
@@ -350,12 +417,17 @@ mod tests {
         ));
         assert_eq!(basic(&s.for_registry("reg.a:5000").await), ("alice".into(), "pa:ss".into()));
         assert_eq!(basic(&s.for_registry("reg.b").await), ("bob".into(), "pw".into()));
-        assert!(matches!(s.for_registry("reg.c").await.secret, Secret::IdentityToken(ref t) if t == "idt"));
+        assert!(
+            matches!(s.for_registry("reg.c").await.secret, Secret::IdentityToken(ref t) if t == "idt")
+        );
         assert_eq!(basic(&s.for_registry("docker.io").await), ("hub".into(), "hubpw".into()));
         let none = s.for_registry("reg.a:5001").await;
         assert!(matches!(none.secret, Secret::Anonymous));
         assert!(none.describe().contains("/x/config.json"), "{}", none.describe());
-        assert!(basic(&s.for_registry("reg.a:5000").await).0 == "alice" && s.for_registry("reg.a:5000").await.describe().contains("auths"));
+        assert!(
+            basic(&s.for_registry("reg.a:5000").await).0 == "alice"
+                && s.for_registry("reg.a:5000").await.describe().contains("auths")
+        );
     }
 
     #[tokio::test]
@@ -367,17 +439,26 @@ mod tests {
 
     #[tokio::test]
     async fn flags_win() {
-        let s = CredentialStore::load(Some(Credentials::basic("u", "p", "--username/--password")), None).unwrap();
+        let s = CredentialStore::load(
+            Some(Credentials::basic("u", "p", "--username/--password")),
+            None,
+        )
+        .unwrap();
         assert_eq!(basic(&s.for_registry("anything").await), ("u".into(), "p".into()));
     }
 
     #[tokio::test]
     async fn missing_helper_falls_back_to_auths() {
         let enc = base64::engine::general_purpose::STANDARD.encode("carol:pw");
-        let s = store(&format!(r#"{{"credsStore":"oras-test-surely-missing","auths":{{"r":{{"auth":"{enc}"}}}}}}"#));
+        let s = store(&format!(
+            r#"{{"credsStore":"oras-test-surely-missing","auths":{{"r":{{"auth":"{enc}"}}}}}}"#
+        ));
         assert_eq!(basic(&s.for_registry("r").await).0, "carol");
         let other = s.for_registry("other").await;
-        assert!(matches!(other.secret, Secret::Anonymous) && other.describe().contains("not installed"), "{other:?}");
+        assert!(
+            matches!(other.secret, Secret::Anonymous) && other.describe().contains("not installed"),
+            "{other:?}"
+        );
     }
 
     #[test]

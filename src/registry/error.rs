@@ -1,6 +1,7 @@
-//! Registry errors that say what was being done, to what, and what the registry answered, typed with the
-//! [`ErrorKind`] decisions are made by: from the HTTP status and the OCI error codes of the answer's body
-//! (`errors[].code`, distribution spec), or set where the failure is found on this side.
+//! Registry errors that say what was being done, to what, and what the registry answered, typed
+//! with the [`ErrorKind`] decisions are made by: from the HTTP status and the OCI error codes of
+//! the answer's body (`errors[].code`, distribution spec), or set where the failure is found on
+//! this side.
 
 use crate::target::ErrorKind;
 use std::fmt;
@@ -20,16 +21,34 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
-    /// An error the registry answered: its status and the OCI error codes of its body decide the kind
-    /// (see [`classify`]).
-    pub fn answered(op: &str, target: &str, status: u16, codes: &[String], detail: impl Into<String>) -> Self {
-        RegistryError { op: op.into(), target: target.into(), status: Some(status), detail: detail.into(), kind: classify(status, codes) }
+    /// An error the registry answered: its status and the OCI error codes of its body decide the
+    /// kind (see [`classify`]).
+    pub fn answered(
+        op: &str,
+        target: &str,
+        status: u16,
+        codes: &[String],
+        detail: impl Into<String>,
+    ) -> Self {
+        RegistryError {
+            op: op.into(),
+            target: target.into(),
+            status: Some(status),
+            detail: detail.into(),
+            kind: classify(status, codes),
+        }
     }
 
-    /// A failure found on this side: no usable answer (a transport error, a timeout, a stall), or an
-    /// answer that fails a check (a digest, a size limit, the protocol), of the kind given.
+    /// A failure found on this side: no usable answer (a transport error, a timeout, a stall), or
+    /// an answer that fails a check (a digest, a size limit, the protocol), of the kind given.
     pub fn local(op: &str, target: &str, kind: ErrorKind, detail: impl Into<String>) -> Self {
-        RegistryError { op: op.into(), target: target.into(), status: None, detail: detail.into(), kind }
+        RegistryError {
+            op: op.into(),
+            target: target.into(),
+            status: None,
+            detail: detail.into(),
+            kind,
+        }
     }
 
     /// What kind of failure this is.
@@ -59,8 +78,8 @@ impl fmt::Display for RegistryError {
 impl std::error::Error for RegistryError {}
 
 /// The kind of an error answer. A status that says "try again later" (408, 429, 5xx) is transient
-/// whatever the body says; otherwise the first OCI error code with a kind of its own decides (a code
-/// names the failure more precisely than a status, which registries choose loosely: `403` with
+/// whatever the body says; otherwise the first OCI error code with a kind of its own decides (a
+/// code names the failure more precisely than a status, which registries choose loosely: `403` with
 /// `TOOMANYREQUESTS`, `400` with `DIGEST_INVALID`); without one the status does: 401 and 403 are
 /// denials, 404 is not found, and any other refusal is something the registry does not do.
 pub fn classify(status: u16, codes: &[String]) -> ErrorKind {
@@ -74,11 +93,14 @@ pub fn classify(status: u16, codes: &[String]) -> ErrorKind {
     })
 }
 
-/// The kind an OCI distribution error code names; None for codes that say what was wrong with a request
-/// (`MANIFEST_INVALID`, `NAME_INVALID`, `BLOB_UPLOAD_INVALID`...) without saying more than its status.
+/// The kind an OCI distribution error code names; None for codes that say what was wrong with a
+/// request (`MANIFEST_INVALID`, `NAME_INVALID`, `BLOB_UPLOAD_INVALID`...) without saying more than
+/// its status.
 fn code_kind(code: &str) -> Option<ErrorKind> {
     Some(match code.to_ascii_uppercase().as_str() {
-        "BLOB_UNKNOWN" | "BLOB_UPLOAD_UNKNOWN" | "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => ErrorKind::NotFound,
+        "BLOB_UNKNOWN" | "BLOB_UPLOAD_UNKNOWN" | "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" => {
+            ErrorKind::NotFound
+        }
         "UNAUTHORIZED" | "DENIED" => ErrorKind::Denied,
         "UNSUPPORTED" => ErrorKind::Unsupported,
         // Bytes that did not arrive as they were sent (damaged or cut on their way).
@@ -97,8 +119,8 @@ pub struct ErrorBody {
     pub text: String,
 }
 
-/// Reads the OCI error codes and messages of a registry's error body (`{"errors":[{"code","message"}]}`);
-/// any other body is shown as a short excerpt.
+/// Reads the OCI error codes and messages of a registry's error body
+/// (`{"errors":[{"code","message"}]}`); any other body is shown as a short excerpt.
 pub fn parse_body(body: &[u8]) -> ErrorBody {
     #[derive(serde::Deserialize)]
     struct Item {
@@ -152,8 +174,16 @@ mod tests {
     fn statuses_decide_without_codes() {
         assert_eq!(kind(404, ""), ErrorKind::NotFound);
         assert_eq!(kind(401, "not json"), ErrorKind::Denied);
-        assert_eq!(kind(403, &errors("INJECTED")), ErrorKind::Denied, "an unknown code leaves it to the status");
-        assert_eq!(kind(400, &errors("MANIFEST_INVALID")), ErrorKind::Unsupported, "a code without a kind of its own");
+        assert_eq!(
+            kind(403, &errors("INJECTED")),
+            ErrorKind::Denied,
+            "an unknown code leaves it to the status"
+        );
+        assert_eq!(
+            kind(400, &errors("MANIFEST_INVALID")),
+            ErrorKind::Unsupported,
+            "a code without a kind of its own"
+        );
         assert_eq!(kind(405, ""), ErrorKind::Unsupported);
         assert_eq!(kind(304, ""), ErrorKind::Unsupported);
         for s in [408, 429, 500, 502, 503, 504] {
@@ -172,7 +202,11 @@ mod tests {
         assert_eq!(kind(404, &errors("DENIED")), ErrorKind::Denied, "the code names the failure");
         assert_eq!(kind(403, &errors("TOOMANYREQUESTS")), ErrorKind::Transient);
         assert_eq!(kind(405, &errors("UNSUPPORTED")), ErrorKind::Unsupported);
-        assert_eq!(kind(400, &errors("digest_invalid")), ErrorKind::Integrity, "codes are compared without case");
+        assert_eq!(
+            kind(400, &errors("digest_invalid")),
+            ErrorKind::Integrity,
+            "codes are compared without case"
+        );
     }
 
     #[test]
@@ -193,20 +227,31 @@ mod tests {
     #[test]
     fn message_text_does_not_decide() {
         // Only the code field counts: a message that reads like a code is only a message.
-        assert_eq!(kind(400, r#"{"errors":[{"code":"UNKNOWN","message":"DIGEST_INVALID"}]}"#), ErrorKind::Unsupported);
+        assert_eq!(
+            kind(400, r#"{"errors":[{"code":"UNKNOWN","message":"DIGEST_INVALID"}]}"#),
+            ErrorKind::Unsupported
+        );
         assert_eq!(kind(400, "DIGEST_INVALID: not json"), ErrorKind::Unsupported);
     }
 
     #[test]
     fn bodies_without_codes_are_excerpted() {
-        assert_eq!(parse_body(b"  upstream\nfailed  "), ErrorBody { codes: vec![], text: "upstream failed".into() });
+        assert_eq!(
+            parse_body(b"  upstream\nfailed  "),
+            ErrorBody { codes: vec![], text: "upstream failed".into() }
+        );
         assert_eq!(parse_body(br#"{"errors":[{}]}"#).text, r#"{"errors":[{}]}"#);
         assert_eq!(describe_body(&"x".repeat(500).into_bytes()).len(), 200);
     }
 
     #[test]
     fn local_errors_carry_their_kind() {
-        let e = RegistryError::local("fetch manifest", "r/a:v1", ErrorKind::Integrity, "content does not match");
+        let e = RegistryError::local(
+            "fetch manifest",
+            "r/a:v1",
+            ErrorKind::Integrity,
+            "content does not match",
+        );
         assert_eq!((e.kind(), e.status, e.is_not_found()), (ErrorKind::Integrity, None, false));
         assert_eq!(e.to_string(), "fetch manifest r/a:v1: content does not match");
         let e = RegistryError::answered("resolve", "r/a:v1", 404, &[], "MANIFEST_UNKNOWN: unknown");

@@ -1,6 +1,6 @@
-//! Listings that come in pages linked by `Link: <...>; rel="next"`: a repository's tags, the registry's
-//! repositories (`/v2/_catalog`) and a manifest's referrers (the referrers API), all read by one
-//! [`Pages`] that follows the links only forward and only on the registry's own origin.
+//! Listings that come in pages linked by `Link: <...>; rel="next"`: a repository's tags, the
+//! registry's repositories (`/v2/_catalog`) and a manifest's referrers (the referrers API), all
+//! read by one [`Pages`] that follows the links only forward and only on the registry's own origin.
 
 use super::auth::repo_scope;
 use super::client::{Call, Client, Result, MAX_PAGE_SIZE};
@@ -16,8 +16,8 @@ use std::collections::HashSet;
 /// Most names (tags, repositories) or referrers one listing may gather over all its pages.
 pub const MAX_LISTED: usize = 2_000_000;
 
-/// The pages of one listing, read in order. Each page's `Link` to the next is checked only when that
-/// page is asked for, so a last page (or one the caller stops at) may link anywhere.
+/// The pages of one listing, read in order. Each page's `Link` to the next is checked only when
+/// that page is asked for, so a last page (or one the caller stops at) may link anywhere.
 pub(super) struct Pages<'a> {
     client: &'a Client,
     op: &'a str,
@@ -35,11 +35,21 @@ pub(super) struct Pages<'a> {
 }
 
 impl<'a> Pages<'a> {
-    /// The pages of a listing starting at `url`, at most `pages` of them, asked for with the `Accept`
-    /// header `accept` when given.
+    /// The pages of a listing starting at `url`, at most `pages` of them, asked for with the
+    /// `Accept` header `accept` when given.
     pub fn new(client: &'a Client, call: &Call<'a>, accept: Option<&'a str>, pages: usize) -> Self {
         let (op, target, scopes) = (call.op, call.target, call.scopes);
-        Pages { client, op, target, scopes, accept, last: None, first: Some(call.url.to_string()), left: pages, seen: HashSet::new() }
+        Pages {
+            client,
+            op,
+            target,
+            scopes,
+            accept,
+            last: None,
+            first: Some(call.url.to_string()),
+            left: pages,
+            seen: HashSet::new(),
+        }
     }
 
     /// The answer for the next page; None once a page named no next one, or `pages` were read.
@@ -55,18 +65,30 @@ impl<'a> Pages<'a> {
         self.left -= 1;
         let accept = self.accept;
         let call = Call::new(self.op, self.target, Method::GET, &url, self.scopes);
-        let resp = self.client.send(&call, |r| if let Some(a) = accept { r.header(header::ACCEPT, a) } else { r }).await?;
-        let link = resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(parse_next_link);
+        let resp = self
+            .client
+            .send(&call, |r| if let Some(a) = accept { r.header(header::ACCEPT, a) } else { r })
+            .await?;
+        let link = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_next_link);
         self.last = Some((url, link));
         Ok(Some(resp))
     }
 
-    /// The URL of the next page named by a `Link` on the page at `current`: resolved against it, on the
-    /// registry's own origin (credentials go nowhere else) and not a page read already.
+    /// The URL of the next page named by a `Link` on the page at `current`: resolved against it, on
+    /// the registry's own origin (credentials go nowhere else) and not a page read already.
     fn follow(&mut self, current: &str, link: &str) -> Result<String> {
-        let error = |detail: String| RegistryError::local(self.op, self.target, ErrorKind::Other, detail);
-        let next = absolute(current, link)
-            .ok_or_else(|| error(format!("the registry's pagination link {:?} is not a URL", crate::scrub::escape_controls(link))))?;
+        let error =
+            |detail: String| RegistryError::local(self.op, self.target, ErrorKind::Other, detail);
+        let next = absolute(current, link).ok_or_else(|| {
+            error(format!(
+                "the registry's pagination link {:?} is not a URL",
+                crate::scrub::escape_controls(link)
+            ))
+        })?;
         if next.origin() != self.client.origin {
             return Err(error(format!(
                 "the registry's pagination link points to another host ({}); not followed, so that no credentials go there",
@@ -82,33 +104,44 @@ impl<'a> Pages<'a> {
 }
 
 impl Client {
-    /// Every tag of a repository, following `Link` pagination. Names outside the distribution spec's tag
-    /// grammar are skipped with a warning: they must never reach a URL, a file name or a ref name.
+    /// Every tag of a repository, following `Link` pagination. Names outside the distribution
+    /// spec's tag grammar are skipped with a warning: they must never reach a URL, a file name or a
+    /// ref name.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1000");
         let scopes = [repo_scope(repo, false)];
-        let tags = self.names(&Call::new("list tags of", &target, Method::GET, &url, &scopes), usize::MAX, Field::Tags).await?;
+        let tags = self
+            .names(
+                &Call::new("list tags of", &target, Method::GET, &url, &scopes),
+                usize::MAX,
+                Field::Tags,
+            )
+            .await?;
         Ok(valid_names(tags, crate::reference::valid_tag, "tag", &target))
     }
 
-    /// Whether a repository has at least one tag, from one page of one tag (a repository the registry does
-    /// not know has none).
+    /// Whether a repository has at least one tag, from one page of one tag (a repository the
+    /// registry does not know has none).
     pub async fn has_tags(&self, repo: &str) -> Result<bool> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1");
         let scopes = [repo_scope(repo, false)];
-        match self.names(&Call::new("list tags of", &target, Method::GET, &url, &scopes), 1, Field::Tags).await {
+        match self
+            .names(&Call::new("list tags of", &target, Method::GET, &url, &scopes), 1, Field::Tags)
+            .await
+        {
             Ok(tags) => Ok(!tags.is_empty()),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination; names outside the
-    /// spec's repository grammar are skipped with a warning.
+    /// Every repository of the registry (`/v2/_catalog`), following `Link` pagination; names
+    /// outside the spec's repository grammar are skipped with a warning.
     pub async fn list_repositories(&self) -> Result<Vec<String>> {
-        // No `n`: Distribution refuses one above its catalog.maxentries; its own page size and Link work everywhere.
+        // No `n`: Distribution refuses one above its catalog.maxentries; its own page size and Link
+        // work everywhere.
         let url = self.root_url("/v2/_catalog");
         let registry = self.registry.clone();
         let scopes = ["registry:catalog:*".to_string()];
@@ -117,8 +150,8 @@ impl Client {
         Ok(valid_names(repos, crate::reference::valid_repository, "repository", &registry))
     }
 
-    /// The names of a listing (at most `pages` pages): the string array `field` of each page, until a page
-    /// has none or names no next one.
+    /// The names of a listing (at most `pages` pages): the string array `field` of each page, until
+    /// a page has none or names no next one.
     async fn names(&self, call: &Call<'_>, pages: usize, field: Field) -> Result<Vec<String>> {
         let (op, target) = (call.op, call.target);
         let mut names = Vec::new();
@@ -127,23 +160,35 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(self.fail(op, target, resp).await);
             }
-            let body = read_limited(resp, MAX_PAGE_SIZE).await.map_err(|e| call.error(ErrorKind::Other, e))?;
-            let page = field.read(&body).map_err(|e| call.error(ErrorKind::Other, format!("invalid list: {e}")))?;
+            let body = read_limited(resp, MAX_PAGE_SIZE)
+                .await
+                .map_err(|e| call.error(ErrorKind::Other, e))?;
+            let page = field
+                .read(&body)
+                .map_err(|e| call.error(ErrorKind::Other, format!("invalid list: {e}")))?;
             if page.is_empty() {
                 break;
             }
             names.extend(page);
             if names.len() > MAX_LISTED {
-                return Err(
-                    call.error(ErrorKind::Other, format!("the registry lists more than {MAX_LISTED} names; refusing to gather more"))
-                );
+                return Err(call.error(
+                    ErrorKind::Other,
+                    format!(
+                        "the registry lists more than {MAX_LISTED} names; refusing to gather more"
+                    ),
+                ));
             }
         }
         Ok(names)
     }
 
-    /// The referrers of a manifest through the referrers API; `None` when the registry has no such API.
-    pub async fn referrers_api(&self, repo: &str, subject: &Digest) -> Result<Option<Vec<Descriptor>>> {
+    /// The referrers of a manifest through the referrers API; `None` when the registry has no such
+    /// API.
+    pub async fn referrers_api(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>> {
         let target = format!("{}/{repo}@{subject}", self.registry);
         let scopes = [repo_scope(repo, false)];
         let url = self.url(repo, &format!("referrers/{subject}"));
@@ -152,22 +197,34 @@ impl Client {
         let mut pager = Pages::new(self, &call, Some(manifest::OCI_INDEX), usize::MAX);
         while let Some(resp) = pager.next().await? {
             let status = resp.status();
-            if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST {
+            if status == StatusCode::NOT_FOUND
+                || status == StatusCode::METHOD_NOT_ALLOWED
+                || status == StatusCode::BAD_REQUEST
+            {
                 return Ok(None);
             }
             if !status.is_success() {
                 return Err(self.fail(call.op, &target, resp).await);
             }
-            let ct = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if !ct.starts_with(manifest::OCI_INDEX) {
                 return Ok(None);
             }
-            let body = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|e| call.error(ErrorKind::Other, e))?;
-            let page =
-                manifest::index_manifests(&body).map_err(|e| call.error(ErrorKind::Other, format!("invalid referrers index: {e}")))?;
+            let body = read_limited(resp, MAX_MANIFEST_SIZE)
+                .await
+                .map_err(|e| call.error(ErrorKind::Other, e))?;
+            let page = manifest::index_manifests(&body).map_err(|e| {
+                call.error(ErrorKind::Other, format!("invalid referrers index: {e}"))
+            })?;
             all.extend(page);
             if all.len() > MAX_LISTED {
-                let detail = format!("the registry lists more than {MAX_LISTED} referrers; refusing to gather more");
+                let detail = format!(
+                    "the registry lists more than {MAX_LISTED} referrers; refusing to gather more"
+                );
                 return Err(call.error(ErrorKind::Other, detail));
             }
         }
@@ -199,15 +256,23 @@ impl Field {
             Field::Tags => page.tags,
             Field::Repositories => page.repositories,
         };
-        Ok(items.unwrap_or_default().into_iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        Ok(items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect())
     }
 }
 
-/// The names that fit `valid`; each other one is skipped with a warning (escaped: it came from outside).
+/// The names that fit `valid`; each other one is skipped with a warning (escaped: it came from
+/// outside).
 fn valid_names(names: Vec<String>, valid: fn(&str) -> bool, what: &str, of: &str) -> Vec<String> {
     let (good, bad): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| valid(n));
     for b in &bad {
-        crate::scrub::warn(format_args!("skipping {what} {:?} of {of}: not a valid {what} name (distribution spec)", b));
+        crate::scrub::warn(format_args!(
+            "skipping {what} {:?} of {of}: not a valid {what} name (distribution spec)",
+            b
+        ));
     }
     good
 }
@@ -230,14 +295,24 @@ mod tests {
 
     #[test]
     fn next_links() {
-        assert_eq!(parse_next_link(r#"</v2/r/tags/list?n=2&last=b>; rel="next""#).as_deref(), Some("/v2/r/tags/list?n=2&last=b"));
-        assert_eq!(parse_next_link("</v2/_catalog?last=x>; rel=next").as_deref(), Some("/v2/_catalog?last=x"));
+        assert_eq!(
+            parse_next_link(r#"</v2/r/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/r/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            parse_next_link("</v2/_catalog?last=x>; rel=next").as_deref(),
+            Some("/v2/_catalog?last=x")
+        );
         assert_eq!(parse_next_link(r#"</x>; rel="prev""#), None);
         assert_eq!(
-            parse_next_link(r#"</a>; rel="prev", <https://reg.example/b?c=d>; rel="next""#).as_deref(),
+            parse_next_link(r#"</a>; rel="prev", <https://reg.example/b?c=d>; rel="next""#)
+                .as_deref(),
             Some("https://reg.example/b?c=d")
         );
-        assert_eq!(parse_next_link(r#"</a>; type="text/plain"; rel="next""#).as_deref(), Some("/a"));
+        assert_eq!(
+            parse_next_link(r#"</a>; type="text/plain"; rel="next""#).as_deref(),
+            Some("/a")
+        );
         assert_eq!(parse_next_link(r#"</a>; rel="nextish""#), None);
         assert_eq!(parse_next_link(r#"</a>; rel="next last""#).as_deref(), Some("/a"));
         assert_eq!(parse_next_link("</a>"), None, "a link without parameters has no relation");

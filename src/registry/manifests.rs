@@ -1,5 +1,5 @@
-//! Manifests: resolving a reference (HEAD), fetching one verified (GET, conditional on a known digest
-//! where asked), and pushing one (PUT).
+//! Manifests: resolving a reference (HEAD), fetching one verified (GET, conditional on a known
+//! digest where asked), and pushing one (PUT).
 
 use super::auth::repo_scope;
 use super::client::{Call, Client, Result};
@@ -29,8 +29,8 @@ pub struct ManifestRequest<'a> {
     pub reference: &'a str,
     /// The descriptor the bytes must match (size and digest), when known.
     pub expect: Option<&'a Descriptor>,
-    /// A digest the manifest is asked about conditionally (If-None-Match): when it is still that one, a
-    /// registry that honours the header answers 304 without the bytes.
+    /// A digest the manifest is asked about conditionally (If-None-Match): when it is still that
+    /// one, a registry that honours the header answers 304 without the bytes.
     pub unless: Option<&'a Digest>,
 }
 
@@ -53,7 +53,9 @@ impl<'a> ManifestRequest<'a> {
     /// The `Accept` header: every manifest type, and the expected one first when it is another.
     fn accept(&self) -> String {
         match self.expect {
-            Some(d) if !d.media_type.is_empty() && !MANIFEST_TYPES.contains(&d.media_type.as_str()) => {
+            Some(d)
+                if !d.media_type.is_empty() && !MANIFEST_TYPES.contains(&d.media_type.as_str()) =>
+            {
                 format!("{}, {}", d.media_type, MANIFEST_TYPES.join(", "))
             }
             _ => MANIFEST_TYPES.join(", "),
@@ -62,20 +64,36 @@ impl<'a> ManifestRequest<'a> {
 }
 
 impl Client {
-    /// What a manifest reference is called in messages: `registry/repo:tag` or `registry/repo@digest`.
+    /// What a manifest reference is called in messages: `registry/repo:tag` or
+    /// `registry/repo@digest`.
     fn manifest_target(&self, repo: &str, reference: &str) -> String {
-        format!("{}/{repo}{}{reference}", self.registry, if reference.contains(':') { "@" } else { ":" })
+        format!(
+            "{}/{repo}{}{reference}",
+            self.registry,
+            if reference.contains(':') { "@" } else { ":" }
+        )
     }
 
     /// Resolves a tag or digest to a descriptor with HEAD; `None` when it does not exist.
-    pub async fn head_manifest(&self, repo: &str, reference: &str, push: bool) -> Result<Option<Descriptor>> {
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        push: bool,
+    ) -> Result<Option<Descriptor>> {
         let (target, resp) = self.head(repo, reference, push, None).await?;
         self.described(repo, reference, &target, resp).await
     }
 
     /// Whether a tag points at `digest`. Asked conditionally (If-None-Match): a registry that
     /// honours it answers 304 without reading the manifest from its storage.
-    pub async fn tag_points_at(&self, repo: &str, tag: &str, digest: &Digest, push: bool) -> Result<bool> {
+    pub async fn tag_points_at(
+        &self,
+        repo: &str,
+        tag: &str,
+        digest: &Digest,
+        push: bool,
+    ) -> Result<bool> {
         let (target, resp) = self.head(repo, tag, push, Some(digest)).await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(true);
@@ -83,19 +101,33 @@ impl Client {
         Ok(self.described(repo, tag, &target, resp).await?.is_some_and(|d| d.digest == *digest))
     }
 
-    /// Sends a HEAD for a manifest, conditional on `unless` when given: (what was asked, the answer).
-    async fn head(&self, repo: &str, reference: &str, push: bool, unless: Option<&Digest>) -> Result<(String, reqwest::Response)> {
+    /// Sends a HEAD for a manifest, conditional on `unless` when given: (what was asked, the
+    /// answer).
+    async fn head(
+        &self,
+        repo: &str,
+        reference: &str,
+        push: bool,
+        unless: Option<&Digest>,
+    ) -> Result<(String, reqwest::Response)> {
         let target = format!("{}/{repo}:{reference}", self.registry);
         let url = self.url(repo, &format!("manifests/{reference}"));
         let scopes = [repo_scope(repo, push)];
         let accept = MANIFEST_TYPES.join(", ");
         let call = Call::new("resolve", &target, Method::HEAD, &url, &scopes);
-        let resp = self.send(&call, |r| if_none_match(r.header(header::ACCEPT, &accept), unless)).await?;
+        let resp =
+            self.send(&call, |r| if_none_match(r.header(header::ACCEPT, &accept), unless)).await?;
         Ok((target, resp))
     }
 
     /// The descriptor a HEAD of a manifest answered with; None when there is no such manifest.
-    async fn described(&self, repo: &str, reference: &str, target: &str, resp: reqwest::Response) -> Result<Option<Descriptor>> {
+    async fn described(
+        &self,
+        repo: &str,
+        reference: &str,
+        target: &str,
+        resp: reqwest::Response,
+    ) -> Result<Option<Descriptor>> {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -104,17 +136,30 @@ impl Client {
         }
         let h = resp.headers();
         let media_type = media_type(h);
-        let digest = h.get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok());
-        let size = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|s| s.parse::<u64>().ok());
+        let digest = h
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse::<Digest>().ok());
+        let size = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
         match (media_type, digest, size) {
-            (Some(mt), Some(d), Some(s)) if MANIFEST_TYPES.contains(&mt.as_str()) => Ok(Some(Descriptor::new(&mt, d, s))),
+            (Some(mt), Some(d), Some(s)) if MANIFEST_TYPES.contains(&mt.as_str()) => {
+                Ok(Some(Descriptor::new(&mt, d, s)))
+            }
             // Some registries omit headers on HEAD: fall back to GET.
             _ => Ok(self.get_manifest(repo, reference, None).await.map(|(d, _)| Some(d))?),
         }
     }
 
     /// Fetches a manifest by tag or digest; verifies it against `expect` when given.
-    pub async fn get_manifest(&self, repo: &str, reference: &str, expect: Option<&Descriptor>) -> Result<(Descriptor, Bytes)> {
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        expect: Option<&Descriptor>,
+    ) -> Result<(Descriptor, Bytes)> {
         match self.fetch_manifest(ManifestRequest::new(repo, reference).expecting(expect)).await? {
             Some(found) => Ok(found),
             None => Err(RegistryError::answered(
@@ -129,19 +174,30 @@ impl Client {
 
     /// Fetches a manifest by tag unless the tag still points at `known`: then (a 304 from a
     /// registry that honours If-None-Match, saving it a storage read and the body) returns None.
-    pub async fn get_manifest_unless(&self, repo: &str, tag: &str, known: &Digest) -> Result<Option<(Descriptor, Bytes)>> {
+    pub async fn get_manifest_unless(
+        &self,
+        repo: &str,
+        tag: &str,
+        known: &Digest,
+    ) -> Result<Option<(Descriptor, Bytes)>> {
         self.fetch_manifest(ManifestRequest::new(repo, tag).unless(known)).await
     }
 
     /// Fetches a manifest as `req` asks, verified; None when `req.unless` was sent and the registry
     /// answered that it is unchanged.
-    pub async fn fetch_manifest(&self, req: ManifestRequest<'_>) -> Result<Option<(Descriptor, Bytes)>> {
+    pub async fn fetch_manifest(
+        &self,
+        req: ManifestRequest<'_>,
+    ) -> Result<Option<(Descriptor, Bytes)>> {
         let target = self.manifest_target(req.repo, req.reference);
         let url = self.url(req.repo, &format!("manifests/{}", req.reference));
         let scopes = [repo_scope(req.repo, false)];
         let call = Call::new("fetch manifest", &target, Method::GET, &url, &scopes);
         if let Some(d) = req.expect.filter(|d| d.size > MAX_MANIFEST_SIZE) {
-            let detail = format!("declared size {} exceeds the {} byte manifest limit", d.size, MAX_MANIFEST_SIZE);
+            let detail = format!(
+                "declared size {} exceeds the {} byte manifest limit",
+                d.size, MAX_MANIFEST_SIZE
+            );
             return Err(call.error(ErrorKind::Other, detail));
         }
         let accept = req.accept();
@@ -149,41 +205,69 @@ impl Client {
         loop {
             attempt += 1;
             match self.fetch_manifest_once(&req, &call, &accept).await {
-                // Bytes found damaged here (the registry answered, then what came failed a check) may come
-                // whole next time; a registry refusing with DIGEST_INVALID would answer the same again.
-                Err(e) if e.kind() == ErrorKind::Integrity && e.status.is_none() && attempt < FETCH_ATTEMPTS => continue,
+                // Bytes found damaged here (the registry answered, then what came failed a check)
+                // may come whole next time; a registry refusing with DIGEST_INVALID would answer
+                // the same again.
+                Err(e)
+                    if e.kind() == ErrorKind::Integrity
+                        && e.status.is_none()
+                        && attempt < FETCH_ATTEMPTS =>
+                {
+                    continue
+                }
                 other => return other,
             }
         }
     }
 
     /// One GET of a manifest, its answer checked (see [`checked`]).
-    async fn fetch_manifest_once(&self, req: &ManifestRequest<'_>, call: &Call<'_>, accept: &str) -> Result<Option<(Descriptor, Bytes)>> {
-        let resp = self.send(call, |r| if_none_match(r.header(header::ACCEPT, accept), req.unless)).await?;
+    async fn fetch_manifest_once(
+        &self,
+        req: &ManifestRequest<'_>,
+        call: &Call<'_>,
+        accept: &str,
+    ) -> Result<Option<(Descriptor, Bytes)>> {
+        let resp = self
+            .send(call, |r| if_none_match(r.header(header::ACCEPT, accept), req.unless))
+            .await?;
         if req.unless.is_some() && resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(None);
         }
         if !resp.status().is_success() {
             return Err(self.fail(call.op, call.target, resp).await);
         }
-        let served = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok());
+        let served = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|d| d.parse::<Digest>().ok());
         let mt = media_type(resp.headers()).unwrap_or_default();
         if resp.content_length().is_some_and(|l| l > MAX_MANIFEST_SIZE) {
             return Err(call.error(ErrorKind::Other, "manifest larger than the 4 MiB limit"));
         }
-        let body = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|e| call.error(ErrorKind::Other, e))?;
+        let body = read_limited(resp, MAX_MANIFEST_SIZE)
+            .await
+            .map_err(|e| call.error(ErrorKind::Other, e))?;
         let desc = checked(req, call, &body, served, mt)?;
         Ok(Some((desc, body)))
     }
 
     /// Pushes manifest bytes under a tag or digest with the descriptor's media type.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, desc: &Descriptor, body: Bytes) -> Result<PutResult> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        desc: &Descriptor,
+        body: Bytes,
+    ) -> Result<PutResult> {
         let target = self.manifest_target(repo, reference);
         let url = self.url(repo, &format!("manifests/{reference}"));
         let scopes = [repo_scope(repo, true)];
         let op = "push manifest";
         let call = Call::new(op, &target, Method::PUT, &url, &scopes);
-        let resp = self.send(&call, |r| r.header(header::CONTENT_TYPE, &desc.media_type).body(body.clone())).await?;
+        let resp = self
+            .send(&call, |r| r.header(header::CONTENT_TYPE, &desc.media_type).body(body.clone()))
+            .await?;
         if !resp.status().is_success() {
             return Err(self.fail(op, &target, resp).await);
         }
@@ -192,38 +276,58 @@ impl Client {
 }
 
 /// The descriptor of fetched manifest bytes, once they pass the checks there are: the expected
-/// descriptor's size and digest; else the digest the reference names; else (by tag) the registry's own
-/// digest header. The media type is the one served when it is a manifest type, else read from the bytes.
-fn checked(req: &ManifestRequest<'_>, call: &Call<'_>, body: &[u8], served: Option<Digest>, served_type: String) -> Result<Descriptor> {
+/// descriptor's size and digest; else the digest the reference names; else (by tag) the registry's
+/// own digest header. The media type is the one served when it is a manifest type, else read from
+/// the bytes.
+fn checked(
+    req: &ManifestRequest<'_>,
+    call: &Call<'_>,
+    body: &[u8],
+    served: Option<Digest>,
+    served_type: String,
+) -> Result<Descriptor> {
     if let Some(d) = req.expect {
-        crate::digest::verify_bytes(body, &d.digest, d.size).map_err(|e| call.error(ErrorKind::Integrity, e.to_string()))?;
+        crate::digest::verify_bytes(body, &d.digest, d.size)
+            .map_err(|e| call.error(ErrorKind::Integrity, e.to_string()))?;
         return Ok(d.clone());
     }
     let digest = Digest::of(body);
     if let Ok(d) = req.reference.parse::<Digest>() {
         if d != digest {
-            return Err(call.error(ErrorKind::Integrity, format!("registry served content with digest {digest}")));
+            return Err(call.error(
+                ErrorKind::Integrity,
+                format!("registry served content with digest {digest}"),
+            ));
         }
     }
     // By tag, the registry's own digest header is the only check there is.
     if let Some(d) = served.filter(|d| *d != digest) {
-        return Err(call.error(ErrorKind::Integrity, format!("content does not match the registry's digest {d} (computed {digest})")));
+        return Err(call.error(
+            ErrorKind::Integrity,
+            format!("content does not match the registry's digest {d} (computed {digest})"),
+        ));
     }
     let mt = if MANIFEST_TYPES.contains(&served_type.as_str()) {
         served_type
     } else {
         let probe = Descriptor::new("", digest.clone(), body.len() as u64);
-        manifest::parse(&probe, body).map(|p| p.media_type).map_err(|e| call.error(ErrorKind::Other, e.to_string()))?
+        manifest::parse(&probe, body)
+            .map(|p| p.media_type)
+            .map_err(|e| call.error(ErrorKind::Other, e.to_string()))?
     };
     Ok(Descriptor::new(&mt, digest, body.len() as u64))
 }
 
 /// The media type of an answer (`Content-Type` without its parameters).
 fn media_type(headers: &header::HeaderMap) -> Option<String> {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").trim().to_string())
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_string())
 }
 
-/// Makes a request conditional on the manifest not being `unless` (registries use the digest as ETag).
+/// Makes a request conditional on the manifest not being `unless` (registries use the digest as
+/// ETag).
 fn if_none_match(r: reqwest::RequestBuilder, unless: Option<&Digest>) -> reqwest::RequestBuilder {
     match unless {
         Some(d) => r.header(header::IF_NONE_MATCH, format!("\"{d}\"")),

@@ -1,4 +1,5 @@
-//! An async client for the OCI distribution API: auth, transport, tags, manifests, blobs, uploads, referrers.
+//! An async client for the OCI distribution API: auth, transport, tags, manifests, blobs, uploads,
+//! referrers.
 
 pub mod auth;
 pub mod blobs;

@@ -1,6 +1,6 @@
-//! Blob transfers that stall: a transfer fails when it moves fewer bytes than a floor rate allows over
-//! a whole window (curl's `--speed-limit`/`--speed-time`), so a registry that trickles a byte every few
-//! seconds cannot hold a run forever, while a slow but moving link is left alone.
+//! Blob transfers that stall: a transfer fails when it moves fewer bytes than a floor rate allows
+//! over a whole window (curl's `--speed-limit`/`--speed-time`), so a registry that trickles a byte
+//! every few seconds cannot hold a run forever, while a slow but moving link is left alone.
 
 use bytes::Bytes;
 use futures::{Future, Stream};
@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// The floor: at least `bytes_per_second` on average over every `window` (0 bytes per second: no floor).
+/// The floor: at least `bytes_per_second` on average over every `window` (0 bytes per second: no
+/// floor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StallLimit {
     /// The slowest average rate allowed over a window.
@@ -74,8 +75,8 @@ impl Moved {
     }
 }
 
-/// Resolves with the stall's description when a window passes in which `moved` grew by less than the
-/// floor; never while the transfer is over or when there is no floor.
+/// Resolves with the stall's description when a window passes in which `moved` grew by less than
+/// the floor; never while the transfer is over or when there is no floor.
 pub async fn watch(moved: Arc<Moved>, limit: StallLimit) -> String {
     if limit.bytes_per_second == 0 || limit.window.is_zero() {
         return std::future::pending().await;
@@ -110,7 +111,8 @@ pub fn guard<S>(inner: S, limit: StallLimit) -> Guarded<S> {
     Guarded { inner, moved: moved.clone(), watch: Box::pin(watch(moved, limit)) }
 }
 
-/// Counts the bytes of a stream into `moved` (an upload body: the registry's reading pace is the rate).
+/// Counts the bytes of a stream into `moved` (an upload body: the registry's reading pace is the
+/// rate).
 pub fn counted<S>(inner: S, moved: Arc<Moved>) -> Guarded<S> {
     Guarded { inner, moved, watch: Box::pin(std::future::pending()) }
 }
@@ -183,7 +185,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_floor_never_fires() {
         let limit = StallLimit { bytes_per_second: 0, window: Duration::from_secs(1) };
-        let w = tokio::time::timeout(Duration::from_secs(3600), watch(Arc::new(Moved::default()), limit)).await;
+        let w = tokio::time::timeout(
+            Duration::from_secs(3600),
+            watch(Arc::new(Moved::default()), limit),
+        )
+        .await;
         assert!(w.is_err());
     }
 }

@@ -8,7 +8,8 @@ use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
 use crate::reference::is_schema_tag;
 use crate::target::{
-    failure, ByteStream, ErrorKind, Failure, Hints, Mounting, ReferrerListing, Repo, Resolved, Result, Sink, Source, Staging, Traits,
+    failure, ByteStream, ErrorKind, Failure, Hints, Mounting, ReferrerListing, Repo, Resolved,
+    Result, Sink, Source, Staging, Traits,
 };
 use anyhow::{anyhow, bail, Context};
 use async_trait::async_trait;
@@ -38,22 +39,30 @@ pub struct Registries {
     http: reqwest::Client,
     opts: TransportOptions,
     creds: CredentialStore,
-    /// Held only to find or add a registry's cell, never across an await: the client is made in the cell.
+    /// Held only to find or add a registry's cell, never across an await: the client is made in the
+    /// cell.
     clients: Mutex<HashMap<String, ClientCell>>,
     mode: ReferrersMode,
     api_support: Mutex<HashMap<String, bool>>,
-    /// Held while a registry is first asked whether it has the referrers API, so that concurrent first
-    /// questions wait for that answer instead of each probing (a registry without it answered every one 404).
+    /// Held while a registry is first asked whether it has the referrers API, so that concurrent
+    /// first questions wait for that answer instead of each probing (a registry without it answered
+    /// every one 404).
     probing: tokio::sync::Mutex<()>,
     pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
     read_only: bool,
-    /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost no request.
+    /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost
+    /// no request.
     listed: Mutex<HashMap<Repo, Listing>>,
 }
 
 impl Registries {
     /// Sets up the transport; errors are about the options (bad CA file...).
-    pub fn new(opts: TransportOptions, creds: CredentialStore, mode: ReferrersMode, read_only: bool) -> Result<Registries> {
+    pub fn new(
+        opts: TransportOptions,
+        creds: CredentialStore,
+        mode: ReferrersMode,
+        read_only: bool,
+    ) -> Result<Registries> {
         let http = build_client(&opts).map_err(|e| anyhow!(e))?;
         Ok(Registries {
             http,
@@ -69,8 +78,9 @@ impl Registries {
         })
     }
 
-    /// The client of a registry, with that registry's own credentials, looked up once: concurrent first
-    /// requests to a registry wait for the one lookup (a credential helper runs once per registry).
+    /// The client of a registry, with that registry's own credentials, looked up once: concurrent
+    /// first requests to a registry wait for the one lookup (a credential helper runs once per
+    /// registry).
     pub async fn client(&self, registry: &str) -> Arc<Client> {
         let cell = {
             let mut c = match self.clients.lock() {
@@ -95,9 +105,14 @@ impl Registries {
         futures::future::join_all(clients.iter().map(|c| c.abandon_open_uploads())).await;
     }
 
-    /// The referrers a subject's `sha256-<hex>` index lists, with that index's digest; None when `unless` was
-    /// sent and the index is still that one.
-    async fn tag_schema_referrers(&self, repo: &Repo, subject: &Digest, unless: Option<&Digest>) -> Result<Option<ReferrerListing>> {
+    /// The referrers a subject's `sha256-<hex>` index lists, with that index's digest; None when
+    /// `unless` was sent and the index is still that one.
+    async fn tag_schema_referrers(
+        &self,
+        repo: &Repo,
+        subject: &Digest,
+        unless: Option<&Digest>,
+    ) -> Result<Option<ReferrerListing>> {
         let c = self.client(&repo.registry).await;
         let tag = subject.schema_tag();
         let found = match unless {
@@ -107,7 +122,8 @@ impl Registries {
         match found {
             Ok(None) => Ok(None),
             Ok(Some((desc, bytes))) => {
-                let referrers = manifest::index_manifests(&bytes).map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))?;
+                let referrers = manifest::index_manifests(&bytes)
+                    .map_err(|e| anyhow!("referrers index {repo}:{tag} is invalid: {e}"))?;
                 Ok(Some(ReferrerListing { referrers, index: Some(desc.digest) }))
             }
             Err(e) if e.is_not_found() => Ok(Some(ReferrerListing::default())),
@@ -123,9 +139,14 @@ impl Registries {
         l.entry(repo.clone()).or_default().clone()
     }
 
-    /// Referrers from the tag schema, asking only when the repository's tag list has the schema tag, and
-    /// asking whether the index is still `known`'s when there is one.
-    async fn listed_schema_referrers(&self, repo: &Repo, subject: &Digest, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+    /// Referrers from the tag schema, asking only when the repository's tag list has the schema
+    /// tag, and asking whether the index is still `known`'s when there is one.
+    async fn listed_schema_referrers(
+        &self,
+        repo: &Repo,
+        subject: &Digest,
+        known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing> {
         match self.listing_has(repo, &subject.schema_tag()).await {
             Some(false) => Ok(ReferrerListing::default()),
             _ => {
@@ -133,15 +154,17 @@ impl Registries {
                 let unless = known.and_then(|k| k.index.as_ref());
                 match self.tag_schema_referrers(repo, subject, unless).await? {
                     Some(found) => Ok(found),
-                    // Still the index a layout recorded: its referrers are the ones recorded with it.
+                    // Still the index a layout recorded: its referrers are the ones recorded with
+                    // it.
                     None => Ok(known.cloned().unwrap_or_default()),
                 }
             }
         }
     }
 
-    /// The repository's tag list, taken once (before this run pushed anything) and held in the returned
-    /// cell: None when it could not be read. A repository the registry does not know (404) has no tags.
+    /// The repository's tag list, taken once (before this run pushed anything) and held in the
+    /// returned cell: None when it could not be read. A repository the registry does not know (404)
+    /// has no tags.
     async fn tag_list(&self, repo: &Repo) -> Listing {
         let cell = self.listing(repo);
         cell.get_or_init(|| async {
@@ -181,7 +204,13 @@ fn typed(e: RegistryError) -> anyhow::Error {
 impl Registries {
     /// Resolves a reference with a HEAD request (no manifest bytes).
     pub async fn resolve_head(&self, repo: &Repo, reference: &str) -> Result<Descriptor> {
-        match self.client(&repo.registry).await.head_manifest(&repo.repository, reference, false).await.map_err(typed)? {
+        match self
+            .client(&repo.registry)
+            .await
+            .head_manifest(&repo.repository, reference, false)
+            .await
+            .map_err(typed)?
+        {
             Some(d) => Ok(d),
             None => Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
         }
@@ -191,7 +220,8 @@ impl Registries {
 #[async_trait]
 impl Source for Registries {
     async fn tags(&self, repo: &Repo) -> Result<Vec<String>> {
-        let mut tags = self.client(&repo.registry).await.list_tags(&repo.repository).await.map_err(typed)?;
+        let mut tags =
+            self.client(&repo.registry).await.list_tags(&repo.repository).await.map_err(typed)?;
         let _ = self.listing(repo).set(Some(tags.iter().cloned().collect()));
         tags.retain(|t| !is_schema_tag(t));
         tags.sort();
@@ -199,7 +229,12 @@ impl Source for Registries {
         Ok(tags)
     }
 
-    async fn resolve(&self, repo: &Repo, reference: &str, known: Option<&Descriptor>) -> Result<Resolved> {
+    async fn resolve(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        known: Option<&Descriptor>,
+    ) -> Result<Resolved> {
         let c = self.client(&repo.registry).await;
         let found = match known {
             Some(k) => c.get_manifest_unless(&repo.repository, reference, &k.digest).await,
@@ -209,15 +244,22 @@ impl Source for Registries {
             (Ok(Some((desc, bytes))), _) => Ok(Resolved { desc, bytes: Some(bytes) }),
             // Unchanged since the destination recorded it.
             (Ok(None), Some(k)) => Ok(Resolved { desc: k.clone(), bytes: None }),
-            (Ok(None), None) => bail!("internal: {reference} in {repo} answered as unchanged without being asked"),
-            (Err(e), _) if e.is_not_found() => Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}"))),
+            (Ok(None), None) => {
+                bail!("internal: {reference} in {repo} answered as unchanged without being asked")
+            }
+            (Err(e), _) if e.is_not_found() => {
+                Err(failure(ErrorKind::NotFound, format!("{reference} not found in {repo}")))
+            }
             (Err(e), _) => Err(typed(e)),
         }
     }
 
     async fn fetch_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<Bytes> {
         let c = self.client(&repo.registry).await;
-        let (_, bytes) = c.get_manifest(&repo.repository, desc.digest.as_str(), Some(desc)).await.map_err(typed)?;
+        let (_, bytes) = c
+            .get_manifest(&repo.repository, desc.digest.as_str(), Some(desc))
+            .await
+            .map_err(typed)?;
         Ok(bytes)
     }
 
@@ -225,16 +267,24 @@ impl Source for Registries {
         self.client(&repo.registry).await.get_blob(&repo.repository, desc).await.map_err(typed)
     }
 
-    async fn predecessors(&self, repo: &Repo, desc: &Descriptor, known: Option<&ReferrerListing>) -> Result<ReferrerListing> {
+    async fn predecessors(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        known: Option<&ReferrerListing>,
+    ) -> Result<ReferrerListing> {
         let c = self.client(&repo.registry).await;
-        let probe = if self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry).is_none() {
-            let guard = self.probing.lock().await;
-            // Another question may have found the answer while this one waited.
-            self.cached_support(&repo.registry).is_none().then_some(guard)
-        } else {
-            None
-        };
-        let api = if self.mode != ReferrersMode::Tag && self.cached_support(&repo.registry) != Some(false) {
+        let probe =
+            if self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry).is_none() {
+                let guard = self.probing.lock().await;
+                // Another question may have found the answer while this one waited.
+                self.cached_support(&repo.registry).is_none().then_some(guard)
+            } else {
+                None
+            };
+        let api = if self.mode != ReferrersMode::Tag
+            && self.cached_support(&repo.registry) != Some(false)
+        {
             let answer = c.referrers_api(&repo.repository, &desc.digest).await.map_err(typed)?;
             if answer.is_none() && self.mode == ReferrersMode::Api {
                 bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry);
@@ -264,25 +314,51 @@ impl Sink for Registries {
     }
 
     fn traits(&self) -> Traits {
-        Traits { whole_graphs: true, checks_digests: true, creates_by_tag: true, relists_referrers: true, in_order: false }
+        Traits {
+            whole_graphs: true,
+            checks_digests: true,
+            creates_by_tag: true,
+            relists_referrers: true,
+            in_order: false,
+        }
     }
 
     async fn has_blob(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
-        self.client(&repo.registry).await.blob_exists(&repo.repository, desc, !self.read_only).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .blob_exists(&repo.repository, desc, !self.read_only)
+            .await
+            .map_err(typed)
     }
 
     async fn push_blob(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {
-        self.client(&repo.registry).await.push_blob(&repo.repository, desc, data).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .push_blob(&repo.repository, desc, data)
+            .await
+            .map_err(typed)
     }
 
     async fn has_manifest(&self, repo: &Repo, desc: &Descriptor) -> Result<bool> {
         let c = self.client(&repo.registry).await;
-        Ok(c.head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only).await.map_err(typed)?.is_some())
+        Ok(c.head_manifest(&repo.repository, desc.digest.as_str(), !self.read_only)
+            .await
+            .map_err(typed)?
+            .is_some())
     }
 
-    async fn push_manifest(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, subject: Option<&Descriptor>) -> Result<()> {
+    async fn push_manifest(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        subject: Option<&Descriptor>,
+    ) -> Result<()> {
         let c = self.client(&repo.registry).await;
-        let put = c.put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone()).await.map_err(typed)?;
+        let put = c
+            .put_manifest(&repo.repository, desc.digest.as_str(), desc, bytes.clone())
+            .await
+            .map_err(typed)?;
         if let Some(subject) = subject {
             let api = match self.mode {
                 ReferrersMode::Tag => false,
@@ -299,17 +375,30 @@ impl Sink for Registries {
         Ok(())
     }
 
-    async fn tag(&self, repo: &Repo, desc: &Descriptor, bytes: Bytes, tag: Option<&str>) -> Result<()> {
+    async fn tag(
+        &self,
+        repo: &Repo,
+        desc: &Descriptor,
+        bytes: Bytes,
+        tag: Option<&str>,
+    ) -> Result<()> {
         let Some(tag) = tag else { return Ok(()) };
-        self.client(&repo.registry).await.put_manifest(&repo.repository, tag, desc, bytes).await.map_err(typed)?;
+        self.client(&repo.registry)
+            .await
+            .put_manifest(&repo.repository, tag, desc, bytes)
+            .await
+            .map_err(typed)?;
         Ok(())
     }
 
     async fn finish(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
+        let pending = std::mem::take(
+            &mut *self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?,
+        );
         for ((repo, subject), new) in pending {
-            // Merge with what the registry already lists, so earlier referrers are kept (the tag list,
-            // taken before this run pushed anything, says whether there is anything to merge with).
+            // Merge with what the registry already lists, so earlier referrers are kept (the tag
+            // list, taken before this run pushed anything, says whether there is anything to merge
+            // with).
             let mut list = self.listed_schema_referrers(&repo, &subject, None).await?.referrers;
             let before = list.len();
             for d in new {
@@ -325,7 +414,9 @@ impl Sink for Registries {
                 .await
                 .put_manifest(&repo.repository, &subject.schema_tag(), &desc, body)
                 .await
-                .with_context(|| format!("cannot update the referrers index of {subject} in {repo}"))?;
+                .with_context(|| {
+                    format!("cannot update the referrers index of {subject} in {repo}")
+                })?;
         }
         Ok(())
     }
@@ -346,24 +437,46 @@ impl Sink for Registries {
 #[async_trait]
 impl Hints for Registries {
     async fn tag_points_at(&self, repo: &Repo, tag: &str, digest: &Digest) -> Result<bool> {
-        self.client(&repo.registry).await.tag_points_at(&repo.repository, tag, digest, !self.read_only).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .tag_points_at(&repo.repository, tag, digest, !self.read_only)
+            .await
+            .map_err(typed)
     }
 
-    async fn listed_referrers(&self, repo: &Repo, subject: &Descriptor, ours: &[Descriptor]) -> Result<Vec<Digest>> {
-        // If the tag-schema index is still the one this tool writes for exactly these referrers (a restore
-        // run again), the registry confirms it with a 304 instead of sending it.
-        let known =
-            (!ours.is_empty()).then(|| ReferrerListing { referrers: ours.to_vec(), index: Some(schema_index(ours.to_vec()).1.digest) });
-        Ok(self.predecessors(repo, subject, known.as_ref()).await?.referrers.into_iter().map(|d| d.digest).collect())
+    async fn listed_referrers(
+        &self,
+        repo: &Repo,
+        subject: &Descriptor,
+        ours: &[Descriptor],
+    ) -> Result<Vec<Digest>> {
+        // If the tag-schema index is still the one this tool writes for exactly these referrers (a
+        // restore run again), the registry confirms it with a 304 instead of sending it.
+        let known = (!ours.is_empty()).then(|| ReferrerListing {
+            referrers: ours.to_vec(),
+            index: Some(schema_index(ours.to_vec()).1.digest),
+        });
+        Ok(self
+            .predecessors(repo, subject, known.as_ref())
+            .await?
+            .referrers
+            .into_iter()
+            .map(|d| d.digest)
+            .collect())
     }
 
     async fn is_new(&self, repo: &Repo, whole: bool) -> bool {
-        let schema =
-            self.mode == ReferrersMode::Tag || (self.mode == ReferrersMode::Auto && self.cached_support(&repo.registry) == Some(false));
+        let schema = self.mode == ReferrersMode::Tag
+            || (self.mode == ReferrersMode::Auto
+                && self.cached_support(&repo.registry) == Some(false));
         if whole && schema {
-            // The list is taken once either way. (Where the registry may have a referrers API, a repository of
-            // many tags is not listed whole for this.)
-            return self.tag_list(repo).await.get().is_some_and(|all| all.as_ref().is_some_and(HashSet::is_empty));
+            // The list is taken once either way. (Where the registry may have a referrers API, a
+            // repository of many tags is not listed whole for this.)
+            return self
+                .tag_list(repo)
+                .await
+                .get()
+                .is_some_and(|all| all.as_ref().is_some_and(HashSet::is_empty));
         }
         let cell = self.listing(repo);
         if let Some(all) = cell.get() {
@@ -372,7 +485,8 @@ impl Hints for Registries {
         // One tag is enough to know: a repository of many thousands is not listed whole for this.
         match self.client(&repo.registry).await.has_tags(&repo.repository).await {
             Ok(false) => {
-                // Its whole list is known too: nothing (a sha256- tag asked about later costs no request).
+                // Its whole list is known too: nothing (a sha256- tag asked about later costs no
+                // request).
                 let _ = cell.set(Some(HashSet::new()));
                 true
             }
@@ -384,11 +498,19 @@ impl Hints for Registries {
 #[async_trait]
 impl Staging for Registries {
     async fn stage(&self, repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<String> {
-        self.client(&repo.registry).await.stage_blob(&repo.repository, desc, data).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .stage_blob(&repo.repository, desc, data)
+            .await
+            .map_err(typed)
     }
 
     async fn commit(&self, repo: &Repo, desc: &Descriptor, token: String) -> Result<()> {
-        self.client(&repo.registry).await.commit_upload(&repo.repository, desc, token).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .commit_upload(&repo.repository, desc, token)
+            .await
+            .map_err(typed)
     }
 
     async fn cancel(&self, repo: &Repo, token: &str) {
@@ -402,7 +524,11 @@ impl Mounting for Registries {
         if from.registry != repo.registry {
             return Ok(false);
         }
-        self.client(&repo.registry).await.mount_blob(&repo.repository, desc, &from.repository).await.map_err(typed)
+        self.client(&repo.registry)
+            .await
+            .mount_blob(&repo.repository, desc, &from.repository)
+            .await
+            .map_err(typed)
     }
 }
 

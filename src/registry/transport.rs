@@ -26,10 +26,11 @@ pub struct TransportOptions {
     pub headers: Vec<String>,
     /// Print an HTTP trace (credentials redacted) to stderr.
     pub debug: bool,
-    /// Upload blobs larger than this in PATCH chunks of this size (for registries or proxies that cap request bodies).
+    /// Upload blobs larger than this in PATCH chunks of this size (for registries or proxies that
+    /// cap request bodies).
     pub chunk_size: Option<u64>,
-    /// The longest a metadata request (manifest, tag or referrers page, token, upload session) may take
-    /// in all, its answer read: a registry that trickles must not hold a run forever.
+    /// The longest a metadata request (manifest, tag or referrers page, token, upload session) may
+    /// take in all, its answer read: a registry that trickles must not hold a run forever.
     pub request_timeout: Duration,
     /// The slowest a blob transfer may stay, and for how long, before it fails.
     pub stall: super::stall::StallLimit,
@@ -91,12 +92,17 @@ pub fn redact_url(raw: &str) -> String {
         let _ = u.set_username("redacted");
         let _ = u.set_password(None);
     }
-    const SECRET_PARAMS: [&str; 6] = ["password", "refresh_token", "access_token", "token", "client_secret", "code"];
+    const SECRET_PARAMS: [&str; 6] =
+        ["password", "refresh_token", "access_token", "token", "client_secret", "code"];
     if u.query().is_some() {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
-                let v = if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) { "<redacted>".to_string() } else { v.into_owned() };
+                let v = if SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str()) {
+                    "<redacted>".to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -105,14 +111,20 @@ pub fn redact_url(raw: &str) -> String {
     u.to_string()
 }
 
-/// The X.509 version (1, 2 or 3) of the first certificate of a PEM file; None when there is none to read.
+/// The X.509 version (1, 2 or 3) of the first certificate of a PEM file; None when there is none to
+/// read.
 fn first_certificate_version(pem: &[u8]) -> Option<u8> {
     use base64::Engine as _;
     let text = std::str::from_utf8(pem).ok()?;
-    let body = text.split("-----BEGIN CERTIFICATE-----").nth(1)?.split("-----END CERTIFICATE-----").next()?;
+    let body = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)?
+        .split("-----END CERTIFICATE-----")
+        .next()?;
     let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
     let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT version OPTIONAL, ... } ... }
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] EXPLICIT version OPTIONAL, ... } ...
+    // }
     let tbs = der_contents(&der, 0x30)?;
     let tbs = der_contents(tbs, 0x30)?;
     match tbs.first()? {
@@ -158,7 +170,10 @@ pub async fn read_prefix(resp: reqwest::Response, limit: u64) -> (Bytes, bool) {
 }
 
 /// A whole answer, if it is at most `limit` bytes (one that declares more is refused unread).
-pub async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::Result<Bytes, String> {
+pub async fn read_limited(
+    resp: reqwest::Response,
+    limit: u64,
+) -> std::result::Result<Bytes, String> {
     if resp.content_length().is_some_and(|l| l > limit) {
         return Err(format!("response larger than the {limit} byte limit"));
     }
@@ -175,14 +190,17 @@ pub async fn read_limited(resp: reqwest::Response, limit: u64) -> std::result::R
 }
 
 /// Redirects (a blob served from storage elsewhere) are followed up to 10 times; reqwest drops the
-/// Authorization header when one leaves the registry's host and port. One from HTTPS to plain HTTP is
-/// refused: what was asked over TLS must not come back unprotected.
+/// Authorization header when one leaves the registry's host and port. One from HTTPS to plain HTTP
+/// is refused: what was asked over TLS must not come back unprotected.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https") && attempt.url().scheme() != "https";
+        let downgrade = attempt.previous().last().is_some_and(|p| p.scheme() == "https")
+            && attempt.url().scheme() != "https";
         if downgrade {
             let to = redact_url(attempt.url().as_str());
-            attempt.error(format!("the registry redirected an HTTPS request to plain HTTP ({to}); refused"))
+            attempt.error(format!(
+                "the registry redirected an HTTPS request to plain HTTP ({to}); refused"
+            ))
         } else if attempt.previous().len() >= 10 {
             attempt.error("more than 10 redirects")
         } else {
@@ -206,11 +224,13 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
         b = b.danger_accept_invalid_certs(true);
     }
     if let Some(ca) = &o.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read --ca-file {}: {e}", ca.display()))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("--ca-file {} is not a PEM certificate: {e}", ca.display()))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| format!("cannot read --ca-file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-file {} is not a PEM certificate: {e}", ca.display()))?;
         if certs.is_empty() {
-            // Text without any PEM block parses as an empty bundle: say so rather than ignore the flag.
+            // Text without any PEM block parses as an empty bundle: say so rather than ignore the
+            // flag.
             return Err(format!("--ca-file {} holds no PEM certificate", ca.display()));
         }
         for c in certs {
@@ -219,19 +239,24 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     }
     match (&o.cert_file, &o.key_file) {
         (Some(c), Some(k)) => {
-            let mut pem = std::fs::read(c).map_err(|e| format!("cannot read --cert-file {}: {e}", c.display()))?;
+            let mut pem = std::fs::read(c)
+                .map_err(|e| format!("cannot read --cert-file {}: {e}", c.display()))?;
             if first_certificate_version(&pem) == Some(1) {
-                // rustls (webpki) takes X.509 v3 certificates only; without this check the client build
-                // fails with a bare "builder error".
+                // rustls (webpki) takes X.509 v3 certificates only; without this check the client
+                // build fails with a bare "builder error".
                 return Err(format!(
                     "--cert-file {} is an X.509 v1 certificate, which this tool's TLS library (rustls) cannot use as a client certificate; have it reissued as X.509 v3",
                     c.display()
                 ));
             }
             pem.push(b'\n');
-            pem.extend(std::fs::read(k).map_err(|e| format!("cannot read --key-file {}: {e}", k.display()))?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("--cert-file/--key-file are not a usable PEM certificate and key: {e}"))?;
+            pem.extend(
+                std::fs::read(k)
+                    .map_err(|e| format!("cannot read --key-file {}: {e}", k.display()))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!("--cert-file/--key-file are not a usable PEM certificate and key: {e}")
+            })?;
             b = b.identity(id);
         }
         (None, None) => {}
@@ -244,17 +269,22 @@ pub fn build_client(o: &TransportOptions) -> Result<reqwest::Client, String> {
     let mut headers = reqwest::header::HeaderMap::new();
     for h in &o.headers {
         // The value may be a secret (a token): quote only the name in messages.
-        let (n, v) = h.split_once(':').ok_or_else(|| "invalid --header: expected 'Name: value'".to_string())?;
-        let name =
-            reqwest::header::HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("invalid --header name {:?}", n.trim()))?;
-        let value = reqwest::header::HeaderValue::from_str(v.trim()).map_err(|_| format!("invalid --header value for {:?}", n.trim()))?;
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| "invalid --header: expected 'Name: value'".to_string())?;
+        let name = reqwest::header::HeaderName::from_bytes(n.trim().as_bytes())
+            .map_err(|_| format!("invalid --header name {:?}", n.trim()))?;
+        let value = reqwest::header::HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("invalid --header value for {:?}", n.trim()))?;
         headers.append(name, value);
     }
     b = b.default_headers(headers);
     b.build().map_err(|e| {
         let mut msg = format!("cannot set up HTTP client: {e}{}", causes(&e));
         if o.cert_file.is_some() {
-            msg.push_str(" (check --cert-file and --key-file: a certificate and its own private key, PEM)");
+            msg.push_str(
+                " (check --cert-file and --key-file: a certificate and its own private key, PEM)",
+            );
         }
         msg
     })
@@ -287,15 +317,22 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// How long to wait before attempt `attempt + 1`, or `None` when the budget is spent.
     /// `retry_after` (from the server) replaces the computed backoff, within `max_delay`.
-    pub fn next_delay(&self, attempt: u32, started: Instant, retry_after: Option<Duration>) -> Option<Duration> {
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        started: Instant,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
-        let exp = self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max_delay);
+        let exp =
+            self.base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.max_delay);
         // Equal jitter: half fixed, half random, so that concurrent clients spread out.
         let half = exp / 2;
         let wait = match retry_after {
-            // A server asking for a longer pause than we would ever wait: give up now with its answer.
+            // A server asking for a longer pause than we would ever wait: give up now with its
+            // answer.
             Some(ra) if ra > self.max_delay => return None,
             Some(ra) => ra,
             None => half + Duration::from_nanos(jitter_nanos(half.as_nanos() as u64)),
@@ -313,7 +350,8 @@ fn jitter_nanos(bound: u64) -> u64 {
     if bound == 0 {
         return 0;
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let mut x = now ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -337,9 +375,10 @@ pub fn is_retryable_transport(e: &reqwest::Error) -> bool {
 }
 
 /// Whether an error was caused by a TLS handshake that another attempt cannot change: the peer's
-/// certificate was not accepted (or none was sent), the peer refused the handshake with an alert (our
-/// client certificate, a protocol it will not speak), or the two sides share no protocol to speak.
-/// A corrupt or cut handshake (a reset, plain HTTP on the port) may pass and is not one of these.
+/// certificate was not accepted (or none was sent), the peer refused the handshake with an alert
+/// (our client certificate, a protocol it will not speak), or the two sides share no protocol to
+/// speak. A corrupt or cut handshake (a reset, plain HTTP on the port) may pass and is not one of
+/// these.
 pub fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     use rustls::Error as Tls;
     let mut next = Some(e);
@@ -360,10 +399,12 @@ pub fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The error `e` carries: an `io::Error`'s own inner error (tokio-rustls hands a handshake's rustls error
-/// up inside one, itself inside another; `io::Error::source` skips the inner error and gives that one's
-/// source), else `e.source()`.
-fn carried<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a (dyn std::error::Error + 'static)> {
+/// The error `e` carries: an `io::Error`'s own inner error (tokio-rustls hands a handshake's rustls
+/// error up inside one, itself inside another; `io::Error::source` skips the inner error and gives
+/// that one's source), else `e.source()`.
+fn carried<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
     match e.downcast_ref::<std::io::Error>() {
         Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
         None => e.source(),
@@ -417,7 +458,8 @@ fn parse_http_date(s: &str) -> Option<u64> {
     let parts: Vec<&str> = rest.split_whitespace().collect();
     let [day, month, year, time, "GMT"] = parts.as_slice() else { return None };
     let day: u64 = day.parse().ok()?;
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let month = MONTHS.iter().position(|m| m == month)? as u64 + 1;
     let year: u64 = year.parse().ok()?;
     let hms: Vec<u64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<Vec<u64>>>()?;
@@ -446,21 +488,28 @@ fn parse_resolve(s: &str) -> Result<(String, SocketAddr), String> {
         let (ip, after) = stripped.split_once(']').ok_or_else(bad)?;
         let p = after.strip_prefix(':').map(|p| p.parse::<u16>()).transpose().map_err(|_| bad())?;
         (ip.to_string(), p)
-    } else if let Some((ip, p)) = addr.rsplit_once(':').filter(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().is_ok()) {
+    } else if let Some((ip, p)) =
+        addr.rsplit_once(':').filter(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().is_ok())
+    {
         (ip.to_string(), Some(p.parse::<u16>().map_err(|_| bad())?))
     } else {
         (addr.to_string(), None)
     };
     let ipaddr: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
     // The HTTP stack dials this port for a URL that names none (and the URL's own port otherwise).
-    let sock = (ipaddr, to_port.unwrap_or(port)).to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+    let sock = (ipaddr, to_port.unwrap_or(port))
+        .to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)?;
     Ok((host.to_string(), sock))
 }
 
-/// The port to dial instead of `port` for `host`, when a `--resolve` entry maps that host and port to
-/// another port. Only needed for a registry named with a port of its own: the HTTP stack dials the port
-/// written in a URL whatever the resolver says, so the URL (and with it the Host header) must name the
-/// new port. A registry named without one keeps its URL and is dialled at the resolver's port.
+/// The port to dial instead of `port` for `host`, when a `--resolve` entry maps that host and port
+/// to another port. Only needed for a registry named with a port of its own: the HTTP stack dials
+/// the port written in a URL whatever the resolver says, so the URL (and with it the Host header)
+/// must name the new port. A registry named without one keeps its URL and is dialled at the
+/// resolver's port.
 pub fn remapped_port(resolve: &[String], host: &str, port: u16) -> Option<u16> {
     resolve.iter().find_map(|r| {
         let (h, rest) = r.split_once(':')?;
@@ -483,7 +532,10 @@ mod tests {
         assert_eq!(remapped_port(&r, "reg.example", 443), Some(5000));
         assert_eq!(remapped_port(&r, "reg.example", 8443), None);
         assert_eq!(remapped_port(&r, "other.example", 443), None);
-        assert_eq!(remapped_port(&["reg.example:443:127.0.0.1".to_string()], "reg.example", 443), None);
+        assert_eq!(
+            remapped_port(&["reg.example:443:127.0.0.1".to_string()], "reg.example", 443),
+            None
+        );
     }
 
     #[test]
@@ -514,23 +566,42 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("3"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 
     #[test]
     fn retry_budget() {
-        let p = RetryPolicy { max_attempts: 3, max_elapsed: Duration::from_secs(10), ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            max_elapsed: Duration::from_secs(10),
+            ..RetryPolicy::default()
+        };
         let t = Instant::now();
         let d1 = p.next_delay(1, t, None).unwrap();
         assert!(d1 >= Duration::from_millis(125) && d1 <= Duration::from_millis(250), "{d1:?}");
         let d2 = p.next_delay(2, t, None).unwrap();
         assert!(d2 >= Duration::from_millis(250) && d2 <= Duration::from_millis(500), "{d2:?}");
         assert_eq!(p.next_delay(3, t, None), None, "attempts are bounded");
-        assert_eq!(p.next_delay(1, t, Some(Duration::from_secs(2))), Some(Duration::from_secs(2)), "Retry-After is honoured");
-        assert_eq!(p.next_delay(1, t, Some(Duration::from_secs(60))), None, "a wait past the longest backoff gives up");
+        assert_eq!(
+            p.next_delay(1, t, Some(Duration::from_secs(2))),
+            Some(Duration::from_secs(2)),
+            "Retry-After is honoured"
+        );
+        assert_eq!(
+            p.next_delay(1, t, Some(Duration::from_secs(60))),
+            None,
+            "a wait past the longest backoff gives up"
+        );
         let short = RetryPolicy { max_elapsed: Duration::from_secs(1), ..p };
-        assert_eq!(short.next_delay(1, t, Some(Duration::from_secs(2))), None, "a wait past the time budget gives up");
+        assert_eq!(
+            short.next_delay(1, t, Some(Duration::from_secs(2))),
+            None,
+            "a wait past the time budget gives up"
+        );
     }
 
     /// An error that carries another, as the HTTP stack's own errors carry the transport's.
@@ -549,7 +620,8 @@ mod tests {
         }
     }
 
-    /// A rustls error as the HTTP stack hands it up: in an `io::Error` in another, in the stack's own.
+    /// A rustls error as the HTTP stack hands it up: in an `io::Error` in another, in the stack's
+    /// own.
     fn carried_in_io(tls: rustls::Error) -> Carrier {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
         Carrier(Box::new(std::io::Error::other(io)))
@@ -568,8 +640,14 @@ mod tests {
             let shown = tls.to_string();
             assert!(is_tls_refusal(&carried_in_io(tls)), "{shown}");
         }
-        assert!(is_tls_refusal(&Carrier(Box::new(rustls::Error::NoCertificatesPresented))), "a rustls error in the chain itself");
-        let passing = [rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType), rustls::Error::DecryptError];
+        assert!(
+            is_tls_refusal(&Carrier(Box::new(rustls::Error::NoCertificatesPresented))),
+            "a rustls error in the chain itself"
+        );
+        let passing = [
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            rustls::Error::DecryptError,
+        ];
         for tls in passing {
             let shown = tls.to_string();
             assert!(!is_tls_refusal(&carried_in_io(tls)), "{shown}");
@@ -600,7 +678,10 @@ mod tests {
         let port = answering(answer);
         // No proxy: the request must reach the loopback server whatever the environment names.
         let http = reqwest::Client::builder().no_proxy().build().expect("HTTP client");
-        http.get(format!("https://127.0.0.1:{port}/v2/")).send().await.expect_err("the server speaks no TLS")
+        http.get(format!("https://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .expect_err("the server speaks no TLS")
     }
 
     #[tokio::test]
@@ -608,7 +689,11 @@ mod tests {
         // A fatal handshake_failure alert record, as a server that refuses the handshake sends.
         let e = https_error(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]).await;
         assert!(!is_retryable_transport(&e), "{}", describe_transport(&e));
-        assert!(describe_transport(&e).contains("fatal alert"), "the message keeps rustls's words: {}", describe_transport(&e));
+        assert!(
+            describe_transport(&e).contains("fatal alert"),
+            "the message keeps rustls's words: {}",
+            describe_transport(&e)
+        );
     }
 
     #[tokio::test]
@@ -632,6 +717,9 @@ mod tests {
         let r = redact_url("https://user:pw@auth.example/token?service=x&refresh_token=abc&scope=repository%3Aa%3Apull");
         assert!(!r.contains("pw") && !r.contains("abc"), "{r}");
         assert!(r.contains("service=x") && r.contains("scope="), "{r}");
-        assert_eq!(Redacted("https://user:pw@r.example/v2/").to_string(), redact_url("https://user:pw@r.example/v2/"));
+        assert_eq!(
+            Redacted("https://user:pw@r.example/v2/").to_string(),
+            redact_url("https://user:pw@r.example/v2/")
+        );
     }
 }

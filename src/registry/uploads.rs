@@ -1,8 +1,8 @@
-//! Blob uploads: a session opened (POST), its bytes sent in one PUT, in PATCH chunks, or in one PATCH
-//! held back and committed later (PUT `?digest=`), and cross-repository mounts. Every request goes
-//! through [`Client::send`]; one whose body is a stream is sent once (its bytes are gone once read),
-//! one whose bytes are in memory is sent again when the registry asks for fresh credentials. Sessions
-//! left open are recorded, so that a run that stops early deletes them.
+//! Blob uploads: a session opened (POST), its bytes sent in one PUT, in PATCH chunks, or in one
+//! PATCH held back and committed later (PUT `?digest=`), and cross-repository mounts. Every request
+//! goes through [`Client::send`]; one whose body is a stream is sent once (its bytes are gone once
+//! read), one whose bytes are in memory is sent again when the registry asks for fresh credentials.
+//! Sessions left open are recorded, so that a run that stops early deletes them.
 
 use super::auth::repo_scope;
 use super::client::{ByteStream, Call, Client, NoAnswer, Prepared, Replay, Result};
@@ -19,12 +19,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// The answer to an upload must come within this many request deadlines of its last byte: committing a
-/// large blob may mean a copy inside the registry's storage.
+/// The answer to an upload must come within this many request deadlines of its last byte:
+/// committing a large blob may mean a copy inside the registry's storage.
 pub(super) const COMMIT_DEADLINE_FACTOR: u32 = 10;
 
-/// The size of the pieces an in-memory body is handed to the HTTP stack in, so that the stall watch sees
-/// the registry read them.
+/// The size of the pieces an in-memory body is handed to the HTTP stack in, so that the stall watch
+/// sees the registry read them.
 const PIECE: usize = 256 << 10;
 
 /// The upload sessions of one client that are open and not finished, and how many are being opened.
@@ -58,8 +58,8 @@ impl Sessions {
         }
     }
 
-    /// Records that a session moved on to `next` (Distribution only accepts a session's latest location,
-    /// whose state names the size so far).
+    /// Records that a session moved on to `next` (Distribution only accepts a session's latest
+    /// location, whose state names the size so far).
     fn moved(&self, location: &str, next: &str) {
         if let Ok(mut open) = self.open.lock() {
             if let Some((repo, _)) = open.remove(session_of(location)) {
@@ -125,14 +125,17 @@ impl Payload {
 impl Client {
     /// What the upload of a blob into `repo` is called and the scopes its requests need.
     fn upload_of(&self, repo: &str, desc: &Descriptor) -> Upload {
-        Upload { target: format!("{}/{repo}@{}", self.registry, desc.digest), scopes: vec![repo_scope(repo, true)] }
+        Upload {
+            target: format!("{}/{repo}@{}", self.registry, desc.digest),
+            scopes: vec![repo_scope(repo, true)],
+        }
     }
 
-    /// Deletes the upload sessions this client opened and did not finish (an interrupted or failed run),
-    /// best effort: a registry would otherwise keep their bytes until its own expiry (a week for
-    /// Distribution). A session cut off mid-transfer may refuse: its location no longer matches its size.
-    /// Sessions whose opening answer is still on its way are waited for (the caller bounds the time),
-    /// then deleted too.
+    /// Deletes the upload sessions this client opened and did not finish (an interrupted or failed
+    /// run), best effort: a registry would otherwise keep their bytes until its own expiry (a week
+    /// for Distribution). A session cut off mid-transfer may refuse: its location no longer matches
+    /// its size. Sessions whose opening answer is still on its way are waited for (the caller
+    /// bounds the time), then deleted too.
     pub async fn abandon_open_uploads(&self) {
         futures::future::join(self.cancel_recorded_uploads(), self.sessions.settled()).await;
         self.cancel_recorded_uploads().await;
@@ -141,11 +144,19 @@ impl Client {
     /// Deletes the sessions recorded as open so far.
     async fn cancel_recorded_uploads(&self) {
         let open = self.sessions.take_all();
-        futures::future::join_all(open.iter().map(|(repo, location)| self.cancel_upload(repo, location))).await;
+        futures::future::join_all(
+            open.iter().map(|(repo, location)| self.cancel_upload(repo, location)),
+        )
+        .await;
     }
 
     /// Uploads a blob: one streamed PUT, or PATCH chunks when a chunk size is set.
-    pub async fn push_blob(self: &Arc<Self>, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<()> {
+    pub async fn push_blob(
+        self: &Arc<Self>,
+        repo: &str,
+        desc: &Descriptor,
+        data: ByteStream,
+    ) -> Result<()> {
         let (upload, location) = self.start_upload(repo, desc).await?;
         if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
             let closing = self.upload_chunks(&upload, location, data, chunk).await?;
@@ -154,22 +165,33 @@ impl Client {
         self.finish_upload(&upload, location, desc, Payload::Stream(data, desc.size)).await
     }
 
-    /// Sends a blob's bytes into an upload session without committing it, so nothing is visible until
-    /// [`Client::commit_upload`]; returns the session's location.
-    pub async fn stage_blob(self: &Arc<Self>, repo: &str, desc: &Descriptor, data: ByteStream) -> Result<String> {
+    /// Sends a blob's bytes into an upload session without committing it, so nothing is visible
+    /// until [`Client::commit_upload`]; returns the session's location.
+    pub async fn stage_blob(
+        self: &Arc<Self>,
+        repo: &str,
+        desc: &Descriptor,
+        data: ByteStream,
+    ) -> Result<String> {
         let (upload, location) = self.start_upload(repo, desc).await?;
         if desc.size == 0 {
             return Ok(location);
         }
         match self.chunk_size {
             Some(chunk) => self.upload_chunks(&upload, location, data, chunk).await,
-            // One PATCH carrying the whole stream: the size is known, so it is a single spec-conformant chunk.
+            // One PATCH carrying the whole stream: the size is known, so it is a single
+            // spec-conformant chunk.
             None => self.patch(&upload, location, 0, Payload::Stream(data, desc.size)).await,
         }
     }
 
     /// Commits a staged upload under the blob's digest (the registry checks it).
-    pub async fn commit_upload(&self, repo: &str, desc: &Descriptor, location: String) -> Result<()> {
+    pub async fn commit_upload(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        location: String,
+    ) -> Result<()> {
         let upload = self.upload_of(repo, desc);
         self.finish_upload(&upload, location, desc, Payload::Memory(Bytes::new())).await
     }
@@ -177,14 +199,20 @@ impl Client {
     /// Abandons a staged upload; best effort (registries also expire abandoned sessions).
     pub async fn cancel_upload(&self, repo: &str, location: &str) {
         let scopes = [repo_scope(repo, true)];
-        let _ = self.send(&Call::new("cancel upload", repo, Method::DELETE, location, &scopes), |r| r).await;
+        let _ = self
+            .send(&Call::new("cancel upload", repo, Method::DELETE, location, &scopes), |r| r)
+            .await;
         self.sessions.closed(location);
     }
 
-    /// Opens an upload session: (the upload, its absolute location). The request runs as a task of its own
-    /// that records the session however the caller ends, so that a run stopped while the answer is on its
-    /// way still knows the session, and deletes it.
-    async fn start_upload(self: &Arc<Self>, repo: &str, desc: &Descriptor) -> Result<(Upload, String)> {
+    /// Opens an upload session: (the upload, its absolute location). The request runs as a task of
+    /// its own that records the session however the caller ends, so that a run stopped while the
+    /// answer is on its way still knows the session, and deletes it.
+    async fn start_upload(
+        self: &Arc<Self>,
+        repo: &str,
+        desc: &Descriptor,
+    ) -> Result<(Upload, String)> {
         let opening = self.sessions.opening();
         let (this, repo, desc) = (self.clone(), repo.to_string(), desc.clone());
         let task = tokio::spawn(async move {
@@ -193,9 +221,12 @@ impl Client {
         });
         match task.await {
             Ok(r) => r,
-            Err(e) => {
-                Err(RegistryError::local("push blob", &self.registry, ErrorKind::Other, format!("internal: the upload task failed: {e}")))
-            }
+            Err(e) => Err(RegistryError::local(
+                "push blob",
+                &self.registry,
+                ErrorKind::Other,
+                format!("internal: the upload task failed: {e}"),
+            )),
         }
     }
 
@@ -208,18 +239,23 @@ impl Client {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.fail(call.op, call.target, resp).await);
         }
-        let location = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| call.error(ErrorKind::Other, "upload started without a Location header"))?;
+        let location =
+            resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(
+                || call.error(ErrorKind::Other, "upload started without a Location header"),
+            )?;
         let location = session_location(&call, location)?;
         self.sessions.opened(repo, &location);
         Ok((upload, location))
     }
 
     /// Sends the closing PUT of an upload session, with the last bytes (or none).
-    async fn finish_upload(&self, upload: &Upload, location: String, desc: &Descriptor, payload: Payload) -> Result<()> {
+    async fn finish_upload(
+        &self,
+        upload: &Upload,
+        location: String,
+        desc: &Descriptor,
+        payload: Payload,
+    ) -> Result<()> {
         let put = with_digest(&location, &desc.digest);
         let call = Call::new("push blob", &upload.target, Method::PUT, &put, &upload.scopes);
         let resp = self.send_upload(&call, payload, |r| r).await?;
@@ -230,17 +266,31 @@ impl Client {
         Ok(())
     }
 
-    /// Uploads a stream as PATCH chunks of `chunk` bytes, each held in memory; returns the location for
-    /// the closing PUT.
-    async fn upload_chunks(&self, upload: &Upload, mut location: String, mut data: ByteStream, chunk: u64) -> Result<String> {
+    /// Uploads a stream as PATCH chunks of `chunk` bytes, each held in memory; returns the location
+    /// for the closing PUT.
+    async fn upload_chunks(
+        &self,
+        upload: &Upload,
+        mut location: String,
+        mut data: ByteStream,
+        chunk: u64,
+    ) -> Result<String> {
         let mut offset = 0u64;
         let mut buf: Vec<u8> = Vec::with_capacity(chunk as usize);
         loop {
             let next = data.next().await;
             let done = next.is_none();
             if let Some(c) = next {
-                // The source failed to give its bytes (a read, or a download cut off): that may pass.
-                let c = c.map_err(|e| RegistryError::local("push blob chunk", &upload.target, ErrorKind::Transient, e.to_string()))?;
+                // The source failed to give its bytes (a read, or a download cut off): that may
+                // pass.
+                let c = c.map_err(|e| {
+                    RegistryError::local(
+                        "push blob chunk",
+                        &upload.target,
+                        ErrorKind::Transient,
+                        e.to_string(),
+                    )
+                })?;
                 buf.extend_from_slice(&c);
             }
             if buf.is_empty() || (!done && (buf.len() as u64) < chunk) {
@@ -259,11 +309,21 @@ impl Client {
         }
     }
 
-    /// Sends the bytes of `payload` at `offset` of an upload session; returns the session's next location.
-    async fn patch(&self, upload: &Upload, location: String, offset: u64, payload: Payload) -> Result<String> {
+    /// Sends the bytes of `payload` at `offset` of an upload session; returns the session's next
+    /// location.
+    async fn patch(
+        &self,
+        upload: &Upload,
+        location: String,
+        offset: u64,
+        payload: Payload,
+    ) -> Result<String> {
         let range = format!("{offset}-{}", (offset + payload.len()).saturating_sub(1));
-        let call = Call::new("push blob chunk", &upload.target, Method::PATCH, &location, &upload.scopes);
-        let resp = self.send_upload(&call, payload, |r| r.header(header::CONTENT_RANGE, range.as_str())).await?;
+        let call =
+            Call::new("push blob chunk", &upload.target, Method::PATCH, &location, &upload.scopes);
+        let resp = self
+            .send_upload(&call, payload, |r| r.header(header::CONTENT_RANGE, range.as_str()))
+            .await?;
         if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
             return Err(self.fail(call.op, call.target, resp).await);
         }
@@ -275,16 +335,23 @@ impl Client {
         Ok(next)
     }
 
-    /// Sends an upload request with `payload` as its body, `headers` added: a stream is sent once, bytes
-    /// in memory again when the registry asks for fresh credentials (see [`Replay`]).
-    async fn send_upload<H>(&self, call: &Call<'_>, payload: Payload, headers: H) -> Result<reqwest::Response>
+    /// Sends an upload request with `payload` as its body, `headers` added: a stream is sent once,
+    /// bytes in memory again when the registry asks for fresh credentials (see [`Replay`]).
+    async fn send_upload<H>(
+        &self,
+        call: &Call<'_>,
+        payload: Payload,
+        headers: H,
+    ) -> Result<reqwest::Response>
     where
         H: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
         let len = payload.len();
         let prepared = move |r: reqwest::RequestBuilder, body: ByteStream| {
             let (body, moved) = watched(body, len);
-            let r = r.header(header::CONTENT_TYPE, "application/octet-stream").header(header::CONTENT_LENGTH, len);
+            let r = r
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_LENGTH, len);
             Prepared { request: headers(r).body(body), upload: Some(moved) }
         };
         match payload {
@@ -300,9 +367,9 @@ impl Client {
         }
     }
 
-    /// Sends one attempt of an upload and waits for its answer: the body must keep above the stall floor
-    /// while it goes, and the answer must come within [`COMMIT_DEADLINE_FACTOR`] request deadlines once
-    /// it is all sent.
+    /// Sends one attempt of an upload and waits for its answer: the body must keep above the stall
+    /// floor while it goes, and the answer must come within [`COMMIT_DEADLINE_FACTOR`] request
+    /// deadlines once it is all sent.
     pub(super) async fn upload_exchange(
         &self,
         request: reqwest::RequestBuilder,
@@ -321,19 +388,39 @@ impl Client {
         }
     }
 
-    /// Asks the registry to mount a blob from another repository; false when it opened an upload instead.
+    /// Asks the registry to mount a blob from another repository; false when it opened an upload
+    /// instead.
     pub async fn mount_blob(&self, repo: &str, desc: &Descriptor, from: &str) -> Result<bool> {
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let scopes = [repo_scope(repo, true), repo_scope(from, false)];
         let url = format!("{}?mount={}&from={from}", self.url(repo, "blobs/uploads/"), desc.digest);
-        let resp =
-            self.send(&Call::new("mount blob", &target, Method::POST, &url, &scopes), |r| r.header(header::CONTENT_LENGTH, "0")).await?;
+        let resp = self
+            .send(&Call::new("mount blob", &target, Method::POST, &url, &scopes), |r| {
+                r.header(header::CONTENT_LENGTH, "0")
+            })
+            .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
                 // The registry started an upload session instead; close it so it does not linger.
-                if let Some(session) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).and_then(|l| absolute(&url, l)) {
-                    let _ = self.send(&Call::new("mount blob", &target, Method::DELETE, session.as_str(), &scopes), |r| r).await;
+                if let Some(session) = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| absolute(&url, l))
+                {
+                    let _ = self
+                        .send(
+                            &Call::new(
+                                "mount blob",
+                                &target,
+                                Method::DELETE,
+                                session.as_str(),
+                                &scopes,
+                            ),
+                            |r| r,
+                        )
+                        .await;
                 }
                 Ok(false)
             }
@@ -342,12 +429,15 @@ impl Client {
     }
 }
 
-/// The absolute URL of a session `location` the registry answered `call` with; a location on another
-/// host is taken (a session may live on storage elsewhere; it gets no credentials there).
+/// The absolute URL of a session `location` the registry answered `call` with; a location on
+/// another host is taken (a session may live on storage elsewhere; it gets no credentials there).
 fn session_location(call: &Call<'_>, location: &str) -> Result<String> {
     absolute(call.url, location).map(String::from).ok_or_else(|| {
         let shown = crate::scrub::escape_controls(location);
-        call.error(ErrorKind::Other, format!("the registry answered with an unusable Location {shown:?}"))
+        call.error(
+            ErrorKind::Other,
+            format!("the registry answered with an unusable Location {shown:?}"),
+        )
     })
 }
 
@@ -370,8 +460,10 @@ fn watched(data: ByteStream, len: u64) -> (reqwest::Body, Arc<stall::Moved>) {
 
 /// Bytes in memory as a stream of pieces, so the stall watch sees the registry read them.
 fn in_pieces(data: Bytes) -> ByteStream {
-    let pieces: Vec<std::io::Result<Bytes>> =
-        (0..data.len()).step_by(PIECE).map(|at| Ok(data.slice(at..(at + PIECE).min(data.len())))).collect();
+    let pieces: Vec<std::io::Result<Bytes>> = (0..data.len())
+        .step_by(PIECE)
+        .map(|at| Ok(data.slice(at..(at + PIECE).min(data.len()))))
+        .collect();
     Box::pin(futures::stream::iter(pieces))
 }
 
@@ -391,14 +483,18 @@ mod tests {
             with_digest("https://r.example/v2/a/blobs/uploads/s1", &d),
             format!("https://r.example/v2/a/blobs/uploads/s1?digest={d}")
         );
-        assert_eq!(with_digest("/up/s1?_state=a%2Bb==", &d), format!("/up/s1?_state=a%2Bb==&digest={d}"));
+        assert_eq!(
+            with_digest("/up/s1?_state=a%2Bb==", &d),
+            format!("/up/s1?_state=a%2Bb==&digest={d}")
+        );
         assert_eq!(session_of("/up/s1?_state=x"), "/up/s1");
     }
 
     #[tokio::test]
     async fn bytes_in_memory_go_in_pieces() {
         let data = Bytes::from(vec![7u8; PIECE * 2 + 5]);
-        let pieces: Vec<Bytes> = in_pieces(data.clone()).map(|p| p.expect("in memory")).collect().await;
+        let pieces: Vec<Bytes> =
+            in_pieces(data.clone()).map(|p| p.expect("in memory")).collect().await;
         assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [PIECE, PIECE, 5]);
         assert!(in_pieces(Bytes::new()).next().await.is_none());
     }
@@ -410,7 +506,10 @@ mod tests {
         s.moved("https://r.example/up/s1?_state=0", "https://r.example/up/s1?_state=1");
         s.opened("team/web", "https://r.example/up/s2");
         s.closed("https://r.example/up/s2?digest=sha256:x");
-        assert_eq!(s.take_all(), [("team/app".to_string(), "https://r.example/up/s1?_state=1".to_string())]);
+        assert_eq!(
+            s.take_all(),
+            [("team/app".to_string(), "https://r.example/up/s1?_state=1".to_string())]
+        );
         assert!(s.take_all().is_empty());
     }
 }

@@ -19,7 +19,9 @@ fn gzip_and_zstd_archives_verify_restore_and_list_digest_for_digest() {
     let (src, _c, fx) = source();
     let dir = tempdir();
     let repo = format!("{}/team/app", src.host());
-    for (name, magic) in [("b.tar.gz", &[0x1f, 0x8b][..]), ("b.tar.zst", &[0x28, 0xb5, 0x2f, 0xfd][..])] {
+    for (name, magic) in
+        [("b.tar.gz", &[0x1f, 0x8b][..]), ("b.tar.zst", &[0x28, 0xb5, 0x2f, 0xfd][..])]
+    {
         let out = dir.path().join(name);
         backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
         let bytes = std::fs::read(&out).expect("archive");
@@ -52,7 +54,10 @@ fn a_compressed_stream_goes_through_a_pipe_and_the_archive_inside_is_the_uncompr
     let stream = piped.ok().stdout.clone();
     assert!(stream.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "a zstd stream on stdout");
     let dst = Registry::start();
-    Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/piped", dst.host())]).stdin(&stream).run().ok();
+    Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/piped", dst.host())])
+        .stdin(&stream)
+        .run()
+        .ok();
     assert_repo_matches(&Client::new(&dst.host()), "piped", &fx, true);
 
     // The same content as a plain .tar: the compressed stream holds exactly that tar.
@@ -61,8 +66,16 @@ fn a_compressed_stream_goes_through_a_pipe_and_the_archive_inside_is_the_uncompr
     let gz = dir.path().join("plain.tar.gz");
     backup(&["--include-referrers", "-o", s(&gz), &repo]).ok();
     let mut unpacked = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).expect("open")), &mut unpacked).expect("gunzip");
-    assert_eq!(unpacked, std::fs::read(&tar).expect("tar"), "the archive inside is the reproducible tar");
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).expect("open")),
+        &mut unpacked,
+    )
+    .expect("gunzip");
+    assert_eq!(
+        unpacked,
+        std::fs::read(&tar).expect("tar"),
+        "the archive inside is the reproducible tar"
+    );
 }
 
 #[test]
@@ -70,8 +83,10 @@ fn compression_flags_that_disagree_and_damaged_streams_are_refused_cleanly() {
     let (src, _c, _fx) = source();
     let dir = tempdir();
     let repo = format!("{}/team/app:v1", src.host());
-    backup(&["--compress", "zstd", "-o", s(&dir.path().join("x.tar.gz")), &repo]).fails(2, &["gzip", "zstd"]);
-    backup(&["--compress", "gzip", "-o", s(&dir.path().join("adir")), &repo]).fails(2, &["--compress"]);
+    backup(&["--compress", "zstd", "-o", s(&dir.path().join("x.tar.gz")), &repo])
+        .fails(2, &["gzip", "zstd"]);
+    backup(&["--compress", "gzip", "-o", s(&dir.path().join("adir")), &repo])
+        .fails(2, &["--compress"]);
     let out = dir.path().join("b.tar.gz");
     backup(&["-o", s(&out), &repo]).ok();
     let mut bytes = std::fs::read(&out).expect("archive");
@@ -91,11 +106,19 @@ fn tagged_artifacts_carry_their_artifact_type_in_index_json_and_images_do_not() 
     backup(&["-o", s(&out), &format!("{}/team/app", src.host())]).ok();
     let layout = Layout::read(&out);
     let type_of = |tag: &str| {
-        let e = layout.entries().into_iter().find(|e| e["annotations"][REF_NAME] == tag).unwrap_or_else(|| panic!("no {tag}"));
+        let e = layout
+            .entries()
+            .into_iter()
+            .find(|e| e["annotations"][REF_NAME] == tag)
+            .unwrap_or_else(|| panic!("no {tag}"));
         e["artifactType"].as_str().map(str::to_string)
     };
     assert!(type_of("artifact").is_some(), "an artifact names its type");
-    assert_eq!(type_of("chart").as_deref(), Some("application/vnd.cncf.helm.config.v1+json"), "a Helm chart by its config");
+    assert_eq!(
+        type_of("chart").as_deref(),
+        Some("application/vnd.cncf.helm.config.v1+json"),
+        "a Helm chart by its config"
+    );
     assert_eq!(type_of("v1"), None, "an image is not an artifact");
     assert_eq!(type_of("v3"), None, "nor is a Docker image");
 }

@@ -66,7 +66,10 @@ impl Guarded {
 
 fn tls_opts() -> RegistryOptions {
     let p = pki();
-    RegistryOptions { tls: Some((p.server_cert.clone(), p.server_key.clone())), ..RegistryOptions::default() }
+    RegistryOptions {
+        tls: Some((p.server_cert.clone(), p.server_key.clone())),
+        ..RegistryOptions::default()
+    }
 }
 
 /// A TLS registry with htpasswd users alice and bob.
@@ -80,7 +83,10 @@ fn basic_tls(dns: &str) -> (Guarded, tempfile::TempDir) {
 
 /// A plain-HTTP registry guarded by `token`.
 fn token_registry(token: &TokenServer) -> Guarded {
-    Guarded::start("127.0.0.1", RegistryOptions { auth: Some(token.registry_auth_yaml()), ..RegistryOptions::default() })
+    Guarded::start(
+        "127.0.0.1",
+        RegistryOptions { auth: Some(token.registry_auth_yaml()), ..RegistryOptions::default() },
+    )
 }
 
 /// `oras <args>` with `stdin` and `env`.
@@ -121,7 +127,11 @@ fn files_under(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn assert_no_secret(run: &Run, secrets: &[String], files: &[&Path]) {
     let text = run.output();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        assert!(!text.contains(secret.as_str()), "secret {secret:?} in the output of oras {}:\n{text}", run.args.join(" "));
+        assert!(
+            !text.contains(secret.as_str()),
+            "secret {secret:?} in the output of oras {}:\n{text}",
+            run.args.join(" ")
+        );
         for root in files {
             for (p, bytes) in files_under(root) {
                 let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
@@ -145,24 +155,62 @@ fn basic_auth_over_tls_with_ca_file() {
     let layout = out.path().join("web");
 
     // No credentials: a clean failure that names what was tried and how to give others.
-    let r = run(&["backup", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-o", s(&layout), &src], None, &[]);
+    let r = run(
+        &["backup", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-o", s(&layout), &src],
+        None,
+        &[],
+    );
     r.fails(1, &["username and password"]);
-    assert!(r.stderr.contains("anonymous access") && r.stderr.contains("--password-stdin"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("anonymous access") && r.stderr.contains("--password-stdin"),
+        "{}",
+        r.stderr
+    );
     assert!(!layout.join("index.json").exists());
 
     // A wrong password: refused, the account named, the password never shown.
     let r = run(
-        &["backup", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-u", "alice", "--password-stdin", "-o", s(&layout), &src],
+        &[
+            "backup",
+            "--no-tty",
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &resolve,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "-o",
+            s(&layout),
+            &src,
+        ],
         Some(b"not-the-password\n"),
         &[],
     );
     r.fails(1, &["401"]);
-    assert!(r.stderr.contains("\"alice\"") && r.stderr.contains("--password-stdin"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"alice\"") && r.stderr.contains("--password-stdin"),
+        "{}",
+        r.stderr
+    );
     assert!(!r.output().contains("not-the-password"));
 
     // Right password from stdin.
     let r = run(
-        &["backup", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-u", "alice", "--password-stdin", "-o", s(&layout), &src],
+        &[
+            "backup",
+            "--no-tty",
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &resolve,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "-o",
+            s(&layout),
+            &src,
+        ],
         Some(format!("{ALICE_PW}\n").as_bytes()),
         &[],
     );
@@ -172,7 +220,21 @@ fn basic_auth_over_tls_with_ca_file() {
     // Restore under another name with -p (warned about), then check through the plain side.
     let dst = g.repo("team/copy");
     let r = run(
-        &["restore", "--no-tty", "--ca-file", ca(), "--resolve", &resolve, "-u", "bob", "-p", BOB_PW, "--input", s(&layout), &dst],
+        &[
+            "restore",
+            "--no-tty",
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &resolve,
+            "-u",
+            "bob",
+            "-p",
+            BOB_PW,
+            "--input",
+            s(&layout),
+            &dst,
+        ],
         None,
         &[],
     );
@@ -192,18 +254,32 @@ fn tls_verification_ca_file_and_insecure() {
     let t = Instant::now();
     let r = run(&["repo", "tags", "--resolve", &resolve, &repo], None, &[]);
     r.fails(1, &["certificate"]);
-    assert!(t.elapsed() < Duration::from_secs(20), "certificate errors are not retried: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "certificate errors are not retried: {:?}",
+        t.elapsed()
+    );
 
     // A CA that did not issue the server's certificate.
-    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&pki().other_ca_cert), &repo], None, &[]).fails(1, &["certificate"]);
+    run(
+        &["repo", "tags", "--resolve", &resolve, "--ca-file", s(&pki().other_ca_cert), &repo],
+        None,
+        &[],
+    )
+    .fails(1, &["certificate"]);
 
     // A --ca-file that is not a certificate.
     let bogus = tempdir();
     let bad = bogus.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
-    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&bad), &repo], None, &[]).fails(1, &["no PEM certificate"]);
+    run(&["repo", "tags", "--resolve", &resolve, "--ca-file", s(&bad), &repo], None, &[])
+        .fails(1, &["no PEM certificate"]);
 
-    let r = run(&["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--exclude-digest-tags", &repo], None, &[]);
+    let r = run(
+        &["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--exclude-digest-tags", &repo],
+        None,
+        &[],
+    );
     r.ok();
     assert_eq!(r.stdout_str().lines().collect::<Vec<_>>(), ["v1", "v2", "v3"]);
 
@@ -220,7 +296,10 @@ fn tls_verification_ca_file_and_insecure() {
 #[test]
 fn mutual_tls_client_certificate() {
     let p = pki();
-    let g = Guarded::start("reg.test", RegistryOptions { client_cas: vec![p.ca_cert.clone()], ..tls_opts() });
+    let g = Guarded::start(
+        "reg.test",
+        RegistryOptions { client_cas: vec![p.ca_cert.clone()], ..tls_opts() },
+    );
     let fx = seed(&g, "team/web");
     let repo = g.repo("team/web");
     let resolve = g.resolve();
@@ -254,13 +333,53 @@ fn mutual_tls_client_certificate() {
     assert_layout_holds(&Layout::read(&tar), &[(&repo, &fx)], false);
 
     // One without the other is a usage error.
-    let r = run(&["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--cert-file", s(&p.client_cert), &repo], None, &[]);
+    let r = run(
+        &[
+            "repo",
+            "tags",
+            "--resolve",
+            &resolve,
+            "--ca-file",
+            ca(),
+            "--cert-file",
+            s(&p.client_cert),
+            &repo,
+        ],
+        None,
+        &[],
+    );
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    let r = run(&["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--key-file", s(&p.client_key), &repo], None, &[]);
+    let r = run(
+        &[
+            "repo",
+            "tags",
+            "--resolve",
+            &resolve,
+            "--ca-file",
+            ca(),
+            "--key-file",
+            s(&p.client_key),
+            &repo,
+        ],
+        None,
+        &[],
+    );
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     // A key that does not parse.
     let r = run(
-        &["repo", "tags", "--resolve", &resolve, "--ca-file", ca(), "--cert-file", s(&p.client_cert), "--key-file", s(&p.ca_cert), &repo],
+        &[
+            "repo",
+            "tags",
+            "--resolve",
+            &resolve,
+            "--ca-file",
+            ca(),
+            "--cert-file",
+            s(&p.client_cert),
+            "--key-file",
+            s(&p.ca_cert),
+            &repo,
+        ],
         None,
         &[],
     );
@@ -303,7 +422,10 @@ fn token_auth_anonymous_pull_and_password_push_with_mount_scopes() {
         assert_eq!(r.scopes.len(), 1, "one scope per token request: {r:?}");
     }
     let scopes: Vec<&str> = reqs.iter().map(|r| r.scopes[0].as_str()).collect();
-    assert!(scopes.contains(&"repository:pub/a:pull") && scopes.contains(&"repository:pub/b:pull"), "{scopes:?}");
+    assert!(
+        scopes.contains(&"repository:pub/a:pull") && scopes.contains(&"repository:pub/b:pull"),
+        "{scopes:?}"
+    );
     // A token is fetched once per scope, not per request.
     assert!(reqs.len() <= 4, "tokens are cached per scope: {reqs:#?}");
 
@@ -316,14 +438,34 @@ fn token_auth_anonymous_pull_and_password_push_with_mount_scopes() {
     // Password push: OAuth2 password grant by POST; the second repository's shared blob is
     // mounted from the first, with one token for both repositories.
     let before = ts.requests().len();
-    let r =
-        run(&["restore", "--no-tty", "-u", "alice", "--password-stdin", "--input", s(&layout), &na, &nb], Some(ALICE_PW.as_bytes()), &[]);
+    let r = run(
+        &[
+            "restore",
+            "--no-tty",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--input",
+            s(&layout),
+            &na,
+            &nb,
+        ],
+        Some(ALICE_PW.as_bytes()),
+        &[],
+    );
     r.ok();
     assert_repo_matches(&g.client(), "new/a", &fx_a, false);
     assert_repo_matches(&g.client(), "new/b", &fx_b, false);
     let reqs = ts.requests()[before..].to_vec();
-    assert!(reqs.iter().all(|r| r.method == "POST" && r.grant_type == "password" && r.account == "alice"), "{reqs:#?}");
-    assert!(reqs.iter().any(|r| r.scopes == ["repository:new/a:pull,push"]), "push scope requested: {reqs:#?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r.method == "POST" && r.grant_type == "password" && r.account == "alice"),
+        "{reqs:#?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.scopes == ["repository:new/a:pull,push"]),
+        "push scope requested: {reqs:#?}"
+    );
     let mounted = reqs.iter().any(|r| {
         r.scopes.len() == 2
             && r.scopes.iter().any(|s| s.ends_with(":pull,push"))
@@ -337,19 +479,30 @@ fn token_auth_anonymous_pull_and_password_push_with_mount_scopes() {
 #[test]
 fn credentials_that_may_pull_but_not_push_are_named_as_such() {
     const CAROL_PW: &str = "carol-pull-only-4e8b";
-    let ts = TokenServer::start(pki(), TokenConfig::default().user("carol", CAROL_PW).grant("carol", "", "pull"));
+    let ts = TokenServer::start(
+        pki(),
+        TokenConfig::default().user("carol", CAROL_PW).grant("carol", "", "pull"),
+    );
     let g = token_registry(&ts);
     let out = tempdir();
     let layout = out.path().join("app");
     let fx = seed(&g, "team/app");
     let src = g.repo("team/app");
-    run(&["backup", "--no-tty", "-u", "carol", "--password-stdin", "-o", s(&layout), &src], Some(CAROL_PW.as_bytes()), &[]).ok();
+    run(
+        &["backup", "--no-tty", "-u", "carol", "--password-stdin", "-o", s(&layout), &src],
+        Some(CAROL_PW.as_bytes()),
+        &[],
+    )
+    .ok();
     assert_layout_holds(&Layout::read(&layout), &[(&src, &fx)], false);
 
     let before = ts.requests().len();
     let target = g.repo("copy/app");
-    let r =
-        run(&["restore", "--no-tty", "-u", "carol", "--password-stdin", "--input", s(&layout), &target], Some(CAROL_PW.as_bytes()), &[]);
+    let r = run(
+        &["restore", "--no-tty", "-u", "carol", "--password-stdin", "--input", s(&layout), &target],
+        Some(CAROL_PW.as_bytes()),
+        &[],
+    );
     r.fails(1, &["may pull but not push to copy/app"]);
     assert!(r.stderr.contains("carol"), "the account is named: {}", r.stderr);
     assert!(!r.stderr.contains("not accepted"), "the password is not blamed: {}", r.stderr);
@@ -364,16 +517,34 @@ fn credentials_that_may_pull_but_not_push_are_named_as_such() {
 #[test]
 fn an_https_registry_with_a_plain_http_token_realm_is_refused() {
     let ts = TokenServer::start(pki(), token_config());
-    let g = Guarded::start("reg.test", RegistryOptions { auth: Some(ts.registry_auth_yaml()), ..tls_opts() });
+    let g = Guarded::start(
+        "reg.test",
+        RegistryOptions { auth: Some(ts.registry_auth_yaml()), ..tls_opts() },
+    );
     seed(&g, "pub/app");
     let r = run(
-        &["repo", "tags", "--resolve", &g.resolve(), "--ca-file", ca(), "-u", "alice", "--password-stdin", &g.repo("pub/app")],
+        &[
+            "repo",
+            "tags",
+            "--resolve",
+            &g.resolve(),
+            "--ca-file",
+            ca(),
+            "-u",
+            "alice",
+            "--password-stdin",
+            &g.repo("pub/app"),
+        ],
         Some(ALICE_PW.as_bytes()),
         &[],
     );
     r.fails(1, &["token server on plain HTTP"]);
     assert!(r.stderr.contains(&ts.realm()), "the realm is named: {}", r.stderr);
-    assert!(ts.requests().is_empty(), "the plain-HTTP token server was asked: {:#?}", ts.requests());
+    assert!(
+        ts.requests().is_empty(),
+        "the plain-HTTP token server was asked: {:#?}",
+        ts.requests()
+    );
 }
 
 /// An X.509 v1 client certificate (older private CAs issue them; rustls takes v3 only) is named as
@@ -381,15 +552,35 @@ fn an_https_registry_with_a_plain_http_token_realm_is_refused() {
 #[test]
 fn an_x509_v1_client_certificate_is_named_in_the_error() {
     let dir = tempdir();
-    let (key, csr, cert) = (dir.path().join("v1.key"), dir.path().join("v1.csr"), dir.path().join("v1.pem"));
+    let (key, csr, cert) =
+        (dir.path().join("v1.key"), dir.path().join("v1.csr"), dir.path().join("v1.pem"));
     let openssl = |args: &[&str]| {
-        let st = std::process::Command::new("openssl").args(args).stderr(std::process::Stdio::null()).status().expect("openssl");
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
         assert!(st.success(), "openssl {args:?}");
     };
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", s(&key), "-subj", "/CN=client", "-out", s(&csr)]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-subj",
+        "/CN=client",
+        "-out",
+        s(&csr),
+    ]);
     // `x509 -req` without extensions issues a version 1 certificate.
     openssl(&["x509", "-req", "-in", s(&csr), "-signkey", s(&key), "-days", "2", "-out", s(&cert)]);
-    let r = run(&["repo", "tags", "--cert-file", s(&cert), "--key-file", s(&key), "127.0.0.1:1/team/app"], None, &[]);
+    let r = run(
+        &["repo", "tags", "--cert-file", s(&cert), "--key-file", s(&key), "127.0.0.1:1/team/app"],
+        None,
+        &[],
+    );
     r.fails(1, &["X.509 v1"]);
     assert!(r.stderr.contains(s(&cert)), "the file is named: {}", r.stderr);
     assert_eq!(r.stderr.lines().filter(|l| l.starts_with("Error:")).count(), 1, "{}", r.stderr);
@@ -404,22 +595,35 @@ fn token_auth_password_falls_back_to_get_and_identity_tokens_use_refresh_grant()
     let repo = g.repo("priv/app");
 
     // The token server has no POST: the password goes by GET with basic auth.
-    let r = run(&["repo", "tags", "-u", "alice", "--password-stdin", &repo], Some(ALICE_PW.as_bytes()), &[]);
+    let r = run(
+        &["repo", "tags", "-u", "alice", "--password-stdin", &repo],
+        Some(ALICE_PW.as_bytes()),
+        &[],
+    );
     r.ok();
     assert!(r.stdout_str().contains("v3"));
     let reqs = ts.requests();
     assert!(reqs.iter().any(|r| r.method == "POST" && r.status == 404), "{reqs:#?}");
-    let get = reqs.iter().find(|r| r.method == "GET" && r.status == 200).expect("a GET token request");
+    let get =
+        reqs.iter().find(|r| r.method == "GET" && r.status == 200).expect("a GET token request");
     assert_eq!(get.account, "alice");
     assert_eq!(get.scopes, ["repository:priv/app:pull"]);
 
     // Identity token by POST refresh_token grant.
     ts.configure(|c| c.allow_post = true);
     let before = ts.requests().len();
-    let r = run(&["repo", "tags", "--identity-token-stdin", &repo], Some(format!("{REFRESH}\n").as_bytes()), &[]);
+    let r = run(
+        &["repo", "tags", "--identity-token-stdin", &repo],
+        Some(format!("{REFRESH}\n").as_bytes()),
+        &[],
+    );
     r.ok();
     let reqs = ts.requests()[before..].to_vec();
-    assert!(reqs.iter().any(|r| r.method == "POST" && r.grant_type == "refresh_token" && r.account == "alice"), "{reqs:#?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "POST" && r.grant_type == "refresh_token" && r.account == "alice"),
+        "{reqs:#?}"
+    );
 
     // --identity-token works too (with a shell-history warning).
     let r = run(&["repo", "tags", "--identity-token", REFRESH, &repo], None, &[]);
@@ -427,14 +631,23 @@ fn token_auth_password_falls_back_to_get_and_identity_tokens_use_refresh_grant()
     assert!(r.stderr.contains("shell history"), "{}", r.stderr);
 
     // A wrong identity token: refused, described, never shown.
-    let r = run(&["repo", "tags", "--identity-token-stdin", &repo], Some(b"wrong-refresh-token-value"), &[]);
+    let r = run(
+        &["repo", "tags", "--identity-token-stdin", &repo],
+        Some(b"wrong-refresh-token-value"),
+        &[],
+    );
     r.fails(1, &["identity token"]);
     assert!(r.stderr.contains("--identity-token-stdin"), "{}", r.stderr);
     assert!(!r.output().contains("wrong-refresh-token-value"));
 
     // A server that only speaks OAuth2 POST still works for passwords.
     ts.configure(|c| c.allow_get = false);
-    run(&["repo", "tags", "-u", "alice", "--password-stdin", &repo], Some(ALICE_PW.as_bytes()), &[]).ok();
+    run(
+        &["repo", "tags", "-u", "alice", "--password-stdin", &repo],
+        Some(ALICE_PW.as_bytes()),
+        &[],
+    )
+    .ok();
 }
 
 #[test]
@@ -442,7 +655,10 @@ fn stale_cached_token_is_renewed_once_and_a_refused_fresh_token_fails() {
     let p = pki();
     // Tokens the registry stops accepting about 3 s after issue (60 s leeway), announced as
     // valid for 5 minutes: the client's cached token goes stale mid-run.
-    let ts = TokenServer::start(p, TokenConfig { jwt_lifetime_secs: -57, expires_in: 300, ..token_config() });
+    let ts = TokenServer::start(
+        p,
+        TokenConfig { jwt_lifetime_secs: -57, expires_in: 300, ..token_config() },
+    );
     let g = token_registry(&ts);
     let fx = seed(&g, "pub/app");
     let proxy = FaultProxy::start(&g.reg.host());
@@ -504,12 +720,20 @@ fn a_credential_helper_that_never_answers_is_given_up_on() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = tempdir();
-    std::fs::write(cfg.path().join("config.json"), serde_json::json!({"credHelpers": {ga.name.clone(): "stuck"}}).to_string()).unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        serde_json::json!({"credHelpers": {ga.name.clone(): "stuck"}}).to_string(),
+    )
+    .unwrap();
     let started = std::time::Instant::now();
     let r = run(
         &["repo", "tags", "--ca-file", ca(), "--resolve", &ga.resolve(), &ga.repo("src/app")],
         None,
-        &[("DOCKER_CONFIG", s(cfg.path())), ("PATH", &path_with(helper.path())), ("ORAS_CREDENTIAL_HELPER_TIMEOUT", "1")],
+        &[
+            ("DOCKER_CONFIG", s(cfg.path())),
+            ("PATH", &path_with(helper.path())),
+            ("ORAS_CREDENTIAL_HELPER_TIMEOUT", "1"),
+        ],
     );
     r.fails(1, &["docker-credential-stuck get` did not answer within 1 s"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
@@ -585,7 +809,17 @@ fn per_registry_credentials_from_config_and_helpers() {
     )
     .ok();
     run(
-        &["restore", "--no-tty", "--ca-file", ca(), "--resolve", &rb, "--input", s(&layout), &gb.repo("dst/again")],
+        &[
+            "restore",
+            "--no-tty",
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &rb,
+            "--input",
+            s(&layout),
+            &gb.repo("dst/again"),
+        ],
         None,
         &[("PATH", &path), ("DOCKER_CONFIG", s(store_dir.path()))],
     )
@@ -596,7 +830,11 @@ fn per_registry_credentials_from_config_and_helpers() {
     // leaves the registry anonymous, and the message says where credentials were looked for.
     let home = tempdir();
     std::fs::create_dir_all(home.path().join(".docker")).unwrap();
-    std::fs::write(home.path().join(".docker/config.json"), r#"{"credHelpers":{"nothing.here":"test"},"credsStore":"test"}"#).unwrap();
+    std::fs::write(
+        home.path().join(".docker/config.json"),
+        r#"{"credHelpers":{"nothing.here":"test"},"credsStore":"test"}"#,
+    )
+    .unwrap();
     let r = run(
         &["repo", "tags", "--ca-file", ca(), "--resolve", &rb, &gb.repo("dst/again")],
         None,
@@ -608,14 +846,44 @@ fn per_registry_credentials_from_config_and_helpers() {
     // Flags win over the config for the registries on the command line: a wrong flag
     // password fails although the config holds working credentials.
     let r = run(
-        &["repo", "tags", "--registry-config", s(&cfg), "--ca-file", ca(), "--resolve", &ra, "-u", "bob", "--password-stdin", &src],
+        &[
+            "repo",
+            "tags",
+            "--registry-config",
+            s(&cfg),
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &ra,
+            "-u",
+            "bob",
+            "--password-stdin",
+            &src,
+        ],
         Some(b"not-bobs-password"),
         &[("PATH", &path)],
     );
     r.fails(1, &["401"]);
-    assert!(r.stderr.contains("\"bob\"") && r.stderr.contains("--username/--password-stdin"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"bob\"") && r.stderr.contains("--username/--password-stdin"),
+        "{}",
+        r.stderr
+    );
     let r = run(
-        &["repo", "tags", "--registry-config", s(&cfg), "--ca-file", ca(), "--resolve", &ra, "-u", "bob", "--password-stdin", &src],
+        &[
+            "repo",
+            "tags",
+            "--registry-config",
+            s(&cfg),
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &ra,
+            "-u",
+            "bob",
+            "--password-stdin",
+            &src,
+        ],
         Some(BOB_PW.as_bytes()),
         &[("PATH", &path)],
     );
@@ -623,13 +891,26 @@ fn per_registry_credentials_from_config_and_helpers() {
 
     // A helper that fails is reported by name; a missing --registry-config file is an error.
     let broken = tempdir();
-    std::fs::write(broken.path().join("config.json"), r#"{"credHelpers":{"ZZ":"test"}}"#.replace("ZZ", &ga.name)).unwrap();
-    let r = run(&["repo", "tags", "--ca-file", ca(), "--resolve", &ra, &src], None, &[("DOCKER_CONFIG", s(broken.path()))]);
+    std::fs::write(
+        broken.path().join("config.json"),
+        r#"{"credHelpers":{"ZZ":"test"}}"#.replace("ZZ", &ga.name),
+    )
+    .unwrap();
+    let r = run(
+        &["repo", "tags", "--ca-file", ca(), "--resolve", &ra, &src],
+        None,
+        &[("DOCKER_CONFIG", s(broken.path()))],
+    );
     r.fails(1, &["docker-credential-test"]);
-    let r = run(&["repo", "tags", "--registry-config", "/nonexistent/config.json", &src], None, &[]);
+    let r =
+        run(&["repo", "tags", "--registry-config", "/nonexistent/config.json", &src], None, &[]);
     r.fails(1, &["/nonexistent/config.json"]);
     std::fs::write(cfg_dir.path().join("bad.json"), "{ not json").unwrap();
-    let r = run(&["repo", "tags", "--registry-config", s(&cfg_dir.path().join("bad.json")), &src], None, &[]);
+    let r = run(
+        &["repo", "tags", "--registry-config", s(&cfg_dir.path().join("bad.json")), &src],
+        None,
+        &[],
+    );
     r.fails(1, &["not a valid docker config.json"]);
 }
 
@@ -640,10 +921,22 @@ fn credential_helper_identity_token_for_a_token_registry() {
     seed(&g, "priv/app");
     let (dir, _log) = credential_helper(&[(&g.name, "<token>", REFRESH)]);
     let cfg = tempdir();
-    std::fs::write(cfg.path().join("config.json"), format!(r#"{{"credHelpers":{{"{}":"test"}}}}"#, g.name)).unwrap();
-    let r = run(&["repo", "tags", &g.repo("priv/app")], None, &[("PATH", &path_with(dir.path())), ("DOCKER_CONFIG", s(cfg.path()))]);
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"test"}}}}"#, g.name),
+    )
+    .unwrap();
+    let r = run(
+        &["repo", "tags", &g.repo("priv/app")],
+        None,
+        &[("PATH", &path_with(dir.path())), ("DOCKER_CONFIG", s(cfg.path()))],
+    );
     r.ok();
-    assert!(ts.requests().iter().any(|r| r.grant_type == "refresh_token" && r.account == "alice"), "{:#?}", ts.requests());
+    assert!(
+        ts.requests().iter().any(|r| r.grant_type == "refresh_token" && r.account == "alice"),
+        "{:#?}",
+        ts.requests()
+    );
 }
 
 #[test]
@@ -670,7 +963,8 @@ fn credential_flag_combinations_are_usage_errors() {
         args.extend_from_slice(flags);
         args.push(target);
         let r = run(&args, *stdin, &[]);
-        let expect = if flags.contains(&"-H") || flags.contains(&"--resolve") { [1, 2] } else { [2, 2] };
+        let expect =
+            if flags.contains(&"-H") || flags.contains(&"--resolve") { [1, 2] } else { [2, 2] };
         assert!(
             r.code.is_some_and(|c| expect.contains(&c)),
             "oras {} should be a usage error, got {:?}: {}",
@@ -714,7 +1008,11 @@ fn https_proxy_http_proxy_and_no_proxy_from_the_environment() {
     let plain_proxy = FaultProxy::start(&g.plain.host());
     let plain_url = format!("http://{}", plain_proxy.host());
     let name = format!("plain.test:{}", g.plain.port());
-    let r = run(&["repo", "tags", "--plain-http", &format!("{name}/team/web")], None, &[("HTTP_PROXY", &plain_url), ("NO_PROXY", "")]);
+    let r = run(
+        &["repo", "tags", "--plain-http", &format!("{name}/team/web")],
+        None,
+        &[("HTTP_PROXY", &plain_url), ("NO_PROXY", "")],
+    );
     r.ok();
     assert!(r.stdout_str().contains("v3"));
     assert!(plain_proxy.seen().iter().all(|s| s.as_forward_proxy), "{:#?}", plain_proxy.seen());
@@ -761,14 +1059,21 @@ fn resolve_plain_http_and_headers_on_every_request() {
         assert!(s.header("host").is_some_and(|h| h.starts_with("myregistry.test")), "{s:?}");
     }
     for t in ts.requests() {
-        assert!(t.headers.iter().any(|(n, v)| n == "x-oras-test" && v == "hello"), "token request without -H header: {t:?}");
+        assert!(
+            t.headers.iter().any(|(n, v)| n == "x-oras-test" && v == "hello"),
+            "token request without -H header: {t:?}"
+        );
     }
     // --resolve to another port: a registry on a standard port, served from a test port. The requests
     // still name the registry as written (Host: alias.test, as curl --resolve does), and so do the upload
     // URLs the registry hands out, which must be dialled at the test port too.
     let alias = format!("alias.test:80:127.0.0.1:{}", proxy.port());
     let before = proxy.seen().len();
-    let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test/pub/app"], None, &[]);
+    let r = run(
+        &["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test/pub/app"],
+        None,
+        &[],
+    );
     r.ok();
     assert!(r.stdout_str().contains("v2"));
     let r = run(
@@ -791,13 +1096,20 @@ fn resolve_plain_http_and_headers_on_every_request() {
     r.ok();
     assert_repo_matches(&g.client(), "team/aliased", &fx, false);
     let seen = proxy.seen();
-    assert!(seen[before..].iter().any(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")), "uploads went through the alias");
+    assert!(
+        seen[before..].iter().any(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")),
+        "uploads went through the alias"
+    );
     for s in &seen[before..] {
         assert_eq!(s.header("host"), Some("alias.test"), "{} {}", s.method, s.path);
     }
     // ... and when the reference names a port of its own, that port is remapped too.
     let alias = format!("alias.test:5555:127.0.0.1:{}", proxy.port());
-    let r = run(&["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test:5555/pub/app"], None, &[]);
+    let r = run(
+        &["repo", "tags", "--plain-http", "--resolve", &alias, "alias.test:5555/pub/app"],
+        None,
+        &[],
+    );
     r.ok();
     assert!(r.stdout_str().contains("v2"));
 }
@@ -836,7 +1148,11 @@ fn transient_failures_are_retried() {
     dproxy.inject(Match::method("POST").path("/blobs/uploads/"), Fault::unavailable(), 1);
     dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 2);
     dproxy.inject(Match::method("HEAD").path("/blobs/"), Fault::Close, 1);
-    let r = run(&["restore", "--no-tty", "--input", s(&layout), &format!("{}/team/web", dproxy.host())], None, &[]);
+    let r = run(
+        &["restore", "--no-tty", "--input", s(&layout), &format!("{}/team/web", dproxy.host())],
+        None,
+        &[],
+    );
     r.ok();
     assert_eq!(dproxy.pending(), 0, "every fault fired");
     assert_repo_matches(&Client::new(&dst.host()), "team/web", &fx, true);
@@ -852,7 +1168,11 @@ fn retries_are_bounded_and_errors_say_what_failed() {
     let src = format!("{}/team/web", proxy.host());
     let r = run(&["repo", "tags", &src], None, &[]);
     r.fails(1, &["503"]);
-    assert!(r.stderr.contains("INJECTED: fault injected by the test proxy"), "registry errors[] shown: {}", r.stderr);
+    assert!(
+        r.stderr.contains("INJECTED: fault injected by the test proxy"),
+        "registry errors[] shown: {}",
+        r.stderr
+    );
     assert!(r.stderr.contains("team/web"), "the reference is named: {}", r.stderr);
     assert!(r.stderr.contains("list tags"), "the operation is named: {}", r.stderr);
     assert!(t.elapsed() < Duration::from_secs(30), "bounded in time: {:?}", t.elapsed());
@@ -896,20 +1216,51 @@ fn debug_trace_and_files_never_show_secrets() {
 
     // Token registry: password grant, identity token, a wrong password.
     let l1 = out.path().join("one");
-    runs.push(run(&["backup", "--debug", "-u", "alice", "-p", ALICE_PW, "-o", s(&l1), &tg.repo("priv/app")], None, &[]));
+    runs.push(run(
+        &["backup", "--debug", "-u", "alice", "-p", ALICE_PW, "-o", s(&l1), &tg.repo("priv/app")],
+        None,
+        &[],
+    ));
     runs.last().unwrap().ok();
     ts.configure(|c| c.allow_post = false);
     let l2 = out.path().join("two.tar");
-    runs.push(run(&["backup", "--debug", "--identity-token", REFRESH, "-o", s(&l2), &tg.repo("priv/app")], None, &[]));
+    runs.push(run(
+        &["backup", "--debug", "--identity-token", REFRESH, "-o", s(&l2), &tg.repo("priv/app")],
+        None,
+        &[],
+    ));
     runs.last().unwrap().ok();
     let l3 = out.path().join("three");
     runs.push(run(
-        &["restore", "--debug", "-u", "alice", "--password-stdin", "--input", s(&l1), &tg.repo("priv/copy")],
+        &[
+            "restore",
+            "--debug",
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--input",
+            s(&l1),
+            &tg.repo("priv/copy"),
+        ],
         Some(ALICE_PW.as_bytes()),
         &[],
     ));
     runs.last().unwrap().ok();
-    runs.push(run(&["backup", "--debug", "-u", "alice", "-p", "wrong-Pa55-4d1e", "-o", s(&l3), &tg.repo("priv/app")], None, &[]));
+    runs.push(run(
+        &[
+            "backup",
+            "--debug",
+            "-u",
+            "alice",
+            "-p",
+            "wrong-Pa55-4d1e",
+            "-o",
+            s(&l3),
+            &tg.repo("priv/app"),
+        ],
+        None,
+        &[],
+    ));
     assert_eq!(runs.last().unwrap().code, Some(1));
     secrets.push("wrong-Pa55-4d1e".into());
 
@@ -923,7 +1274,17 @@ fn debug_trace_and_files_never_show_secrets() {
     let resolve = bg.resolve();
     let l4 = out.path().join("four");
     runs.push(run(
-        &["backup", "--debug", "--ca-file", ca(), "--resolve", &resolve, "-o", s(&l4), &bg.repo("team/web")],
+        &[
+            "backup",
+            "--debug",
+            "--ca-file",
+            ca(),
+            "--resolve",
+            &resolve,
+            "-o",
+            s(&l4),
+            &bg.repo("team/web"),
+        ],
         None,
         &[("DOCKER_CONFIG", s(cfg.path()))],
     ));
@@ -971,7 +1332,11 @@ fn debug_trace_and_files_never_show_secrets() {
     assert!(!ts.issued().is_empty());
     for r in &runs {
         assert!(r.stderr.contains("[debug]"), "--debug traces: {}", r.stderr);
-        assert!(r.stderr.contains("<redacted>") || r.stderr.contains("credentials redacted"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("<redacted>") || r.stderr.contains("credentials redacted"),
+            "{}",
+            r.stderr
+        );
         // The password given with -p is part of argv, not of the output.
         assert_no_secret(r, &secrets, &[out.path()]);
     }

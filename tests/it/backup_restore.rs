@@ -7,7 +7,10 @@ use harness::client::{sha256_digest, tag_schema_tag};
 use harness::fake_referrers::FakeRegistry;
 use harness::fixtures::{self, Builder, RepoFixture};
 use harness::layout::{Layout, LayoutBuilder, TarStyle, CONTAINERD_NAME, REF_NAME};
-use harness::{assert_layout_holds, assert_repo_matches, backup, oras, restore, s, tempdir, Client, Oras, Registry};
+use harness::{
+    assert_layout_holds, assert_repo_matches, backup, oras, restore, s, tempdir, Client, Oras,
+    Registry,
+};
 use std::io::Read;
 
 /// A source registry holding every fixture kind in `team/app`.
@@ -37,8 +40,14 @@ fn round_trip(output_name: &str) {
     run.ok();
     let stdout = run.stdout_str();
     assert!(stdout.contains("Found 8 tag(s) in"), "status line 'Found N tag(s)': {stdout}");
-    assert!(stdout.contains(&format!("Pulled {repo}:v1 with 3 referrer(s)")), "status line 'Pulled <repo>:<tag>': {stdout}");
-    assert!(stdout.contains("Successfully backed up 8 tag(s) from 1 repository(ies)"), "summary line: {stdout}");
+    assert!(
+        stdout.contains(&format!("Pulled {repo}:v1 with 3 referrer(s)")),
+        "status line 'Pulled <repo>:<tag>': {stdout}"
+    );
+    assert!(
+        stdout.contains("Successfully backed up 8 tag(s) from 1 repository(ies)"),
+        "summary line: {stdout}"
+    );
     if output_name.ends_with(".tar") {
         assert!(out.is_file(), "a .tar output is a file");
     } else {
@@ -48,7 +57,12 @@ fn round_trip(output_name: &str) {
     let layout = Layout::read(&out);
     assert_layout_holds(&layout, &[(&repo, &fx)], true);
     // Exactly one entry per tag and one per referrer manifest.
-    assert_eq!(layout.entries().len(), fx.tags.len() + fx.referrer_manifests().len(), "index.json entries: {:#?}", layout.entries());
+    assert_eq!(
+        layout.entries().len(),
+        fx.tags.len() + fx.referrer_manifests().len(),
+        "index.json entries: {:#?}",
+        layout.entries()
+    );
     let names = layout.ref_names();
     let mut sorted = names.clone();
     sorted.sort();
@@ -62,11 +76,25 @@ fn round_trip(output_name: &str) {
     let on_disk = if out.is_file() {
         std::fs::metadata(&out).unwrap().len()
     } else {
-        std::fs::read_dir(out.join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+        std::fs::read_dir(out.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
     };
-    let loaded = stdout.lines().find(|l| l.starts_with("Loaded backup")).unwrap_or_else(|| panic!("no 'Loaded backup' line: {stdout}"));
-    let shown = human_bytes(loaded.rsplit_once('(').and_then(|(_, r)| r.strip_suffix(')')).unwrap_or_else(|| panic!("{loaded}")));
-    assert!(shown.abs_diff(on_disk) <= on_disk / 100 + 1, "{loaded}: the backup holds {on_disk} bytes");
+    let loaded = stdout
+        .lines()
+        .find(|l| l.starts_with("Loaded backup"))
+        .unwrap_or_else(|| panic!("no 'Loaded backup' line: {stdout}"));
+    let shown = human_bytes(
+        loaded
+            .rsplit_once('(')
+            .and_then(|(_, r)| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{loaded}")),
+    );
+    assert!(
+        shown.abs_diff(on_disk) <= on_disk / 100 + 1,
+        "{loaded}: the backup holds {on_disk} bytes"
+    );
     assert!(stdout.contains("Pushed tag v1"), "status line 'Pushed tag': {stdout}");
     assert!(stdout.contains("Successfully restored 8 tag(s)"), "summary line: {stdout}");
     let d = Client::new(&dst.host());
@@ -130,19 +158,31 @@ fn multi_repository_backup_and_restore() {
     let out = dir.path().join("all.tar");
     let app_ref = format!("{}/team/app", src.host());
     let web_ref = format!("{}/team/web", src.host());
-    let run = backup(&["--include-referrers", "-o", s(&out), &app_ref, &format!("{web_ref}:v2,v3")]);
+    let run =
+        backup(&["--include-referrers", "-o", s(&out), &app_ref, &format!("{web_ref}:v2,v3")]);
     run.ok();
-    assert!(run.stdout_str().contains("Successfully backed up 10 tag(s) from 2 repository(ies)"), "summary: {}", run.stdout_str());
+    assert!(
+        run.stdout_str().contains("Successfully backed up 10 tag(s) from 2 repository(ies)"),
+        "summary: {}",
+        run.stdout_str()
+    );
     let web_sub = web.subset(&["v2", "v3"], &[]);
     let layout = Layout::read(&out);
     assert_layout_holds(&layout, &[(&app_ref, &app), (&web_ref, &web_sub)], true);
     let names = layout.ref_names();
-    assert!(!names.iter().any(|n| n.ends_with("team/web:v1")), "web:v1 was not asked for: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("team/web:v1")),
+        "web:v1 was not asked for: {names:?}"
+    );
     assert_eq!(names.len(), 10, "{names:?}");
     // The shared layer is stored once.
     let shared = sha256_digest(&fixtures::pseudo_random("shared-layer", 2048));
     let hex = shared.strip_prefix("sha256:").unwrap();
-    assert_eq!(layout.files.keys().filter(|k| k.ends_with(hex)).count(), 1, "shared blob stored once");
+    assert_eq!(
+        layout.files.keys().filter(|k| k.ends_with(hex)).count(),
+        1,
+        "shared blob stored once"
+    );
 
     let dst = Registry::start();
     restore(&["--input", s(&out), &dst.host()]).ok();
@@ -171,7 +211,11 @@ fn multi_repository_backup_and_restore() {
     let dst2 = Registry::start();
     let run = restore(&["--input", s(&out), &format!("{}/team/web", dst2.host())]);
     run.ok();
-    assert!(run.stdout_str().contains(&format!("Not restored (no target names them): {app_ref}")), "{}", run.stdout_str());
+    assert!(
+        run.stdout_str().contains(&format!("Not restored (no target names them): {app_ref}")),
+        "{}",
+        run.stdout_str()
+    );
     let d2 = Client::new(&dst2.host());
     assert_eq!(d2.catalog(), ["team/web"], "repositories not named are not restored");
     assert_repo_matches(&d2, "team/web", &web_sub, true);
@@ -180,13 +224,22 @@ fn multi_repository_backup_and_restore() {
     let dst3 = Registry::start();
     let run = restore(&["--input", s(&out), &format!("{}/elsewhere/app", dst3.host())]);
     run.fails(2, &["names none of them"]);
-    assert!(run.stderr.contains(&app_ref) && run.stderr.contains(&web_ref), "the repositories are listed: {}", run.stderr);
+    assert!(
+        run.stderr.contains(&app_ref) && run.stderr.contains(&web_ref),
+        "the repositories are listed: {}",
+        run.stderr
+    );
     assert!(Client::new(&dst3.host()).catalog().is_empty(), "nothing was pushed");
 
     // A bare tag that two repositories of the backup hold names neither.
     let run = harness::oras(&["discover", "--oci-layout", &format!("{}:v2", s(&out))]);
     run.fails(1, &["several repositories"]);
-    assert!(run.stderr.contains(&format!("{app_ref}:v2")) && run.stderr.contains(&format!("{web_ref}:v2")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{app_ref}:v2"))
+            && run.stderr.contains(&format!("{web_ref}:v2")),
+        "{}",
+        run.stderr
+    );
     harness::oras(&["discover", "--oci-layout", &format!("{}:{web_ref}:v2", s(&out))]).ok();
 }
 
@@ -196,7 +249,13 @@ fn a_repository_named_twice_is_backed_up_once() {
     let dir = tempdir();
     let out = dir.path().join("twice");
     let repo = format!("{}/team/app", src.host());
-    let run = backup(&["-o", s(&out), &format!("{repo}:v1"), &format!("{repo}:v2,v1"), &format!("{repo}:v2")]);
+    let run = backup(&[
+        "-o",
+        s(&out),
+        &format!("{repo}:v1"),
+        &format!("{repo}:v2,v1"),
+        &format!("{repo}:v2"),
+    ]);
     run.ok();
     let stdout = run.stdout_str();
     assert!(stdout.contains("Successfully backed up 2 tag(s) from 1 repository(ies)"), "{stdout}");
@@ -206,7 +265,11 @@ fn a_repository_named_twice_is_backed_up_once() {
     let out = dir.path().join("all");
     let run = backup(&["-o", s(&out), &format!("{repo}:v1"), &repo]);
     run.ok();
-    assert!(run.stdout_str().contains(&format!("Successfully backed up {} tag(s)", fx.tags.len())), "{}", run.stdout_str());
+    assert!(
+        run.stdout_str().contains(&format!("Successfully backed up {} tag(s)", fx.tags.len())),
+        "{}",
+        run.stdout_str()
+    );
 }
 
 #[test]
@@ -218,7 +281,11 @@ fn backup_by_digest() {
     let reference = format!("{}/team/app@{v1}", src.host());
     backup(&["--include-referrers", "-o", s(&out), &reference]).ok();
     let layout = Layout::read(&out);
-    let root = layout.entries().into_iter().find(|e| e["digest"] == v1.as_str()).expect("an index.json entry for the digest");
+    let root = layout
+        .entries()
+        .into_iter()
+        .find(|e| e["digest"] == v1.as_str())
+        .expect("an index.json entry for the digest");
     assert_eq!(root["annotations"][CONTAINERD_NAME], reference.as_str());
     assert!(root["annotations"][REF_NAME].is_null(), "untagged root has no ref name");
     let sub = fx.subset(&[], &[&v1]);
@@ -261,9 +328,21 @@ fn restore_several_targets_maps_by_path_then_order() {
     let ctrl = fixtures::push_web(&c, "kube-controller-manager");
     let dir = tempdir();
     let out = dir.path().join("cp");
-    backup(&["-o", s(&out), &format!("{}/kube-apiserver", src.host()), &format!("{}/kube-controller-manager", src.host())]).ok();
+    backup(&[
+        "-o",
+        s(&out),
+        &format!("{}/kube-apiserver", src.host()),
+        &format!("{}/kube-controller-manager", src.host()),
+    ])
+    .ok();
     let dst = Registry::start();
-    restore(&[&format!("{}/kube-apiserver", dst.host()), &format!("{}/kube-controller", dst.host()), "--input", s(&out)]).ok();
+    restore(&[
+        &format!("{}/kube-apiserver", dst.host()),
+        &format!("{}/kube-controller", dst.host()),
+        "--input",
+        s(&out),
+    ])
+    .ok();
     let d = Client::new(&dst.host());
     let mut repos = d.catalog();
     repos.sort();
@@ -275,7 +354,13 @@ fn restore_several_targets_maps_by_path_then_order() {
 
     // More targets than repositories is an error listing the backup's repositories.
     let dst2 = Registry::start();
-    let run = restore(&["--input", s(&out), &format!("{}/a", dst2.host()), &format!("{}/b", dst2.host()), &format!("{}/c", dst2.host())]);
+    let run = restore(&[
+        "--input",
+        s(&out),
+        &format!("{}/a", dst2.host()),
+        &format!("{}/b", dst2.host()),
+        &format!("{}/c", dst2.host()),
+    ]);
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("kube-apiserver"), "error lists repositories: {}", run.stderr);
     assert!(Client::new(&dst2.host()).catalog().is_empty());
@@ -414,14 +499,14 @@ fn json_format_prints_one_document() {
     let out = dir.path().join("img.tar");
     let run = backup(&["--format", "json", "-o", s(&out), &format!("{}/img", reg.host())]);
     run.ok();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", run.stdout_str()));
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", run.stdout_str()));
     assert!(doc.is_object(), "{doc}");
     let dst = Registry::start();
     let run = restore(&["--format", "json", "--input", s(&out), &dst.host()]);
     run.ok();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", run.stdout_str()));
+    let doc: serde_json::Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {}", run.stdout_str()));
     assert!(doc.is_object(), "{doc}");
 }
 
@@ -461,19 +546,39 @@ fn a_second_restore_confirms_tags_and_puts_back_a_moved_one() {
     let moved = Builder::new(&d, "team/app").oci_image(Some("v1"), "moved", "arm64");
     assert_ne!(moved.digest, fx.tag("v1"));
     // The tag schema named up front: no referrers API probe comes first.
-    let run = restore(&["--debug", "--distribution-spec", "v1.1-referrers-tag", "--input", s(&out), &dst.host()]);
+    let run = restore(&[
+        "--debug",
+        "--distribution-spec",
+        "v1.1-referrers-tag",
+        "--input",
+        s(&out),
+        &dst.host(),
+    ]);
     run.ok();
     let asked = manifest_requests(&run.stderr);
     // Each tag is asked about conditionally: the ones in place answer 304, the moved one does not.
-    let confirmed: Vec<&String> = asked.iter().filter(|(m, _, st)| m == "HEAD" && st == "304").map(|(_, r, _)| r).collect();
+    let confirmed: Vec<&String> =
+        asked.iter().filter(|(m, _, st)| m == "HEAD" && st == "304").map(|(_, r, _)| r).collect();
     assert_eq!(confirmed.len(), fx.tags.len() - 1, "{}", run.stderr);
     assert!(!confirmed.contains(&&"v1".to_string()), "{}", run.stderr);
     // The referrers indexes are the ones the first run wrote: each is confirmed, not fetched.
-    let indexes: Vec<&String> = asked.iter().filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-")).map(|(_, _, st)| st).collect();
+    let indexes: Vec<&String> = asked
+        .iter()
+        .filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-"))
+        .map(|(_, _, st)| st)
+        .collect();
     assert_eq!(indexes.len(), fx.subjects().len(), "{}", run.stderr);
     assert!(indexes.iter().all(|st| *st == "304"), "{}", run.stderr);
     // The tag list is taken once, answering both whether the repository is new and which schema tags it has.
-    assert_eq!(run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list")).count(), 1, "{}", run.stderr);
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list"))
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
     assert_repo_matches(&d, "team/app", &fx, true);
 }
 
@@ -484,12 +589,21 @@ fn a_second_restore_without_the_schema_named_probes_once_and_confirms_every_inde
     restore(&["--input", s(&out), &dst.host()]).ok();
     let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
     run.ok();
-    let probes = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/")).count();
+    let probes = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/"))
+        .count();
     assert_eq!(probes, 1, "Distribution 2.8 has no referrers API, found once: {}", run.stderr);
-    let indexes: Vec<(String, String, String)> =
-        manifest_requests(&run.stderr).into_iter().filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-")).collect();
+    let indexes: Vec<(String, String, String)> = manifest_requests(&run.stderr)
+        .into_iter()
+        .filter(|(m, r, _)| m == "GET" && r.starts_with("sha256-"))
+        .collect();
     assert_eq!(indexes.len(), fx.subjects().len(), "{}", run.stderr);
-    assert!(indexes.iter().all(|(_, _, st)| st == "304"), "every index is the one the first run wrote: {indexes:#?}");
+    assert!(
+        indexes.iter().all(|(_, _, st)| st == "304"),
+        "every index is the one the first run wrote: {indexes:#?}"
+    );
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 }
 
@@ -500,19 +614,35 @@ fn a_restore_into_a_new_repository_writes_manifests_without_asking() {
     let run = restore(&["--debug", "--input", s(&out), &dst.host()]);
     run.ok();
     // The repository has no tags: a manifest PUT costs no more than asking first.
-    let asked: Vec<(String, String, String)> = manifest_requests(&run.stderr).into_iter().filter(|(m, _, _)| m == "HEAD").collect();
+    let asked: Vec<(String, String, String)> =
+        manifest_requests(&run.stderr).into_iter().filter(|(m, _, _)| m == "HEAD").collect();
     assert!(asked.is_empty(), "no manifest asked about in a new repository: {asked:#?}");
     // Learning that it is new took one request for one tag, and nothing else lists its tags.
-    let listings: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list")).collect();
+    let listings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list"))
+        .collect();
     assert_eq!(listings.len(), 1, "{listings:#?}");
     assert!(listings[0].contains("/team/app/tags/list?n=1 "), "{listings:#?}");
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 
     // With the tag schema named, the whole list it needs answers the question too.
     let dst = Registry::start();
-    let run = restore(&["--debug", "--distribution-spec", "v1.1-referrers-tag", "--input", s(&out), &dst.host()]);
+    let run = restore(&[
+        "--debug",
+        "--distribution-spec",
+        "v1.1-referrers-tag",
+        "--input",
+        s(&out),
+        &dst.host(),
+    ]);
     run.ok();
-    let listings: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list")).collect();
+    let listings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[debug] GET ") && l.contains("/tags/list"))
+        .collect();
     assert_eq!(listings.len(), 1, "{listings:#?}");
     assert!(!listings[0].contains("?n=1 "), "{listings:#?}");
 }
@@ -531,7 +661,11 @@ fn a_repository_without_tags_but_with_some_blobs_gets_only_the_missing_ones() {
     run.ok();
     let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
     assert_eq!(doc["report"]["blobsSkipped"].as_u64(), Some(there.len() as u64), "{doc}");
-    assert_eq!(doc["report"]["blobsCopied"].as_u64(), Some((fx.blobs.len() - there.len()) as u64), "{doc}");
+    assert_eq!(
+        doc["report"]["blobsCopied"].as_u64(),
+        Some((fx.blobs.len() - there.len()) as u64),
+        "{doc}"
+    );
     assert_repo_matches(&d, "team/app", &fx, true);
 }
 
@@ -544,7 +678,8 @@ fn a_second_backup_confirms_unchanged_tags_and_follows_a_moved_one() {
     run.ok();
     let asked = manifest_requests(&run.stderr);
     // Tags the directory holds are confirmed (If-None-Match, 304) rather than fetched again.
-    let by_tag: Vec<&(String, String, String)> = asked.iter().filter(|(m, r, _)| m == "GET" && fx.tags.contains_key(r)).collect();
+    let by_tag: Vec<&(String, String, String)> =
+        asked.iter().filter(|(m, r, _)| m == "GET" && fx.tags.contains_key(r)).collect();
     assert_eq!(by_tag.len(), fx.tags.len(), "one request per tag: {}", run.stderr);
     for (_, tag, status) in by_tag {
         let want = if tag == "v1" { "200" } else { "304" };
@@ -572,9 +707,22 @@ fn a_second_backup_confirms_unchanged_referrer_indexes_and_follows_a_changed_one
     let layout = Layout::read(&out);
     for (subject, referrers) in &fx.referrers {
         for r in referrers {
-            let entry = layout.entries().into_iter().find(|e| e["digest"] == r.digest.as_str()).expect("referrer listed in index.json");
-            assert_eq!(entry["annotations"]["vnd.oras-backup.subject"], subject.as_str(), "{entry}");
-            assert!(entry["annotations"]["vnd.oras-backup.referrers-index"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{entry}");
+            let entry = layout
+                .entries()
+                .into_iter()
+                .find(|e| e["digest"] == r.digest.as_str())
+                .expect("referrer listed in index.json");
+            assert_eq!(
+                entry["annotations"]["vnd.oras-backup.subject"],
+                subject.as_str(),
+                "{entry}"
+            );
+            assert!(
+                entry["annotations"]["vnd.oras-backup.referrers-index"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("sha256:")),
+                "{entry}"
+            );
         }
     }
     // A second signature of v1 changes v1's index between the runs.
@@ -583,18 +731,32 @@ fn a_second_backup_confirms_unchanged_referrer_indexes_and_follows_a_changed_one
     let added = b.referrer(&v1, fixtures::SIGNATURE_TYPE, b"second-signature-of-v1", "sig 2 v1");
     let run = backup(&["--include-referrers", "--debug", "-o", s(&out), &repo]);
     run.ok();
-    let schema: Vec<(String, String, String)> =
-        manifest_requests(&run.stderr).into_iter().filter(|(_, r, _)| r.starts_with("sha256-")).collect();
+    let schema: Vec<(String, String, String)> = manifest_requests(&run.stderr)
+        .into_iter()
+        .filter(|(_, r, _)| r.starts_with("sha256-"))
+        .collect();
     assert_eq!(schema.len(), fx.tag_schema_tags.len(), "one request per index: {}", run.stderr);
     // Whether the registry has the referrers API is asked once, however many subjects are listed at once.
-    let probes = run.stderr.lines().filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/")).count();
+    let probes = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[debug] GET ") && l.contains("/referrers/"))
+        .count();
     assert_eq!(probes, 1, "{}", run.stderr);
     for (method, reference, status) in &schema {
         let want = if *reference == tag_schema_tag(&v1.digest) { "200" } else { "304" };
-        assert_eq!((method.as_str(), status.as_str()), ("GET", want), "{reference}: {}", run.stderr);
+        assert_eq!(
+            (method.as_str(), status.as_str()),
+            ("GET", want),
+            "{reference}: {}",
+            run.stderr
+        );
     }
     let layout = Layout::read(&out);
-    assert!(layout.entries().iter().any(|e| e["digest"] == added.digest.as_str()), "the new referrer is backed up");
+    assert!(
+        layout.entries().iter().any(|e| e["digest"] == added.digest.as_str()),
+        "the new referrer is backed up"
+    );
     let dst = Registry::start();
     restore(&["--input", s(&out), &dst.host()]).ok();
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &b.fx, true);
@@ -620,12 +782,18 @@ fn backing_up_twice_into_the_same_directory() {
     let (src, _c, fx, _dir, out) = backed_up("app");
     let repo = format!("{}/team/app", src.host());
     let first = Layout::read(&out);
-    let inode = |name: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(name)).unwrap());
+    let inode = |name: &str| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(name)).unwrap())
+    };
     let files_before = (inode("index.json"), inode("oci-layout"));
     backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
     let second = Layout::read(&out);
     // Nothing changed, so nothing was rewritten (a rewrite renames a new file into place).
-    assert_eq!((inode("index.json"), inode("oci-layout")), files_before, "an unchanged backup rewrote its index");
+    assert_eq!(
+        (inode("index.json"), inode("oci-layout")),
+        files_before,
+        "an unchanged backup rewrote its index"
+    );
     assert_eq!(first.files.keys().collect::<Vec<_>>(), second.files.keys().collect::<Vec<_>>());
     assert!(first.index() == second.index(), "index.json changed between identical backups");
     assert_layout_holds(&second, &[(&repo, &fx)], true);
@@ -714,7 +882,14 @@ fn restore_mounts_shared_blobs_and_skips_existing_content() {
     let web = fixtures::push_web(&c, "team/web");
     let dir = tempdir();
     let out = dir.path().join("all.tar");
-    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host()), &format!("{}/team/web", src.host())]).ok();
+    backup(&[
+        "--include-referrers",
+        "-o",
+        s(&out),
+        &format!("{}/team/app", src.host()),
+        &format!("{}/team/web", src.host()),
+    ])
+    .ok();
     let dst = FakeRegistry::start();
     restore(&["--concurrency", "1", "--input", s(&out), &dst.host()]).ok();
     let d = Client::new(&dst.host());
@@ -727,7 +902,12 @@ fn restore_mounts_shared_blobs_and_skips_existing_content() {
         .filter(|r| (r.starts_with("PUT ") || r.starts_with("POST ")) && r.contains("digest="))
         .filter(|r| r.contains(shared.strip_prefix("sha256:").unwrap()))
         .count();
-    assert_eq!(uploads_of_shared, 1, "the shared layer is uploaded once and mounted into the other repository: {:#?}", dst.requests());
+    assert_eq!(
+        uploads_of_shared,
+        1,
+        "the shared layer is uploaded once and mounted into the other repository: {:#?}",
+        dst.requests()
+    );
     assert!(dst.counters().mounts >= 1, "{:?}", dst.counters());
 
     // Restoring again sends no blob.
@@ -740,7 +920,13 @@ fn restore_mounts_shared_blobs_and_skips_existing_content() {
 
 // ---- Layouts written by other tools ----
 
-fn check_restored_image(reg: &Registry, repo: &str, tag: &str, layout: &LayoutBuilder, digest: &str) {
+fn check_restored_image(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    layout: &LayoutBuilder,
+    digest: &str,
+) {
     let d = Client::new(&reg.host());
     assert_eq!(d.user_tags(repo), [tag.to_string()], "tags of {repo}");
     let got = d.get_manifest(repo, tag).unwrap();
@@ -748,7 +934,10 @@ fn check_restored_image(reg: &Registry, repo: &str, tag: &str, layout: &LayoutBu
     assert!(got.bytes == layout.blobs[digest]);
     for (blob, bytes) in &layout.blobs {
         if blob != digest {
-            assert!(d.get_blob(repo, blob).as_ref() == Some(bytes), "blob {blob} missing or different in {repo}");
+            assert!(
+                d.get_blob(repo, blob).as_ref() == Some(bytes),
+                "blob {blob} missing or different in {repo}"
+            );
         }
     }
 }
@@ -784,7 +973,8 @@ fn restore_go_oras_style_layout_directory() {
     assert_eq!(d.get_manifest("some/repo", "v1").unwrap().digest, m1.digest);
     assert_eq!(d.get_manifest("some/repo", "v2").unwrap().digest, m2.digest);
     for (blob, bytes) in &b.blobs {
-        let present = d.get_blob("some/repo", blob).as_ref() == Some(bytes) || d.get_manifest("some/repo", blob).is_some();
+        let present = d.get_blob("some/repo", blob).as_ref() == Some(bytes)
+            || d.get_manifest("some/repo", blob).is_some();
         assert!(present, "{blob} missing");
     }
 }
@@ -795,8 +985,11 @@ fn restore_docker_export_style_tar() {
     let (m, _) = b.add_image("docker-foo");
     b.add_entry(&m, &[(CONTAINERD_NAME, "docker.io/library/foo:1.0"), (REF_NAME, "1.0")]);
     // docker save also writes its legacy files next to the layout.
-    let config =
-        serde_json::from_slice::<serde_json::Value>(&b.blobs[&m.digest]).unwrap()["config"]["digest"].as_str().unwrap().to_string();
+    let config = serde_json::from_slice::<serde_json::Value>(&b.blobs[&m.digest]).unwrap()
+        ["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     b.extra.insert(
         "manifest.json".into(),
         serde_json::to_vec(&serde_json::json!([{

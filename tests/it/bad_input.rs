@@ -10,7 +10,8 @@ use harness::registry::free_port;
 use harness::{backup, looks_complete, restore, s, tempdir, Client, Oras, Registry};
 
 /// A registry holding one signed image in `team/app`, and a directory backup of it.
-fn source_and_backup_dir() -> (Registry, fixtures::RepoFixture, tempfile::TempDir, std::path::PathBuf) {
+fn source_and_backup_dir(
+) -> (Registry, fixtures::RepoFixture, tempfile::TempDir, std::path::PathBuf) {
     let reg = Registry::start();
     let c = Client::new(&reg.host());
     let fx = fixtures::push_signed_image(&c, "team/app");
@@ -106,10 +107,12 @@ fn unknown_tag_is_named() {
     fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let out = dir.path().join("app.tar");
-    backup(&["-o", s(&out), &format!("{}/team/app:nosuchtag", reg.host())]).fails(1, &["nosuchtag"]);
+    backup(&["-o", s(&out), &format!("{}/team/app:nosuchtag", reg.host())])
+        .fails(1, &["nosuchtag"]);
     assert!(!looks_complete(&out), "a failed backup left {} behind", out.display());
     let out_dir = dir.path().join("appdir");
-    backup(&["-o", s(&out_dir), &format!("{}/team/app:v1,nosuchtag", reg.host())]).fails(1, &["nosuchtag"]);
+    backup(&["-o", s(&out_dir), &format!("{}/team/app:v1,nosuchtag", reg.host())])
+        .fails(1, &["nosuchtag"]);
     assert!(!looks_complete(&out_dir), "a failed backup left {} behind", out_dir.display());
 }
 
@@ -190,7 +193,8 @@ fn tar_backup_with_a_missing_blob_fails_before_pushing() {
     builder.finish().unwrap();
     drop(builder);
     let dst = Registry::start();
-    restore(&["--input", s(&tar_path), &dst.host()]).fails(1, &[layer.strip_prefix("sha256:").unwrap()]);
+    restore(&["--input", s(&tar_path), &dst.host()])
+        .fails(1, &[layer.strip_prefix("sha256:").unwrap()]);
     assert_registry_empty(&dst);
 }
 
@@ -227,7 +231,8 @@ fn backup_of_a_repository_that_does_not_exist() {
     let reg = Registry::start();
     let dir = tempdir();
     let out = dir.path().join("none");
-    backup(&["-o", s(&out), &format!("{}/does/not-exist", reg.host())]).fails(1, &["does/not-exist"]);
+    backup(&["-o", s(&out), &format!("{}/does/not-exist", reg.host())])
+        .fails(1, &["does/not-exist"]);
     assert!(!looks_complete(&out));
 }
 
@@ -259,7 +264,13 @@ fn failing_second_repository_leaves_no_backup() {
     fixtures::push_signed_image(&c, "team/app");
     let dir = tempdir();
     let out = dir.path().join("two.tar");
-    backup(&["-o", s(&out), &format!("{}/team/app", reg.host()), &format!("{}/team/app2:missing", reg.host())]).fails(1, &["team/app2"]);
+    backup(&[
+        "-o",
+        s(&out),
+        &format!("{}/team/app", reg.host()),
+        &format!("{}/team/app2:missing", reg.host()),
+    ])
+    .fails(1, &["team/app2"]);
     assert!(!looks_complete(&out));
 }
 
@@ -275,12 +286,20 @@ fn verify_reports_a_deleted_blob() {
 }
 
 /// A tar whose layout is valid plus one extra entry with a raw (unchecked) name or type.
-fn tar_with_raw_entry(path: &std::path::Path, name: &str, entry_type: tar::EntryType, link: Option<&str>) {
+fn tar_with_raw_entry(
+    path: &std::path::Path,
+    name: &str,
+    entry_type: tar::EntryType,
+    link: Option<&str>,
+) {
     let mut b = harness::layout::LayoutBuilder::default();
     let (m, _) = b.add_image("evil");
     b.add_entry(&m, &[(harness::layout::REF_NAME, "v1")]);
     let good = path.with_extension("good.tar");
-    b.write_tar(&good, &harness::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false });
+    b.write_tar(
+        &good,
+        &harness::layout::TarStyle { index_first: true, dir_entries: false, dot_slash: false },
+    );
     let layout = Layout::read(&good);
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     // The raw entry first, so that a reader meets it before anything else.
@@ -327,7 +346,8 @@ fn tar_with_an_absolute_entry_is_refused() {
     let tar = dir.path().join("abs.tar");
     tar_with_raw_entry(&tar, "/tmp/oras-e2e-absolute-evil.txt", tar::EntryType::Regular, None);
     let reg = Registry::start();
-    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, &["oras-e2e-absolute-evil.txt"]);
+    restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())])
+        .fails(1, &["oras-e2e-absolute-evil.txt"]);
     assert_registry_empty(&reg);
 }
 
@@ -335,7 +355,12 @@ fn tar_with_an_absolute_entry_is_refused() {
 fn tar_with_a_symlink_entry_is_refused() {
     let dir = tempdir();
     let tar = dir.path().join("link.tar");
-    tar_with_raw_entry(&tar, "blobs/sha256/evil-link", tar::EntryType::Symlink, Some("/etc/passwd"));
+    tar_with_raw_entry(
+        &tar,
+        "blobs/sha256/evil-link",
+        tar::EntryType::Symlink,
+        Some("/etc/passwd"),
+    );
     let reg = Registry::start();
     restore(&["--input", s(&tar), &format!("{}/some/repo", reg.host())]).fails(1, &["evil-link"]);
     assert_registry_empty(&reg);
@@ -345,6 +370,7 @@ fn tar_with_a_symlink_entry_is_refused() {
 fn restore_of_a_tag_the_backup_does_not_hold() {
     let (_src, _fx, _dir, out) = source_and_backup_dir();
     let dst = Registry::start();
-    restore(&["--input", s(&out), &format!("{}/team/app:nosuchtag", dst.host())]).fails(1, &["nosuchtag"]);
+    restore(&["--input", s(&out), &format!("{}/team/app:nosuchtag", dst.host())])
+        .fails(1, &["nosuchtag"]);
     assert_registry_empty(&dst);
 }

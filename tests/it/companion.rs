@@ -8,14 +8,16 @@ use crate::harness;
 
 use harness::client::{is_tag_schema_tag, tag_schema_tag, OCI_MANIFEST};
 use harness::companion::{
-    blob_file, catalog_cap_proxy, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob, problems, stdout_json, stdout_lines,
-    tar_entries, verify, verify_json,
+    blob_file, catalog_cap_proxy, copy_dir, discover_nodes, edit_index, flip_byte_in_tar_blob,
+    problems, stdout_json, stdout_lines, tar_entries, verify, verify_json,
 };
 use harness::fake_referrers::FakeRegistry;
 use harness::fixtures::{self, RepoFixture, ATTESTATION_TYPE, SBOM_TYPE, SIGNATURE_TYPE};
 use harness::layout::{Layout, LayoutBuilder, REF_NAME};
 use harness::registry::RegistryOptions;
-use harness::{assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry};
+use harness::{
+    assert_repo_matches, backup, oras, referrers_in, restore, s, tempdir, Client, Registry,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,11 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -116,7 +122,10 @@ fn repo_ls_follows_catalog_pages_when_the_registry_caps_the_page_size() {
 
 #[test]
 fn repo_ls_works_against_distribution_with_a_small_catalog_maxentries() {
-    let reg = Registry::start_with(&RegistryOptions { extra: Some("catalog:\n  maxentries: 2\n".into()), ..Default::default() });
+    let reg = Registry::start_with(&RegistryOptions {
+        extra: Some("catalog:\n  maxentries: 2\n".into()),
+        ..Default::default()
+    });
     let c = Client::new(&reg.host());
     let mut want = Vec::new();
     for i in 0..5 {
@@ -143,10 +152,18 @@ fn repo_ls_oci_layout_lists_the_repositories_of_a_backup_dir_and_tar() {
         backup(&["--include-referrers", "-o", s(&out), &app, &web]).ok();
         let run = oras(&["repo", "ls", "--oci-layout", s(&out)]);
         run.ok();
-        assert_eq!(stdout_lines(&run), vec![app.clone(), web.clone()], "repo ls --oci-layout {name}");
+        assert_eq!(
+            stdout_lines(&run),
+            vec![app.clone(), web.clone()],
+            "repo ls --oci-layout {name}"
+        );
         let run = oras(&["repo", "list", "--format", "json", "--oci-layout", s(&out)]);
         run.ok();
-        assert_eq!(strings(&stdout_json(&run)["repositories"]), vec![app.clone(), web.clone()], "json of {name}");
+        assert_eq!(
+            strings(&stdout_json(&run)["repositories"]),
+            vec![app.clone(), web.clone()],
+            "json of {name}"
+        );
     }
     // A single-repository backup names its repository too.
     let one = dir.path().join("one");
@@ -173,7 +190,11 @@ fn repo_ls_and_tags_of_a_layout_written_by_another_tool() {
     lb.write_dir(&path);
     let run = oras(&["repo", "ls", "--oci-layout", s(&path)]);
     run.ok();
-    assert!(stdout_lines(&run).is_empty(), "no repository is recorded, and none is made up: {}", run.stdout_str());
+    assert!(
+        stdout_lines(&run).is_empty(),
+        "no repository is recorded, and none is made up: {}",
+        run.stdout_str()
+    );
     assert!(run.stderr.contains("tags without a repository name"), "{}", run.stderr);
     let run = oras(&["repo", "ls", "--oci-layout", "--format", "json", s(&path)]);
     run.ok();
@@ -208,7 +229,8 @@ fn repo_tags_of_a_registry_with_and_without_digest_tags() {
         assert_eq!(sorted(got.clone()), user, "repo tags {flags:?} hides sha256-<hex>");
         assert!(got.iter().all(|t| !is_tag_schema_tag(t)));
     }
-    oras(&["repo", "tags", "--all", "--exclude-digest-tags", &repo]).fails(2, &["cannot be used with"]);
+    oras(&["repo", "tags", "--all", "--exclude-digest-tags", &repo])
+        .fails(2, &["cannot be used with"]);
 
     let run = oras(&["repo", "tags", "--exclude-digest-tags", "--format", "json", &repo]);
     run.ok();
@@ -250,7 +272,15 @@ fn repo_tags_oci_layout_single_and_multi_repository_backups() {
         let run = oras(&["repo", "tags", "--oci-layout", s(&out)]);
         run.ok();
         assert_eq!(stdout_lines(&run), web_tags, "tags of the single-repository backup {name}");
-        let run = oras(&["repo", "tags", "--oci-layout", "--exclude-digest-tags", "--format", "json", s(&out)]);
+        let run = oras(&[
+            "repo",
+            "tags",
+            "--oci-layout",
+            "--exclude-digest-tags",
+            "--format",
+            "json",
+            s(&out),
+        ]);
         run.ok();
         assert_eq!(strings(&stdout_json(&run)["tags"]), web_tags);
     }
@@ -291,9 +321,19 @@ fn expected_signed_tree(root_line: &str, fx: &RepoFixture, sbom_first: bool) -> 
     let sig_line = |branch: &str| format!("{branch} {SIGNATURE_TYPE} {sig}");
     let sbom_line = |branch: &str| format!("{branch} {SBOM_TYPE} {sbom}");
     if sbom_first {
-        vec![root_line.to_string(), sbom_line("├──"), format!("│   └── {SIGNATURE_TYPE} {sbom_sig}"), sig_line("└──")]
+        vec![
+            root_line.to_string(),
+            sbom_line("├──"),
+            format!("│   └── {SIGNATURE_TYPE} {sbom_sig}"),
+            sig_line("└──"),
+        ]
     } else {
-        vec![root_line.to_string(), sig_line("├──"), sbom_line("└──"), format!("    └── {SIGNATURE_TYPE} {sbom_sig}")]
+        vec![
+            root_line.to_string(),
+            sig_line("├──"),
+            sbom_line("└──"),
+            format!("    └── {SIGNATURE_TYPE} {sbom_sig}"),
+        ]
     }
 }
 
@@ -313,7 +353,12 @@ fn discover_prints_the_referrers_tree() {
         let lines = stdout_lines(&run);
         let a = expected_signed_tree(&root, &fx, false);
         let b = expected_signed_tree(&root, &fx, true);
-        assert!(lines == a || lines == b, "tree shape:\n{}\nexpected:\n{}", lines.join("\n"), a.join("\n"));
+        assert!(
+            lines == a || lines == b,
+            "tree shape:\n{}\nexpected:\n{}",
+            lines.join("\n"),
+            a.join("\n")
+        );
     }
     // By digest: same tree.
     let run = oras(&["discover", &root]);
@@ -355,14 +400,25 @@ fn check_discover_json(base: &[&str], reference: &str, fx: &RepoFixture) {
     let v = run_with(&[]);
     let nodes = discover_nodes(&v);
     let got: BTreeSet<(usize, String)> = nodes.iter().map(|(d, g, _)| (*d, g.clone())).collect();
-    let want: BTreeSet<(usize, String)> = [(1, sig.clone()), (1, sbom.clone()), (2, sbom_sig.clone())].into_iter().collect();
+    let want: BTreeSet<(usize, String)> =
+        [(1, sig.clone()), (1, sbom.clone()), (2, sbom_sig.clone())].into_iter().collect();
     assert_eq!(got, want, "full tree: {v:#}");
-    let sbom_node = v["referrers"].as_array().unwrap().iter().find(|n| n["digest"] == sbom.as_str()).unwrap();
+    let sbom_node =
+        v["referrers"].as_array().unwrap().iter().find(|n| n["digest"] == sbom.as_str()).unwrap();
     assert_eq!(sbom_node["artifactType"], SBOM_TYPE);
-    assert_eq!(sbom_node["referrers"][0]["digest"], sbom_sig.as_str(), "the SBOM's signature nests under it: {v:#}");
+    assert_eq!(
+        sbom_node["referrers"][0]["digest"],
+        sbom_sig.as_str(),
+        "the SBOM's signature nests under it: {v:#}"
+    );
     assert_eq!(sbom_node["referrers"][0]["artifactType"], SIGNATURE_TYPE);
-    let note = &fx.referrers[v1].iter().find(|r| r.digest == sbom).unwrap().annotations["org.example.note"];
-    assert_eq!(sbom_node["annotations"]["org.example.note"], note.as_str(), "annotations carried: {sbom_node:#}");
+    let note = &fx.referrers[v1].iter().find(|r| r.digest == sbom).unwrap().annotations
+        ["org.example.note"];
+    assert_eq!(
+        sbom_node["annotations"]["org.example.note"],
+        note.as_str(),
+        "annotations carried: {sbom_node:#}"
+    );
 
     // --depth 1: direct referrers only.
     let v = run_with(&["--depth", "1"]);
@@ -381,7 +437,10 @@ fn check_discover_json(base: &[&str], reference: &str, fx: &RepoFixture) {
     // --artifact-type: signatures, including the SBOM's own (found through the SBOM).
     let v = run_with(&["--artifact-type", SIGNATURE_TYPE]);
     let nodes = discover_nodes(&v);
-    assert!(nodes.iter().all(|(_, _, at)| at.as_deref() == Some(SIGNATURE_TYPE)), "only signatures: {v:#}");
+    assert!(
+        nodes.iter().all(|(_, _, at)| at.as_deref() == Some(SIGNATURE_TYPE)),
+        "only signatures: {v:#}"
+    );
     assert_eq!(
         nodes.iter().map(|(_, g, _)| g.clone()).collect::<BTreeSet<_>>(),
         [sig.clone(), sbom_sig.clone()].into_iter().collect(),
@@ -392,7 +451,11 @@ fn check_discover_json(base: &[&str], reference: &str, fx: &RepoFixture) {
     assert!(discover_nodes(&v).is_empty(), "{v:#}");
     // --depth 1 with a filter: the SBOM's signature is out of reach.
     let v = run_with(&["--depth", "1", "--artifact-type", SIGNATURE_TYPE]);
-    assert_eq!(discover_nodes(&v).iter().map(|(_, g, _)| g.clone()).collect::<Vec<_>>(), vec![sig.clone()], "{v:#}");
+    assert_eq!(
+        discover_nodes(&v).iter().map(|(_, g, _)| g.clone()).collect::<Vec<_>>(),
+        vec![sig.clone()],
+        "{v:#}"
+    );
 }
 
 #[test]
@@ -423,14 +486,22 @@ fn discover_an_index_and_its_child() {
     run.ok();
     let v = stdout_json(&run);
     let nodes = discover_nodes(&v);
-    assert_eq!(nodes.len(), 1, "the index has one referrer (its child's signature is not its referrer): {v:#}");
+    assert_eq!(
+        nodes.len(),
+        1,
+        "the index has one referrer (its child's signature is not its referrer): {v:#}"
+    );
     assert_eq!(nodes[0].1, referrer_of(&fx, v2, ATTESTATION_TYPE));
     let run = oras(&["discover", "--format", "json", &format!("{}/team/app@{amd64}", reg.host())]);
     run.ok();
     let v = stdout_json(&run);
     assert_eq!(v["digest"], amd64.as_str());
     let nodes = discover_nodes(&v);
-    assert_eq!(nodes.iter().map(|n| n.1.clone()).collect::<Vec<_>>(), vec![referrer_of(&fx, &amd64, SIGNATURE_TYPE)], "{v:#}");
+    assert_eq!(
+        nodes.iter().map(|n| n.1.clone()).collect::<Vec<_>>(),
+        vec![referrer_of(&fx, &amd64, SIGNATURE_TYPE)],
+        "{v:#}"
+    );
 }
 
 #[test]
@@ -457,7 +528,11 @@ fn discover_in_a_backup_dir_and_tar() {
         assert!(lines[0].ends_with(&format!("@{v1}")), "root line: {}", lines[0]);
         // Unknown tag, or no tag at all.
         oras(&["discover", "--oci-layout", &format!("{p}:nope")]).fails(1, &["nope"]);
-        assert_eq!(oras(&["discover", "--oci-layout", p]).code, Some(2), "a layout path alone is a usage error");
+        assert_eq!(
+            oras(&["discover", "--oci-layout", p]).code,
+            Some(2),
+            "a layout path alone is a usage error"
+        );
     }
 }
 
@@ -466,7 +541,8 @@ fn discover_in_a_backup_by_digest_of_an_index_child() {
     let (_dir, out, fx) = backup_all_kinds("app");
     let v2 = fx.tag("v2");
     let amd64 = child(&fx, v2, 0);
-    let run = oras(&["discover", "--oci-layout", "--format", "json", &format!("{}@{amd64}", s(&out))]);
+    let run =
+        oras(&["discover", "--oci-layout", "--format", "json", &format!("{}@{amd64}", s(&out))]);
     run.ok();
     let v = stdout_json(&run);
     assert_eq!(v["digest"], amd64.as_str());
@@ -497,7 +573,8 @@ fn verify_passes_a_good_backup_dir_and_tar() {
         assert_eq!(v["tags"], fx.tags.len(), "tags: {v:#}");
         assert_eq!(v["manifests"], fx.manifests.len(), "every manifest, referrers included: {v:#}");
         assert_eq!(v["blobs"], fx.blobs.len(), "every distinct blob: {v:#}");
-        let min_bytes: usize = fx.blobs.values().map(Vec::len).sum::<usize>() + fx.manifests.values().map(|m| m.bytes.len()).sum::<usize>();
+        let min_bytes: usize = fx.blobs.values().map(Vec::len).sum::<usize>()
+            + fx.manifests.values().map(|m| m.bytes.len()).sum::<usize>();
         assert_eq!(v["bytes"].as_u64().unwrap(), min_bytes as u64, "bytes: {v:#}");
         assert_eq!(v["problems"], serde_json::json!([]));
     }
@@ -514,7 +591,11 @@ fn assert_verify_fails(path: &Path, n: usize) -> Vec<String> {
     run.fails(1, &["verification"]);
     let p = problems(&run);
     assert_eq!(p.len(), n, "expected {n} problem(s):\n{}", run.stdout_str());
-    assert!(!run.stdout_str().contains("Verified"), "no success line on failure: {}", run.stdout_str());
+    assert!(
+        !run.stdout_str().contains("Verified"),
+        "no success line on failure: {}",
+        run.stdout_str()
+    );
     let (run, v) = verify_json(path);
     assert_eq!(run.code, Some(1), "verify --format json exits 1 too");
     assert_eq!(v["ok"], false);
@@ -543,7 +624,10 @@ fn verify_reports_a_flipped_byte_in_a_layer_of_a_tar() {
     let own = layer(&fx, v1, 1);
     flip_byte_in_tar_blob(&out, &own);
     let p = assert_verify_fails(&out, 1);
-    assert!(p[0].contains(&own) && p[0].contains(v1), "problem names the blob and its manifest: {p:?}");
+    assert!(
+        p[0].contains(&own) && p[0].contains(v1),
+        "problem names the blob and its manifest: {p:?}"
+    );
 }
 
 #[test]
@@ -561,8 +645,14 @@ fn verify_reports_a_missing_blob() {
     assert_eq!(shared, layer(&fx, v3, 0), "fixture: v1 and v3 share their first layer");
     std::fs::remove_file(blob_file(&out, &shared)).unwrap();
     let p = assert_verify_fails(&out, 2);
-    let line = p.iter().find(|l| l.contains(&shared)).unwrap_or_else(|| panic!("shared layer reported: {p:?}"));
-    assert!(line.contains(v1) && line.contains(v3), "names every manifest that refers to it: {line}");
+    let line = p
+        .iter()
+        .find(|l| l.contains(&shared))
+        .unwrap_or_else(|| panic!("shared layer reported: {p:?}"));
+    assert!(
+        line.contains(v1) && line.contains(v3),
+        "names every manifest that refers to it: {line}"
+    );
 }
 
 #[test]
@@ -582,14 +672,20 @@ fn verify_reports_a_missing_manifest() {
     copy_dir(&out, &b);
     std::fs::remove_file(blob_file(&b, chart)).unwrap();
     let p = assert_verify_fails(&b, 1);
-    assert!(p[0].contains(chart) && p[0].contains("chart"), "names the manifest and the tag: {p:?}");
+    assert!(
+        p[0].contains(chart) && p[0].contains("chart"),
+        "names the manifest and the tag: {p:?}"
+    );
     // A manifest under two tags (v3 and latest): one problem naming both tags.
     let v3 = fx.tag("v3");
     let c = dir.path().join("two-tags-missing");
     copy_dir(&out, &c);
     std::fs::remove_file(blob_file(&c, v3)).unwrap();
     let p = assert_verify_fails(&c, 1);
-    assert!(p[0].contains(v3) && p[0].contains(":v3") && p[0].contains(":latest"), "names both tags: {p:?}");
+    assert!(
+        p[0].contains(v3) && p[0].contains(":v3") && p[0].contains(":latest"),
+        "names both tags: {p:?}"
+    );
 }
 
 #[test]
@@ -624,7 +720,11 @@ fn verify_reports_a_tar_cut_at_an_entry_boundary() {
     let run = verify(&cut);
     run.fails(1, &["verification"]);
     let p = problems(&run);
-    assert!(p.iter().any(|l| l.contains(&digest) && l.contains("missing")), "the cut-off blob {digest} is reported:\n{}", run.output());
+    assert!(
+        p.iter().any(|l| l.contains(&digest) && l.contains("missing")),
+        "the cut-off blob {digest} is reported:\n{}",
+        run.output()
+    );
 }
 
 #[test]
@@ -639,7 +739,10 @@ fn verify_reports_a_referrer_whose_subject_is_missing() {
     });
     std::fs::remove_file(blob_file(&out, &v2)).unwrap();
     let p = assert_verify_fails(&out, 1);
-    assert!(p[0].contains(&att) && p[0].contains(&v2) && p[0].contains("subject"), "names the referrer and its subject: {p:?}");
+    assert!(
+        p[0].contains(&att) && p[0].contains(&v2) && p[0].contains("subject"),
+        "names the referrer and its subject: {p:?}"
+    );
 }
 
 #[test]
@@ -654,7 +757,10 @@ fn verify_reports_a_size_mismatch() {
     std::fs::write(&f, bytes).unwrap();
     let p = assert_verify_fails(&out, 1);
     assert!(p[0].contains(&own) && p[0].contains(v1), "{p:?}");
-    assert!(p[0].contains(&expected.to_string()) && p[0].contains(&(expected + 5).to_string()), "both sizes: {p:?}");
+    assert!(
+        p[0].contains(&expected.to_string()) && p[0].contains(&(expected + 5).to_string()),
+        "both sizes: {p:?}"
+    );
 }
 
 #[test]
@@ -672,8 +778,14 @@ fn verify_reports_every_problem_not_only_the_first() {
     std::fs::write(&f, bytes).unwrap();
     std::fs::remove_file(blob_file(&a, &v3_own)).unwrap();
     let p = assert_verify_fails(&a, 2);
-    assert!(p.iter().any(|l| l.contains(&v1_own) && l.contains(v1)), "corrupt blob reported: {p:?}");
-    assert!(p.iter().any(|l| l.contains(&v3_own) && l.contains(v3) && l.contains("missing")), "missing blob reported: {p:?}");
+    assert!(
+        p.iter().any(|l| l.contains(&v1_own) && l.contains(v1)),
+        "corrupt blob reported: {p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains(&v3_own) && l.contains(v3) && l.contains("missing")),
+        "missing blob reported: {p:?}"
+    );
 
     // In a tar: a corrupt layer and a corrupt manifest, both reported.
     let t = dir.path().join("two.tar");
@@ -738,10 +850,14 @@ fn backup_and_restore_print_one_json_document() {
     assert_eq!(v["command"], "backup", "{v:#}");
     assert_eq!(v["tags"], fx.tags.len(), "{v:#}");
     assert_eq!(v["repositories"], 1, "{v:#}");
-    let roots = v["report"]["jobs"][0]["roots"].as_array().unwrap_or_else(|| panic!("report.jobs[0].roots: {v:#}"));
-    let got: BTreeSet<String> = roots.iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
+    let roots = v["report"]["jobs"][0]["roots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("report.jobs[0].roots: {v:#}"));
+    let got: BTreeSet<String> =
+        roots.iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, tag_digests, "root digests: {v:#}");
-    let tags: BTreeSet<String> = roots.iter().map(|r| r["tag"].as_str().unwrap().to_string()).collect();
+    let tags: BTreeSet<String> =
+        roots.iter().map(|r| r["tag"].as_str().unwrap().to_string()).collect();
     assert_eq!(tags, fx.tags.keys().cloned().collect(), "root tags: {v:#}");
     let referrers: u64 = roots.iter().map(|r| r["referrers"].as_u64().unwrap()).sum();
     assert!(referrers as usize >= fx.referrer_manifests().len(), "referrer counts: {v:#}");
@@ -759,13 +875,22 @@ fn backup_and_restore_print_one_json_document() {
     let v = stdout_json(&run);
     assert_eq!(v["command"], "restore", "{v:#}");
     assert_eq!(v["tags"], fx.tags.len(), "{v:#}");
-    let roots = v["report"]["jobs"][0]["roots"].as_array().unwrap_or_else(|| panic!("report.jobs[0].roots: {v:#}"));
-    let got: BTreeSet<String> = roots.iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
+    let roots = v["report"]["jobs"][0]["roots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("report.jobs[0].roots: {v:#}"));
+    let got: BTreeSet<String> =
+        roots.iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
     assert_eq!(got, tag_digests, "{v:#}");
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 
     // A failing run in JSON mode: exit 1, the error on stderr.
-    let run = backup(&["--format", "json", "-o", s(&dir.path().join("x")), &format!("{}/no/such", reg.host())]);
+    let run = backup(&[
+        "--format",
+        "json",
+        "-o",
+        s(&dir.path().join("x")),
+        &format!("{}/no/such", reg.host()),
+    ]);
     assert_eq!(run.code, Some(1), "{}", run.output());
 }
 
@@ -821,24 +946,51 @@ fn copy_with_referrers_into_a_registry_with_the_referrers_api() {
     let c = Client::new(&src.host());
     let fx = fixtures::push_signed_image(&c, "app");
     let fake = FakeRegistry::start();
-    oras(&["copy", "--no-tty", "-r", &format!("{}/app:v1", src.host()), &format!("{}/app:v1", fake.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        &format!("{}/app:v1", src.host()),
+        &format!("{}/app:v1", fake.host()),
+    ])
+    .ok();
     let d = Client::new(&fake.host());
     assert_repo_matches(&d, "app", &fx, true);
-    assert_eq!(fake.tag_schema_pushes(), 0, "no tag-schema tags on a registry with the API: {:#?}", fake.requests());
+    assert_eq!(
+        fake.tag_schema_pushes(),
+        0,
+        "no tag-schema tags on a registry with the API: {:#?}",
+        fake.requests()
+    );
     // And discover sees the same tree on both sides.
-    let a = stdout_json(oras(&["discover", "--format", "json", &format!("{}/app:v1", src.host())]).ok());
-    let b = stdout_json(oras(&["discover", "--format", "json", &format!("{}/app:v1", fake.host())]).ok());
-    let strip = |v: &Value| discover_nodes(v).into_iter().map(|(d, g, _)| (d, g)).collect::<BTreeSet<_>>();
+    let a = stdout_json(
+        oras(&["discover", "--format", "json", &format!("{}/app:v1", src.host())]).ok(),
+    );
+    let b = stdout_json(
+        oras(&["discover", "--format", "json", &format!("{}/app:v1", fake.host())]).ok(),
+    );
+    let strip =
+        |v: &Value| discover_nodes(v).into_iter().map(|(d, g, _)| (d, g)).collect::<BTreeSet<_>>();
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(strip(&a).len(), 3);
 
     // And back from the API registry into Distribution (tag schema), by digest.
     let dst = Registry::start();
     let v1 = fx.tag("v1");
-    oras(&["copy", "--no-tty", "-r", &format!("{}/app@{v1}", fake.host()), &format!("{}/again:v1", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        &format!("{}/app@{v1}", fake.host()),
+        &format!("{}/again:v1", dst.host()),
+    ])
+    .ok();
     let d2 = Client::new(&dst.host());
     assert_repo_matches(&d2, "again", &fx, true);
-    assert_eq!(sorted(d2.tag_schema_referrers("again", v1)), sorted(fx.referrers[v1].iter().map(|r| r.digest.clone()).collect()));
+    assert_eq!(
+        sorted(d2.tag_schema_referrers("again", v1)),
+        sorted(fx.referrers[v1].iter().map(|r| r.digest.clone()).collect())
+    );
 }
 
 #[test]
@@ -847,7 +999,15 @@ fn copy_from_an_oci_layout_by_digest_of_an_index_child() {
     let v2 = fx.tag("v2");
     let amd64 = child(&fx, v2, 0);
     let dst = Registry::start();
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", &format!("{}@{amd64}", s(&out)), &format!("{}/child:amd64", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        &format!("{}@{amd64}", s(&out)),
+        &format!("{}/child:amd64", dst.host()),
+    ])
+    .ok();
     let d = Client::new(&dst.host());
     assert_eq!(d.get_manifest("child", "amd64").expect("child:amd64").digest, amd64);
     assert_eq!(referrers_in(&d, "child", &amd64), vec![referrer_of(&fx, &amd64, SIGNATURE_TYPE)]);
@@ -859,7 +1019,15 @@ fn copy_to_and_from_an_oci_layout_directory() {
     let dir = tempdir();
     let layout = dir.path().join("layout");
     let v1 = fx.tag("v1").to_string();
-    oras(&["copy", "--no-tty", "-r", "--to-oci-layout", &format!("{}/team/app:v1", src.host()), s(&layout)]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--to-oci-layout",
+        &format!("{}/team/app:v1", src.host()),
+        s(&layout),
+    ])
+    .ok();
     assert!(layout.is_dir(), "a directory layout");
     verify(&layout).ok();
     let run = oras(&["repo", "tags", "--oci-layout", s(&layout)]);
@@ -875,14 +1043,37 @@ fn copy_to_and_from_an_oci_layout_directory() {
     // Back into a registry, from the tag and from the digest.
     let dst = Registry::start();
     let d = Client::new(&dst.host());
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", &format!("{}:v1", s(&layout)), &format!("{}/back:v1", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        &format!("{}:v1", s(&layout)),
+        &format!("{}/back:v1", dst.host()),
+    ])
+    .ok();
     assert_repo_matches(&d, "back", &sub, true);
-    oras(&["copy", "--no-tty", "--from-oci-layout", &format!("{}@{v1}", s(&layout)), &format!("{}/bydigest:x", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "--from-oci-layout",
+        &format!("{}@{v1}", s(&layout)),
+        &format!("{}/bydigest:x", dst.host()),
+    ])
+    .ok();
     assert_eq!(d.get_manifest("bydigest", "x").expect("bydigest:x").digest, v1);
     assert!(referrers_in(&d, "bydigest", &v1).is_empty(), "no referrers without -r");
 
     // A second graph into the same directory adds to it.
-    oras(&["copy", "--no-tty", "-r", "--to-oci-layout", &format!("{}/team/app:v2", src.host()), s(&layout)]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--to-oci-layout",
+        &format!("{}/team/app:v2", src.host()),
+        s(&layout),
+    ])
+    .ok();
     verify(&layout).ok();
     let run = oras(&["repo", "tags", "--oci-layout", s(&layout)]);
     run.ok();
@@ -896,7 +1087,15 @@ fn copy_to_and_from_an_oci_layout_tar() {
     let tar = dir.path().join("out.tar");
     let v2 = fx.tag("v2").to_string();
     // Retagged in the archive.
-    oras(&["copy", "--no-tty", "-r", "--to-oci-layout", &format!("{}/team/app:v2", src.host()), &format!("{}:release", s(&tar))]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--to-oci-layout",
+        &format!("{}/team/app:v2", src.host()),
+        &format!("{}:release", s(&tar)),
+    ])
+    .ok();
     assert!(tar.is_file(), "a .tar destination is an archive");
     let bytes = std::fs::read(&tar).unwrap();
     assert_eq!(&bytes[257..262], b"ustar", "ustar magic");
@@ -913,15 +1112,41 @@ fn copy_to_and_from_an_oci_layout_tar() {
     // Back: the index, its children, the attestation and the child's signature.
     let dst = Registry::start();
     let d = Client::new(&dst.host());
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", &format!("{}:release", s(&tar)), &format!("{}/back:v2", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        &format!("{}:release", s(&tar)),
+        &format!("{}/back:v2", dst.host()),
+    ])
+    .ok();
     assert_repo_matches(&d, "back", &sub, true);
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", &format!("{}@{v2}", s(&tar)), &format!("{}/bydigest:v2", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        &format!("{}@{v2}", s(&tar)),
+        &format!("{}/bydigest:v2", dst.host()),
+    ])
+    .ok();
     assert_repo_matches(&d, "bydigest", &sub, true);
-    assert!(d.list_tags("bydigest").contains(&tag_schema_tag(&v2)), "tag schema index for the index's referrers");
+    assert!(
+        d.list_tags("bydigest").contains(&tag_schema_tag(&v2)),
+        "tag schema index for the index's referrers"
+    );
 
     // A tag with capitals, and a name ending in .TAR: still an archive named exactly so.
     let upper = dir.path().join("UPPER.TAR");
-    oras(&["copy", "--no-tty", "--to-oci-layout", &format!("{}/team/app:v1", src.host()), &format!("{}:Release-1", s(&upper))]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "--to-oci-layout",
+        &format!("{}/team/app:v1", src.host()),
+        &format!("{}:Release-1", s(&upper)),
+    ])
+    .ok();
     assert!(upper.is_file(), "UPPER.TAR:Release-1 is an archive, not a directory");
     let run = oras(&["repo", "tags", "--oci-layout", s(&upper)]);
     run.ok();
@@ -929,9 +1154,26 @@ fn copy_to_and_from_an_oci_layout_tar() {
 
     // Registry -> tar -> directory -> registry keeps every digest.
     let dir2 = dir.path().join("from-tar");
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", "--to-oci-layout", &format!("{}:release", s(&tar)), s(&dir2)]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        "--to-oci-layout",
+        &format!("{}:release", s(&tar)),
+        s(&dir2),
+    ])
+    .ok();
     verify(&dir2).ok();
-    oras(&["copy", "--no-tty", "-r", "--from-oci-layout", &format!("{}:release", s(&dir2)), &format!("{}/twice:v2", dst.host())]).ok();
+    oras(&[
+        "copy",
+        "--no-tty",
+        "-r",
+        "--from-oci-layout",
+        &format!("{}:release", s(&dir2)),
+        &format!("{}/twice:v2", dst.host()),
+    ])
+    .ok();
     assert_repo_matches(&d, "twice", &sub, true);
 }
 
@@ -943,7 +1185,9 @@ const SUBCOMMANDS: [&str; 6] = ["backup", "restore", "repo", "discover", "copy",
 
 #[test]
 fn completion_scripts_for_bash_zsh_and_fish() {
-    for (shell, marker) in [("bash", "complete "), ("zsh", "#compdef oras"), ("fish", "complete -c oras")] {
+    for (shell, marker) in
+        [("bash", "complete "), ("zsh", "#compdef oras"), ("fish", "complete -c oras")]
+    {
         let run = oras(&["completion", shell]);
         run.ok();
         let script = run.stdout_str();
@@ -976,6 +1220,9 @@ fn man_pages_are_written() {
         assert!(main.contains(sub), "oras.1 does not mention {sub}");
     }
     let backup_page = std::fs::read_to_string(out.join("oras-backup.1")).unwrap();
-    assert!(backup_page.contains("include\\-referrers") || backup_page.contains("include-referrers"), "backup flags documented");
+    assert!(
+        backup_page.contains("include\\-referrers") || backup_page.contains("include-referrers"),
+        "backup flags documented"
+    );
     assert!(!out.join("oras-man.1").exists(), "the hidden man command has no page");
 }

@@ -10,11 +10,16 @@ use crate::harness;
 use harness::client::{digest_hex, sha256_digest};
 use harness::fault_proxy::{Fault, FaultProxy};
 use harness::fault_proxy_safety::{Direction, SafetyProxy};
-use harness::fixtures::{self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE};
+use harness::fixtures::{
+    self, pseudo_random, Builder, RepoFixture, OCI_LAYER_GZIP, SIGNATURE_TYPE,
+};
 use harness::layout::Layout;
 use harness::relay::Match;
 use harness::run::Running;
-use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Oras, Registry, Run};
+use harness::{
+    assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Oras, Registry,
+    Run,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,7 +82,11 @@ fn kept_blobs(out: &Path) -> Vec<String> {
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let bytes = std::fs::read(e.path()).unwrap();
-        assert_eq!(sha256_digest(&bytes), format!("sha256:{name}"), "kept blob {name} does not hash to its name");
+        assert_eq!(
+            sha256_digest(&bytes),
+            format!("sha256:{name}"),
+            "kept blob {name} does not hash to its name"
+        );
         kept.push(format!("sha256:{name}"));
     }
     kept
@@ -88,7 +97,11 @@ fn kept_blobs(out: &Path) -> Vec<String> {
 #[track_caller]
 fn nothing_half_written(out: &Path) -> Vec<String> {
     let parent = out.parent().unwrap();
-    assert!(partial_files(parent).is_empty(), "temporary files left behind: {:?}", partial_files(parent));
+    assert!(
+        partial_files(parent).is_empty(),
+        "temporary files left behind: {:?}",
+        partial_files(parent)
+    );
     if out.extension().is_some_and(|e| e == "tar") {
         assert!(!out.exists(), "an incomplete archive was left at {}", out.display());
         return Vec::new();
@@ -129,7 +142,11 @@ fn wait_until(bg: &Running, what: &str, cond: impl Fn() -> bool) {
 #[track_caller]
 fn assert_interrupted(run: &Run, took: Duration) {
     assert_eq!(run.code, Some(130), "expected exit code 130:\n{run:?}");
-    assert!(took <= exit_bound(), "took {took:?} to stop after the signal (bound {:?}):\n{run:?}", exit_bound());
+    assert!(
+        took <= exit_bound(),
+        "took {took:?} to stop after the signal (bound {:?}):\n{run:?}",
+        exit_bound()
+    );
     assert!(!run.output().contains("panicked"), "panicked:\n{run:?}");
     assert!(run.stderr.contains("Interrupted"), "{run:?}");
 }
@@ -156,7 +173,11 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
         proxy.inject(Match::any(), Fault::status(504), 2);
         let before = proxy.fired();
         backup(&["--include-referrers", "-o", s(&out), &name]).ok();
-        assert!(proxy.fired() - before >= 10, "the faults did not fire ({} of them)", proxy.fired() - before);
+        assert!(
+            proxy.fired() - before >= 10,
+            "the faults did not fire ({} of them)",
+            proxy.fired() - before
+        );
         assert!(partial_files(dir.path()).is_empty());
         assert_layout_holds(&Layout::read(&out), &[(&name, &fx)], true);
     }
@@ -170,8 +191,13 @@ fn error_storms_resets_and_stalls_still_give_identical_backups_and_restores() {
     dproxy.inject(Match::method("PUT").path("/blobs/uploads/"), Fault::Close, 1);
     dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::unavailable(), 3);
     dproxy.inject(Match::method("PUT").path("/manifests/"), Fault::Close, 1);
-    dproxy.inject(Match::method("HEAD").path("/manifests/"), Fault::Delay(Duration::from_secs(2)), 1);
-    restore(&["--input", s(&dir.path().join("storm.tar")), &format!("{}/team/app", dproxy.host())]).ok();
+    dproxy.inject(
+        Match::method("HEAD").path("/manifests/"),
+        Fault::Delay(Duration::from_secs(2)),
+        1,
+    );
+    restore(&["--input", s(&dir.path().join("storm.tar")), &format!("{}/team/app", dproxy.host())])
+        .ok();
     assert!(dproxy.fired() >= 8, "the faults did not fire ({})", dproxy.fired());
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
 }
@@ -247,9 +273,16 @@ fn a_backup_that_cannot_fit_is_refused_before_its_blobs_are_downloaded() {
     for out in [disk.dir.path().join("app.tar"), disk.dir.path().join("app-dir")] {
         let run = backup(&["--include-referrers", "-o", s(&out), &name]);
         run.fails(1, &["not enough free space", s(&out), "MiB", "--output"]);
-        let fetched: Vec<String> =
-            proxy.seen().into_iter().filter(|r| r.method == "GET" && r.path.contains(&big)).map(|r| r.path).collect();
-        assert!(fetched.is_empty(), "the 16 MiB layer was downloaded before the refusal: {fetched:?}");
+        let fetched: Vec<String> = proxy
+            .seen()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.contains(&big))
+            .map(|r| r.path)
+            .collect();
+        assert!(
+            fetched.is_empty(),
+            "the 16 MiB layer was downloaded before the refusal: {fetched:?}"
+        );
         assert!(!out.exists(), "{} was left behind", out.display());
         assert!(partial_files(disk.dir.path()).is_empty(), "temporary files were left behind");
     }
@@ -269,7 +302,8 @@ fn corrupted_downloads_are_retried_or_refused() {
     let proxy = SafetyProxy::start(&src.host());
     let dir = tempdir();
     let name = format!("{}/team/app", proxy.host());
-    let layer = fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer =
+        fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
 
     // Corrupted twice: the third attempt is clean; the backup is identical.
     for out in [dir.path().join("once.tar"), dir.path().join("once-dir")] {
@@ -318,8 +352,16 @@ fn a_corrupted_manifest_fetched_by_tag_is_not_backed_up_under_another_digest() {
     assert!(proxy.fired() > 0);
     if run.code == Some(0) {
         let layout = Layout::read(&out);
-        let v1 = layout.entries().into_iter().find(|e| e["annotations"][harness::layout::REF_NAME] == "v1").unwrap();
-        assert_eq!(v1["digest"], fx.tag("v1"), "a corrupted manifest was backed up under another digest");
+        let v1 = layout
+            .entries()
+            .into_iter()
+            .find(|e| e["annotations"][harness::layout::REF_NAME] == "v1")
+            .unwrap();
+        assert_eq!(
+            v1["digest"],
+            fx.tag("v1"),
+            "a corrupted manifest was backed up under another digest"
+        );
     } else {
         run.fails(1, &["v1"]);
         nothing_half_written(&out);
@@ -333,7 +375,8 @@ fn corrupted_uploads_are_retried_or_refused() {
     let dir = tempdir();
     let good = dir.path().join("good.tar");
     backup(&["--include-referrers", "-o", s(&good), &format!("{}/team/app", src.host())]).ok();
-    let layer = fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer =
+        fx.manifests[fx.tag("v1")].json()["layers"][0]["digest"].as_str().unwrap().to_string();
 
     // The closing PUT of the layer's upload carries its digest; corrupt its body twice.
     let dst = Registry::start();
@@ -372,8 +415,14 @@ fn held_back_uploads_survive_corruption_and_refusal() {
     let proxy = FaultProxy::start(&dst.host());
     proxy.inject(Match::method("PATCH"), Fault::status(400), 100);
     restore(&["--input", s(&tar), &format!("{}/big/app", proxy.host())]).ok();
-    assert!(proxy.fired() >= 1, "no PATCH was sent (the test needs the big layer to be sent ahead)");
-    assert!(proxy.seen().iter().any(|r| r.method == "PUT" && r.path.contains(&format!("digest={big}"))));
+    assert!(
+        proxy.fired() >= 1,
+        "no PATCH was sent (the test needs the big layer to be sent ahead)"
+    );
+    assert!(proxy
+        .seen()
+        .iter()
+        .any(|r| r.method == "PUT" && r.path.contains(&format!("digest={big}"))));
     assert_repo_matches(&Client::new(&dst.host()), "big/app", &fx, true);
 }
 
@@ -412,11 +461,18 @@ fn a_damaged_large_blob_found_while_uploading_leaves_nothing_visible() {
         let d = Client::new(&dst.host());
         assert!(d.list_tags("big/app").is_empty(), "tags were pushed");
         for blob in fx.blobs.keys() {
-            assert!(!d.blob_exists("big/app", blob), "blob {blob} became visible ({})", input.display());
+            assert!(
+                !d.blob_exists("big/app", blob),
+                "blob {blob} became visible ({})",
+                input.display()
+            );
         }
         let seen = proxy.seen();
         assert!(!seen.iter().any(|r| r.method == "PUT"), "something was committed or pushed");
-        assert!(seen.iter().any(|r| r.method == "PATCH"), "no upload was held back while the check ran (the test needs one)");
+        assert!(
+            seen.iter().any(|r| r.method == "PATCH"),
+            "no upload was held back while the check ran (the test needs one)"
+        );
         assert!(
             seen.iter().any(|r| r.method == "DELETE" && r.path.contains("/blobs/uploads/")),
             "the intact layer's held upload was not abandoned"
@@ -438,7 +494,9 @@ fn kill_mid_backup_then_resume(out: &Path) {
     let name = format!("{}/big/app", proxy.host());
     let args = ["backup", "--no-tty", "--include-referrers", "-o", s(out), &name];
     let bg = spawn(&args);
-    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    wait_until(&bg, "the big layer to be well under way", || {
+        proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY
+    });
     src.kill();
     let (run, took) = ended(bg, give_up_bound() + PATIENCE);
     run.fails(1, &[&proxy.host(), digest_hex(&big)]);
@@ -494,7 +552,9 @@ fn registry_killed_mid_restore_then_restarted_completes() {
     proxy.throttle(SLOW);
     let target = format!("{}/big/app", proxy.host());
     let bg = spawn(&["restore", "--no-tty", "--input", s(&tar), &target]);
-    wait_until(&bg, "the big layer's upload to be well under way", || big_upload_relayed(&proxy, &big) >= UNDER_WAY);
+    wait_until(&bg, "the big layer's upload to be well under way", || {
+        big_upload_relayed(&proxy, &big) >= UNDER_WAY
+    });
     dst.kill();
     let (run, took) = ended(bg, give_up_bound() + PATIENCE);
     run.fails(1, &[&proxy.host(), digest_hex(&big)]);
@@ -517,7 +577,9 @@ fn interrupt_mid_backup(out: &Path, signal: libc::c_int) {
     proxy.throttle(SLOW);
     let name = format!("{}/big/app", proxy.host());
     let bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(out), &name]);
-    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    wait_until(&bg, "the big layer to be well under way", || {
+        proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY
+    });
     if out.extension().is_none() {
         // The directory must have kept something for the checks below: a blob that finished.
         let finished = || {
@@ -535,14 +597,22 @@ fn interrupt_mid_backup(out: &Path, signal: libc::c_int) {
     assert!(!partial.is_empty(), "no temporary file while the transfer runs");
     for p in &partial {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with('.') && name.ends_with(&format!(".partial-{pid}")), "unexpected temporary name {name}");
+        assert!(
+            name.starts_with('.') && name.ends_with(&format!(".partial-{pid}")),
+            "unexpected temporary name {name}"
+        );
     }
     if out.extension().is_some_and(|e| e == "tar") {
         assert!(!out.exists(), "the archive appeared before it was complete");
         assert_eq!(partial, vec![out.with_file_name(format!(".out.tar.partial-{pid}"))]);
     } else {
         assert!(!out.join("index.json").exists(), "index.json was written before the end");
-        assert!(partial.contains(&out.join("blobs/sha256").join(format!(".{}.partial-{pid}", digest_hex(&big)))), "{partial:?}");
+        assert!(
+            partial.contains(
+                &out.join("blobs/sha256").join(format!(".{}.partial-{pid}", digest_hex(&big)))
+            ),
+            "{partial:?}"
+        );
     }
     bg.signal(signal);
     let (run, took) = ended(bg, exit_bound() + PATIENCE);
@@ -586,16 +656,29 @@ fn ctrl_c_before_any_blob_leaves_no_skeleton() {
     let src = Registry::start();
     fixtures::push_signed_image(&Client::new(&src.host()), "team/app");
     let proxy = FaultProxy::start(&src.host());
-    proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+    proxy.inject(
+        Match::method("GET").path("/manifests/"),
+        Fault::Delay(Duration::from_secs(20)),
+        1,
+    );
     let dir = tempdir();
     for (i, out) in [dir.path().join("out"), dir.path().join("out.tar")].into_iter().enumerate() {
         if i > 0 {
-            proxy.inject(Match::method("GET").path("/manifests/"), Fault::Delay(Duration::from_secs(20)), 1);
+            proxy.inject(
+                Match::method("GET").path("/manifests/"),
+                Fault::Delay(Duration::from_secs(20)),
+                1,
+            );
         }
         let seen_before = proxy.seen().len();
-        let bg = spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);
+        let bg =
+            spawn(&["backup", "--no-tty", "-o", s(&out), &format!("{}/team/app", proxy.host())]);
         wait_until(&bg, "the stalled manifest request", || {
-            proxy.seen().iter().skip(seen_before).any(|r| r.method == "GET" && r.path.contains("/manifests/"))
+            proxy
+                .seen()
+                .iter()
+                .skip(seen_before)
+                .any(|r| r.method == "GET" && r.path.contains("/manifests/"))
         });
         bg.signal(libc::SIGINT);
         let (run, took) = ended(bg, exit_bound() + PATIENCE);
@@ -619,13 +702,17 @@ fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     // The small blobs go once the backup is checked, while the big one is still on its way.
     let small_blob_pushed = || fx.blobs.keys().any(|b| *b != big && d.blob_exists("big/app", b));
     wait_until(&bg, "a small blob to be pushed while the big layer uploads", small_blob_pushed);
-    assert!(big_upload_relayed(&proxy, &big) < BIG as u64, "the big layer's upload was done before the test could strike");
+    assert!(
+        big_upload_relayed(&proxy, &big) < BIG as u64,
+        "the big layer's upload was done before the test could strike"
+    );
     bg.signal(libc::SIGINT);
     let (run, took) = ended(bg, exit_bound() + PATIENCE);
     assert_interrupted(&run, took);
     assert!(d.list_tags("big/app").is_empty(), "an interrupted restore pushed tags");
     assert!(!d.blob_exists("big/app", &big), "the interrupted upload completed");
-    let there: Vec<String> = fx.blobs.keys().filter(|b| d.blob_exists("big/app", b)).cloned().collect();
+    let there: Vec<String> =
+        fx.blobs.keys().filter(|b| d.blob_exists("big/app", b)).cloned().collect();
     assert!(!there.is_empty(), "no blob finished before the interruption (the test needs some)");
 
     proxy.throttle(0);
@@ -635,9 +722,16 @@ fn ctrl_c_mid_restore_then_rerun_pushes_only_what_is_missing() {
     let doc: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
     let report = &doc["report"];
     assert_eq!(report["blobsSkipped"].as_u64(), Some(there.len() as u64), "{doc}");
-    assert_eq!(report["blobsCopied"].as_u64(), Some((fx.blobs.len() - there.len()) as u64), "{doc}");
+    assert_eq!(
+        report["blobsCopied"].as_u64(),
+        Some((fx.blobs.len() - there.len()) as u64),
+        "{doc}"
+    );
     for b in &there {
-        assert!(!proxy.saw("PUT", &format!("digest={b}")), "blob {b} was already there but uploaded again");
+        assert!(
+            !proxy.saw("PUT", &format!("digest={b}")),
+            "blob {b} was already there but uploaded again"
+        );
     }
     assert!(proxy.saw("PUT", &format!("digest={big}")));
     assert_repo_matches(&d, "big/app", &fx, true);
@@ -649,7 +743,9 @@ fn end_of_entry(tar: &[u8], name: &str) -> usize {
     while at + 512 <= tar.len() && tar[at] != 0 {
         let header = &tar[at..at + 512];
         let entry = String::from_utf8_lossy(&header[..100]).trim_end_matches('\0').to_string();
-        let octal = String::from_utf8_lossy(&header[124..136]).trim_matches(|c: char| c == '\0' || c == ' ').to_string();
+        let octal = String::from_utf8_lossy(&header[124..136])
+            .trim_matches(|c: char| c == '\0' || c == ' ')
+            .to_string();
         let size = usize::from_str_radix(&octal, 8).expect("octal size");
         let end = at + 512 + size.div_ceil(512) * 512;
         if entry.trim_start_matches("./") == name {
@@ -685,7 +781,10 @@ fn ctrl_c_during_a_stream_restore_deletes_the_uploads_it_held() {
     let bytes = std::fs::read(&tar).unwrap();
     let cut = end_of_entry(&bytes, &format!("blobs/sha256/{}", digest_hex(&big)));
     let dst = Registry::start();
-    let mut bg = Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/big/app", dst.host())]).stdin_pipe().spawn();
+    let mut bg =
+        Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/big/app", dst.host())])
+            .stdin_pipe()
+            .spawn();
     let mut stdin = bg.stdin();
     // Everything up to the end of the big blob, then the stream pauses.
     std::io::Write::write_all(&mut stdin, &bytes[..cut]).unwrap();
@@ -712,10 +811,14 @@ fn ctrl_c_during_a_stream_restore_deletes_the_uploads_it_held() {
     drop(stdin);
     assert_interrupted(&run, took);
     // Distribution 2.8 itself leaves a 108-byte hash-state stub of a deleted session; the bytes go.
-    let kept: Vec<String> = tree(&uploads).into_iter().filter(|f| !f.contains("/hashstates/")).collect();
+    let kept: Vec<String> =
+        tree(&uploads).into_iter().filter(|f| !f.contains("/hashstates/")).collect();
     assert_eq!(kept, Vec::<String>::new(), "upload sessions left behind with their bytes");
     let d = Client::new(&dst.host());
-    assert!(fx.blobs.keys().all(|b| !d.blob_exists("big/app", b)), "a blob of the interrupted stream is visible");
+    assert!(
+        fx.blobs.keys().all(|b| !d.blob_exists("big/app", b)),
+        "a blob of the interrupted stream is visible"
+    );
     assert!(d.list_tags("big/app").is_empty());
 }
 
@@ -733,12 +836,19 @@ fn ctrl_c_mid_backup_into_an_existing_layout_leaves_it_valid() {
     let index_before = std::fs::read(out.join("index.json")).unwrap();
 
     proxy.throttle(SLOW);
-    let bg = spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(&out), &format!("{name}:v1")]);
-    wait_until(&bg, "the big layer to be well under way", || proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY);
+    let bg =
+        spawn(&["backup", "--no-tty", "--include-referrers", "-o", s(&out), &format!("{name}:v1")]);
+    wait_until(&bg, "the big layer to be well under way", || {
+        proxy.relayed("GET", digest_hex(&big)) >= UNDER_WAY
+    });
     bg.signal(libc::SIGINT);
     let (run, took) = ended(bg, exit_bound() + PATIENCE);
     assert_interrupted(&run, took);
-    assert!(partial_files(dir.path()).is_empty(), "temporary files left: {:?}", partial_files(dir.path()));
+    assert!(
+        partial_files(dir.path()).is_empty(),
+        "temporary files left: {:?}",
+        partial_files(dir.path())
+    );
     assert_eq!(std::fs::read(out.join("index.json")).unwrap(), index_before, "index.json changed");
     kept_blobs(&out);
     harness::oras(&["verify", s(&out)]).ok();

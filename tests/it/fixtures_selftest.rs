@@ -47,7 +47,9 @@ fn distribution_registry_round_trips_all_fixture_kinds() {
     assert!(all_tags.contains(&tag_schema_tag(&v1)));
     let idx = c.get_manifest("team/app", &tag_schema_tag(&v1)).unwrap().json();
     for d in idx["manifests"].as_array().unwrap() {
-        assert!(d["artifactType"].is_string() && d["annotations"].is_object() && d["size"].is_u64());
+        assert!(
+            d["artifactType"].is_string() && d["annotations"].is_object() && d["size"].is_u64()
+        );
     }
     assert_eq!(referrers_in(&c, "team/app", &v1).len(), 2);
 
@@ -113,18 +115,32 @@ fn fake_registry_pagination_and_mounts() {
     let fx = fixtures::push_many_tags(&c, "many", 120);
     let tags = c.list_tags("many");
     assert_eq!(tags.len(), 120);
-    assert!(fake.requests().iter().any(|r| r.contains("last=t099")), "second page requested: {:?}", fake.requests());
+    assert!(
+        fake.requests().iter().any(|r| r.contains("last=t099")),
+        "second page requested: {:?}",
+        fake.requests()
+    );
     assert_repo_matches(&c, "many", &fx, true);
     // Mount: POST ?mount=&from= answers 201 when the source has the blob.
     let layer = sha256_digest(&fixtures::pseudo_random("many-layer", 64));
     let http = reqwest::blocking::Client::new();
-    let resp = http.post(format!("http://{}/v2/other/blobs/uploads/?mount={layer}&from=many", fake.host())).send().unwrap();
+    let resp = http
+        .post(format!("http://{}/v2/other/blobs/uploads/?mount={layer}&from=many", fake.host()))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     assert!(c.blob_exists("other", &layer));
     assert_eq!(fake.counters().mounts, 1);
     // Wrong digest on upload is refused.
-    let resp =
-        http.post(format!("http://{}/v2/other/blobs/uploads/?digest={}", fake.host(), sha256_digest(b"x"))).body("y").send().unwrap();
+    let resp = http
+        .post(format!(
+            "http://{}/v2/other/blobs/uploads/?digest={}",
+            fake.host(),
+            sha256_digest(b"x")
+        ))
+        .body("y")
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
 }
 

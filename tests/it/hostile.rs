@@ -48,8 +48,10 @@ impl Base {
             annotations: Default::default(),
         };
         let layer = desc_of(&m["layers"][0]);
-        let mut files =
-            vec![("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()), ("index.json".to_string(), b.index_json())];
+        let mut files = vec![
+            ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ("index.json".to_string(), b.index_json()),
+        ];
         for (d, bytes) in &b.blobs {
             files.push((blob_name(d), bytes.clone()));
         }
@@ -137,7 +139,14 @@ struct RawTar {
 impl RawTar {
     /// One entry: the name goes into the ustar name field verbatim (absolute, `..`, anything);
     /// the header claims `claimed` bytes; `data` is what follows (padded to a block).
-    fn entry(&mut self, name: &str, kind: tar::EntryType, claimed: u64, data: &[u8], link: Option<&str>) -> &mut Self {
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: tar::EntryType,
+        claimed: u64,
+        data: &[u8],
+        link: Option<&str>,
+    ) -> &mut Self {
         let mut h = tar::Header::new_ustar();
         {
             let u = h.as_ustar_mut().unwrap();
@@ -215,7 +224,8 @@ fn crc32(data: &[u8]) -> u32 {
 /// A valid gzip member holding `data` in stored deflate blocks.
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
-    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(65535).collect() };
+    let chunks: Vec<&[u8]> =
+        if data.is_empty() { vec![&[][..]] } else { data.chunks(65535).collect() };
     for (i, c) in chunks.iter().enumerate() {
         out.push(if i + 1 == chunks.len() { 1 } else { 0 });
         let len = c.len() as u16;
@@ -322,14 +332,21 @@ fn run_cases(cases: &[Case], root: &str) {
         let repo = format!("hostile/case{i}");
         let target = format!("{}/{repo}", reg.host());
         let run = harness::restore(&["--input", s(&case.path), &target]);
-        failures.check(&format!("restore {}", case.name), refused(&run, case.keyword, false).and_then(|_| untouched(&reg, &repo, root)));
+        failures.check(
+            &format!("restore {}", case.name),
+            refused(&run, case.keyword, false).and_then(|_| untouched(&reg, &repo, root)),
+        );
         let run = harness::oras(&["verify", s(&case.path)]);
-        failures.check(&format!("verify {}", case.name), refused(&run, case.verify_keyword.unwrap_or(case.keyword), true));
+        failures.check(
+            &format!("verify {}", case.name),
+            refused(&run, case.verify_keyword.unwrap_or(case.keyword), true),
+        );
         if case.stdin {
             let repo = format!("hostile/stdin{i}");
             let target = format!("{}/{repo}", reg.host());
             let bytes = std::fs::read(&case.path).unwrap();
-            let run = Oras::new(&["restore", "--no-tty", "--input", "-", &target]).stdin(&bytes).run();
+            let run =
+                Oras::new(&["restore", "--no-tty", "--input", "-", &target]).stdin(&bytes).run();
             failures.check(&format!("restore --input - {}", case.name), {
                 // A stream's damage may only show after blobs were sent: they were held back, nothing is visible.
                 refused(&run, "", false).and_then(|_| untouched(&reg, &repo, root))
@@ -458,7 +475,13 @@ fn hostile_tar_structure_is_refused() {
         "gnu-longname-absolute",
         with_first(&|t| {
             let long = format!("/tmp/{evil}-gnu\0");
-            t.entry("././@LongLink", tar::EntryType::GNULongName, long.len() as u64, long.as_bytes(), None);
+            t.entry(
+                "././@LongLink",
+                tar::EntryType::GNULongName,
+                long.len() as u64,
+                long.as_bytes(),
+                None,
+            );
             t.file("harmless", b"evil\n");
         }),
         "absolute",
@@ -518,7 +541,13 @@ fn hostile_tar_structure_is_refused() {
     add(
         "layer-header-lies",
         without_layer(&|t| {
-            let _ = t.entry(&layer_name, tar::EntryType::Regular, TB, base.get(&layer_name).unwrap(), None);
+            let _ = t.entry(
+                &layer_name,
+                tar::EntryType::Regular,
+                TB,
+                base.get(&layer_name).unwrap(),
+                None,
+            );
         }),
         "truncated",
         true,
@@ -537,7 +566,11 @@ fn hostile_tar_structure_is_refused() {
     );
     run_cases(&cases, &root);
     // Nothing landed where the evil names point.
-    for p in [PathBuf::from(&abs), d.parent().unwrap().join(format!("{evil}-up")), d.parent().unwrap().join(format!("{evil}-pax"))] {
+    for p in [
+        PathBuf::from(&abs),
+        d.parent().unwrap().join(format!("{evil}-up")),
+        d.parent().unwrap().join(format!("{evil}-pax")),
+    ] {
         assert!(!p.exists(), "{} was written", p.display());
     }
 }
@@ -568,11 +601,27 @@ fn enormous_index_json_is_refused() {
     // Directory: a sparse 300 MiB index.json.
     let layout = d.join("big-index-dir");
     base.write_dir(&layout);
-    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(layout.join("index.json")).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(layout.join("index.json"))
+        .unwrap();
     f.set_len(big).unwrap();
     let cases = vec![
-        Case { name: "tar".into(), path: tar_path.clone(), keyword: "limit", stdin: false, verify_keyword: None },
-        Case { name: "dir".into(), path: layout.clone(), keyword: "limit", stdin: false, verify_keyword: None },
+        Case {
+            name: "tar".into(),
+            path: tar_path.clone(),
+            keyword: "limit",
+            stdin: false,
+            verify_keyword: None,
+        },
+        Case {
+            name: "dir".into(),
+            path: layout.clone(),
+            keyword: "limit",
+            stdin: false,
+            verify_keyword: None,
+        },
     ];
     run_cases(&cases, &base.manifest.digest);
     for p in [&tar_path, &layout] {
@@ -611,15 +660,27 @@ fn content_cases(base: &Base) -> Vec<(&'static str, Base, &'static str)> {
     out.push(("index-malformed-digest", b, "malformed digest"));
 
     let mut b = base.clone();
-    b.set_index(vec![entry(&format!("sha512:{}", "ab".repeat(64)), base.manifest.size, OCI_MANIFEST)]);
+    b.set_index(vec![entry(
+        &format!("sha512:{}", "ab".repeat(64)),
+        base.manifest.size,
+        OCI_MANIFEST,
+    )]);
     out.push(("index-sha512-digest", b, "algorithm"));
 
     let mut b = base.clone();
-    b.set_index(vec![entry(&format!("sha256:{}", "A".repeat(64)), base.manifest.size, OCI_MANIFEST)]);
+    b.set_index(vec![entry(
+        &format!("sha256:{}", "A".repeat(64)),
+        base.manifest.size,
+        OCI_MANIFEST,
+    )]);
     out.push(("index-uppercase-digest", b, "malformed digest"));
 
     let mut b = base.clone();
-    b.set_index(vec![entry(&format!("sha256:{}/../../../../etc/passwd", "a".repeat(64)), 10, OCI_MANIFEST)]);
+    b.set_index(vec![entry(
+        &format!("sha256:{}/../../../../etc/passwd", "a".repeat(64)),
+        10,
+        OCI_MANIFEST,
+    )]);
     out.push(("index-digest-with-path", b, "malformed digest"));
 
     let mut b = base.clone();
@@ -665,7 +726,9 @@ fn content_cases(base: &Base) -> Vec<(&'static str, Base, &'static str)> {
     out.push(("manifest-not-json", b, "JSON"));
 
     let mut b = base.clone();
-    b.replace_manifest_bytes(br#"{"schemaVersion":1,"name":"x","tag":"v1","fsLayers":[]}"#.to_vec());
+    b.replace_manifest_bytes(
+        br#"{"schemaVersion":1,"name":"x","tag":"v1","fsLayers":[]}"#.to_vec(),
+    );
     out.push(("manifest-schema1", b, "schema 1"));
 
     // A manifest that names itself as its layer: stored under the digest it names, so its bytes
@@ -703,7 +766,10 @@ fn content_cases(base: &Base) -> Vec<(&'static str, Base, &'static str)> {
 
     let mut b = base.clone();
     let other = sha256_digest(b"another manifest");
-    b.set_index(vec![entry(&base.manifest.digest, base.manifest.size, OCI_MANIFEST), entry(&other, 10, OCI_MANIFEST)]);
+    b.set_index(vec![
+        entry(&base.manifest.digest, base.manifest.size, OCI_MANIFEST),
+        entry(&other, 10, OCI_MANIFEST),
+    ]);
     out.push(("index-json-one-tag-two-manifests", b, "twice"));
 
     let mut b = base.clone();
@@ -817,7 +883,13 @@ fn layout_directory_links_and_special_files_are_refused() {
     base.write_dir(&p);
     std::fs::remove_file(p.join(&manifest_name)).unwrap();
     std::os::unix::fs::symlink(outside.join("manifest"), p.join(&manifest_name)).unwrap();
-    cases.push(Case { name: "manifest symlink".into(), path: p, keyword: "manifest", stdin: false, verify_keyword: None });
+    cases.push(Case {
+        name: "manifest symlink".into(),
+        path: p,
+        keyword: "manifest",
+        stdin: false,
+        verify_keyword: None,
+    });
 
     // The whole blobs directory is a symlink to a complete copy elsewhere.
     let elsewhere = d.join("elsewhere");
@@ -827,7 +899,13 @@ fn layout_directory_links_and_special_files_are_refused() {
     std::fs::write(p.join("oci-layout"), base.get("oci-layout").unwrap()).unwrap();
     std::fs::write(p.join("index.json"), base.get("index.json").unwrap()).unwrap();
     std::os::unix::fs::symlink(elsewhere.join("blobs"), p.join("blobs")).unwrap();
-    cases.push(Case { name: "blobs dir symlink".into(), path: p, keyword: "outside", stdin: false, verify_keyword: Some("missing") });
+    cases.push(Case {
+        name: "blobs dir symlink".into(),
+        path: p,
+        keyword: "outside",
+        stdin: false,
+        verify_keyword: Some("missing"),
+    });
 
     // index.json is a symlink (to a valid index elsewhere).
     let p = d.join("index-symlink");
@@ -835,38 +913,74 @@ fn layout_directory_links_and_special_files_are_refused() {
     std::fs::write(outside.join("index.json"), base.get("index.json").unwrap()).unwrap();
     std::fs::remove_file(p.join("index.json")).unwrap();
     std::os::unix::fs::symlink(outside.join("index.json"), p.join("index.json")).unwrap();
-    cases.push(Case { name: "index.json symlink".into(), path: p, keyword: "regular file", stdin: false, verify_keyword: None });
+    cases.push(Case {
+        name: "index.json symlink".into(),
+        path: p,
+        keyword: "regular file",
+        stdin: false,
+        verify_keyword: None,
+    });
 
     // index.json is a fifo: must not block.
     let p = d.join("index-fifo");
     base.write_dir(&p);
     std::fs::remove_file(p.join("index.json")).unwrap();
     mkfifo(&p.join("index.json"));
-    cases.push(Case { name: "index.json fifo".into(), path: p, keyword: "regular file", stdin: false, verify_keyword: None });
+    cases.push(Case {
+        name: "index.json fifo".into(),
+        path: p,
+        keyword: "regular file",
+        stdin: false,
+        verify_keyword: None,
+    });
 
     // index.json is a directory.
     let p = d.join("index-dir");
     base.write_dir(&p);
     std::fs::remove_file(p.join("index.json")).unwrap();
     std::fs::create_dir(p.join("index.json")).unwrap();
-    cases.push(Case { name: "index.json directory".into(), path: p, keyword: "index.json", stdin: false, verify_keyword: None });
+    cases.push(Case {
+        name: "index.json directory".into(),
+        path: p,
+        keyword: "index.json",
+        stdin: false,
+        verify_keyword: None,
+    });
 
     // A layer that is a fifo, and one that is a directory.
     let p = d.join("blob-fifo");
     base.write_dir(&p);
     std::fs::remove_file(p.join(&layer_name)).unwrap();
     mkfifo(&p.join(&layer_name));
-    cases.push(Case { name: "layer fifo".into(), path: p, keyword: "regular file", stdin: false, verify_keyword: Some("missing") });
+    cases.push(Case {
+        name: "layer fifo".into(),
+        path: p,
+        keyword: "regular file",
+        stdin: false,
+        verify_keyword: Some("missing"),
+    });
     let p = d.join("blob-dir");
     base.write_dir(&p);
     std::fs::remove_file(p.join(&layer_name)).unwrap();
     std::fs::create_dir(p.join(&layer_name)).unwrap();
-    cases.push(Case { name: "layer directory".into(), path: p, keyword: "regular file", stdin: false, verify_keyword: Some("missing") });
+    cases.push(Case {
+        name: "layer directory".into(),
+        path: p,
+        keyword: "regular file",
+        stdin: false,
+        verify_keyword: Some("missing"),
+    });
 
     // The input itself is a fifo.
     let p = d.join("input-fifo");
     mkfifo(&p);
-    cases.push(Case { name: "input is a fifo".into(), path: p, keyword: "regular file", stdin: false, verify_keyword: None });
+    cases.push(Case {
+        name: "input is a fifo".into(),
+        path: p,
+        keyword: "regular file",
+        stdin: false,
+        verify_keyword: None,
+    });
 
     let started = Instant::now();
     run_cases(&cases, &base.manifest.digest);
@@ -887,7 +1001,11 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
     std::os::unix::fs::symlink(&elsewhere, out.join("blobs")).unwrap();
     let run = harness::backup(&["-o", s(&out), &format!("{}/team/app", reg.host())]);
     run.fails(1, &["symbolic link"]);
-    assert_eq!(std::fs::read_dir(elsewhere.join("sha256")).unwrap().count(), 0, "blobs were written through the link");
+    assert_eq!(
+        std::fs::read_dir(elsewhere.join("sha256")).unwrap().count(),
+        0,
+        "blobs were written through the link"
+    );
 
     // index.json a symlink to a file elsewhere: not followed, not overwritten.
     let out2 = dir.path().join("out2");
@@ -895,14 +1013,16 @@ fn backup_into_a_directory_with_linked_structure_is_refused() {
     let victim = dir.path().join("victim.json");
     std::fs::write(&victim, b"precious").unwrap();
     std::os::unix::fs::symlink(&victim, out2.join("index.json")).unwrap();
-    harness::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())]).fails(1, &["symbolic link"]);
+    harness::backup(&["-o", s(&out2), &format!("{}/team/app", reg.host())])
+        .fails(1, &["symbolic link"]);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 
     // index.json a fifo (or /dev/zero): never read without bound.
     let out3 = dir.path().join("out3");
     std::fs::create_dir_all(&out3).unwrap();
     mkfifo(&out3.join("index.json"));
-    harness::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())]).fails(1, &["regular file"]);
+    harness::backup(&["-o", s(&out3), &format!("{}/team/app", reg.host())])
+        .fails(1, &["regular file"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,13 +1063,22 @@ fn claimed_sizes_are_never_allocated() {
             t.file(name, bytes);
         }
     }
-    inputs.push(("tar header claims 1 TB".into(), write(dir.path(), "lying-header.tar", &t.finish()), true));
+    inputs.push((
+        "tar header claims 1 TB".into(),
+        write(dir.path(), "lying-header.tar", &t.finish()),
+        true,
+    ));
 
     // Descriptors claiming 1 TB: the manifest in index.json, a layer in the manifest.
-    let by_case: std::collections::BTreeMap<&str, Base> = content_cases(&base).into_iter().map(|(n, b, _)| (n, b)).collect();
+    let by_case: std::collections::BTreeMap<&str, Base> =
+        content_cases(&base).into_iter().map(|(n, b, _)| (n, b)).collect();
     for name in ["manifest-claims-1tb", "layer-claims-1tb"] {
         let b = &by_case[name];
-        inputs.push((format!("{name} (tar)"), write(dir.path(), &format!("{name}.tar"), &b.tar()), true));
+        inputs.push((
+            format!("{name} (tar)"),
+            write(dir.path(), &format!("{name}.tar"), &b.tar()),
+            true,
+        ));
         let p = dir.path().join(name);
         b.write_dir(&p);
         inputs.push((format!("{name} (dir)"), p, false));
@@ -958,13 +1087,21 @@ fn claimed_sizes_are_never_allocated() {
     let mut t = RawTar::default();
     t.file("oci-layout", base.get("oci-layout").unwrap());
     t.entry("index.json", tar::EntryType::Regular, TB, base.get("index.json").unwrap(), None);
-    inputs.push(("index.json header claims 1 TB".into(), write(dir.path(), "lying-index.tar", &t.finish()), true));
+    inputs.push((
+        "index.json header claims 1 TB".into(),
+        write(dir.path(), "lying-index.tar", &t.finish()),
+        true,
+    ));
 
     let mut failures = Failures::default();
     for (i, (name, path, stdin)) in inputs.iter().enumerate() {
         let target = format!("{}/rss/case{i}", reg.host());
         let (run, rss) = restore_measuring_rss(path, &target);
-        failures.check(name, refused(&run, "", false).and_then(|_| untouched(&reg, &format!("rss/case{i}"), &base.manifest.digest)));
+        failures.check(
+            name,
+            refused(&run, "", false)
+                .and_then(|_| untouched(&reg, &format!("rss/case{i}"), &base.manifest.digest)),
+        );
         if rss >= MAX_RSS_KB {
             failures.fail(name, format!("peak RSS {rss} KiB"));
         }
@@ -974,10 +1111,13 @@ fn claimed_sizes_are_never_allocated() {
             failures.fail(&format!("verify {name}"), format!("peak RSS {rss} KiB"));
         }
         if *stdin {
-            let (run, rss) = run_measuring_rss(&["restore", "--no-tty", "--input", "-", &target], Some(path));
+            let (run, rss) =
+                run_measuring_rss(&["restore", "--no-tty", "--input", "-", &target], Some(path));
             failures.check(
                 &format!("stdin {name}"),
-                refused(&run, "", false).and_then(|_| no_tags_or_manifests(&reg, &format!("rss/case{i}"), &base.manifest.digest)),
+                refused(&run, "", false).and_then(|_| {
+                    no_tags_or_manifests(&reg, &format!("rss/case{i}"), &base.manifest.digest)
+                }),
             );
             if rss >= MAX_RSS_KB {
                 failures.fail(&format!("stdin {name}"), format!("peak RSS {rss} KiB"));
@@ -1006,10 +1146,19 @@ fn the_undamaged_base_restores() {
         assert_eq!(c.get_manifest(&repo, "v1").unwrap().digest, base.manifest.digest);
     }
     let bytes = std::fs::read(&tar).unwrap();
-    Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())]).stdin(&bytes).run().ok();
+    Oras::new(&["restore", "--no-tty", "--input", "-", &format!("{}/good/stdin", reg.host())])
+        .stdin(&bytes)
+        .run()
+        .ok();
     // A tar from another tool: pax global header first (git archive), identical duplicate entries.
     let mut t = RawTar::default();
-    t.entry("pax_global_header", tar::EntryType::XGlobalHeader, 52, b"52 comment=0123456789abcdef0123456789abcdef01234567\n", None);
+    t.entry(
+        "pax_global_header",
+        tar::EntryType::XGlobalHeader,
+        52,
+        b"52 comment=0123456789abcdef0123456789abcdef01234567\n",
+        None,
+    );
     for (name, bytes) in &base.ordered() {
         t.file(name, bytes);
     }

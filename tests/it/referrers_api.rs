@@ -9,7 +9,9 @@ use harness::client::{is_tag_schema_tag, tag_schema_tag};
 use harness::fake_referrers::FakeRegistry;
 use harness::fixtures::{self, RepoFixture};
 use harness::layout::{Layout, REF_NAME};
-use harness::{assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry};
+use harness::{
+    assert_layout_holds, assert_repo_matches, backup, restore, s, tempdir, Client, Registry,
+};
 
 fn fake_with_all_kinds() -> (FakeRegistry, RepoFixture) {
     let fake = FakeRegistry::start();
@@ -31,7 +33,8 @@ fn backup_discovers_referrers_through_the_api() {
     let layout = Layout::read(&out);
     // Includes referrers of referrers (signature of the SBOM) and of an index child.
     assert_layout_holds(&layout, &[(&repo, &fx)], true);
-    let referrer_entries = layout.entries().iter().filter(|e| e["annotations"][REF_NAME].is_null()).count();
+    let referrer_entries =
+        layout.entries().iter().filter(|e| e["annotations"][REF_NAME].is_null()).count();
     assert_eq!(referrer_entries, fx.referrer_manifests().len());
 
     // Into Distribution 2.8: the target needs the tag schema, restore builds it.
@@ -64,12 +67,22 @@ fn restore_into_referrers_api_registry_creates_no_tag_schema_tags() {
     // The API answers for every subject, including the index child and the SBOM.
     for (subject, refs) in &fx.referrers {
         let api = d.referrers_api("team/app", subject, None).unwrap();
-        let got: Vec<&str> = api["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+        let got: Vec<&str> = api["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap())
+            .collect();
         for r in refs {
             assert!(got.contains(&r.digest.as_str()), "{} not a referrer of {subject}", r.digest);
         }
     }
-    assert_eq!(fake.tag_schema_pushes(), 0, "restore created tag-schema tags on a registry with the referrers API: {:#?}", fake.requests());
+    assert_eq!(
+        fake.tag_schema_pushes(),
+        0,
+        "restore created tag-schema tags on a registry with the referrers API: {:#?}",
+        fake.requests()
+    );
     assert!(d.list_tags("team/app").iter().all(|t| !is_tag_schema_tag(t)));
 }
 
@@ -120,12 +133,23 @@ fn distribution_spec_referrers_tag_forces_tag_schema_on_backup() {
     let (fake, fx) = fake_with_all_kinds();
     let dir = tempdir();
     let out = dir.path().join("app.tar");
-    backup(&["--include-referrers", "--distribution-spec", "v1.1-referrers-tag", "-o", s(&out), &format!("{}/team/app", fake.host())]).ok();
+    backup(&[
+        "--include-referrers",
+        "--distribution-spec",
+        "v1.1-referrers-tag",
+        "-o",
+        s(&out),
+        &format!("{}/team/app", fake.host()),
+    ])
+    .ok();
     assert_eq!(fake.referrers_calls(), 0, "{:#?}", fake.requests());
     // The schema is consulted either by asking for the `sha256-<hex>` tag, or (cheaper) by seeing
     // that the repository's tag list does not hold it.
     assert!(
-        fake.requests().iter().any(|r| r.contains(&format!("/manifests/{}", tag_schema_tag(fx.tag("v1")))) || r.contains("/tags/list")),
+        fake.requests()
+            .iter()
+            .any(|r| r.contains(&format!("/manifests/{}", tag_schema_tag(fx.tag("v1"))))
+                || r.contains("/tags/list")),
         "the tag schema was not consulted: {:#?}",
         fake.requests()
     );
@@ -139,7 +163,15 @@ fn distribution_spec_referrers_api_on_backup_uses_the_api() {
     let dir = tempdir();
     let out = dir.path().join("app");
     let repo = format!("{}/team/app", fake.host());
-    backup(&["--include-referrers", "--distribution-spec", "v1.1-referrers-api", "-o", s(&out), &repo]).ok();
+    backup(&[
+        "--include-referrers",
+        "--distribution-spec",
+        "v1.1-referrers-api",
+        "-o",
+        s(&out),
+        &repo,
+    ])
+    .ok();
     assert!(fake.referrers_calls() > 0);
     assert_layout_holds(&Layout::read(&out), &[(&repo, &fx)], true);
 }

@@ -22,21 +22,34 @@ fn oras_stdout(args: &[&str]) -> String {
 /// rest of it.
 fn fields(line: &str) -> (String, String) {
     let prefix = format!("oras {} (commit ", env!("CARGO_PKG_VERSION"));
-    let rest = line.strip_prefix(&prefix).unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
-    let rest = rest.strip_suffix(")\n").unwrap_or_else(|| panic!("{line:?} is not one line ending in ')'"));
-    let (commit, date) = rest.split_once(", built ").unwrap_or_else(|| panic!("{line:?} has no build date"));
+    let rest = line
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{line:?} does not start with {prefix:?}"));
+    let rest = rest
+        .strip_suffix(")\n")
+        .unwrap_or_else(|| panic!("{line:?} is not one line ending in ')'"));
+    let (commit, date) =
+        rest.split_once(", built ").unwrap_or_else(|| panic!("{line:?} has no build date"));
     (commit.to_string(), date.to_string())
 }
 
 #[test]
 fn version_and_dash_dash_version_print_the_cargo_version_the_commit_and_the_build_date() {
     let long = oras_stdout(&["version"]);
-    assert_eq!(oras_stdout(&["--version"]), long, "--version prints the same line as `oras version`");
+    assert_eq!(
+        oras_stdout(&["--version"]),
+        long,
+        "--version prints the same line as `oras version`"
+    );
     let (commit, date) = fields(&long);
 
     // The commit: the one given to the build, or the checkout's own when the crate is the top of a
     // git checkout.
-    assert!(!commit.is_empty() && commit.chars().all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c)), "commit {commit:?}");
+    assert!(
+        !commit.is_empty()
+            && commit.chars().all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c)),
+        "commit {commit:?}"
+    );
     let git = |args: &[&str]| {
         Command::new("git")
             .args(["-C", env!("CARGO_MANIFEST_DIR")])
@@ -47,25 +60,41 @@ fn version_and_dash_dash_version_print_the_cargo_version_the_commit_and_the_buil
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_string())
     };
-    let own_checkout = git(&["rev-parse", "--show-toplevel"]).and_then(|top| std::fs::canonicalize(top).ok())
+    let own_checkout = git(&["rev-parse", "--show-toplevel"])
+        .and_then(|top| std::fs::canonicalize(top).ok())
         == std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).ok();
     let head = if own_checkout { git(&["rev-parse", "HEAD"]) } else { None };
     match (std::env::var("ORAS_BUILD_COMMIT"), head) {
-        (Ok(given), _) if !given.is_empty() => assert_eq!(commit, given, "ORAS_BUILD_COMMIT is what the line names"),
-        (_, Some(head)) => {
-            assert!(commit.len() >= 7 && head.starts_with(&commit), "commit {commit:?} is not a short form of HEAD {head:?}")
+        (Ok(given), _) if !given.is_empty() => {
+            assert_eq!(commit, given, "ORAS_BUILD_COMMIT is what the line names")
         }
-        (_, None) => assert_eq!(commit, "unknown", "no git checkout and no ORAS_BUILD_COMMIT: nothing to name"),
+        (_, Some(head)) => {
+            assert!(
+                commit.len() >= 7 && head.starts_with(&commit),
+                "commit {commit:?} is not a short form of HEAD {head:?}"
+            )
+        }
+        (_, None) => assert_eq!(
+            commit, "unknown",
+            "no git checkout and no ORAS_BUILD_COMMIT: nothing to name"
+        ),
     }
 
     // The date: YYYY-MM-DD, and not after today unless the build was given a date.
     let parts: Vec<&str> = date.split('-').collect();
     assert!(
-        parts.len() == 3 && [4, 2, 2].iter().zip(&parts).all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_digit())),
+        parts.len() == 3
+            && [4, 2, 2]
+                .iter()
+                .zip(&parts)
+                .all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_digit())),
         "date {date:?}"
     );
     if std::env::var_os("SOURCE_DATE_EPOCH").is_none() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
         let (y, m, d) = version_line::civil_from_days((now / 86_400) as i64);
         assert!(date <= format!("{y:04}-{m:02}-{d:02}"), "built {date} is after today");
     }
@@ -77,7 +106,10 @@ fn every_subcommand_s_version_flag_names_the_same_build() {
     let (commit, date) = fields(&long);
     // propagate_version: `oras backup --version` prints the subcommand's name and the same version.
     let backup = oras_stdout(&["backup", "--version"]);
-    assert_eq!(backup, format!("oras-backup {} (commit {commit}, built {date})\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        backup,
+        format!("oras-backup {} (commit {commit}, built {date})\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]

@@ -49,7 +49,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(host: &str) -> Client {
-        let http = Http::builder().timeout(Duration::from_secs(30)).no_proxy().build().expect("reqwest client");
+        let http = Http::builder()
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .expect("reqwest client");
         Client { http, base: format!("http://{host}") }
     }
 
@@ -65,24 +69,53 @@ impl Client {
     /// Upload a blob (POST + monolithic PUT) and return its digest.
     pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256_digest(bytes);
-        let resp =
-            self.http.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).header("Content-Length", "0").send().expect("POST upload");
-        assert_eq!(resp.status(), StatusCode::ACCEPTED, "POST /v2/{repo}/blobs/uploads/: {:?}", resp.text());
-        let location = resp.headers().get("Location").expect("Location header").to_str().unwrap().to_string();
+        let resp = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .header("Content-Length", "0")
+            .send()
+            .expect("POST upload");
+        assert_eq!(
+            resp.status(),
+            StatusCode::ACCEPTED,
+            "POST /v2/{repo}/blobs/uploads/: {:?}",
+            resp.text()
+        );
+        let location =
+            resp.headers().get("Location").expect("Location header").to_str().unwrap().to_string();
         let mut url = self.resolve(&location);
         url.query_pairs_mut().append_pair("digest", &digest);
-        let resp = self.http.put(url).header("Content-Type", "application/octet-stream").body(bytes.to_vec()).send().expect("PUT upload");
-        assert_eq!(resp.status(), StatusCode::CREATED, "PUT blob {digest} into {repo}: {:?}", resp.text());
+        let resp = self
+            .http
+            .put(url)
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .expect("PUT upload");
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "PUT blob {digest} into {repo}: {:?}",
+            resp.text()
+        );
         digest
     }
 
     pub fn blob_exists(&self, repo: &str, digest: &str) -> bool {
-        let resp = self.http.head(self.url(&format!("/v2/{repo}/blobs/{digest}"))).send().expect("HEAD blob");
+        let resp = self
+            .http
+            .head(self.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .expect("HEAD blob");
         resp.status().is_success()
     }
 
     pub fn get_blob(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
-        let resp = self.http.get(self.url(&format!("/v2/{repo}/blobs/{digest}"))).send().expect("GET blob");
+        let resp = self
+            .http
+            .get(self.url(&format!("/v2/{repo}/blobs/{digest}")))
+            .send()
+            .expect("GET blob");
         if resp.status() == StatusCode::NOT_FOUND {
             return None;
         }
@@ -91,7 +124,13 @@ impl Client {
     }
 
     /// PUT a manifest under `reference` (tag or digest); returns its digest.
-    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
         let digest = sha256_digest(bytes);
         let resp = self
             .http
@@ -101,7 +140,12 @@ impl Client {
             .send()
             .expect("PUT manifest");
         let status = resp.status();
-        assert_eq!(status, StatusCode::CREATED, "PUT manifest {repo}:{reference}: {:?}", resp.text());
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "PUT manifest {repo}:{reference}: {:?}",
+            resp.text()
+        );
         if let Some(d) = resp.headers().get("Docker-Content-Digest") {
             assert_eq!(d.to_str().unwrap(), digest, "registry digest of {repo}:{reference}");
         }
@@ -120,7 +164,11 @@ impl Client {
             return None;
         }
         assert!(resp.status().is_success(), "GET manifest {repo}:{reference}: {}", resp.status());
-        let media_type = resp.headers().get("Content-Type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let media_type = resp
+            .headers()
+            .get("Content-Type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         let bytes = resp.bytes().unwrap().to_vec();
         let digest = sha256_digest(&bytes);
         Some(Fetched { media_type, bytes, digest })
@@ -183,7 +231,12 @@ impl Client {
     }
 
     /// `GET /v2/<repo>/referrers/<digest>`: Some(index JSON) when the registry answers 200.
-    pub fn referrers_api(&self, repo: &str, digest: &str, artifact_type: Option<&str>) -> Option<serde_json::Value> {
+    pub fn referrers_api(
+        &self,
+        repo: &str,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Option<serde_json::Value> {
         let mut url = self.resolve(&format!("/v2/{repo}/referrers/{digest}"));
         if let Some(at) = artifact_type {
             url.query_pairs_mut().append_pair("artifactType", at);
@@ -209,5 +262,7 @@ impl Client {
 
 /// `sha256-<64 hex>`
 pub fn is_tag_schema_tag(tag: &str) -> bool {
-    tag.len() == 71 && tag.starts_with("sha256-") && tag[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    tag.len() == 71
+        && tag.starts_with("sha256-")
+        && tag[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }

@@ -17,10 +17,18 @@ pub struct CatalogCap(pub usize);
 impl Behaviour for CatalogCap {
     fn plan(&self, request: &Seen) -> Plan {
         let mut url = url::Url::parse(&format!("http://upstream{}", request.path)).unwrap();
-        let pairs: Vec<(String, String)> = url.query_pairs().into_owned().filter(|(k, _)| k != "n").collect();
-        let asked = url.query_pairs().find(|(k, _)| k == "n").and_then(|(_, v)| v.parse::<usize>().ok());
-        url.query_pairs_mut().clear().extend_pairs(&pairs).append_pair("n", &asked.map_or(self.0, |a| a.min(self.0)).to_string());
-        Plan::Forward(Forwarding { path: Some(format!("{}?{}", url.path(), url.query().unwrap_or_default())), ..Forwarding::default() })
+        let pairs: Vec<(String, String)> =
+            url.query_pairs().into_owned().filter(|(k, _)| k != "n").collect();
+        let asked =
+            url.query_pairs().find(|(k, _)| k == "n").and_then(|(_, v)| v.parse::<usize>().ok());
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(&pairs)
+            .append_pair("n", &asked.map_or(self.0, |a| a.min(self.0)).to_string());
+        Plan::Forward(Forwarding {
+            path: Some(format!("{}?{}", url.path(), url.query().unwrap_or_default())),
+            ..Forwarding::default()
+        })
     }
 }
 
@@ -34,8 +42,13 @@ pub fn catalog_cap_proxy(upstream: &str, cap: usize) -> Relay<CatalogCap> {
 /// stdout parsed as one JSON document (the whole of stdout).
 #[track_caller]
 pub fn stdout_json(run: &Run) -> Value {
-    serde_json::from_slice(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout of `oras {}` is not one JSON document ({e}):\n{}", run.args.join(" "), run.stdout_str()))
+    serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout of `oras {}` is not one JSON document ({e}):\n{}",
+            run.args.join(" "),
+            run.stdout_str()
+        )
+    })
 }
 
 /// Non-empty stdout lines.
@@ -45,7 +58,11 @@ pub fn stdout_lines(run: &Run) -> Vec<String> {
 
 /// The `problem: ...` lines `oras verify` printed (without the prefix).
 pub fn problems(run: &Run) -> Vec<String> {
-    run.stdout_str().lines().filter_map(|l| l.strip_prefix("problem: ")).map(str::to_string).collect()
+    run.stdout_str()
+        .lines()
+        .filter_map(|l| l.strip_prefix("problem: "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `oras verify <path>` (text).
@@ -97,7 +114,9 @@ pub fn flip_byte_in_tar_blob(tar: &Path, digest: &str) {
     let (alg, hex) = digest.split_once(':').unwrap();
     let name = format!("blobs/{alg}/{hex}");
     let entries = tar_entries(tar);
-    let (off, size) = *entries.get(&name).unwrap_or_else(|| panic!("{name} not in {}: {:?}", tar.display(), entries.keys()));
+    let (off, size) = *entries
+        .get(&name)
+        .unwrap_or_else(|| panic!("{name} not in {}: {:?}", tar.display(), entries.keys()));
     assert!(size > 0, "{name} is empty");
     flip_byte_at(tar, off + size / 2);
 }
@@ -129,7 +148,10 @@ pub fn edit_index(dir: &Path, edit: impl FnOnce(&mut Value)) {
 pub fn discover_nodes(v: &Value) -> Vec<(usize, String, Option<String>)> {
     fn walk(v: &Value, depth: usize, out: &mut Vec<(usize, String, Option<String>)>) {
         for r in v["referrers"].as_array().into_iter().flatten() {
-            let d = r["digest"].as_str().unwrap_or_else(|| panic!("referrer without digest: {r}")).to_string();
+            let d = r["digest"]
+                .as_str()
+                .unwrap_or_else(|| panic!("referrer without digest: {r}"))
+                .to_string();
             out.push((depth, d, r["artifactType"].as_str().map(str::to_string)));
             walk(r, depth + 1, out);
         }

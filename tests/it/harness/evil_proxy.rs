@@ -20,7 +20,8 @@
 //! ```
 
 use super::relay::{
-    self, drain_request_body, read_head, settled, Behaviour, Canned, Forwarding, Headers, Pending, Plan, Relay, Seen, Server, Vars,
+    self, drain_request_body, read_head, settled, Behaviour, Canned, Forwarding, Headers, Pending,
+    Plan, Relay, Seen, Server, Vars,
 };
 use std::io::BufReader;
 use std::net::{Shutdown, TcpStream};
@@ -48,9 +49,15 @@ impl Behaviour for Action {
     fn plan(&self, _: &Seen) -> Plan {
         match self {
             Action::Respond(c) => Plan::Respond(c.clone()),
-            Action::SetHeaders(h) => Plan::Forward(Forwarding { set_headers: h.clone(), ..Forwarding::default() }),
-            Action::Trickle(every) => Plan::Forward(Forwarding { trickle: Some(*every), ..Forwarding::default() }),
-            Action::FlipByte(at) => Plan::Forward(Forwarding { damage_answer_at: Some(*at), ..Forwarding::default() }),
+            Action::SetHeaders(h) => {
+                Plan::Forward(Forwarding { set_headers: h.clone(), ..Forwarding::default() })
+            }
+            Action::Trickle(every) => {
+                Plan::Forward(Forwarding { trickle: Some(*every), ..Forwarding::default() })
+            }
+            Action::FlipByte(at) => {
+                Plan::Forward(Forwarding { damage_answer_at: Some(*at), ..Forwarding::default() })
+            }
         }
     }
 
@@ -158,9 +165,14 @@ fn serve_bystander(
     // Drain the body (an upload sent here), then answer.
     let _ = drain_request_body(&mut reader, &headers);
     let out = match answer {
-        Answer::NotFound => Canned::json(404, r#"{"errors":[{"code":"NAME_UNKNOWN","message":"nothing here"}]}"#),
-        Answer::AskForBasicAuth => Canned::json(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#)
-            .header("WWW-Authenticate", r#"Basic realm="bystander""#),
+        Answer::NotFound => {
+            Canned::json(404, r#"{"errors":[{"code":"NAME_UNKNOWN","message":"nothing here"}]}"#)
+        }
+        Answer::AskForBasicAuth => Canned::json(
+            401,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        )
+        .header("WWW-Authenticate", r#"Basic realm="bystander""#),
     };
     out.send(&mut w, "GET", &Vars::default())?;
     let _ = w.shutdown(Shutdown::Both);

@@ -77,7 +77,9 @@ impl Resp {
         self
     }
     fn json(status: u16, v: &Value) -> Resp {
-        Resp::new(status).header("Content-Type", "application/json").body(serde_json::to_vec(v).unwrap())
+        Resp::new(status)
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(v).unwrap())
     }
     fn error(status: u16, code: &str, message: &str) -> Resp {
         Resp::json(status, &json!({"errors": [{"code": code, "message": message, "detail": null}]}))
@@ -175,7 +177,9 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     let mut body = Vec::new();
-    let chunked = headers.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         loop {
             let mut size = String::new();
@@ -245,7 +249,9 @@ fn serve_connection(conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicB
 }
 
 fn is_digest(s: &str) -> bool {
-    s.len() == 71 && s.starts_with("sha256:") && s[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    s.len() == 71
+        && s.starts_with("sha256:")
+        && s[7..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 fn handle(s: &mut State, req: &Request) -> Resp {
@@ -281,7 +287,10 @@ fn handle(s: &mut State, req: &Request) -> Resp {
             return Resp::error(404, "BLOB_UNKNOWN", "blob unknown");
         }
         let body = s.content[digest].clone();
-        return Resp::new(200).header("Content-Type", "application/octet-stream").header("Docker-Content-Digest", digest).body(body);
+        return Resp::new(200)
+            .header("Content-Type", "application/octet-stream")
+            .header("Docker-Content-Digest", digest)
+            .body(body);
     }
     if let Some(i) = rest.rfind("/manifests/") {
         let (name, reference) = (&rest[..i], &rest[i + 11..]);
@@ -324,13 +333,21 @@ fn tags_list(s: &mut State, name: &str, query: &HashMap<String, String>) -> Resp
     if more {
         if let Some(last) = page.last() {
             let n = n.unwrap();
-            resp = resp.header("Link", format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
+            resp = resp
+                .header("Link", format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""));
         }
     }
     resp
 }
 
-fn upload(s: &mut State, m: &str, name: &str, id: &str, query: &HashMap<String, String>, body: &[u8]) -> Resp {
+fn upload(
+    s: &mut State,
+    m: &str,
+    name: &str,
+    id: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Resp {
     match (m, id) {
         ("POST", "") => {
             if let (Some(d), Some(from)) = (query.get("mount"), query.get("from")) {
@@ -338,7 +355,9 @@ fn upload(s: &mut State, m: &str, name: &str, id: &str, query: &HashMap<String, 
                 if has {
                     s.repos.entry(name.to_string()).or_default().blobs.insert(d.clone());
                     s.counters.mounts += 1;
-                    return Resp::new(201).header("Location", format!("/v2/{name}/blobs/{d}")).header("Docker-Content-Digest", d.clone());
+                    return Resp::new(201)
+                        .header("Location", format!("/v2/{name}/blobs/{d}"))
+                        .header("Docker-Content-Digest", d.clone());
                 }
             }
             if let Some(d) = query.get("digest") {
@@ -389,12 +408,18 @@ fn upload(s: &mut State, m: &str, name: &str, id: &str, query: &HashMap<String, 
 
 fn finish_upload(s: &mut State, name: &str, digest: &str, data: Vec<u8>) -> Resp {
     if sha256_digest(&data) != digest {
-        return Resp::error(400, "DIGEST_INVALID", "provided digest did not match uploaded content");
+        return Resp::error(
+            400,
+            "DIGEST_INVALID",
+            "provided digest did not match uploaded content",
+        );
     }
     s.content.insert(digest.to_string(), data);
     s.repos.entry(name.to_string()).or_default().blobs.insert(digest.to_string());
     s.counters.blob_uploads += 1;
-    Resp::new(201).header("Location", format!("/v2/{name}/blobs/{digest}")).header("Docker-Content-Digest", digest)
+    Resp::new(201)
+        .header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest)
 }
 
 fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) -> Resp {
@@ -414,7 +439,10 @@ fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) 
             let Some((ct, bytes)) = repo.manifests.get(&digest) else {
                 return Resp::error(404, "MANIFEST_UNKNOWN", "manifest unknown");
             };
-            Resp::new(200).header("Content-Type", ct.clone()).header("Docker-Content-Digest", digest).body(bytes.clone())
+            Resp::new(200)
+                .header("Content-Type", ct.clone())
+                .header("Docker-Content-Digest", digest)
+                .body(bytes.clone())
         }
         "PUT" => {
             let bytes = req.body.clone();
@@ -425,7 +453,12 @@ fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) 
             if is_digest(reference) && reference != digest {
                 return Resp::error(400, "DIGEST_INVALID", "digest does not match manifest");
             }
-            let ct = req.headers.get("content-type").cloned().or_else(|| v["mediaType"].as_str().map(str::to_string)).unwrap_or_default();
+            let ct = req
+                .headers
+                .get("content-type")
+                .cloned()
+                .or_else(|| v["mediaType"].as_str().map(str::to_string))
+                .unwrap_or_default();
             let repo = s.repos.entry(name.to_string()).or_default();
             // Referenced content must exist (children are pushed before parents).
             let mut blobs: Vec<&Value> = Vec::new();
@@ -438,14 +471,22 @@ fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) 
             for b in blobs {
                 let d = b["digest"].as_str().unwrap_or_default();
                 if !repo.blobs.contains(d) {
-                    return Resp::error(400, "MANIFEST_BLOB_UNKNOWN", &format!("blob unknown to registry: {d}"));
+                    return Resp::error(
+                        400,
+                        "MANIFEST_BLOB_UNKNOWN",
+                        &format!("blob unknown to registry: {d}"),
+                    );
                 }
             }
             if let Some(children) = v["manifests"].as_array() {
                 for c in children {
                     let d = c["digest"].as_str().unwrap_or_default();
                     if !repo.manifests.contains_key(d) {
-                        return Resp::error(400, "MANIFEST_UNKNOWN", &format!("manifest unknown: {d}"));
+                        return Resp::error(
+                            400,
+                            "MANIFEST_UNKNOWN",
+                            &format!("manifest unknown: {d}"),
+                        );
                     }
                 }
             }
@@ -457,8 +498,9 @@ fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) 
                 }
             }
             s.counters.manifest_puts += 1;
-            let mut resp =
-                Resp::new(201).header("Location", format!("/v2/{name}/manifests/{digest}")).header("Docker-Content-Digest", digest);
+            let mut resp = Resp::new(201)
+                .header("Location", format!("/v2/{name}/manifests/{digest}"))
+                .header("Docker-Content-Digest", digest);
             if let Some(subject) = v["subject"]["digest"].as_str() {
                 resp = resp.header("OCI-Subject", subject);
             }
@@ -481,7 +523,11 @@ fn referrers(s: &mut State, name: &str, digest: &str, artifact_type: Option<&Str
             if v["subject"]["digest"].as_str() != Some(digest) {
                 continue;
             }
-            let at = v["artifactType"].as_str().or_else(|| v["config"]["mediaType"].as_str()).unwrap_or_default().to_string();
+            let at = v["artifactType"]
+                .as_str()
+                .or_else(|| v["config"]["mediaType"].as_str())
+                .unwrap_or_default()
+                .to_string();
             if artifact_type.is_some_and(|f| *f != at) {
                 continue;
             }

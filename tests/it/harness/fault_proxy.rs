@@ -38,7 +38,9 @@ impl Fault {
     pub fn status(code: u16) -> Fault {
         Fault::Answer(Canned::json(
             code,
-            format!(r#"{{"errors":[{{"code":"INJECTED","message":"fault injected by the test proxy ({code})"}}]}}"#),
+            format!(
+                r#"{{"errors":[{{"code":"INJECTED","message":"fault injected by the test proxy ({code})"}}]}}"#
+            ),
         ))
     }
 
@@ -65,9 +67,14 @@ impl Behaviour for Fault {
     fn plan(&self, _: &Seen) -> Plan {
         match self {
             Fault::Answer(c) => Plan::Respond(c.clone()),
-            Fault::CutBody { after } => Plan::Forward(Forwarding { cut_answer_after: Some(*after), ..Forwarding::default() }),
+            Fault::CutBody { after } => Plan::Forward(Forwarding {
+                cut_answer_after: Some(*after),
+                ..Forwarding::default()
+            }),
             Fault::Close => Plan::Close,
-            Fault::Delay(d) => Plan::Forward(Forwarding { delay: Some(*d), ..Forwarding::default() }),
+            Fault::Delay(d) => {
+                Plan::Forward(Forwarding { delay: Some(*d), ..Forwarding::default() })
+            }
         }
     }
 }

@@ -37,7 +37,14 @@ impl Behaviour for Damage {
 impl SafetyProxy {
     /// Alters the byte at body offset `at` of the next `times` exchanges whose method is `method`
     /// and whose path (with query) contains `path_contains`, in the given direction.
-    pub fn corrupt(&self, method: &str, path_contains: &str, direction: Direction, at: u64, times: usize) {
+    pub fn corrupt(
+        &self,
+        method: &str,
+        path_contains: &str,
+        direction: Direction,
+        at: u64,
+        times: usize,
+    ) {
         self.inject(Match::method(method).path(path_contains), Damage { direction, at }, times);
     }
 }

@@ -1,7 +1,9 @@
 //! Fixture builders: push every kind of content the product must handle into a registry
 //! and describe what was pushed (tags, every manifest and blob, referrers per subject).
 
-use super::client::{sha256_digest, tag_schema_tag, Client, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use super::client::{
+    sha256_digest, tag_schema_tag, Client, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -205,7 +207,11 @@ impl Builder {
     pub fn new(client: &Client, repo: &str) -> Builder {
         let probe = sha256_digest(b"probe");
         let has_api = client.referrers_api(repo, &probe, None).is_some();
-        Builder { client: client.clone(), fx: RepoFixture { repo: repo.to_string(), ..Default::default() }, tag_schema: !has_api }
+        Builder {
+            client: client.clone(),
+            fx: RepoFixture { repo: repo.to_string(), ..Default::default() },
+            tag_schema: !has_api,
+        }
     }
 
     pub fn finish(self) -> RepoFixture {
@@ -216,7 +222,13 @@ impl Builder {
     pub fn blob(&mut self, media_type: &str, bytes: &[u8]) -> Desc {
         let digest = self.client.push_blob(&self.fx.repo, bytes);
         self.fx.blobs.insert(digest.clone(), bytes.to_vec());
-        Desc { media_type: media_type.to_string(), digest, size: bytes.len(), artifact_type: None, annotations: BTreeMap::new() }
+        Desc {
+            media_type: media_type.to_string(),
+            digest,
+            size: bytes.len(),
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// Push manifest bytes under a tag, or by digest when `tag` is None.
@@ -228,8 +240,17 @@ impl Builder {
             self.fx.tags.insert(t.to_string(), digest.clone());
         }
         let size = bytes.len();
-        self.fx.manifests.insert(digest.clone(), Pushed { media_type: media_type.to_string(), bytes, digest: digest.clone() });
-        Desc { media_type: media_type.to_string(), digest, size, artifact_type: None, annotations: BTreeMap::new() }
+        self.fx.manifests.insert(
+            digest.clone(),
+            Pushed { media_type: media_type.to_string(), bytes, digest: digest.clone() },
+        );
+        Desc {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// Push a manifest serialised compactly.
@@ -245,7 +266,8 @@ impl Builder {
     }
 
     fn image_config(&mut self, media_type: &str, name: &str, arch: &str, diff_ids: usize) -> Desc {
-        let diff: Vec<String> = (0..diff_ids).map(|i| sha256_digest(format!("{name}-diff-{i}").as_bytes())).collect();
+        let diff: Vec<String> =
+            (0..diff_ids).map(|i| sha256_digest(format!("{name}-diff-{i}").as_bytes())).collect();
         let config = json!({
             "architecture": arch,
             "os": "linux",
@@ -257,7 +279,13 @@ impl Builder {
     }
 
     /// An OCI image manifest with a JSON config and the given layers.
-    pub fn oci_image_with_layers(&mut self, tag: Option<&str>, name: &str, arch: &str, layers: &[Desc]) -> Desc {
+    pub fn oci_image_with_layers(
+        &mut self,
+        tag: Option<&str>,
+        name: &str,
+        arch: &str,
+        layers: &[Desc],
+    ) -> Desc {
         let config = self.image_config(OCI_CONFIG, name, arch, layers.len());
         let manifest = json!({
             "schemaVersion": 2,
@@ -297,7 +325,13 @@ impl Builder {
 
     /// A Docker schema 2 manifest, pretty-printed like the Docker CLI does (bytes that a
     /// re-serialisation would change).
-    pub fn docker_image_with_layers(&mut self, tag: Option<&str>, name: &str, arch: &str, layers: &[Desc]) -> Desc {
+    pub fn docker_image_with_layers(
+        &mut self,
+        tag: Option<&str>,
+        name: &str,
+        arch: &str,
+        layers: &[Desc],
+    ) -> Desc {
         let config = self.image_config(DOCKER_CONFIG, name, arch, layers.len());
         let manifest = json!({
             "schemaVersion": 2,
@@ -338,7 +372,8 @@ impl Builder {
     /// zero-byte layer.
     pub fn artifact(&mut self, tag: Option<&str>, name: &str) -> Desc {
         let empty = self.blob(EMPTY_CONFIG, b"{}");
-        let payload = self.blob("application/vnd.example.data.v1", format!("artifact {name}\n").as_bytes());
+        let payload =
+            self.blob("application/vnd.example.data.v1", format!("artifact {name}\n").as_bytes());
         let mut zero = self.blob("application/vnd.example.empty-file.v1", b"");
         zero.annotations.insert("org.opencontainers.image.title".into(), "empty.txt".into());
         let manifest = json!({
@@ -356,7 +391,11 @@ impl Builder {
 
     /// A Helm chart (config media type of Helm, chart layer).
     pub fn helm_chart(&mut self, tag: Option<&str>, name: &str) -> Desc {
-        let config = self.blob(HELM_CONFIG, format!("{{\"name\":\"{name}\",\"version\":\"0.1.0\",\"apiVersion\":\"v2\"}}").as_bytes());
+        let config = self.blob(
+            HELM_CONFIG,
+            format!("{{\"name\":\"{name}\",\"version\":\"0.1.0\",\"apiVersion\":\"v2\"}}")
+                .as_bytes(),
+        );
         let chart = self.blob(HELM_CHART, &pseudo_random(&format!("{name}-chart"), 600));
         let manifest = json!({
             "schemaVersion": 2,
@@ -369,7 +408,8 @@ impl Builder {
 
     /// A manifest whose config blob is not JSON at all.
     pub fn text_config_artifact(&mut self, tag: Option<&str>, name: &str) -> Desc {
-        let config = self.blob(TEXT_CONFIG, format!("plain text config of {name}\nnot json\n").as_bytes());
+        let config =
+            self.blob(TEXT_CONFIG, format!("plain text config of {name}\nnot json\n").as_bytes());
         let layer = self.blob("text/plain", format!("hello from {name}\n").as_bytes());
         let manifest = json!({
             "schemaVersion": 2,
@@ -381,11 +421,20 @@ impl Builder {
     }
 
     /// Push a referrer of `subject` (by digest, untagged) and maintain the tag schema.
-    pub fn referrer(&mut self, subject: &Desc, artifact_type: &str, payload: &[u8], note: &str) -> Desc {
+    pub fn referrer(
+        &mut self,
+        subject: &Desc,
+        artifact_type: &str,
+        payload: &[u8],
+        note: &str,
+    ) -> Desc {
         let empty = self.blob(EMPTY_CONFIG, b"{}");
         let layer = self.blob(artifact_type, payload);
         let mut annotations = BTreeMap::new();
-        annotations.insert("org.opencontainers.image.created".to_string(), "2024-01-01T00:00:00Z".to_string());
+        annotations.insert(
+            "org.opencontainers.image.created".to_string(),
+            "2024-01-01T00:00:00Z".to_string(),
+        );
         annotations.insert("org.example.note".to_string(), note.to_string());
         let manifest = json!({
             "schemaVersion": 2,
@@ -420,7 +469,12 @@ impl Builder {
             "manifests": entries,
         });
         let tag = tag_schema_tag(subject);
-        self.client.push_manifest(&self.fx.repo, &tag, OCI_INDEX, &serde_json::to_vec(&index).unwrap());
+        self.client.push_manifest(
+            &self.fx.repo,
+            &tag,
+            OCI_INDEX,
+            &serde_json::to_vec(&index).unwrap(),
+        );
         self.fx.tag_schema_tags.insert(tag);
     }
 }
@@ -441,7 +495,8 @@ pub fn push_all_kinds(client: &Client, repo: &str) -> RepoFixture {
     let v1 = b.oci_image_with_layers(Some("v1"), "app-v1", "amd64", &[shared.clone(), own]);
     let sig = b.referrer(&v1, SIGNATURE_TYPE, b"signature-of-v1", "sig v1");
     let _ = sig;
-    let sbom = b.referrer(&v1, SBOM_TYPE, br#"{"spdxVersion":"SPDX-2.3","name":"app-v1"}"#, "sbom v1");
+    let sbom =
+        b.referrer(&v1, SBOM_TYPE, br#"{"spdxVersion":"SPDX-2.3","name":"app-v1"}"#, "sbom v1");
     b.referrer(&sbom, SIGNATURE_TYPE, b"signature-of-sbom", "sig of sbom");
 
     let (v2, children) = b.oci_index(Some("v2"), "app-v2");
@@ -467,7 +522,12 @@ pub fn push_web(client: &Client, repo: &str) -> RepoFixture {
     let shared = b.blob(OCI_LAYER_GZIP, &pseudo_random("shared-layer", 2048));
     for tag in ["v1", "v2", "v3"] {
         let own = b.blob(OCI_LAYER_GZIP, &pseudo_random(&format!("{repo}-{tag}"), 512));
-        let d = b.oci_image_with_layers(Some(tag), &format!("web-{tag}"), "amd64", &[shared.clone(), own]);
+        let d = b.oci_image_with_layers(
+            Some(tag),
+            &format!("web-{tag}"),
+            "amd64",
+            &[shared.clone(), own],
+        );
         if tag == "v2" {
             b.referrer(&d, SIGNATURE_TYPE, b"signature-of-web-v2", "web sig");
         }

@@ -26,7 +26,8 @@ impl Layout {
             walk(path, path, &mut files);
             Layout { files }
         } else {
-            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let bytes =
+                std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
             Layout::from_tar(&bytes)
         }
     }
@@ -48,7 +49,8 @@ impl Layout {
     }
 
     pub fn index(&self) -> Value {
-        serde_json::from_slice(self.files.get("index.json").expect("index.json present")).expect("index.json is JSON")
+        serde_json::from_slice(self.files.get("index.json").expect("index.json present"))
+            .expect("index.json is JSON")
     }
 
     /// The `manifests` of index.json.
@@ -58,7 +60,10 @@ impl Layout {
 
     /// ref.name annotation of every entry that has one.
     pub fn ref_names(&self) -> Vec<String> {
-        self.entries().iter().filter_map(|e| e["annotations"][REF_NAME].as_str().map(str::to_string)).collect()
+        self.entries()
+            .iter()
+            .filter_map(|e| e["annotations"][REF_NAME].as_str().map(str::to_string))
+            .collect()
     }
 
     pub fn blob(&self, digest: &str) -> Option<&Vec<u8>> {
@@ -68,7 +73,11 @@ impl Layout {
 
     /// Digests of every blob file.
     pub fn blob_digests(&self) -> Vec<String> {
-        self.files.keys().filter_map(|k| k.strip_prefix("blobs/")).map(|k| k.replacen('/', ":", 1)).collect()
+        self.files
+            .keys()
+            .filter_map(|k| k.strip_prefix("blobs/"))
+            .map(|k| k.replacen('/', ":", 1))
+            .collect()
     }
 }
 
@@ -108,7 +117,13 @@ impl LayoutBuilder {
     pub fn add_blob(&mut self, media_type: &str, bytes: &[u8]) -> Desc {
         let digest = sha256_digest(bytes);
         self.blobs.insert(digest.clone(), bytes.to_vec());
-        Desc { media_type: media_type.to_string(), digest, size: bytes.len(), artifact_type: None, annotations: BTreeMap::new() }
+        Desc {
+            media_type: media_type.to_string(),
+            digest,
+            size: bytes.len(),
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
     }
 
     /// Add an OCI image (config + 2 layers); returns (manifest descriptor, manifest bytes).
@@ -198,7 +213,11 @@ impl LayoutBuilder {
             add_dir(&mut tar, "blobs/sha256/");
         }
         for (d, bytes) in &self.blobs {
-            add_file(&mut tar, &format!("blobs/sha256/{}", d.strip_prefix("sha256:").unwrap()), bytes);
+            add_file(
+                &mut tar,
+                &format!("blobs/sha256/{}", d.strip_prefix("sha256:").unwrap()),
+                bytes,
+            );
         }
         if !style.index_first {
             add_file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);

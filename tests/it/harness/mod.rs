@@ -65,7 +65,10 @@ pub fn looks_complete(path: &Path) -> bool {
         let mut archive = tar::Archive::new(&bytes[..]);
         if let Ok(entries) = archive.entries() {
             for e in entries.flatten() {
-                if e.path().map(|p| p.to_string_lossy().trim_start_matches("./") == "index.json").unwrap_or(false) {
+                if e.path()
+                    .map(|p| p.to_string_lossy().trim_start_matches("./") == "index.json")
+                    .unwrap_or(false)
+                {
                     return true;
                 }
             }
@@ -91,13 +94,19 @@ pub fn referrers_in(client: &Client, repo: &str, subject: &str) -> Vec<String> {
 /// blob, and (with `referrers`) every referrer findable from its subject; without
 /// `referrers`, no referrer manifest and no `sha256-` tag.
 #[track_caller]
-pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixture, referrers: bool) {
+pub fn assert_repo_matches(
+    dst: &Client,
+    dst_repo: &str,
+    fx: &fixtures::RepoFixture,
+    referrers: bool,
+) {
     let mut tags = dst.user_tags(dst_repo);
     tags.sort();
     let expected: Vec<String> = fx.tags.keys().cloned().collect();
     assert_eq!(tags, expected, "tags of {dst_repo}");
     for (tag, digest) in &fx.tags {
-        let got = dst.get_manifest(dst_repo, tag).unwrap_or_else(|| panic!("{dst_repo}:{tag} missing"));
+        let got =
+            dst.get_manifest(dst_repo, tag).unwrap_or_else(|| panic!("{dst_repo}:{tag} missing"));
         assert_eq!(&got.digest, digest, "digest of {dst_repo}:{tag}");
     }
     let tagged = fx.tagged_manifests();
@@ -106,12 +115,19 @@ pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixt
         let wanted = referrers || tagged.contains(digest);
         let got = dst.get_manifest(dst_repo, digest);
         if !wanted {
-            assert!(got.is_none(), "referrer {digest} must not be in {dst_repo} (referrers excluded)");
+            assert!(
+                got.is_none(),
+                "referrer {digest} must not be in {dst_repo} (referrers excluded)"
+            );
             continue;
         }
         let got = got.unwrap_or_else(|| panic!("manifest {digest} missing from {dst_repo}"));
         assert!(got.bytes == pushed.bytes, "manifest {digest} in {dst_repo} is not byte-identical");
-        assert_eq!(got.media_type.split(';').next().unwrap().trim(), pushed.media_type, "media type of {digest} in {dst_repo}");
+        assert_eq!(
+            got.media_type.split(';').next().unwrap().trim(),
+            pushed.media_type,
+            "media type of {digest} in {dst_repo}"
+        );
     }
     // Blobs: every blob of every wanted manifest.
     for (digest, pushed) in &fx.manifests {
@@ -127,7 +143,9 @@ pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixt
             blobs.push(l["digest"].as_str().unwrap().to_string());
         }
         for b in blobs {
-            let got = dst.get_blob(dst_repo, &b).unwrap_or_else(|| panic!("blob {b} (of {digest}) missing from {dst_repo}"));
+            let got = dst
+                .get_blob(dst_repo, &b)
+                .unwrap_or_else(|| panic!("blob {b} (of {digest}) missing from {dst_repo}"));
             assert!(got == fx.blobs[&b], "blob {b} in {dst_repo} differs");
         }
     }
@@ -136,11 +154,16 @@ pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixt
             let mut found = referrers_in(dst, dst_repo, subject);
             found.sort();
             for r in refs {
-                assert!(found.contains(&r.digest), "referrer {} of {subject} not findable in {dst_repo} (found {found:?})", r.digest);
+                assert!(
+                    found.contains(&r.digest),
+                    "referrer {} of {subject} not findable in {dst_repo} (found {found:?})",
+                    r.digest
+                );
             }
         }
     } else {
-        let schema: Vec<String> = dst.list_tags(dst_repo).into_iter().filter(|t| client::is_tag_schema_tag(t)).collect();
+        let schema: Vec<String> =
+            dst.list_tags(dst_repo).into_iter().filter(|t| client::is_tag_schema_tag(t)).collect();
         assert!(schema.is_empty(), "referrers excluded but {dst_repo} has {schema:?}");
         for r in &referrer_manifests {
             assert!(!dst.manifest_exists(dst_repo, r), "referrer {r} present in {dst_repo}");
@@ -154,12 +177,18 @@ pub fn assert_repo_matches(dst: &Client, dst_repo: &str, fx: &fixtures::RepoFixt
 /// referrer manifest, no `sha256-` tag stored as a tag.
 /// `repos` are (full `<registry>/<repo>` name, fixture); `multi` selects full ref names.
 #[track_caller]
-pub fn assert_layout_holds(layout: &layout::Layout, repos: &[(&str, &fixtures::RepoFixture)], referrers: bool) {
+pub fn assert_layout_holds(
+    layout: &layout::Layout,
+    repos: &[(&str, &fixtures::RepoFixture)],
+    referrers: bool,
+) {
     use layout::{CONTAINERD_NAME, REF_NAME};
     let multi = repos.len() > 1;
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(layout.files.get("oci-layout").expect("oci-layout file")).unwrap()
-            ["imageLayoutVersion"],
+        serde_json::from_slice::<serde_json::Value>(
+            layout.files.get("oci-layout").expect("oci-layout file")
+        )
+        .unwrap()["imageLayoutVersion"],
         "1.0.0"
     );
     for d in layout.blob_digests() {
@@ -171,12 +200,16 @@ pub fn assert_layout_holds(layout: &layout::Layout, repos: &[(&str, &fixtures::R
         let wanted: std::collections::BTreeSet<String> =
             if referrers { fx.manifests.keys().cloned().collect() } else { fx.tagged_manifests() };
         for d in &wanted {
-            let got = layout.blob(d).unwrap_or_else(|| panic!("manifest {d} of {full} missing from the backup"));
+            let got = layout
+                .blob(d)
+                .unwrap_or_else(|| panic!("manifest {d} of {full} missing from the backup"));
             assert!(*got == fx.manifests[d].bytes, "manifest {d} re-serialised in the backup");
         }
         for (d, bytes) in &fx.blobs {
             if referrers {
-                let got = layout.blob(d).unwrap_or_else(|| panic!("blob {d} of {full} missing from the backup"));
+                let got = layout
+                    .blob(d)
+                    .unwrap_or_else(|| panic!("blob {d} of {full} missing from the backup"));
                 assert!(got == bytes, "blob {d} differs in the backup");
             }
         }
@@ -185,11 +218,21 @@ pub fn assert_layout_holds(layout: &layout::Layout, repos: &[(&str, &fixtures::R
             let e = entries
                 .iter()
                 .find(|e| e["annotations"][REF_NAME] == want_ref.as_str())
-                .unwrap_or_else(|| panic!("no index.json entry with ref name {want_ref}: {entries:#?}"));
+                .unwrap_or_else(|| {
+                    panic!("no index.json entry with ref name {want_ref}: {entries:#?}")
+                });
             assert_eq!(e["digest"], digest.as_str(), "digest of {want_ref}");
-            assert_eq!(e["mediaType"], fx.manifests[digest].media_type.as_str(), "mediaType of {want_ref}");
+            assert_eq!(
+                e["mediaType"],
+                fx.manifests[digest].media_type.as_str(),
+                "mediaType of {want_ref}"
+            );
             assert_eq!(e["size"], fx.manifests[digest].bytes.len(), "size of {want_ref}");
-            assert_eq!(e["annotations"][CONTAINERD_NAME], format!("{full}:{tag}").as_str(), "containerd name of {want_ref}");
+            assert_eq!(
+                e["annotations"][CONTAINERD_NAME],
+                format!("{full}:{tag}").as_str(),
+                "containerd name of {want_ref}"
+            );
         }
         if referrers {
             for r in fx.referrer_manifests() {
@@ -197,7 +240,10 @@ pub fn assert_layout_holds(layout: &layout::Layout, repos: &[(&str, &fixtures::R
                     .iter()
                     .find(|e| e["digest"] == r.as_str())
                     .unwrap_or_else(|| panic!("referrer {r} of {full} not listed in index.json"));
-                assert!(e["annotations"][REF_NAME].is_null(), "referrer entry {r} must have no ref name: {e}");
+                assert!(
+                    e["annotations"][REF_NAME].is_null(),
+                    "referrer entry {r} must have no ref name: {e}"
+                );
             }
         } else {
             for r in fx.referrer_manifests() {
@@ -220,7 +266,11 @@ pub fn assert_tag_schema_descriptors(dst: &Client, repo: &str, fx: &fixtures::Re
         let index = dst
             .get_manifest(repo, &client::tag_schema_tag(subject))
             .unwrap_or_else(|| panic!("no tag schema index for {subject} in {repo}"));
-        assert_eq!(index.media_type.split(';').next().unwrap().trim(), client::OCI_INDEX, "tag schema index media type");
+        assert_eq!(
+            index.media_type.split(';').next().unwrap().trim(),
+            client::OCI_INDEX,
+            "tag schema index media type"
+        );
         let v = index.json();
         let listed = v["manifests"].as_array().expect("manifests");
         for r in refs {
@@ -230,8 +280,18 @@ pub fn assert_tag_schema_descriptors(dst: &Client, repo: &str, fx: &fixtures::Re
                 .unwrap_or_else(|| panic!("{} not in the tag schema index of {subject}", r.digest));
             assert_eq!(e["mediaType"], r.media_type.as_str(), "mediaType of {}", r.digest);
             assert_eq!(e["size"], r.size, "size of {}", r.digest);
-            assert_eq!(e["artifactType"], r.artifact_type.as_deref().unwrap_or_default(), "artifactType of {}", r.digest);
-            assert_eq!(e["annotations"], serde_json::json!(r.annotations), "annotations of {}", r.digest);
+            assert_eq!(
+                e["artifactType"],
+                r.artifact_type.as_deref().unwrap_or_default(),
+                "artifactType of {}",
+                r.digest
+            );
+            assert_eq!(
+                e["annotations"],
+                serde_json::json!(r.annotations),
+                "annotations of {}",
+                r.digest
+            );
         }
     }
 }

@@ -37,7 +37,13 @@ pub struct RegistryOptions {
 
 /// Runs `docker-registry serve <config>`, its log going to `log`.
 fn spawn(config: &std::path::Path, log: std::fs::File) -> std::io::Result<std::process::Child> {
-    Command::new(BINARY).arg("serve").arg(config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log)).spawn()
+    Command::new(BINARY)
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
 }
 
 /// A loopback port that was free a moment ago.
@@ -83,7 +89,11 @@ impl Registry {
             port
         );
         if let Some((cert, key)) = &opts.tls {
-            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
             if !opts.client_cas.is_empty() {
                 config.push_str("    clientcas:\n");
                 for ca in &opts.client_cas {
@@ -103,22 +113,36 @@ impl Registry {
         }
         let config_path = config_dir.path().join("config.yml");
         std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(config_dir.path().join("registry.log")).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(config_dir.path().join("registry.log"))
+            .map_err(|e| e.to_string())?;
         let child = spawn(&config_path, log).map_err(|e| format!("spawn {BINARY}: {e}"))?;
-        let mut reg = Registry { child, port, storage, _config_dir: config_dir, shared_storage: opts.storage.clone() };
+        let mut reg = Registry {
+            child,
+            port,
+            storage,
+            _config_dir: config_dir,
+            shared_storage: opts.storage.clone(),
+        };
         // A guarded registry does not answer a plain anonymous GET with 200: accept a 401, or
         // (TLS) a listening port.
         let guarded = opts.tls.is_some() || opts.auth.is_some();
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let http =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("http://127.0.0.1:{port}/v2/");
         loop {
             if let Ok(Some(status)) = reg.child.try_wait() {
-                let log = std::fs::read_to_string(reg._config_dir.path().join("registry.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(reg._config_dir.path().join("registry.log"))
+                    .unwrap_or_default();
                 return Err(format!("docker-registry exited early ({status}): {log}"));
             }
             if opts.tls.is_some() {
-                if std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok() {
+                if std::net::TcpStream::connect_timeout(
+                    &([127, 0, 0, 1], port).into(),
+                    Duration::from_secs(1),
+                )
+                .is_ok()
+                {
                     return Ok(reg);
                 }
             } else if let Ok(resp) = http.get(&url).send() {
@@ -176,10 +200,17 @@ impl Registry {
     pub fn restart(&mut self) {
         self.kill();
         let config_path = self._config_dir.path().join("config.yml");
-        let log =
-            std::fs::OpenOptions::new().append(true).create(true).open(self._config_dir.path().join("registry.log")).expect("registry log");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self._config_dir.path().join("registry.log"))
+            .expect("registry log");
         self.child = spawn(&config_path, log).expect("restart docker-registry");
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .unwrap();
         let url = format!("http://127.0.0.1:{}/v2/", self.port);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -191,7 +222,11 @@ impl Registry {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "restarted docker-registry on port {} not ready after 60 s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "restarted docker-registry on port {} not ready after 60 s",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

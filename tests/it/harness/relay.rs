@@ -103,13 +103,25 @@ impl Server {
     pub fn settle(&self) {
         let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to settle");
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        conn.write_all(format!("GET {SETTLE_PATH} HTTP/1.1\r\nHost: settle\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+        conn.write_all(
+            format!("GET {SETTLE_PATH} HTTP/1.1\r\nHost: settle\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
         let mut answer = Vec::new();
         let _ = conn.read_to_end(&mut answer);
-        assert!(answer.starts_with(b"HTTP/1.1 204"), "settle request not answered: {:?}", String::from_utf8_lossy(&answer));
+        assert!(
+            answer.starts_with(b"HTTP/1.1 204"),
+            "settle request not answered: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.unrecorded.load(Ordering::SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "connections to port {} still not recorded after 10 s", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "connections to port {} still not recorded after 10 s",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -129,7 +141,8 @@ pub fn settled(path: &str, pending: &mut Pending, w: &mut TcpStream) -> bool {
         return false;
     }
     pending.done();
-    let _ = w.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ =
+        w.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let _ = w.shutdown(Shutdown::Both);
     true
 }
@@ -147,7 +160,11 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 
 /// `headers` without those named in `names` (case-insensitive).
 fn without(headers: &[(String, String)], names: &[&str]) -> Headers {
-    headers.iter().filter(|(n, _)| !names.iter().any(|x| n.eq_ignore_ascii_case(x))).cloned().collect()
+    headers
+        .iter()
+        .filter(|(n, _)| !names.iter().any(|x| n.eq_ignore_ascii_case(x)))
+        .cloned()
+        .collect()
 }
 
 /// Reads a request or response head: the first line and the header lines.
@@ -189,7 +206,9 @@ enum Framing {
 }
 
 fn framing(headers: &[(String, String)], is_request: bool) -> Framing {
-    if header(headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    if header(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         return Framing::Chunked;
     }
     match header(headers, "content-length").and_then(|v| v.parse().ok()) {
@@ -201,7 +220,12 @@ fn framing(headers: &[(String, String)], is_request: bool) -> Framing {
 }
 
 /// Copies a body (decoding chunked framing) from `r` to `w`, refusing more than `limit` bytes.
-fn copy_body<R: BufRead, W: Write>(r: &mut R, framing: Framing, w: &mut W, limit: u64) -> std::io::Result<()> {
+fn copy_body<R: BufRead, W: Write>(
+    r: &mut R,
+    framing: Framing,
+    w: &mut W,
+    limit: u64,
+) -> std::io::Result<()> {
     let too_big = || std::io::Error::other("body too large for the test relay");
     match framing {
         Framing::None => Ok(()),
@@ -218,7 +242,8 @@ fn copy_body<R: BufRead, W: Write>(r: &mut R, framing: Framing, w: &mut W, limit
             loop {
                 let mut line = String::new();
                 r.read_line(&mut line)?;
-                let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                let size = u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
                 if size == 0 {
                     // Trailers, then the blank line.
                     loop {
@@ -241,7 +266,10 @@ fn copy_body<R: BufRead, W: Write>(r: &mut R, framing: Framing, w: &mut W, limit
 }
 
 /// Reads and discards a request's body, so that the client's connection ends cleanly.
-pub fn drain_request_body<R: BufRead>(r: &mut R, headers: &[(String, String)]) -> std::io::Result<()> {
+pub fn drain_request_body<R: BufRead>(
+    r: &mut R,
+    headers: &[(String, String)],
+) -> std::io::Result<()> {
     copy_body(r, framing(headers, true), &mut std::io::sink(), u64::MAX)
 }
 
@@ -280,7 +308,12 @@ impl Canned {
 
     /// `status` with a body of any bytes and content type.
     pub fn bytes(status: u16, content_type: &str, body: &[u8]) -> Canned {
-        Canned { status, headers: vec![("Content-Type".into(), content_type.into())], body: Body::Bytes(body.to_vec()), chunked: false }
+        Canned {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: Body::Bytes(body.to_vec()),
+            chunked: false,
+        }
     }
 
     /// `status` with a body of `len` bytes: `prefix`, then `pattern` over and over.
@@ -289,7 +322,11 @@ impl Canned {
         Canned {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
-            body: Body::Generated { prefix: prefix.as_bytes().to_vec(), pattern: pattern.as_bytes().to_vec(), len },
+            body: Body::Generated {
+                prefix: prefix.as_bytes().to_vec(),
+                pattern: pattern.as_bytes().to_vec(),
+                len,
+            },
             chunked: false,
         }
     }
@@ -310,7 +347,8 @@ impl Canned {
     /// Sends itself as the answer to a `method` request with these `vars`; the body is generated on
     /// the fly for [`Body::Generated`].
     pub fn send<W: Write>(&self, w: &mut W, method: &str, vars: &Vars) -> std::io::Result<()> {
-        let mut headers: Headers = self.headers.iter().map(|(n, v)| (n.clone(), vars.expand(v))).collect();
+        let mut headers: Headers =
+            self.headers.iter().map(|(n, v)| (n.clone(), vars.expand(v))).collect();
         headers.push(("Docker-Distribution-Api-Version".into(), "registry/2.0".into()));
         let body = match &self.body {
             Body::Bytes(b) => Some(match std::str::from_utf8(b) {
@@ -329,7 +367,10 @@ impl Canned {
         } else {
             headers.push(("Content-Length".into(), len.to_string()));
         }
-        w.write_all(&head_bytes(&format!("HTTP/1.1 {} {}", self.status, reason(self.status)), &headers))?;
+        w.write_all(&head_bytes(
+            &format!("HTTP/1.1 {} {}", self.status, reason(self.status)),
+            &headers,
+        ))?;
         if method == "HEAD" {
             return w.flush();
         }
@@ -534,7 +575,8 @@ pub struct Relay<B> {
 impl<B: Behaviour> Relay<B> {
     /// Starts on a free loopback port in front of `upstream` (`127.0.0.1:PORT`, plain HTTP).
     pub fn start(upstream: &str) -> Relay<B> {
-        let upstream = upstream.to_socket_addrs().expect("upstream address").next().expect("upstream address");
+        let upstream =
+            upstream.to_socket_addrs().expect("upstream address").next().expect("upstream address");
         assert!(upstream.ip().is_loopback(), "a test relay only forwards to loopback addresses");
         let shared = Arc::new(Shared {
             upstream,
@@ -639,7 +681,12 @@ struct Pipe {
 
 impl Pipe {
     /// Copies `prefix`, then `from` until it ends (or the cut), to `to`.
-    fn copy<R: Read, W: Write>(&self, prefix: &[u8], from: &mut R, to: &mut W) -> std::io::Result<()> {
+    fn copy<R: Read, W: Write>(
+        &self,
+        prefix: &[u8],
+        from: &mut R,
+        to: &mut W,
+    ) -> std::io::Result<()> {
         let started = Instant::now();
         let mut sent = 0u64;
         let mut buf = vec![0u8; 16 * 1024];
@@ -655,7 +702,9 @@ impl Pipe {
                     buf[..n].to_vec()
                 }
             };
-            if let Some(at) = self.damage_at.filter(|at| (sent..sent + chunk.len() as u64).contains(at)) {
+            if let Some(at) =
+                self.damage_at.filter(|at| (sent..sent + chunk.len() as u64).contains(at))
+            {
                 // Letters stay printable (so that damaged JSON can stay valid JSON).
                 chunk[(at - sent) as usize] ^= 0x55;
             }
@@ -687,7 +736,11 @@ impl Pipe {
     }
 }
 
-fn serve<B: Behaviour>(client: TcpStream, mut pending: Pending, shared: &Shared<B>) -> std::io::Result<()> {
+fn serve<B: Behaviour>(
+    client: TcpStream,
+    mut pending: Pending,
+    shared: &Shared<B>,
+) -> std::io::Result<()> {
     client.set_read_timeout(Some(IDLE_LIMIT))?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client_w = client;
@@ -701,20 +754,25 @@ fn serve<B: Behaviour>(client: TcpStream, mut pending: Pending, shared: &Shared<
     }
     let bytes = Arc::new(AtomicU64::new(0));
     if method == "CONNECT" {
-        let seen = Seen { method, path: target, headers, as_forward_proxy: true, applied: None, bytes };
+        let seen =
+            Seen { method, path: target, headers, as_forward_proxy: true, applied: None, bytes };
         shared.seen.lock().unwrap().push(seen);
         pending.done();
         return tunnel(reader, client_w, shared.upstream);
     }
     // Absolute-form (a client using the relay as HTTP_PROXY): keep only the path.
     let (path, as_forward_proxy) = match target.strip_prefix("http://") {
-        Some(rest) => (rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_else(|| "/".into()), true),
+        Some(rest) => {
+            (rest.find('/').map(|i| rest[i..].to_string()).unwrap_or_else(|| "/".into()), true)
+        }
         None => (target, false),
     };
     let mut seen = Seen { method, path, headers, as_forward_proxy, applied: None, bytes };
     let plan = {
         let mut rules = shared.rules.lock().unwrap();
-        let hit = rules.iter_mut().find(|r| r.left > 0 && r.when.matches(&seen.method, &seen.path, &seen.headers));
+        let hit = rules
+            .iter_mut()
+            .find(|r| r.left > 0 && r.when.matches(&seen.method, &seen.path, &seen.headers));
         hit.map(|r| {
             r.left -= 1;
             shared.fired.fetch_add(1, Ordering::SeqCst);
@@ -724,7 +782,10 @@ fn serve<B: Behaviour>(client: TcpStream, mut pending: Pending, shared: &Shared<
     };
     shared.seen.lock().unwrap().push(seen.clone());
     pending.done();
-    let vars = Vars { path: seen.path.clone(), authorization: seen.header("authorization").unwrap_or_default().to_string() };
+    let vars = Vars {
+        path: seen.path.clone(),
+        authorization: seen.header("authorization").unwrap_or_default().to_string(),
+    };
     match plan.unwrap_or(Plan::Forward(Forwarding::default())) {
         Plan::Respond(canned) => {
             drain_request_body(&mut reader, &seen.headers)?;
@@ -742,7 +803,11 @@ fn serve<B: Behaviour>(client: TcpStream, mut pending: Pending, shared: &Shared<
 }
 
 /// Relays a CONNECT tunnel to the upstream, bytes as they are, both ways.
-fn tunnel(reader: BufReader<TcpStream>, mut client_w: TcpStream, upstream: SocketAddr) -> std::io::Result<()> {
+fn tunnel(
+    reader: BufReader<TcpStream>,
+    mut client_w: TcpStream,
+    upstream: SocketAddr,
+) -> std::io::Result<()> {
     let upstream = TcpStream::connect(upstream)?;
     client_w.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")?;
     // Bytes the reader already buffered belong to the tunnel.
@@ -785,9 +850,17 @@ fn forward<B>(
     upstream.set_read_timeout(Some(IDLE_LIMIT))?;
     let mut up_w = upstream.try_clone()?;
     let path = how.path.as_deref().unwrap_or(&seen.path);
-    up_w.write_all(&head_bytes(&format!("{} {path} {version}", seen.method), &without(&seen.headers, &["proxy-authorization"])))?;
-    let pipe =
-        Pipe { rate: shared.rate.clone(), trickle: None, damage_at: how.damage_request_at, cut_after: None, counted: seen.bytes.clone() };
+    up_w.write_all(&head_bytes(
+        &format!("{} {path} {version}", seen.method),
+        &without(&seen.headers, &["proxy-authorization"]),
+    ))?;
+    let pipe = Pipe {
+        rate: shared.rate.clone(),
+        trickle: None,
+        damage_at: how.damage_request_at,
+        cut_after: None,
+        counted: seen.bytes.clone(),
+    };
     let up_thread = {
         let buffered = reader.buffer().to_vec();
         let mut client_r = reader.into_inner();
@@ -797,7 +870,12 @@ fn forward<B>(
             let _ = up_w.shutdown(Shutdown::Write);
         })
     };
-    let pipe = Pipe { trickle: how.trickle, damage_at: how.damage_answer_at, cut_after: how.cut_answer_after, ..pipe };
+    let pipe = Pipe {
+        trickle: how.trickle,
+        damage_at: how.damage_answer_at,
+        cut_after: how.cut_answer_after,
+        ..pipe
+    };
     let mut up_r = BufReader::new(upstream);
     let result = (|| -> std::io::Result<()> {
         let Some((status_line, mut headers)) = read_head(&mut up_r)? else { return Ok(()) };

@@ -58,8 +58,14 @@ pub struct Oras {
 impl Oras {
     /// `oras <args>`, with no standard input.
     pub fn new(args: &[&str]) -> Oras {
-        Oras { binary: env!("CARGO_BIN_EXE_oras").into(), args: Vec::new(), env: Vec::new(), input: Input::Nothing, terminal: false }
-            .args(args)
+        Oras {
+            binary: env!("CARGO_BIN_EXE_oras").into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            input: Input::Nothing,
+            terminal: false,
+        }
+        .args(args)
     }
 
     /// More arguments.
@@ -170,7 +176,8 @@ fn shell_quote(s: &str) -> String {
 fn docker_config_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("oras-test-docker-config").tempdir().unwrap().keep();
+        let dir =
+            tempfile::Builder::new().prefix("oras-test-docker-config").tempdir().unwrap().keep();
         std::fs::write(dir.join("config.json"), "{\"auths\":{}}").unwrap();
         dir
     })
@@ -216,7 +223,14 @@ impl Running {
     pub fn is_running(&self) -> bool {
         // SAFETY: siginfo_t is plain data; waitid fills it, WNOWAIT leaving the child unreaped.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::waitid(libc::P_PID, self.pid() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
         assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
         // SAFETY: waitid succeeded and filled info; its pid is 0 when the child has not ended.
         let ended = unsafe { info.si_pid() };
@@ -271,11 +285,20 @@ impl Running {
         if killed {
             stderr.push_str(&format!("\n[killed by the test after {limit:?}]\n"));
         }
-        let run = Run { args: std::mem::take(&mut self.args), code: if killed { None } else { code }, stdout, stderr };
+        let run = Run {
+            args: std::mem::take(&mut self.args),
+            code: if killed { None } else { code },
+            stdout,
+            stderr,
+        };
         if std::env::var_os("ORAS_TEST_ECHO").is_some() {
             // Debugging aid: `ORAS_TEST_ECHO=1 cargo test -- --nocapture` shows every run.
             let how = if peak_exact { "exact" } else { "sampled" };
-            eprintln!("{}\nafter {:.1} s, peak RSS {peak_rss_kib} KiB ({how})", run.describe(), elapsed.as_secs_f64());
+            eprintln!(
+                "{}\nafter {:.1} s, peak RSS {peak_rss_kib} KiB ({how})",
+                run.describe(),
+                elapsed.as_secs_f64()
+            );
         }
         Measured { run, peak_rss_kib, peak_exact, elapsed, killed }
     }
@@ -345,7 +368,10 @@ impl Run {
 
     /// The lines of stderr that look like an error (`Error: ...`, clap's `error: ...`).
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.trim_start().to_ascii_lowercase().starts_with("error")).collect()
+        self.stderr
+            .lines()
+            .filter(|l| l.trim_start().to_ascii_lowercase().starts_with("error"))
+            .collect()
     }
 
     /// Exit code 0 and no panic.
@@ -367,12 +393,20 @@ impl Run {
         if self.error_lines().len() != 1 {
             return Err(format!("expected exactly one error line on stderr:\n{}", self.describe()));
         }
-        let mut lines = self.stderr.lines().skip_while(|l| !l.trim_start().to_ascii_lowercase().starts_with("error"));
+        let mut lines = self
+            .stderr
+            .lines()
+            .skip_while(|l| !l.trim_start().to_ascii_lowercase().starts_with("error"));
         let first = lines.next().unwrap_or_default();
         if !(first.starts_with("Error: ") || (code == 2 && first.starts_with("error: "))) {
-            return Err(format!("the error line does not start with \"Error: \":\n{}", self.describe()));
+            return Err(format!(
+                "the error line does not start with \"Error: \":\n{}",
+                self.describe()
+            ));
         }
-        let error: Vec<&str> = std::iter::once(first).chain(lines.take_while(|l| l.starts_with(char::is_whitespace))).collect();
+        let error: Vec<&str> = std::iter::once(first)
+            .chain(lines.take_while(|l| l.starts_with(char::is_whitespace)))
+            .collect();
         let error = error.join("\n").to_lowercase();
         for name in names {
             if !error.contains(&name.to_lowercase()) {

@@ -30,8 +30,17 @@ pub struct Pki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (Debian package openssl)");
-    assert!(out.status.success(), "openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Pki {
@@ -78,7 +87,10 @@ impl Pki {
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
         )
         .unwrap();
-        for (name, cn) in [("server", server_names.first().copied().unwrap_or("localhost")), ("client", "oras test client")] {
+        for (name, cn) in [
+            ("server", server_names.first().copied().unwrap_or("localhost")),
+            ("client", "oras test client"),
+        ] {
             let mut args = vec!["req", "-new"];
             args.extend(ec);
             let key = format!("{name}.key");
@@ -110,12 +122,48 @@ impl Pki {
             );
         }
         // The token-signing key: ES256 (P-256), with a self-signed certificate for x5c.
-        openssl(d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "token.key"]);
         openssl(
             d,
-            &["req", "-x509", "-new", "-key", "token.key", "-out", "token.crt", "-days", "3", "-subj", "/CN=oras test token issuer"],
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "token.key",
+            ],
         );
-        openssl(d, &["pkcs8", "-topk8", "-nocrypt", "-in", "token.key", "-outform", "DER", "-out", "token.pk8"]);
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "token.key",
+                "-out",
+                "token.crt",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=oras test token issuer",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                "token.key",
+                "-outform",
+                "DER",
+                "-out",
+                "token.pk8",
+            ],
+        );
         Pki {
             ca_cert: d.join("ca.crt"),
             server_cert: d.join("server.crt"),
@@ -134,7 +182,9 @@ impl Pki {
         let pem = std::fs::read_to_string(&self.token_cert).unwrap();
         let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         // Round-trip to be sure it is valid base64 of DER.
-        let der = base64::engine::general_purpose::STANDARD.decode(&b64).expect("certificate PEM body is base64");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .expect("certificate PEM body is base64");
         base64::engine::general_purpose::STANDARD.encode(der)
     }
 }

@@ -70,7 +70,11 @@ impl TokenConfig {
 
     /// Grants `actions` (e.g. "pull,push", "*") on repositories starting with `prefix` ("" = all) to `user` ("" = anonymous).
     pub fn grant(mut self, user: &str, prefix: &str, actions: &str) -> Self {
-        self.grants.push((user.into(), prefix.into(), actions.split(',').map(str::to_string).collect()));
+        self.grants.push((
+            user.into(),
+            prefix.into(),
+            actions.split(',').map(str::to_string).collect(),
+        ));
         self
     }
 }
@@ -112,9 +116,13 @@ impl TokenServer {
     pub fn start(pki: &Pki, config: TokenConfig) -> TokenServer {
         let pkcs8 = std::fs::read(&pki.token_key_pkcs8).unwrap();
         let rng = SystemRandom::new();
-        let key = Arc::new(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng).expect("token key is PKCS#8 P-256"));
+        let key = Arc::new(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
+                .expect("token key is PKCS#8 P-256"),
+        );
         let x5c = pki.token_cert_x5c();
-        let state = Arc::new(Mutex::new(State { config, requests: Vec::new(), issued: Vec::new() }));
+        let state =
+            Arc::new(Mutex::new(State { config, requests: Vec::new(), issued: Vec::new() }));
         let st = state.clone();
         let server = Server::start(move |conn, _| {
             let _ = serve(conn, &st, &key, &x5c);
@@ -165,7 +173,11 @@ fn now() -> i64 {
 
 fn sign_jwt(key: &EcdsaKeyPair, x5c: &str, claims: &serde_json::Value) -> String {
     let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
-    let signing_input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    );
     let sig = key.sign(&SystemRandom::new(), signing_input.as_bytes()).expect("sign");
     format!("{signing_input}.{}", b64url(sig.as_ref()))
 }
@@ -182,7 +194,12 @@ fn respond(conn: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()>
 
 static JTI: AtomicU64 = AtomicU64::new(1);
 
-fn serve(mut conn: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &str) -> std::io::Result<()> {
+fn serve(
+    mut conn: TcpStream,
+    state: &Mutex<State>,
+    key: &EcdsaKeyPair,
+    x5c: &str,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
@@ -211,13 +228,21 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &st
         url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
     };
     let param = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let mut scopes: Vec<String> = params.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split(' ').map(str::to_string)).collect();
+    let mut scopes: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .flat_map(|(_, v)| v.split(' ').map(str::to_string))
+        .collect();
     scopes.retain(|s| !s.is_empty());
     let mut st = state.lock().unwrap();
     let config = st.config.clone();
     let mut record = TokenRequest {
         method: method.clone(),
-        grant_type: if method == "POST" { param("grant_type").unwrap_or_default() } else { String::new() },
+        grant_type: if method == "POST" {
+            param("grant_type").unwrap_or_default()
+        } else {
+            String::new()
+        },
         account: String::new(),
         scopes: scopes.clone(),
         service: param("service").unwrap_or_default(),
@@ -237,24 +262,37 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &st
             record.status = 404;
             st.requests.push(record);
             drop(st);
-            return respond(&mut conn, 404, r#"{"errors":[{"code":"NOT_FOUND","message":"POST not supported"}]}"#);
+            return respond(
+                &mut conn,
+                404,
+                r#"{"errors":[{"code":"NOT_FOUND","message":"POST not supported"}]}"#,
+            );
         }
         "GET" if !config.allow_get => {
             record.status = 405;
             st.requests.push(record);
             drop(st);
-            return respond(&mut conn, 405, r#"{"errors":[{"code":"UNSUPPORTED","message":"use POST"}]}"#);
+            return respond(
+                &mut conn,
+                405,
+                r#"{"errors":[{"code":"UNSUPPORTED","message":"use POST"}]}"#,
+            );
         }
         "POST" => match record.grant_type.as_str() {
             "password" => {
-                let (u, p) = (param("username").unwrap_or_default(), param("password").unwrap_or_default());
+                let (u, p) =
+                    (param("username").unwrap_or_default(), param("password").unwrap_or_default());
                 if config.users.get(&u) == Some(&p) {
                     Ok(u)
                 } else {
                     Err(())
                 }
             }
-            "refresh_token" => config.refresh_tokens.get(&param("refresh_token").unwrap_or_default()).cloned().ok_or(()),
+            "refresh_token" => config
+                .refresh_tokens
+                .get(&param("refresh_token").unwrap_or_default())
+                .cloned()
+                .ok_or(()),
             _ => Err(()),
         },
         _ => match basic {
@@ -273,21 +311,31 @@ fn serve(mut conn: TcpStream, state: &Mutex<State>, key: &EcdsaKeyPair, x5c: &st
         record.status = 401;
         st.requests.push(record);
         drop(st);
-        return respond(&mut conn, 401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"invalid username, password or token"}]}"#);
+        return respond(
+            &mut conn,
+            401,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"invalid username, password or token"}]}"#,
+        );
     };
     record.account = account.clone();
     // Grant what the account may have of what was asked.
     let mut access = Vec::new();
     for scope in &scopes {
         let mut p = scope.splitn(3, ':');
-        let (Some(kind), Some(name), Some(actions)) = (p.next(), p.next(), p.next()) else { continue };
+        let (Some(kind), Some(name), Some(actions)) = (p.next(), p.next(), p.next()) else {
+            continue;
+        };
         let wanted: Vec<&str> = actions.split(',').collect();
         let mut granted: Vec<String> = Vec::new();
         for (user, prefix, allowed) in &config.grants {
             if user != &account {
                 continue;
             }
-            let name_ok = if kind == "registry" { prefix.is_empty() || prefix == "*" } else { name.starts_with(prefix.as_str()) };
+            let name_ok = if kind == "registry" {
+                prefix.is_empty() || prefix == "*"
+            } else {
+                name.starts_with(prefix.as_str())
+            };
             if !name_ok {
                 continue;
             }
