@@ -484,12 +484,15 @@ scenario_a() {
             oras-dir-dirty | oras-tar-dirty)
                 # Another program's data, written and not yet flushed, on the same filesystem: a
                 # durable backup must not wait for it.
-                rm -rf "$dir" "$tar"
                 sync
                 dd if=/dev/zero of="$W/unrelated" bs=1M count=$((DIRTY_BYTES / 1048576)) status=none
+                # Into the same paths as the clean runs: what these leave is what a later second
+                # backup (or restore) finds there.
                 if [ "$tool" = oras-dir-dirty ]; then
+                    rm -rf "$dir"
                     measure "$kdd|oras" "$ORAS" backup --concurrency "$CONC" -o "$dir" "$SRC/$repo:v1"
                 else
+                    rm -f "$tar"
                     measure "$ktd|oras" "$ORAS" backup --concurrency "$CONC" -o "$tar" "$SRC/$repo:v1"
                 fi
                 rm -f "$W/unrelated"

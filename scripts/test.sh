@@ -16,8 +16,9 @@ cd "$root"
 
 ensure_rust rustfmt clippy
 ensure_registry
-# util-linux `script` puts a test's oras on a pseudo-terminal.
-ensure_commands script:bsdutils
+# util-linux `script` puts a test's oras on a pseudo-terminal; skopeo reads our archives as an
+# independent tool (Docker and OCI archives).
+ensure_commands script:bsdutils skopeo:skopeo
 
 log "cargo fmt --all -- --check"
 cargo fmt --all -- --check

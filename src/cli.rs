@@ -366,6 +366,12 @@ pub struct BackupArgs {
     /// as backups of several do
     #[arg(long)]
     pub full_reference: bool,
+    /// Leave Docker's manifest.json out of a tar archive (it lets `docker load` take the images)
+    #[arg(long)]
+    pub no_docker_manifest: bool,
+    /// The platform whose manifest stands for a multi-platform index in Docker's manifest.json
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", default_value = "linux/amd64")]
+    pub docker_platform: crate::engine::Platform,
     /// Compress the archive (implied by an output ending in .tar.gz or .tar.zst; with -o -,
     /// compresses the stream)
     #[arg(long, value_enum, value_name = "ALGORITHM")]

@@ -3,7 +3,7 @@
 use super::common;
 use super::UsageError;
 use crate::cli::{BackupArgs, Format};
-use crate::engine::{self, Job, Options};
+use crate::engine::{self, Job, Options, Platform};
 use crate::layout::compress::{CompressedOutput, Compression};
 use crate::layout::dir::DirSink;
 use crate::layout::tar_stream::StreamTarSink;
@@ -67,19 +67,26 @@ fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
 /// compressed file to put in place once complete.
 type Opened = (Arc<dyn Sink>, Option<PathBuf>, Option<CompressedOutput>);
 
-async fn open_sink(out: &Output, full: bool) -> Result<Opened> {
+async fn open_sink(out: &Output, full: bool, docker: Option<Platform>) -> Result<Opened> {
+    let stream = |w: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
+        StreamTarSink::new(w).full_references(full).docker_manifest(docker.clone())
+    };
     Ok(match out {
-        Output::Tar(p) => (Arc::new(TarSink::create(p)?.full_references(full)), None, None),
+        Output::Tar(p) => (
+            Arc::new(TarSink::create(p)?.full_references(full).docker_manifest(docker.clone())),
+            None,
+            None,
+        ),
         Output::Compressed(p, c) => {
             let (file, writer) = CompressedOutput::create(p, *c).await?;
-            (Arc::new(StreamTarSink::new(writer).full_references(full)), None, Some(file))
+            (Arc::new(stream(writer)), None, Some(file))
         }
         Output::Stdout(c) => {
             let stdout: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match c {
                 Some(c) => c.writer(tokio::io::stdout()),
                 None => Box::new(tokio::io::stdout()),
             };
-            (Arc::new(StreamTarSink::new(stdout).full_references(full)), None, None)
+            (Arc::new(stream(stdout)), None, None)
         }
         Output::Dir(p) => {
             let existed = p.exists();
@@ -281,7 +288,8 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         platforms: args.platforms.platform.clone(),
         sparse_index: args.platforms.sparse_index,
     };
-    let (sink, created_dir, compressed) = open_sink(&out, args.full_reference).await?;
+    let docker = (!args.no_docker_manifest).then(|| args.docker_platform.clone());
+    let (sink, created_dir, compressed) = open_sink(&out, args.full_reference, docker).await?;
     // We made this directory for this run: if it fails, leave nothing behind that could pass for a
     // backup.
     let mut cleanup = CreatedDir(created_dir);

@@ -120,7 +120,7 @@ async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
         }
     }
     out.manifests = graph.manifests.len();
-    out.bytes = graph.manifests.values().map(|(_, b)| b.len() as u64).sum();
+    out.bytes = graph.manifests.values().map(|(d, _)| d.size).sum();
     for (digest, (desc, why)) in &graph.broken {
         let problem = match why {
             Broken::TooLarge => {

@@ -69,7 +69,26 @@ fn start_writeback(_file: &impl AsRawFd, _off: u64, _len: u64) {}
 /// filesystem commit them together; [`Sealer::wait`] waits for all of them.
 pub struct Sealer {
     slots: Arc<Semaphore>,
-    pending: Mutex<Vec<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    /// The seals under way; finished ones are reaped as new ones start, so that a backup of many
+    /// thousands of files does not hold a finished task for each.
+    pending: Mutex<Pending>,
+}
+
+/// Seals under way, and the first failure of those already reaped.
+#[derive(Default)]
+struct Pending {
+    tasks: tokio::task::JoinSet<std::io::Result<()>>,
+    failed: Option<std::io::Error>,
+}
+
+impl Pending {
+    /// Keeps a finished seal's failure (the first one), or a task's panic as one.
+    fn note(&mut self, done: Result<std::io::Result<()>, tokio::task::JoinError>) {
+        let r = done.map_err(std::io::Error::other).and_then(|r| r);
+        if let (Err(e), None) = (r, &self.failed) {
+            self.failed = Some(e);
+        }
+    }
 }
 
 /// Syncs in flight at once: enough for a journal to batch thousands of small files' commits.
@@ -77,7 +96,10 @@ const SEALS_AT_ONCE: usize = 64;
 
 impl Default for Sealer {
     fn default() -> Self {
-        Sealer { slots: Arc::new(Semaphore::new(SEALS_AT_ONCE)), pending: Mutex::new(Vec::new()) }
+        Sealer {
+            slots: Arc::new(Semaphore::new(SEALS_AT_ONCE)),
+            pending: Mutex::new(Pending::default()),
+        }
     }
 }
 
@@ -91,7 +113,7 @@ impl Sealer {
         path: PathBuf,
     ) -> std::io::Result<()> {
         let permit = self.slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
-        let task = tokio::task::spawn_blocking(move || {
+        let seal = move || {
             let _permit = permit;
             let done = file.sync_data().and_then(|()| std::fs::rename(&tmp, &path));
             if done.is_err() {
@@ -100,30 +122,28 @@ impl Sealer {
             done.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot put {} on disk: {e}", path.display()))
             })
-        });
-        self.pending
-            .lock()
-            .map_err(|_| std::io::Error::other("internal lock poisoned"))?
-            .push(task);
+        };
+        let mut pending =
+            self.pending.lock().map_err(|_| std::io::Error::other("internal lock poisoned"))?;
+        while let Some(done) = pending.tasks.try_join_next() {
+            pending.note(done);
+        }
+        pending.tasks.spawn_blocking(seal);
         Ok(())
     }
 
     /// Waits for every file sealed so far; the first failure, if any.
     pub async fn wait(&self) -> std::io::Result<()> {
-        let tasks = std::mem::take(
+        let mut pending = std::mem::take(
             &mut *self
                 .pending
                 .lock()
                 .map_err(|_| std::io::Error::other("internal lock poisoned"))?,
         );
-        let mut first = Ok(());
-        for t in tasks {
-            let r = t.await.map_err(std::io::Error::other).and_then(|r| r);
-            if first.is_ok() {
-                first = r;
-            }
+        while let Some(done) = pending.tasks.join_next().await {
+            pending.note(done);
         }
-        first
+        pending.failed.map_or(Ok(()), Err)
     }
 }
 

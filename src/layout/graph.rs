@@ -30,7 +30,8 @@ pub enum Broken {
 /// What a walk found.
 #[derive(Default)]
 pub struct Graph {
-    /// Manifests read, checked against their digest and parsed, with their bytes.
+    /// Manifests read, checked against their digest and parsed, with their bytes when the walk
+    /// keeps them (a backup of many thousands of tags need not hold them all at once).
     pub manifests: BTreeMap<Digest, (Descriptor, Bytes)>,
     /// Blobs (configs and layers, foreign layers left out) the manifests name, each once.
     pub blobs: BTreeMap<Digest, Descriptor>,
@@ -59,7 +60,11 @@ impl Graph {
 /// Walks the manifests reachable from `roots` (the `index.json` descriptors, in order), reading
 /// each once with `read`. Whatever an index names is read as a manifest, whatever its descriptor
 /// says: content that is not one is reported as broken, never taken for a blob.
-pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<Bytes>) -> Graph {
+pub fn walk(
+    roots: &[Descriptor],
+    keep_bytes: bool,
+    mut read: impl FnMut(&Descriptor) -> Option<Bytes>,
+) -> Graph {
     let mut g = Graph::default();
     // Kept apart from the parents: a blob that shares a manifest's digest must not stop its walk.
     let mut walked = HashSet::new();
@@ -95,7 +100,10 @@ pub fn walk(roots: &[Descriptor], mut read: impl FnMut(&Descriptor) -> Option<By
                 queue.extend(
                     parsed.manifests.iter().rev().map(|c| (c.clone(), me.clone(), partial)),
                 );
-                g.manifests.insert(desc.digest.clone(), (desc, bytes));
+                g.manifests.insert(
+                    desc.digest.clone(),
+                    (desc, if keep_bytes { bytes } else { Bytes::new() }),
+                );
             }
         }
     }
@@ -170,11 +178,14 @@ mod tests {
         .map(|(d, b)| (d.digest.clone(), b))
         .collect();
         let mut reads = 0;
-        let g =
-            walk(&[index.clone(), sig.clone(), a.clone(), missing.clone(), damaged.clone()], |d| {
+        let g = walk(
+            &[index.clone(), sig.clone(), a.clone(), missing.clone(), damaged.clone()],
+            true,
+            |d| {
                 reads += 1;
                 store.get(&d.digest).cloned()
-            });
+            },
+        );
         assert_eq!(reads, 6, "each manifest is read once");
         assert_eq!(g.manifests.len(), 4);
         assert_eq!(g.blobs.len(), 3, "a, b and sig layers, each once");

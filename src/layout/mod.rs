@@ -3,6 +3,7 @@
 
 pub mod compress;
 pub mod dir;
+pub mod docker;
 pub mod durable;
 pub mod graph;
 pub mod index;

@@ -96,7 +96,7 @@ impl Store {
 /// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
 /// done in one go on the blocking pool.
 fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
-    graph::walk(roots, |d| {
+    graph::walk(roots, false, |d| {
         store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from)
     })
 }

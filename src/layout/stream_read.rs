@@ -442,7 +442,7 @@ impl StreamSource {
         // Manifests are what is reachable from index.json; other small entries are blobs kept in
         // memory.
         let roots: Vec<Descriptor> = head.entries.iter().map(|e| e.desc.clone()).collect();
-        let graph = graph::walk(&roots, |d| head.small.get(&d.digest).cloned());
+        let graph = graph::walk(&roots, true, |d| head.small.get(&d.digest).cloned());
         if let Some((digest, (_, why))) = graph.broken.iter().next() {
             match why {
                 Broken::Missing => bail!(

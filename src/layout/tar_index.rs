@@ -75,6 +75,11 @@ fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
     Ok(Some(parts.join("/")))
 }
 
+/// Whether a name is one of the files a layout (or Docker's loader) reads.
+fn is_layout_file(name: &str) -> bool {
+    name.starts_with("blobs/") || matches!(name, "index.json" | "oci-layout" | "manifest.json")
+}
+
 /// Checks one entry: its normalised name for a regular file, `None` for entries to skip
 /// (directories).
 pub fn check_entry<R: Read>(
@@ -93,11 +98,16 @@ pub fn check_entry<R: Read>(
         return Ok(None);
     }
     if kind.is_symlink() || kind.is_hard_link() {
-        return Err(TarError::Unsafe {
-            path: p.to_string(),
-            entry: norm,
-            why: "links are not allowed in a backup",
-        });
+        // A layout's own files are regular files. A link beside them (`docker save` since Docker
+        // 25 keeps its older directories as links into blobs/) is never followed and never read.
+        if is_layout_file(&norm) {
+            return Err(TarError::Unsafe {
+                path: p.to_string(),
+                entry: norm,
+                why: "links are not allowed in a backup",
+            });
+        }
+        return Ok(None);
     }
     if !(kind.is_file() || kind.is_contiguous()) {
         return Err(TarError::Unsafe {

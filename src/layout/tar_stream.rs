@@ -3,9 +3,9 @@
 //! buffer, bounded).
 
 use super::blob_path;
-use super::index::{self, OCI_LAYOUT};
-use super::tar_write::{entry_order, header, padded};
+use super::tar_write::{entry_order, head_entries, header, padded};
 use crate::digest::Digest;
+use crate::engine::Platform;
 use crate::manifest::Descriptor;
 use crate::target::{ByteStream, Plan, Planning, Repo, Result, Sink, Traits};
 use anyhow::{anyhow, bail};
@@ -27,6 +27,8 @@ pub struct StreamTarSink {
     torn: Mutex<Option<String>>,
     /// Full references as ref names even for one repository (`--full-reference`).
     full_references: bool,
+    /// The platform Docker's `manifest.json` takes from an index; `None`: no `manifest.json`.
+    docker: Option<Platform>,
 }
 
 impl StreamTarSink {
@@ -38,7 +40,13 @@ impl StreamTarSink {
             turn: watch::channel(0).0,
             torn: Mutex::new(None),
             full_references: false,
+            docker: None,
         }
+    }
+
+    /// Adds Docker's `manifest.json`, an index's `platform` child standing for it.
+    pub fn docker_manifest(self, platform: Option<Platform>) -> Self {
+        StreamTarSink { docker: platform, ..self }
     }
 
     /// Names every tag by its full reference (`--full-reference`).
@@ -86,9 +94,10 @@ const ZEROS: [u8; 1024] = [0; 1024];
 #[async_trait]
 impl Planning for StreamTarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let index_json = index::render_plan(plan, self.full_references);
+        let head = head_entries(plan, self.full_references, self.docker.as_ref());
         let mut out = self.out.lock().await;
-        for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
+        for (name, data) in &head {
+            let data = data.as_slice();
             self.write_entry_head(&mut **out, name, data.len() as u64).await?;
             out.write_all(data).await?;
             out.write_all(&ZEROS[..(padded(data.len() as u64) - data.len() as u64) as usize])

@@ -6,6 +6,7 @@ use super::blob_path;
 use super::durable::Writeback;
 use super::index::{self, OCI_LAYOUT};
 use crate::digest::Digest;
+use crate::engine::Platform;
 use crate::manifest::Descriptor;
 use crate::target::{ByteStream, Plan, PlanContent, Planning, Repo, Result, Sink};
 use anyhow::{anyhow, bail, Context};
@@ -28,6 +29,8 @@ pub struct TarSink {
     finished: AtomicBool,
     /// Full references as ref names even for one repository (`--full-reference`).
     full_references: bool,
+    /// The platform Docker's `manifest.json` takes from an index; `None`: no `manifest.json`.
+    docker: Option<Platform>,
 }
 
 /// A reproducible ustar header: mode 0644, uid/gid 0, no names, mtime 0.
@@ -77,7 +80,14 @@ impl TarSink {
             written: Mutex::new(HashSet::new()),
             finished: AtomicBool::new(false),
             full_references: false,
+            docker: None,
         })
+    }
+
+    /// Adds Docker's `manifest.json`, an index's `platform` child standing for it.
+    pub fn docker_manifest(mut self, platform: Option<Platform>) -> Self {
+        self.docker = platform;
+        self
     }
 
     /// Names every tag by its full reference (`--full-reference`).
@@ -118,7 +128,25 @@ impl Drop for TarSink {
     }
 }
 
-/// The entries of a layout tar after `oci-layout` and `index.json`: manifests, then blobs, each in
+/// The small entries a layout tar starts with: `oci-layout`, `index.json` and, unless `docker` is
+/// `None`, Docker's `manifest.json` for the images Docker can load (an index by its `docker`
+/// platform's child).
+pub fn head_entries(
+    plan: &Plan<'_>,
+    full_references: bool,
+    docker: Option<&Platform>,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut head = vec![
+        ("oci-layout", OCI_LAYOUT.to_vec()),
+        ("index.json", index::render_plan(plan, full_references)),
+    ];
+    if let Some(json) = docker.and_then(|p| super::docker::manifest_json(plan, p)) {
+        head.push(("manifest.json", json));
+    }
+    head
+}
+
+/// The entries of a layout tar after its head (see [`head_entries`]): manifests, then blobs, each in
 /// digest order, each digest once. The order is fixed so that archives are reproducible and a
 /// stream is byte-identical to a file, and so that a reader of a stream knows the whole graph
 /// before the first blob passes.
@@ -131,7 +159,7 @@ pub fn entry_order<'a>(contents: &[PlanContent<'a>]) -> Vec<PlanContent<'a>> {
 #[async_trait]
 impl Planning for TarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let index_json = index::render_plan(plan, self.full_references);
+        let head = head_entries(plan, self.full_references, self.docker.as_ref());
         // A fresh file, never through a link someone left at the temporary name.
         let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()
@@ -141,7 +169,7 @@ impl Planning for TarSink {
             .open(&self.tmp_path)
             .with_context(|| format!("cannot create {}", self.tmp_path.display()))?;
         let mut pos = 0u64;
-        for (name, data) in [("oci-layout", OCI_LAYOUT), ("index.json", index_json.as_slice())] {
+        for (name, data) in &head {
             file.write_all_at(&header(name, data.len() as u64)?, pos)?;
             file.write_all_at(data, pos + 512)?;
             pos += 512 + padded(data.len() as u64);

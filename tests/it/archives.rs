@@ -122,3 +122,137 @@ fn tagged_artifacts_carry_their_artifact_type_in_index_json_and_images_do_not() 
     assert_eq!(type_of("v1"), None, "an image is not an artifact");
     assert_eq!(type_of("v3"), None, "nor is a Docker image");
 }
+
+/// skopeo, which `scripts/test.sh` installs: an independent reader of Docker and OCI archives.
+fn skopeo(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("skopeo").args(args).output();
+    out.unwrap_or_else(|e| {
+        panic!("skopeo cannot run ({e}): run scripts/test.sh, which installs it")
+    })
+}
+
+/// Pushes a real image (a gzip'd layer tar whose digest the config records) as `real:v1`: what
+/// a Docker-archive reader unpacks to check.
+fn push_real_image(c: &Client) -> String {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(6);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer.append_data(&mut h, "hello.txt", &b"hello\n"[..]).expect("file");
+    let layer = layer.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &layer).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [harness::client::sha256_digest(&layer)]}, "config": {}});
+    let config = serde_json::to_vec(&config).expect("json");
+    let (cd, ld) = (c.push_blob("real", &config), c.push_blob("real", &gz));
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": gz.len()}]});
+    let bytes = serde_json::to_vec(&manifest).expect("json");
+    c.push_manifest("real", "v1", "application/vnd.oci.image.manifest.v1+json", &bytes);
+    cd
+}
+
+#[test]
+fn a_tar_backup_is_a_docker_archive_too_with_every_digest_unchanged() {
+    let (src, c, fx) = source();
+    let config_digest = push_real_image(&c);
+    let dir = tempdir();
+    let out = dir.path().join("docker.tar");
+    let repo = format!("{}/team/app", src.host());
+    backup(&["--include-referrers", "-o", s(&out), &repo]).ok();
+    let layout = Layout::read(&out);
+    let manifest_json: serde_json::Value =
+        serde_json::from_slice(layout.files.get("manifest.json").expect("manifest.json"))
+            .expect("json");
+    let images = manifest_json.as_array().expect("a list");
+    let tagged: Vec<&str> = images
+        .iter()
+        .flat_map(|i| i["RepoTags"].as_array().into_iter().flatten())
+        .filter_map(|t| t.as_str())
+        .collect();
+    for tag in ["v1", "v2", "v3", "latest", "v4"] {
+        assert!(
+            tagged.contains(&format!("{repo}:{tag}").as_str()),
+            "{tag} loads into Docker: {manifest_json}"
+        );
+    }
+    assert!(
+        !tagged.iter().any(|t| t.ends_with(":chart") || t.ends_with(":artifact")),
+        "artifacts are not images: {manifest_json}"
+    );
+    // skopeo reads a real image of it as a Docker archive: the config Docker loads is the
+    // registry's, byte for byte (the fixture images' layers are not real tars).
+    let real = dir.path().join("real.tar");
+    let real_ref = format!("{}/real:v1", src.host());
+    backup(&["-o", s(&real), &real_ref]).ok();
+    let inspected = skopeo(&[
+        "inspect",
+        "--raw",
+        "--config",
+        &format!("docker-archive:{}:{real_ref}", s(&real)),
+    ]);
+    assert!(inspected.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspected.stderr));
+    assert_eq!(inspected.stdout, c.get_blob("real", &config_digest).expect("config blob"));
+    // And as an OCI archive, by the tag's ref name: the manifest is the registry's.
+    let oci = skopeo(&["inspect", "--raw", &format!("oci-archive:{}:v1", s(&out))]);
+    assert!(oci.status.success(), "skopeo: {}", String::from_utf8_lossy(&oci.stderr));
+    assert_eq!(oci.stdout, c.get_manifest("team/app", "v1").expect("v1").bytes);
+    // The OCI side is untouched: restore gives every digest back, and --no-docker-manifest leaves
+    // manifest.json out.
+    let dst = Registry::start();
+    restore(&["--input", s(&out), &format!("{}/back", dst.host())]).ok();
+    assert_repo_matches(&Client::new(&dst.host()), "back", &fx, true);
+    let plain = dir.path().join("plain.tar");
+    backup(&["--no-docker-manifest", "-o", s(&plain), &repo]).ok();
+    assert!(!Layout::read(&plain).files.contains_key("manifest.json"));
+}
+
+#[test]
+fn a_docker_25_save_archive_restores_with_its_legacy_links_left_unread() {
+    let (src, _c, fx) = source();
+    let dir = tempdir();
+    let ours = dir.path().join("ours.tar");
+    backup(&["-o", s(&ours), &format!("{}/team/app:v1", src.host())]).ok();
+    // `docker save` (Docker 25+) is an OCI layout plus its older layout, whose layer.tar files are
+    // links into blobs/, and a `repositories` file.
+    let layout = Layout::read(&ours);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in &layout.files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        builder.append_data(&mut h, name, data.as_slice()).expect("entry");
+    }
+    for (i, blob) in layout.blob_digests().iter().enumerate() {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        let hex = blob.trim_start_matches("sha256:");
+        builder
+            .append_link(&mut h, format!("legacy{i}/layer.tar"), format!("../blobs/sha256/{hex}"))
+            .expect("link");
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    builder.append_link(&mut h, "legacy-outside/layer.tar", "/etc/passwd").expect("link");
+    let repositories = br#"{"app":{"v1":"0000"}}"#;
+    let mut h = tar::Header::new_ustar();
+    h.set_size(repositories.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    builder.append_data(&mut h, "repositories", &repositories[..]).expect("entry");
+    let saved = dir.path().join("saved.tar");
+    std::fs::write(&saved, builder.into_inner().expect("tar")).expect("write");
+
+    let dst = Registry::start();
+    restore(&["--input", s(&saved), &format!("{}/saved", dst.host())]).ok();
+    let d = Client::new(&dst.host());
+    assert_eq!(d.get_manifest("saved", "v1").map(|f| f.digest), Some(fx.tag("v1").to_string()));
+    oras(&["verify", s(&saved)]).ok();
+}
