@@ -127,13 +127,12 @@ pub struct Parsed {
     pub declared_artifact_type: bool,
 }
 
-/// Config media types of images and of nothing: a manifest with one of these is not an artifact by
-/// its config.
-const NOT_ARTIFACT_CONFIGS: [&str; 3] = [
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-    "application/vnd.oci.empty.v1+json",
-];
+/// Config media types of images (OCI, Docker): what Docker can load, and not an artifact's.
+pub const IMAGE_CONFIGS: [&str; 2] =
+    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
+/// The empty config of artifacts that say their type with `artifactType` instead.
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
 impl Parsed {
     /// The artifact type an index entry naming this manifest carries: `artifactType`, or a config
@@ -142,7 +141,9 @@ impl Parsed {
         if self.declared_artifact_type {
             return self.artifact_type.clone();
         }
-        self.artifact_type.clone().filter(|t| !NOT_ARTIFACT_CONFIGS.contains(&t.as_str()))
+        self.artifact_type
+            .clone()
+            .filter(|t| t != EMPTY_CONFIG && !IMAGE_CONFIGS.contains(&t.as_str()))
     }
 
     /// The blobs a copy moves: all of them but foreign layers (see [`is_foreign`]).

@@ -247,8 +247,7 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
     } else {
         each_alone(src, sink, &jobs, &opts, &mut progress).await
     };
-    let targets =
-        if args.targets.is_empty() { destinations(&jobs) } else { args.targets.join(", ") };
+    let targets = if args.targets.is_empty() { destinations(&jobs) } else { args.targets.clone() };
     print(&args, &report, &targets, &failures, &mut progress)?;
     if !failures.is_empty() {
         bail!("{} of {} mapping(s) failed: {}", failures.len(), jobs.len(), failures.join("; "));
@@ -281,7 +280,7 @@ async fn each_alone(
 }
 
 /// The distinct destination repositories of the jobs, in order.
-fn destinations(jobs: &[Job]) -> String {
+fn destinations(jobs: &[Job]) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for j in jobs {
         let d = j.dst.to_string();
@@ -289,14 +288,14 @@ fn destinations(jobs: &[Job]) -> String {
             seen.push(d);
         }
     }
-    seen.join(", ")
+    seen
 }
 
 /// Prints the result: JSON, the dry run's plan, or what was pushed.
 fn print(
     args: &RestoreArgs,
     report: &Report,
-    targets: &str,
+    targets: &[String],
     failures: &[String],
     progress: &mut Progress,
 ) -> Result<()> {
@@ -306,7 +305,7 @@ fn print(
         let doc = serde_json::json!({
             "command": "restore",
             "input": args.input,
-            "targets": if args.targets.is_empty() { serde_json::json!(destinations_list(report)) } else { serde_json::json!(args.targets) },
+            "targets": targets,
             "rules": args.rules,
             "dryRun": args.dry_run,
             "tags": tags,
@@ -316,6 +315,7 @@ fn print(
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
+    let targets = targets.join(", ");
     if args.dry_run {
         progress.status_lines(&plan_lines(report));
         progress.status(&format!(
@@ -353,16 +353,6 @@ fn print(
         common::size(report.bytes_skipped.saturating_sub(report.bytes_mounted)),
     ));
     Ok(())
-}
-
-fn destinations_list(report: &Report) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for j in &report.jobs {
-        if !seen.contains(&j.destination) {
-            seen.push(j.destination.clone());
-        }
-    }
-    seen
 }
 
 /// A dry run's plan, per registry, repository and tag: "Registry r / Repository p / tag (digest) +

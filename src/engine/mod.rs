@@ -120,8 +120,31 @@ impl TagFilter {
 
     /// Whether a tag passes.
     pub fn keeps(&self, tag: &str) -> bool {
+        self.included(tag) && !self.excluded(tag)
+    }
+
+    fn included(&self, tag: &str) -> bool {
         self.include.iter().all(|r| r.is_match(tag))
-            && !self.exclude.iter().any(|r| r.is_match(tag))
+    }
+
+    fn excluded(&self, tag: &str) -> bool {
+        self.exclude.iter().any(|r| r.is_match(tag))
+    }
+
+    /// Keeps the tags that pass; says how many each kind of pattern kept
+    /// (`--include-tags kept 4, --exclude-tags kept 3 of 4`).
+    pub fn apply(&self, tags: &mut Vec<String>) -> String {
+        let mut said = Vec::new();
+        if !self.include.is_empty() {
+            tags.retain(|t| self.included(t));
+            said.push(format!("--include-tags kept {}", tags.len()));
+        }
+        if !self.exclude.is_empty() {
+            let before = tags.len();
+            tags.retain(|t| !self.excluded(t));
+            said.push(format!("--exclude-tags kept {} of {before}", tags.len()));
+        }
+        said.join(", ")
     }
 }
 

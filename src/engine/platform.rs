@@ -57,6 +57,11 @@ pub(super) fn declared(desc: &Descriptor) -> Option<Platform> {
 }
 
 impl Platform {
+    /// Whether an index child declares this platform (see [`Platform::matches`]).
+    pub fn is_declared_by(&self, child: &Descriptor) -> bool {
+        declared(child).is_some_and(|p| self.matches(&p))
+    }
+
     /// Whether a declared platform is this one (a variant not asked for matches any).
     fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
@@ -89,8 +94,7 @@ pub(super) fn select(
             .map_or_else(|| root.desc.digest.to_string(), |t| format!("tag {t}"));
         let mut chosen = Vec::new();
         for w in wanted {
-            let Some(child) = children.iter().find(|c| declared(c).is_some_and(|p| w.matches(&p)))
-            else {
+            let Some(child) = children.iter().find(|c| w.is_declared_by(c)) else {
                 let has: Vec<String> =
                     children.iter().filter_map(declared).map(|p| p.to_string()).collect();
                 let has = if has.is_empty() { "none".to_string() } else { has.join(", ") };

@@ -79,21 +79,8 @@ async fn listed_tags(src: &dyn Source, job: &Job, progress: &Progress) -> Result
     }
     if job.filter.is_set() {
         let listed = tags.len();
-        let mut said = Vec::new();
-        if !job.filter.include.is_empty() {
-            tags.retain(|t| job.filter.include.iter().all(|r| r.is_match(t)));
-            said.push(format!("--include-tags kept {}", tags.len()));
-        }
-        if !job.filter.exclude.is_empty() {
-            let before = tags.len();
-            tags.retain(|t| !job.filter.exclude.iter().any(|r| r.is_match(t)));
-            said.push(format!("--exclude-tags kept {} of {before}", tags.len()));
-        }
-        progress.status(&format!(
-            "Tag filters on the {listed} tag(s) of {}: {}",
-            job.label,
-            said.join(", ")
-        ));
+        let said = job.filter.apply(&mut tags);
+        progress.status(&format!("Tag filters on the {listed} tag(s) of {}: {said}", job.label));
         if tags.is_empty() {
             bail!("the tag filters leave none of the {listed} tag(s) of {}: check --include-tags / --exclude-tags", job.label);
         }

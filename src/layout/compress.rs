@@ -100,8 +100,7 @@ impl CompressedOutput {
         tokio::fs::create_dir_all(&parent)
             .await
             .with_context(|| format!("cannot create the directory of {shown:?}"))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        let tmp = super::temp_name(path);
         let _ = tokio::fs::remove_file(&tmp).await;
         let file = tokio::fs::OpenOptions::new()
             .write(true)

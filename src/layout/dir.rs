@@ -1,9 +1,9 @@
 //! Writing into an OCI layout directory: blobs land under temporary names and are renamed once
 //! verified; `index.json` is merged with what is there and written last, atomically.
 
-use super::blob_path;
 use super::durable::{sync_layout, Sealer, Writeback};
 use super::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
+use super::{blob_path, temp_name};
 use crate::digest::Digest;
 use crate::manifest::Descriptor;
 use crate::target::{
@@ -57,11 +57,6 @@ impl Drop for TempGuard {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-fn temp_name(final_path: &Path) -> PathBuf {
-    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    final_path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 /// Creates a fresh temporary file, never following a link that is in the way (a stale leftover of
@@ -183,19 +178,6 @@ impl DirSink {
         }
         writeback.finish(&f);
         // The sealer owns the temporary file from here (and removes it if it fails).
-        guard.0 = None;
-        self.sealer.seal(f, tmp, path).await.context("cannot write the backup")?;
-        Ok(())
-    }
-
-    /// Writes a manifest's bytes as a blob of the layout, sealed like every blob.
-    async fn write_small(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-        let path = self.root.join(blob_path(&desc.digest));
-        let tmp = temp_name(&path);
-        let mut guard = TempGuard(Some(tmp.clone()));
-        let mut f = create_temp(&tmp)?;
-        self.dirty.store(true, Ordering::SeqCst);
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         guard.0 = None;
         self.sealer.seal(f, tmp, path).await.context("cannot write the backup")?;
         Ok(())
@@ -325,8 +307,8 @@ impl Sink for DirSink {
         bytes: Bytes,
         _subject: Option<&Descriptor>,
     ) -> Result<()> {
-        self.dirty.store(true, Ordering::SeqCst);
-        self.write_small(desc, &bytes).await
+        // Written and sealed like every blob.
+        self.write_blob(desc, Box::pin(futures::stream::once(async move { Ok(bytes) }))).await
     }
 
     async fn tag(

@@ -8,10 +8,6 @@ use crate::target::{EntryRole, Plan, Repo};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// The configs of images Docker can load (an image's, not an artifact's).
-const IMAGE_CONFIGS: [&str; 2] =
-    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
-
 /// One image of `manifest.json`: its config and layers as paths inside the archive, and its names.
 #[derive(Serialize, Debug, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
@@ -41,25 +37,17 @@ fn image_of(
     let bytes = plan.manifests.get(&root.digest)?;
     let parsed = manifest::parse(root, bytes).ok()?;
     if !parsed.manifests.is_empty() {
-        let child = parsed.manifests.iter().find(|c| platform_of(c).as_ref() == Some(platform))?;
+        let child = parsed.manifests.iter().find(|c| platform.is_declared_by(c))?;
         return image_of(plan, child, platform);
     }
     let (config, layers) = parsed.blobs.split_first()?;
-    if !IMAGE_CONFIGS.contains(&config.media_type.as_str())
+    if !manifest::IMAGE_CONFIGS.contains(&config.media_type.as_str())
         || layers.iter().any(manifest::is_foreign)
     {
         return None;
     }
     let path = |d: &Descriptor| super::blob_path(&d.digest);
     Some((path(config), layers.iter().map(path).collect()))
-}
-
-/// The platform an index child declares, variant left out unless it is the wanted one's.
-fn platform_of(child: &Descriptor) -> Option<Platform> {
-    let p = child.platform.as_ref()?;
-    let field = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    Some(Platform { os: field("os")?, arch: field("architecture")?, variant: field("variant") })
-        .map(|p| Platform { variant: p.variant.filter(|_| p.arch == "arm"), ..p })
 }
 
 /// `manifest.json` for the tagged images of `plan` (for an index, its `platform` child), one entry
@@ -119,8 +107,8 @@ mod tests {
     #[test]
     fn images_are_listed_with_all_their_tags_indexes_by_platform_and_artifacts_left_out() {
         let mut m = HashMap::new();
-        let app = image(&mut m, IMAGE_CONFIGS[0], "layer-app");
-        let arm = image(&mut m, IMAGE_CONFIGS[1], "layer-arm");
+        let app = image(&mut m, manifest::IMAGE_CONFIGS[0], "layer-app");
+        let arm = image(&mut m, manifest::IMAGE_CONFIGS[1], "layer-arm");
         let chart = image(&mut m, "application/vnd.cncf.helm.config.v1+json", "chart");
         let idx = stored(
             &mut m,

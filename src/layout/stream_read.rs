@@ -4,7 +4,7 @@
 use super::compress::Compression;
 use super::graph::{self, Broken};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
-use super::tar_index::check_entry;
+use super::tar_index::{check_entry, read_up_to};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
 use crate::target::{
@@ -79,19 +79,6 @@ fn digest_of_entry<R: Read>(r: &mut R) -> std::io::Result<Digest> {
 
 /// Where errors about the stream say it came from.
 const P: &str = "standard input";
-
-/// Reads until `buf` is full or the input ends; the bytes read (errors end it early: the tar reader
-/// meets them again).
-fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> usize {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n
-}
 
 /// The blob whose last chunk is held back, with that chunk once read.
 type Held = (mpsc::Sender<Chunk>, Option<Bytes>);
@@ -176,7 +163,13 @@ impl Reader {
     /// that block put back.
     fn sniff<'a, R: Read + 'a>(&mut self, mut input: R) -> Option<Box<dyn Read + 'a>> {
         let mut magic = [0u8; 4];
-        let n = read_up_to(&mut input, &mut magic);
+        let n = match read_up_to(&mut input, &mut magic) {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(anyhow!("cannot read {P}: {e}"));
+                return None;
+            }
+        };
         let raw = std::io::Cursor::new(magic[..n].to_vec()).chain(input);
         let mut input: Box<dyn Read + 'a> = match Compression::sniff(&magic[..n]) {
             Some(c) => match c.reader(raw) {
@@ -189,19 +182,13 @@ impl Reader {
             None => Box::new(raw),
         };
         let mut first = vec![0u8; 512];
-        let mut n = 0;
-        while n < first.len() {
-            match input.read(&mut first[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.fail(anyhow!("cannot read {P}: {e}"));
-                    return None;
-                }
+        match read_up_to(&mut input, &mut first) {
+            Ok(n) => first.truncate(n),
+            Err(e) => {
+                self.fail(anyhow!("cannot read {P}: {e}"));
+                return None;
             }
         }
-        first.truncate(n);
         // An empty or all-zero stream is an empty tar: reported at the end as having no index.json.
         if !first.iter().all(|b| *b == 0) {
             if let Err(e) = super::tar_index::sniff(std::path::Path::new(P), &first) {

@@ -67,11 +67,10 @@ impl TarSink {
         };
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("cannot create the directory of {shown:?}"))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| anyhow!("output {shown:?} has no file name"))?;
-        let tmp_path = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if path.file_name().is_none() {
+            bail!("output {shown:?} has no file name");
+        }
+        let tmp_path = super::temp_name(path);
         Ok(TarSink {
             final_path: path.to_path_buf(),
             tmp_path,
