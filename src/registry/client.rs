@@ -6,6 +6,7 @@
 
 use super::auth::{Auth, Credentials, CREDENTIALS_HINT};
 use super::error::{parse_body, RegistryError};
+use super::quirks::Learned;
 use super::stall::{self, StallLimit};
 use super::transport::{
     api_host, debug_line, describe_transport, is_localhost, is_retryable_status,
@@ -45,6 +46,8 @@ pub struct Client {
     pub(super) chunk_size: Option<u64>,
     /// Upload sessions opened and not finished, and those being opened.
     pub(super) sessions: Sessions,
+    /// What the registry refused so far, and the pause it asked for.
+    pub(super) learned: Learned,
 }
 
 pub(super) type Result<T> = std::result::Result<T, RegistryError>;
@@ -212,6 +215,7 @@ impl Client {
             stall: opts.stall,
             chunk_size: opts.chunk_size,
             sessions: Sessions::default(),
+            learned: Learned::default(),
         })
     }
 
@@ -261,6 +265,7 @@ impl Client {
         };
         loop {
             run.attempt += 1;
+            self.learned.wait_pause().await;
             self.authorize_attempt(call, &mut run).await?;
             let prepared =
                 prepare(self.http.request(call.method.clone(), call.url)).ok_or_else(|| {
@@ -362,9 +367,12 @@ impl Client {
             run.fetched_here += 1;
             return Ok(Next::Again);
         }
-        if is_retryable_status(status)
-            && call.replay == Replay::Any
-            && self.pause(run, retry_after(resp.headers())).await
+        let mut asked = retry_after(resp.headers());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            asked = asked.or_else(|| super::transport::ratelimit_reset(resp.headers()));
+            self.rate_limited(resp.headers(), asked, run);
+        }
+        if is_retryable_status(status) && call.replay == Replay::Any && self.pause(run, asked).await
         {
             return Ok(Next::Again);
         }
@@ -426,6 +434,20 @@ impl Client {
         }
     }
 
+    /// A 429: every request to this registry waits (not only this one, so that the others do not
+    /// keep hammering), and the user is told once per pause, with the registry's quota headers.
+    fn rate_limited(&self, headers: &header::HeaderMap, asked: Option<Duration>, run: &Attempts) {
+        let Some(wait) = run.policy.next_delay(run.attempt, run.started, asked) else { return };
+        if self.learned.pause(wait) {
+            crate::scrub::warn(format_args!(
+                "{} is rate limiting requests (HTTP 429{}); waiting {:.1} s before sending more",
+                self.registry,
+                super::transport::quota_note(headers),
+                wait.as_secs_f64()
+            ));
+        }
+    }
+
     /// Waits before the next attempt, when the retry budget allows one (`retry_after` is the
     /// server's own wish); false when it is spent.
     async fn pause(&self, run: &Attempts, retry_after: Option<Duration>) -> bool {
@@ -452,6 +474,7 @@ impl Client {
         resp: reqwest::Response,
     ) -> RegistryError {
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let challenge = resp
             .headers()
             .get(header::WWW_AUTHENTICATE)
@@ -463,6 +486,9 @@ impl Client {
         let mut detail = crate::scrub::redact(&body.text).into_owned();
         if cut {
             detail.push_str(&format!(" (the rest of the answer was not read: over the {MAX_ERROR_BODY} byte limit for an error)"));
+        }
+        if status == 429 {
+            detail.push_str(&super::transport::rate_limit_hint(&headers));
         }
         let scope = challenge.as_deref().and_then(super::challenge::insufficient_scope);
         if let Some(scope) = scope {

@@ -17,6 +17,8 @@ pub struct RegistryError {
     pub status: Option<u16>,
     /// The registry's `errors[].code: message`, or the transport error.
     pub detail: String,
+    /// The registry's `errors[].code` values (none for a failure found on this side).
+    pub codes: Vec<String>,
     kind: ErrorKind,
 }
 
@@ -35,6 +37,7 @@ impl RegistryError {
             target: target.into(),
             status: Some(status),
             detail: detail.into(),
+            codes: codes.to_vec(),
             kind: classify(status, codes),
         }
     }
@@ -47,8 +50,14 @@ impl RegistryError {
             target: target.into(),
             status: None,
             detail: detail.into(),
+            codes: Vec::new(),
             kind,
         }
+    }
+
+    /// The same error, of another kind (a refusal this side knows how to get past on a retry).
+    pub fn with_kind(self, kind: ErrorKind) -> Self {
+        RegistryError { kind, ..self }
     }
 
     /// What kind of failure this is.

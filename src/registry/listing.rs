@@ -78,6 +78,31 @@ impl<'a> Pages<'a> {
         Ok(Some(resp))
     }
 
+    /// For a registry that pages by `n` and `last` without sending a `Link` (the page read last was
+    /// full): the next page is the first page's URL with `last` set to the last name read. False
+    /// when a `Link` was given, or the page was asked for already.
+    pub fn resume_after(&mut self, last_name: &str) -> bool {
+        // (A `Link` given is followed as usual; a page asked for already ends the listing.)
+        let current = match &self.last {
+            Some((current, None)) => current.clone(),
+            _ => return false,
+        };
+        let Ok(mut next) = url::Url::parse(&current) else { return false };
+        let kept: Vec<(String, String)> = next
+            .query_pairs()
+            .filter(|(k, _)| k != "last")
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        next.query_pairs_mut().clear().extend_pairs(kept).append_pair("last", last_name);
+        self.seen.insert(current.clone());
+        if !self.seen.insert(next.to_string()) {
+            return false;
+        }
+        self.last = None;
+        self.first = Some(next.into());
+        true
+    }
+
     /// The URL of the next page named by a `Link` on the page at `current`: resolved against it, on
     /// the registry's own origin (credentials go nowhere else) and not a page read already.
     fn follow(&mut self, current: &str, link: &str) -> Result<String> {
@@ -153,6 +178,11 @@ impl Client {
     /// The names of a listing (at most `pages` pages): the string array `field` of each page, until
     /// a page has none or names no next one.
     async fn names(&self, call: &Call<'_>, pages: usize, field: Field) -> Result<Vec<String>> {
+        // The page size asked for, when the URL asks (a full page without a `Link` may have more
+        // after it).
+        let asked = url::Url::parse(call.url).ok().and_then(|u| {
+            u.query_pairs().find(|(k, _)| k == "n").and_then(|(_, v)| v.parse::<usize>().ok())
+        });
         let (op, target) = (call.op, call.target);
         let mut names = Vec::new();
         let mut pager = Pages::new(self, call, None, pages);
@@ -169,7 +199,12 @@ impl Client {
             if page.is_empty() {
                 break;
             }
+            let full = asked.is_some_and(|n| page.len() >= n);
+            let last_name = page.last().cloned().unwrap_or_default();
             names.extend(page);
+            if full {
+                pager.resume_after(&last_name);
+            }
             if names.len() > MAX_LISTED {
                 return Err(call.error(
                     ErrorKind::Other,
@@ -182,13 +217,8 @@ impl Client {
         Ok(names)
     }
 
-    /// The referrers of a manifest through the referrers API; `None` when the registry has no such
-    /// API.
-    pub async fn referrers_api(
-        &self,
-        repo: &str,
-        subject: &Digest,
-    ) -> Result<Option<Vec<Descriptor>>> {
+    /// The referrers of a manifest through the referrers API.
+    pub async fn referrers_api(&self, repo: &str, subject: &Digest) -> Result<ReferrersAnswer> {
         let target = format!("{}/{repo}@{subject}", self.registry);
         let scopes = [repo_scope(repo, false)];
         let url = self.url(repo, &format!("referrers/{subject}"));
@@ -197,11 +227,20 @@ impl Client {
         let mut pager = Pages::new(self, &call, Some(manifest::OCI_INDEX), usize::MAX);
         while let Some(resp) = pager.next().await? {
             let status = resp.status();
-            if status == StatusCode::NOT_FOUND
-                || status == StatusCode::METHOD_NOT_ALLOWED
-                || status == StatusCode::BAD_REQUEST
-            {
-                return Ok(None);
+            if status == StatusCode::NOT_FOUND {
+                // A route the registry does not have is a bare 404 ("404 page not found" from
+                // Distribution); an API that says "nothing here" the distribution spec's way answers
+                // with its error codes (some registries do, for a subject without referrers).
+                let (body, _) = super::transport::read_prefix(resp, 64 << 10).await;
+                let codes = super::error::parse_body(&body).codes;
+                return Ok(if codes.is_empty() {
+                    ReferrersAnswer::NoApi
+                } else {
+                    ReferrersAnswer::NoneHere
+                });
+            }
+            if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::BAD_REQUEST {
+                return Ok(ReferrersAnswer::NoApi);
             }
             if !status.is_success() {
                 return Err(self.fail(call.op, &target, resp).await);
@@ -212,7 +251,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !ct.starts_with(manifest::OCI_INDEX) {
-                return Ok(None);
+                return Ok(ReferrersAnswer::NoApi);
             }
             let body = read_limited(resp, MAX_MANIFEST_SIZE)
                 .await
@@ -228,8 +267,20 @@ impl Client {
                 return Err(call.error(ErrorKind::Other, detail));
             }
         }
-        Ok(Some(all))
+        Ok(ReferrersAnswer::Listed(all))
     }
+}
+
+/// What the referrers API answered for one subject.
+#[derive(Debug)]
+pub enum ReferrersAnswer {
+    /// The referrers, every page of them.
+    Listed(Vec<Descriptor>),
+    /// The registry has no referrers API (a bare 404, 400, 405, or no index served).
+    NoApi,
+    /// A 404 the API's way (with OCI error codes): none listed for this subject, while the
+    /// registry may well have the API; the tag schema is asked too.
+    NoneHere,
 }
 
 /// Which string array of a listing page holds the names.

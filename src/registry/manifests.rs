@@ -4,6 +4,7 @@
 use super::auth::repo_scope;
 use super::client::{Call, Client, Result};
 use super::error::RegistryError;
+use super::quirks::Refusal;
 use super::transport::read_limited;
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MANIFEST_TYPES, MAX_MANIFEST_SIZE};
@@ -81,6 +82,9 @@ impl Client {
         reference: &str,
         push: bool,
     ) -> Result<Option<Descriptor>> {
+        if self.learned.refused(Refusal::Head) {
+            return self.resolve_by_get(repo, reference).await;
+        }
         let (target, resp) = self.head(repo, reference, push, None).await?;
         self.described(repo, reference, &target, resp).await
     }
@@ -94,6 +98,9 @@ impl Client {
         digest: &Digest,
         push: bool,
     ) -> Result<bool> {
+        if self.learned.refused(Refusal::Head) {
+            return Ok(self.resolve_by_get(repo, tag).await?.is_some_and(|d| d.digest == *digest));
+        }
         let (target, resp) = self.head(repo, tag, push, Some(digest)).await?;
         if resp.status() == StatusCode::NOT_MODIFIED {
             return Ok(true);
@@ -131,6 +138,16 @@ impl Client {
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        if matches!(resp.status().as_u16(), 405 | 501) {
+            if self.learned.refuse(Refusal::Head) {
+                super::transport::debug_line(format_args!(
+                    "{} refuses HEAD on manifests (HTTP {}): resolving with GET from now on",
+                    self.registry,
+                    resp.status().as_u16()
+                ));
+            }
+            return self.resolve_by_get(repo, reference).await;
+        }
         if !resp.status().is_success() {
             return Err(self.fail("resolve", target, resp).await);
         }
@@ -150,6 +167,15 @@ impl Client {
             }
             // Some registries omit headers on HEAD: fall back to GET.
             _ => Ok(self.get_manifest(repo, reference, None).await.map(|(d, _)| Some(d))?),
+        }
+    }
+
+    /// Resolves a reference with GET, for a registry that refuses HEAD; None when it does not exist.
+    async fn resolve_by_get(&self, repo: &str, reference: &str) -> Result<Option<Descriptor>> {
+        match self.get_manifest(repo, reference, None).await {
+            Ok((d, _)) => Ok(Some(d)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -269,9 +295,36 @@ impl Client {
             .send(&call, |r| r.header(header::CONTENT_TYPE, &desc.media_type).body(body.clone()))
             .await?;
         if !resp.status().is_success() {
-            return Err(self.fail(op, &target, resp).await);
+            let e = self.fail(op, &target, resp).await;
+            return Err(self.refused_manifest(repo, desc, e));
         }
         Ok(PutResult { subject_indexed: resp.headers().contains_key("oci-subject") })
+    }
+}
+
+impl Client {
+    /// A manifest the registry refused, said with what it is: its digest and media type (and
+    /// artifact type), since a registry that accepts only the types it knows (Quay, before its
+    /// artifact support is enabled) answers `MANIFEST_INVALID` for a sound manifest.
+    fn refused_manifest(&self, repo: &str, desc: &Descriptor, e: RegistryError) -> RegistryError {
+        let e = self.repository_missing(repo, e);
+        let invalid = e.codes.iter().any(|c| {
+            c.eq_ignore_ascii_case("MANIFEST_INVALID") || c.eq_ignore_ascii_case("UNSUPPORTED")
+        });
+        if !invalid {
+            return e;
+        }
+        let what = match &desc.artifact_type {
+            Some(t) => format!("{} (artifact type {t})", desc.media_type),
+            None => desc.media_type.clone(),
+        };
+        let detail = format!(
+            "{} (the registry refused manifest {} of type {}: it may accept only the media types it knows; check that it supports this type, or leave such artifacts out with --exclude-referrers or a rules file)",
+            e.detail,
+            desc.digest,
+            crate::scrub::escape_controls(&what)
+        );
+        RegistryError::answered(&e.op, &e.target, e.status.unwrap_or(400), &e.codes, detail)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod listing;
 pub mod manifests;
+pub mod quirks;
 pub mod stall;
 pub mod target;
 pub mod transport;

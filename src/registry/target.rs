@@ -3,6 +3,7 @@
 use super::client::Client;
 use super::credentials::CredentialStore;
 use super::error::RegistryError;
+use super::listing::ReferrersAnswer;
 use super::transport::{build_client, TransportOptions};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
@@ -285,12 +286,21 @@ impl Source for Registries {
         let api = if self.mode != ReferrersMode::Tag
             && self.cached_support(&repo.registry) != Some(false)
         {
-            let answer = c.referrers_api(&repo.repository, &desc.digest).await.map_err(typed)?;
-            if answer.is_none() && self.mode == ReferrersMode::Api {
-                bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry);
+            match c.referrers_api(&repo.repository, &desc.digest).await.map_err(typed)? {
+                ReferrersAnswer::Listed(found) => {
+                    self.set_support(&repo.registry, true);
+                    Some(found)
+                }
+                ReferrersAnswer::NoApi if self.mode == ReferrersMode::Api => {
+                    bail!("{} has no referrers API (--distribution-spec v1.1-referrers-api); use v1.1-referrers-tag", repo.registry);
+                }
+                ReferrersAnswer::NoApi => {
+                    self.set_support(&repo.registry, false);
+                    None
+                }
+                ReferrersAnswer::NoneHere if self.mode == ReferrersMode::Api => Some(Vec::new()),
+                ReferrersAnswer::NoneHere => None,
             }
-            self.set_support(&repo.registry, answer.is_some());
-            answer
         } else {
             None
         };

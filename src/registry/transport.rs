@@ -452,6 +452,40 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(when.saturating_sub(now)))
 }
 
+/// `RateLimit-Reset` (IETF draft, delta seconds until the quota is restored), the wait a 429 without
+/// `Retry-After` implies.
+pub fn ratelimit_reset(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get("ratelimit-reset")?.to_str().ok()?;
+    let secs = v.split(';').next()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// The registry's quota headers (`RateLimit-Limit`, `RateLimit-Remaining`, Docker Hub's
+/// `docker-ratelimit-source`), as a note for a rate-limit message: escaped and short.
+pub fn quota_note(headers: &reqwest::header::HeaderMap) -> String {
+    let mut out = String::new();
+    for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            let v: String = crate::scrub::escape_controls(v).chars().take(64).collect();
+            out.push_str(&format!(", {name}: {v}"));
+        }
+    }
+    out
+}
+
+/// What an error for a 429 adds: the registry's quota and wish, and what to do.
+pub fn rate_limit_hint(headers: &reqwest::header::HeaderMap) -> String {
+    let wait = retry_after(headers).or_else(|| ratelimit_reset(headers));
+    let when = match wait {
+        Some(w) => format!("the registry asks to wait {} s", w.as_secs()),
+        None => "the registry names no time to wait".to_string(),
+    };
+    format!(
+        " (rate limited{}; {when}; this run stopped retrying: try again later, or use credentials with a larger quota)",
+        quota_note(headers)
+    )
+}
+
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
 fn parse_http_date(s: &str) -> Option<u64> {
     let rest = s.split_once(", ").map(|(_, r)| r)?;

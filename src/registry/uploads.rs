@@ -7,6 +7,7 @@
 use super::auth::repo_scope;
 use super::client::{ByteStream, Call, Client, NoAnswer, Prepared, Replay, Result};
 use super::error::RegistryError;
+use super::quirks::Refusal;
 use super::stall;
 use super::urls::absolute;
 use crate::digest::Digest;
@@ -158,11 +159,24 @@ impl Client {
         data: ByteStream,
     ) -> Result<()> {
         let (upload, location) = self.start_upload(repo, desc).await?;
-        if let Some(chunk) = self.chunk_size.filter(|c| desc.size > *c) {
+        if let Some(chunk) = self.learned.chunk_size(self.chunk_size).filter(|c| desc.size > *c) {
             let closing = self.upload_chunks(&upload, location, data, chunk).await?;
             return self.finish_upload(&upload, closing, desc, Payload::Memory(Bytes::new())).await;
         }
-        self.finish_upload(&upload, location, desc, Payload::Stream(data, desc.size)).await
+        match self.finish_upload(&upload, location, desc, Payload::Stream(data, desc.size)).await {
+            // Too large for one request (a proxy's body limit): chunks from now on, and this blob
+            // again from the start (the engine retries a transient failure with a fresh stream).
+            Err(e) if e.status == Some(413) && self.chunk_size.is_none() => {
+                if self.learned.refuse(Refusal::Monolithic) {
+                    crate::scrub::warn(format_args!(
+                        "{} refuses a blob in one request (HTTP 413): uploading in chunks from now on",
+                        self.registry
+                    ));
+                }
+                Err(e.with_kind(ErrorKind::Transient))
+            }
+            other => other,
+        }
     }
 
     /// Sends a blob's bytes into an upload session without committing it, so nothing is visible
@@ -173,11 +187,19 @@ impl Client {
         desc: &Descriptor,
         data: ByteStream,
     ) -> Result<String> {
+        if self.learned.refused(Refusal::Patch) {
+            return Err(RegistryError::local(
+                "push blob",
+                &format!("{}/{repo}@{}", self.registry, desc.digest),
+                ErrorKind::Unsupported,
+                "the registry refuses PATCH uploads",
+            ));
+        }
         let (upload, location) = self.start_upload(repo, desc).await?;
         if desc.size == 0 {
             return Ok(location);
         }
-        match self.chunk_size {
+        match self.learned.chunk_size(self.chunk_size) {
             Some(chunk) => self.upload_chunks(&upload, location, data, chunk).await,
             // One PATCH carrying the whole stream: the size is known, so it is a single
             // spec-conformant chunk.
@@ -230,14 +252,44 @@ impl Client {
         }
     }
 
-    /// Sends the request that opens an upload session and records the session.
+    /// Opens an upload session; the first one of each repository goes alone, so that a repository
+    /// the registry does not have (ECR creates none on push) is one clear error before any other
+    /// upload to it is attempted.
     async fn open_session(&self, repo: &str, desc: &Descriptor) -> Result<(Upload, String)> {
+        let gate = self.learned.repo_gate(repo);
+        let mut first = gate.lock().await;
+        match &*first {
+            Some(None) => {
+                drop(first);
+                self.post_session(repo, desc).await
+            }
+            Some(Some(missing)) => Err(RegistryError::local(
+                "push blob",
+                &format!("{}/{repo}", self.registry),
+                ErrorKind::NotFound,
+                missing.clone(),
+            )),
+            None => {
+                let opened = self.post_session(repo, desc).await;
+                match &opened {
+                    Ok(_) => *first = Some(None),
+                    Err(e) if e.is_not_found() => *first = Some(Some(e.detail.clone())),
+                    Err(_) => {}
+                }
+                opened
+            }
+        }
+    }
+
+    /// Sends the request that opens an upload session and records the session.
+    async fn post_session(&self, repo: &str, desc: &Descriptor) -> Result<(Upload, String)> {
         let upload = self.upload_of(repo, desc);
         let start = self.url(repo, "blobs/uploads/");
         let call = Call::new("push blob", &upload.target, Method::POST, &start, &upload.scopes);
         let resp = self.send(&call, |r| r.header(header::CONTENT_LENGTH, "0")).await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(self.fail(call.op, call.target, resp).await);
+            let e = self.fail(call.op, call.target, resp).await;
+            return Err(self.repository_missing(repo, e));
         }
         let location =
             resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(
@@ -245,6 +297,8 @@ impl Client {
             )?;
         let location = session_location(&call, location)?;
         self.sessions.opened(repo, &location);
+        let min = resp.headers().get("oci-chunk-min-length").and_then(|v| v.to_str().ok());
+        self.learned.announce_chunk_min(min).map_err(|e| call.error(ErrorKind::Other, e))?;
         Ok((upload, location))
     }
 
@@ -325,6 +379,12 @@ impl Client {
             .send_upload(&call, payload, |r| r.header(header::CONTENT_RANGE, range.as_str()))
             .await?;
         if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
+            if matches!(resp.status().as_u16(), 405 | 501) && self.learned.refuse(Refusal::Patch) {
+                super::transport::debug_line(format_args!(
+                    "{} refuses PATCH uploads: blobs go in one PUT from now on",
+                    self.registry
+                ));
+            }
             return Err(self.fail(call.op, call.target, resp).await);
         }
         let next = match resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
@@ -391,6 +451,9 @@ impl Client {
     /// Asks the registry to mount a blob from another repository; false when it opened an upload
     /// instead.
     pub async fn mount_blob(&self, repo: &str, desc: &Descriptor, from: &str) -> Result<bool> {
+        if self.learned.refused(Refusal::Mount) {
+            return Ok(false);
+        }
         let target = format!("{}/{repo}@{}", self.registry, desc.digest);
         let scopes = [repo_scope(repo, true), repo_scope(from, false)];
         let url = format!("{}?mount={}&from={from}", self.url(repo, "blobs/uploads/"), desc.digest);
@@ -402,6 +465,14 @@ impl Client {
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
+                // The blob was placed in `from` by this run, so an upload session instead of a
+                // mount means the registry does not mount (ECR): not asked again.
+                if self.learned.refuse(Refusal::Mount) {
+                    super::transport::debug_line(format_args!(
+                        "{} does not mount blobs across repositories: uploading them instead",
+                        self.registry
+                    ));
+                }
                 // The registry started an upload session instead; close it so it does not linger.
                 if let Some(session) = resp
                     .headers()
@@ -424,8 +495,35 @@ impl Client {
                 }
                 Ok(false)
             }
-            _ => Ok(false),
+            s => {
+                if matches!(s.as_u16(), 400 | 405 | 501) {
+                    self.learned.refuse(Refusal::Mount);
+                }
+                Ok(false)
+            }
         }
+    }
+}
+
+impl Client {
+    /// A push refused because the repository does not exist (`NAME_UNKNOWN`, ECR's
+    /// `REPOSITORY_NOT_FOUND`) says so and what to do; other errors are returned as they are.
+    pub(super) fn repository_missing(&self, repo: &str, e: RegistryError) -> RegistryError {
+        let missing = e.status == Some(404)
+            && e.codes.iter().any(|c| {
+                c.eq_ignore_ascii_case("NAME_UNKNOWN")
+                    || c.eq_ignore_ascii_case("REPOSITORY_NOT_FOUND")
+            });
+        if !missing {
+            return e;
+        }
+        let registry = &self.registry;
+        RegistryError::local(
+            &e.op,
+            &format!("{registry}/{repo}"),
+            ErrorKind::NotFound,
+            format!("repository {repo} does not exist on {registry}, which does not create repositories on push: create it first (on Amazon ECR: aws ecr create-repository --repository-name {repo}), then run again ({})", e.detail),
+        )
     }
 }
 
