@@ -324,6 +324,7 @@ impl LayoutSource {
         let graph = src.graph().await?;
         src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
         src.referrers = graph.referrers;
+        index::order_referrers(&src.entries, &mut src.referrers);
         Ok(src)
     }
 

@@ -451,7 +451,8 @@ impl StreamSource {
         }
         let manifests: HashMap<Digest, Bytes> =
             graph.manifests.into_iter().map(|(d, (_, b))| (d, b)).collect();
-        let referrers = graph.referrers;
+        let mut referrers = graph.referrers;
+        index::order_referrers(&head.entries, &mut referrers);
         let early = head.small.into_iter().filter(|(d, _)| !manifests.contains_key(d)).collect();
         Ok(StreamSource {
             entries: head.entries,
