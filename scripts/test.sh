@@ -16,9 +16,10 @@ cd "$root"
 
 ensure_rust rustfmt clippy
 ensure_registry
-# util-linux `script` puts a test's oras on a pseudo-terminal; skopeo reads our archives as an
-# independent tool (Docker and OCI archives).
-ensure_commands script:bsdutils skopeo:skopeo
+# util-linux `script` puts a test's oras on a pseudo-terminal; skopeo, umoci and podman read our
+# archives as independent tools (Docker and OCI archives) and write archives we read (about 15 s
+# to install umoci and podman on Debian bookworm; podman's test needs root, like the image test).
+ensure_commands script:bsdutils skopeo:skopeo umoci:umoci podman:podman
 
 log "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -33,6 +33,9 @@ pub const ANNOTATION_SUBJECT: &str = "vnd.oras-backup.subject";
 /// listed it, which a later backup into the same directory asks the source to confirm instead of
 /// fetching it again.
 pub const ANNOTATION_REFERRERS_INDEX: &str = "vnd.oras-backup.referrers-index";
+/// On a referrer's `index.json` entry that records its source index: its place in that index's
+/// list (0 first), so that a restore lists the referrers in the source's order.
+pub const ANNOTATION_REFERRERS_POSITION: &str = "vnd.oras-backup.referrers-index-position";
 /// On an `index.json` entry: the index is held with only the manifests of these platforms
 /// (comma-separated, `--sparse-index`); its other children are left out by design.
 pub const ANNOTATION_SPARSE: &str = "vnd.oras-backup.sparse-index";

@@ -280,6 +280,10 @@ pub trait Sink: Send + Sync {
     ) -> Result<()>;
     /// Makes everything written visible (index.json, rename, referrers tag schema).
     async fn finish(&self) -> Result<()>;
+    /// The order in which the source lists a subject's referrers, told before any of them is
+    /// pushed: a sink that writes its own list of them (the tag schema's index) adds new ones in
+    /// this order, so that the same referrers give back the source's list, byte for byte.
+    fn referrers_order(&self, _repo: &Repo, _subject: &Digest, _order: &[Digest]) {}
     /// The run failed: lets work still under way in the background end, so that what the caller
     /// cleans up next is not written to behind its back.
     async fn abandon(&self) {}

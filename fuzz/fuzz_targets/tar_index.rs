@@ -1,5 +1,6 @@
 //! `oras::layout::tar_index::index` on arbitrary bytes: never panics, never hangs, and whatever it
-//! accepts lies inside the file under a safe, normalised name.
+//! accepts lies inside the file under a safe, normalised name; a link it records points at a
+//! normalised name, and resolves only to a regular file of the archive.
 
 #![no_main]
 
@@ -32,5 +33,16 @@ fuzz_target!(|data: &[u8]| {
             name.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
             "unnormalised name {name:?}"
         );
+    }
+    for (name, target) in &index.links {
+        if let Ok(t) = target {
+            assert!(
+                !t.is_empty() && t.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+                "link {name:?} to an unnormalised name {t:?}"
+            );
+        }
+        if let Ok(resolved) = index.resolve(name) {
+            assert!(index.files.contains_key(&resolved), "{name:?} resolved to {resolved:?}");
+        }
     }
 });

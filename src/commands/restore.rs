@@ -177,12 +177,16 @@ async fn open(input: &str, progress: &mut Progress) -> Result<(Arc<dyn Source>, 
         return Ok((Arc::new(s), repos));
     }
     let layout = LayoutSource::open(&PathBuf::from(input)).await?;
-    progress.status(&format!(
-        "Loaded backup {}: {} ({})",
-        if layout.is_tar { "archive" } else { "directory" },
-        input,
-        common::size(layout.size)
-    ));
+    let kind = match (layout.is_tar, layout.docker_images().is_empty()) {
+        (true, true) => "backup archive",
+        (false, true) => "backup directory",
+        (true, false) => "docker save archive",
+        (false, false) => "docker save directory",
+    };
+    progress.status(&format!("Loaded {kind}: {} ({})", input, common::size(layout.size)));
+    for image in layout.docker_images() {
+        progress.status(&image.describe());
+    }
     let repos = layout.repositories();
     Ok((Arc::new(layout), repos))
 }

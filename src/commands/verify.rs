@@ -25,6 +25,8 @@ struct Outcome {
     problems: Vec<String>,
     /// Indexes held partially by design (`--sparse-index`), each with what it holds.
     partial: Vec<String>,
+    /// For a docker save archive: the manifest built for each image.
+    built: Vec<String>,
 }
 
 /// Runs `oras verify`.
@@ -43,6 +45,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         }
         for p in &out.partial {
             println!("partial: {p}");
+        }
+        for b in &out.built {
+            println!("{b}");
         }
         if out.ok {
             println!(
@@ -88,8 +93,12 @@ fn parent_name(layout: &LayoutSource, p: &Parent) -> String {
 }
 
 async fn check(layout: &LayoutSource, out: &mut Outcome, conc: usize) {
-    if let Err(e) = layout.check_layout_file().await {
-        out.problems.push(e);
+    out.built = layout.docker_images().iter().map(|i| i.describe()).collect();
+    // A docker save archive has no oci-layout file: its manifests are built, not stored.
+    if out.built.is_empty() {
+        if let Err(e) = layout.check_layout_file().await {
+            out.problems.push(e);
+        }
     }
     let repo = Repo::new("", "");
     out.tags = layout.entries().iter().filter(|e| e.tag.is_some()).count();

@@ -51,6 +51,12 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
             }
         }
     }
+    // Sinks that list referrers themselves keep the source's order.
+    for (_, job, g) in run.each() {
+        for (subject, referrers) in &g.referrers_of {
+            run.dst.referrers_order(&job.dst, subject, referrers);
+        }
+    }
     let first_tags = first_tags(run);
     let mut tagged_early = TaggedEarly::new();
     for (_, batch) in levels {

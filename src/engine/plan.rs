@@ -3,7 +3,9 @@
 
 use super::{JobGraph, Node, Run};
 use crate::digest::Digest;
-use crate::manifest::{self, ANNOTATION_REFERRERS_INDEX, ANNOTATION_SUBJECT};
+use crate::manifest::{
+    self, ANNOTATION_REFERRERS_INDEX, ANNOTATION_REFERRERS_POSITION, ANNOTATION_SUBJECT,
+};
 use crate::target::{EntryRole, Plan, PlanContent, PlanEntry};
 use anyhow::Result;
 use bytes::Bytes;
@@ -66,8 +68,9 @@ fn entries(run: &Run<'_>) -> Vec<PlanEntry> {
             desc.annotations = n.parsed.subject.as_ref().map(|subject| {
                 let mut ann =
                     BTreeMap::from([(ANNOTATION_SUBJECT.to_string(), subject.digest.to_string())]);
-                if let Some(Some(index)) = listed_by.get(&n.desc.digest) {
+                if let Some(Some((index, position))) = listed_by.get(&n.desc.digest) {
                     ann.insert(ANNOTATION_REFERRERS_INDEX.to_string(), index.to_string());
+                    ann.insert(ANNOTATION_REFERRERS_POSITION.to_string(), position.to_string());
                 }
                 ann
             });
@@ -82,16 +85,16 @@ fn entries(run: &Run<'_>) -> Vec<PlanEntry> {
     entries
 }
 
-/// For each referrer, the source index to record with it (see `ANNOTATION_REFERRERS_INDEX`): the
-/// index that listed it, recorded only when the record is exact. A later run trusts a confirmed
+/// For each referrer, the source index to record with it (see `ANNOTATION_REFERRERS_INDEX`) and its
+/// place in that index's list: the index that listed it, recorded only when the record is exact. A later run trusts a confirmed
 /// index to list precisely the referrers recorded with it, so an index is recorded for none of its
 /// referrers unless every one of them names that subject itself, and a referrer two listings
 /// disagree about gets none.
 pub(super) fn recorded_indexes(
     graphs: &[JobGraph],
     nodes: &HashMap<Digest, Arc<Node>>,
-) -> HashMap<Digest, Option<Digest>> {
-    let mut out: HashMap<Digest, Option<Digest>> = HashMap::new();
+) -> HashMap<Digest, Option<(Digest, usize)>> {
+    let mut out: HashMap<Digest, Option<(Digest, usize)>> = HashMap::new();
     for g in graphs {
         for (subject, referrers) in &g.referrers_of {
             let index = g.listed_by.get(subject).filter(|_| {
@@ -102,9 +105,10 @@ pub(super) fn recorded_indexes(
                         .is_some_and(|s| &s.digest == subject)
                 })
             });
-            for r in referrers {
-                let slot = out.entry(r.clone()).or_insert_with(|| index.cloned());
-                if slot.as_ref() != index {
+            for (position, r) in referrers.iter().enumerate() {
+                let recorded = index.map(|i| (i.clone(), position));
+                let slot = out.entry(r.clone()).or_insert_with(|| recorded.clone());
+                if *slot != recorded {
                     *slot = None;
                 }
             }

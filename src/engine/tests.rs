@@ -337,8 +337,8 @@ fn an_index_is_recorded_with_all_of_its_referrers_or_with_none() {
     // names img.
     let one = graph(&[(&img, &idx, &[&sig, &sbom]), (&other, &bogus_idx, &[&att, &stray])]);
     let got = recorded_indexes(std::slice::from_ref(&one), &nodes);
-    assert_eq!(got[&sig], Some(idx.clone()));
-    assert_eq!(got[&sbom], Some(idx.clone()));
+    assert_eq!(got[&sig], Some((idx.clone(), 0)));
+    assert_eq!(got[&sbom], Some((idx.clone(), 1)), "with its place in the index's list");
     assert_eq!(got[&att], None, "an index listing a manifest of another subject is not recorded");
     assert_eq!(got[&stray], None);
 
@@ -346,7 +346,7 @@ fn an_index_is_recorded_with_all_of_its_referrers_or_with_none() {
     let two = graph(&[(&img, &idx2, &[&sig])]);
     let got = recorded_indexes(&[one, two], &nodes);
     assert_eq!(got[&sig], None);
-    assert_eq!(got[&sbom], Some(idx));
+    assert_eq!(got[&sbom], Some((idx, 1)));
 }
 
 #[tokio::test]

@@ -3,8 +3,8 @@
 
 use crate::digest::Digest;
 use crate::manifest::{
-    Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REFERRERS_INDEX, ANNOTATION_REF_NAME,
-    ANNOTATION_SUBJECT, OCI_INDEX,
+    Descriptor, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REFERRERS_INDEX,
+    ANNOTATION_REFERRERS_POSITION, ANNOTATION_REF_NAME, ANNOTATION_SUBJECT, OCI_INDEX,
 };
 use crate::reference::{is_schema_tag, valid_tag, Reference};
 use crate::target::{ReferrerListing, Repo};
@@ -284,7 +284,45 @@ pub fn referrer_listings(entries: &[Entry]) -> HashMap<Digest, ReferrerListing> 
             _ => *slot = None,
         }
     }
-    by_subject.into_iter().filter_map(|(s, l)| Some((s, l?))).collect()
+    let mut listings: HashMap<Digest, ReferrerListing> =
+        by_subject.into_iter().filter_map(|(s, l)| Some((s, l?))).collect();
+    let positions = positions(entries);
+    for l in listings.values_mut() {
+        sort_by_position(&mut l.referrers, &positions);
+    }
+    listings
+}
+
+/// Each referrer's place in its source index's list, where `index.json` records one.
+fn positions(entries: &[Entry]) -> HashMap<&Digest, usize> {
+    entries
+        .iter()
+        .filter(|e| e.tag.is_none() && e.repo.is_none())
+        .filter_map(|e| {
+            let p = e.desc.annotation(ANNOTATION_REFERRERS_POSITION)?.parse().ok()?;
+            Some((&e.desc.digest, p))
+        })
+        .collect()
+}
+
+/// Sorts referrers by their recorded places, those without one last, by digest.
+fn sort_by_position(list: &mut [Descriptor], positions: &HashMap<&Digest, usize>) {
+    list.sort_by(|a, b| {
+        let place = |d: &Descriptor| positions.get(&d.digest).copied().unwrap_or(usize::MAX);
+        (place(a), &a.digest).cmp(&(place(b), &b.digest))
+    });
+}
+
+/// Puts each subject's referrers in the order of the source index that listed them, as `index.json`
+/// records it (`ANNOTATION_REFERRERS_POSITION`), so that a restore lists them in that order.
+pub fn order_referrers(entries: &[Entry], referrers: &mut HashMap<Digest, Vec<Descriptor>>) {
+    let positions = positions(entries);
+    if positions.is_empty() {
+        return;
+    }
+    for list in referrers.values_mut() {
+        sort_by_position(list, &positions);
+    }
 }
 
 /// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the
@@ -452,6 +490,33 @@ mod tests {
             img.referrers.iter().all(|r| r.annotations.is_none()),
             "listed as a source would list them"
         );
+    }
+
+    #[test]
+    fn referrers_come_back_in_the_order_of_the_source_index() {
+        let mut entries = Vec::new();
+        for (name, place) in [("a", Some("2")), ("b", Some("0")), ("c", None), ("d", Some("1"))] {
+            let mut e = referrer(name, "img", Some("idx"));
+            if let (Some(p), Some(ann)) = (place, e.desc.annotations.as_mut()) {
+                ann.insert(ANNOTATION_REFERRERS_POSITION.to_string(), p.to_string());
+            }
+            entries.push(e);
+        }
+        let back = parse(&render(&entries, false)).unwrap();
+        let mut referrers: HashMap<Digest, Vec<Descriptor>> =
+            HashMap::from([(Digest::of(b"img"), back.iter().map(|e| e.desc.clone()).collect())]);
+        order_referrers(&back, &mut referrers);
+        let want: Vec<Digest> =
+            ["b", "d", "a", "c"].iter().map(|n| Digest::of(n.as_bytes())).collect();
+        let got: Vec<Digest> =
+            referrers[&Digest::of(b"img")].iter().map(|d| d.digest.clone()).collect();
+        assert_eq!(got, want, "recorded places first, then the rest");
+        let listed: Vec<Digest> = referrer_listings(&back)[&Digest::of(b"img")]
+            .referrers
+            .iter()
+            .map(|d| d.digest.clone())
+            .collect();
+        assert_eq!(listed, want, "a recorded listing in its index's order");
     }
 
     #[test]

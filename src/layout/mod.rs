@@ -4,6 +4,7 @@
 pub mod compress;
 pub mod dir;
 pub mod docker;
+pub mod docker_save;
 pub mod durable;
 pub mod graph;
 pub mod index;

@@ -3,6 +3,7 @@
 
 use super::blob_path;
 use super::compress::{self, Compression};
+use super::docker_save;
 use super::graph::{self, Graph};
 use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
@@ -18,19 +19,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-enum Store {
+/// The files of a backup.
+enum Files {
     /// A directory and its canonical path (reads must stay inside it).
     Dir(PathBuf, PathBuf),
     /// A tar, its index, and one handle that every read shares (positional reads).
     Tar(PathBuf, TarIndex, std::fs::File),
 }
 
-impl Store {
+impl Files {
     /// Opens a file of the backup for reading from its start: (handle, offset of its bytes, size).
     /// Blocking: called on the blocking pool, once per file.
     fn open(&self, name: &str) -> Result<(std::fs::File, u64, u64)> {
         match self {
-            Store::Dir(root, top) => {
+            Files::Dir(root, top) => {
                 let p = root.join(name);
                 // Only regular files inside the layout: a symlink could point anywhere.
                 let meta = std::fs::symlink_metadata(&p)
@@ -44,7 +46,7 @@ impl Store {
                 let f = std::fs::File::open(&p).with_context(|| format!("cannot open {name}"))?;
                 Ok((f, 0, meta.len()))
             }
-            Store::Tar(path, idx, _) => {
+            Files::Tar(path, idx, _) => {
                 let (off, size) = *idx
                     .files
                     .get(name)
@@ -63,14 +65,14 @@ impl Store {
         let opened;
         let (file, off, size) = match self {
             // Positional reads on the shared handle: no open, seek and close per manifest.
-            Store::Tar(_, idx, shared) => {
+            Files::Tar(_, idx, shared) => {
                 let (off, size) = *idx
                     .files
                     .get(name)
                     .ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
                 (shared, off, size)
             }
-            Store::Dir(..) => {
+            Files::Dir(..) => {
                 let (f, off, size) = self.open(name)?;
                 opened = f;
                 (&opened, off, size)
@@ -91,14 +93,96 @@ impl Store {
         }
         Ok(buf)
     }
+
+    /// Whether the backup has an entry of this name, of any kind.
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Files::Dir(root, _) => std::fs::symlink_metadata(root.join(name)).is_ok(),
+            Files::Tar(_, idx, _) => idx.files.contains_key(name) || idx.links.contains_key(name),
+        }
+    }
+}
+
+impl docker_save::Files for Files {
+    fn resolve(&self, name: &str) -> Result<String> {
+        match self {
+            Files::Tar(_, idx, _) => idx.resolve(name).map_err(anyhow::Error::msg),
+            Files::Dir(root, _) => {
+                let meta = std::fs::symlink_metadata(root.join(name))
+                    .with_context(|| format!("{name} is missing from the backup"))?;
+                if !meta.file_type().is_symlink() {
+                    return Ok(name.to_string());
+                }
+                // Resolved by its text, as in a tar: once, to a regular file inside the directory.
+                let target = std::fs::read_link(root.join(name))
+                    .with_context(|| format!("cannot read the link {name}"))?;
+                let target = super::tar_index::link_target(name, &target, false)
+                    .map_err(|why| anyhow!("{name} is a link {why}; refusing to follow it"))?;
+                match std::fs::symlink_metadata(root.join(&target)) {
+                    Ok(m) if m.is_file() => Ok(target),
+                    Ok(m) if m.file_type().is_symlink() => bail!(
+                        "{name} is a link to {target}, itself a link; links are followed once, to a regular file"
+                    ),
+                    _ => bail!("{name} is a link to {target}, which the backup does not hold as a regular file"),
+                }
+            }
+        }
+    }
+
+    fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        Files::read(self, name, limit)
+    }
+
+    fn reader(&self, name: &str) -> Result<Box<dyn std::io::Read + '_>> {
+        let (mut f, off, size) = self.open(name)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))?;
+        Ok(Box::new(std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), size)))
+    }
+}
+
+/// Where a blob of the backup is.
+enum Blob<'a> {
+    /// A file of the backup, by name.
+    File(std::borrow::Cow<'a, str>),
+    /// Bytes made when the backup was opened (a manifest built for a docker save archive).
+    Built(&'a Bytes),
+}
+
+/// A backup's files and where its blobs are among them.
+struct Store {
+    files: Files,
+    /// For a docker save archive: the file of each config and layer, and the manifests built.
+    /// `None` for a layout, whose blobs are `blobs/<alg>/<hex>`.
+    docker: Option<(HashMap<Digest, String>, HashMap<Digest, Bytes>)>,
+}
+
+impl Store {
+    /// Where a blob is; `None` when the backup does not have it.
+    fn blob(&self, d: &Digest) -> Option<Blob<'_>> {
+        match &self.docker {
+            None => Some(Blob::File(blob_path(d).into())),
+            Some((files, built)) => match (files.get(d), built.get(d)) {
+                (Some(name), _) => Some(Blob::File(name.as_str().into())),
+                (None, Some(bytes)) => Some(Blob::Built(bytes)),
+                (None, None) => None,
+            },
+        }
+    }
+
+    /// A blob's bytes, refused over `limit`. Blocking.
+    fn read_blob(&self, d: &Digest, limit: u64) -> Result<Bytes> {
+        match self.blob(d) {
+            Some(Blob::File(name)) => Ok(Bytes::from(self.files.read(&name, limit)?)),
+            Some(Blob::Built(b)) => Ok(b.clone()),
+            None => bail!("{d} is missing from the backup"),
+        }
+    }
 }
 
 /// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
 /// done in one go on the blocking pool.
 fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
-    graph::walk(roots, false, |d| {
-        store.read(&blob_path(&d.digest), MAX_MANIFEST_SIZE).ok().map(Bytes::from)
-    })
+    graph::walk(roots, false, |d| store.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok())
 }
 
 /// The compression of a file, by its first bytes.
@@ -122,14 +206,61 @@ pub struct LayoutSource {
     /// How the archive was compressed, when it was: it is read from a temporary tar unpacked from
     /// it.
     pub compression: Option<Compression>,
+    /// The images of a docker save archive, with the manifests built for them.
+    docker_images: Vec<docker_save::Image>,
     /// That temporary tar, removed with the source.
     _unpacked: Option<tempfile::TempPath>,
+}
+
+/// Why a directory or tar that is neither a layout nor a docker save archive cannot be read, with
+/// what it looks like.
+fn not_a_backup(shown: &str, files: &Files) -> String {
+    let mut names: Vec<String> = match files {
+        Files::Dir(root, _) => std::fs::read_dir(root)
+            .map(|d| {
+                d.take(10_000)
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Files::Tar(_, idx, _) => idx
+            .files
+            .keys()
+            .chain(idx.links.keys())
+            .map(|n| n.split('/').next().unwrap_or_default().to_string())
+            .collect(),
+    };
+    names.sort();
+    names.dedup();
+    let holds = if names.is_empty() {
+        "it is empty".to_string()
+    } else if names.iter().any(|n| n == "blobs" || n == "oci-layout") {
+        "it has oci-layout or blobs/ but no index.json, which a layout gets last: an incomplete copy?".to_string()
+    } else {
+        let shown: Vec<String> = names
+            .iter()
+            .take(3)
+            .map(|n| format!("{:?}", crate::scrub::escape_controls(n)))
+            .collect();
+        let more =
+            if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+        format!("it holds {}{more}", shown.join(", "))
+    };
+    let (what, save) = match files {
+        Files::Dir(..) => ("a directory", "an extracted docker save archive"),
+        Files::Tar(..) => ("a tar archive", "a docker save archive"),
+    };
+    format!(
+        "{shown:?} is {what} with no index.json or manifest.json: not an OCI image layout or {save} ({holds}); give a backup made by oras backup, an OCI image layout (oci-layout, index.json, blobs/) or a docker save archive"
+    )
 }
 
 pub use super::index::unnamed;
 
 impl LayoutSource {
-    /// Opens a directory or a tar (recognised by content, whatever its name).
+    /// Opens a directory or a tar (recognised by content, whatever its name): an OCI image layout,
+    /// or a `docker save` archive without one (see `docker_save`).
     pub async fn open(path: &Path) -> Result<LayoutSource> {
         let shown = path.display().to_string();
         let meta = tokio::fs::metadata(path).await.with_context(|| {
@@ -140,14 +271,11 @@ impl LayoutSource {
             bail!("cannot open backup {shown:?}: it is neither a directory nor a regular file (use --input - to read a stream)");
         }
         let (mut compression, mut unpacked) = (None, None);
-        let store = if meta.is_dir() {
-            if tokio::fs::metadata(path.join("index.json")).await.is_err() {
-                bail!("{shown:?} is not an OCI image layout: it has no index.json");
-            }
+        let files = if meta.is_dir() {
             let top = tokio::fs::canonicalize(path)
                 .await
                 .with_context(|| format!("cannot open backup {shown:?}"))?;
-            Store::Dir(path.to_path_buf(), top)
+            Files::Dir(path.to_path_buf(), top)
         } else {
             compression = sniff_compression(path).await;
             if let Some(c) = compression {
@@ -160,35 +288,65 @@ impl LayoutSource {
             }
             let p = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
             let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
-            if !idx.files.contains_key("index.json") {
-                bail!(
-                    "{shown:?} is a tar archive but not an OCI image layout: it has no index.json"
-                );
-            }
             let tar = unpacked.as_ref().map_or_else(|| path.to_path_buf(), |t| t.to_path_buf());
             let file = std::fs::File::open(&tar)
                 .with_context(|| format!("cannot open backup {shown:?}"))?;
-            Store::Tar(tar, idx, file)
+            Files::Tar(tar, idx, file)
         };
-        let store = Arc::new(store);
+        // index.json may be there as something other than a file: reading it says so.
+        let layout = match &files {
+            Files::Dir(root, _) => tokio::fs::metadata(root.join("index.json")).await.is_ok(),
+            Files::Tar(_, idx, _) => idx.files.contains_key("index.json"),
+        };
+        let docker = !layout && files.has("manifest.json");
+        if !layout && !docker {
+            bail!("{}", not_a_backup(&shown, &files));
+        }
         let mut src = LayoutSource {
-            store,
+            store: Arc::new(Store { files, docker: None }),
             entries: Vec::new(),
             referrers: HashMap::new(),
             size: 0,
             is_tar: !meta.is_dir(),
             compression,
+            docker_images: Vec::new(),
             _unpacked: unpacked,
         };
-        let raw = src
-            .read_file("index.json", MAX_INDEX_SIZE)
-            .await
-            .with_context(|| format!("in backup {shown:?}"))?;
-        src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+        if docker {
+            src.open_docker_save(&shown).await?;
+        } else {
+            let raw = src
+                .read_file("index.json", MAX_INDEX_SIZE)
+                .await
+                .with_context(|| format!("in backup {shown:?}"))?;
+            src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+        }
         let graph = src.graph().await?;
         src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
         src.referrers = graph.referrers;
+        index::order_referrers(&src.entries, &mut src.referrers);
         Ok(src)
+    }
+
+    /// Reads a docker save archive's images and builds their manifests (see `docker_save`).
+    async fn open_docker_save(&mut self, shown: &str) -> Result<()> {
+        let store = self.store.clone();
+        let save = tokio::task::spawn_blocking(move || docker_save::read(&store.files))
+            .await
+            .context("internal: reader task failed")?
+            .with_context(|| format!("docker save archive {shown:?}"))?;
+        let store = Arc::get_mut(&mut self.store)
+            .ok_or_else(|| anyhow!("internal: the backup's store is shared while it is opened"))?;
+        store.docker = Some((save.files, save.manifests));
+        self.entries = save.entries;
+        self.docker_images = save.images;
+        Ok(())
+    }
+
+    /// The images of a `docker save` archive, each with the manifest built for it; empty for an
+    /// OCI image layout.
+    pub fn docker_images(&self) -> &[docker_save::Image] {
+        &self.docker_images
     }
 
     /// The backup's content graph, read from the store.
@@ -207,28 +365,31 @@ impl LayoutSource {
 
     /// Whether a blob file is present, and its size.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        match &*self.store {
-            Store::Dir(root, _) => tokio::fs::symlink_metadata(root.join(blob_path(digest)))
-                .await
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len()),
-            Store::Tar(_, idx, _) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
+        match (self.store.blob(digest)?, &self.store.files) {
+            (Blob::Built(b), _) => Some(b.len() as u64),
+            (Blob::File(name), Files::Dir(root, _)) => {
+                tokio::fs::symlink_metadata(root.join(&*name))
+                    .await
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+            }
+            (Blob::File(name), Files::Tar(_, idx, _)) => idx.files.get(&*name).map(|(_, s)| *s),
         }
     }
 
     /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
     pub async fn absence(&self, digest: &Digest) -> &'static str {
-        match &*self.store {
-            Store::Dir(root, _) => match tokio::fs::symlink_metadata(root.join(blob_path(digest)))
-                .await
-            {
-                Ok(m) if !m.is_file() => {
-                    "is missing (what is there is a link, fifo or directory, not a regular file)"
+        match (self.store.blob(digest), &self.store.files) {
+            (Some(Blob::File(name)), Files::Dir(root, _)) => {
+                match tokio::fs::symlink_metadata(root.join(&*name)).await {
+                    Ok(m) if !m.is_file() => {
+                        "is missing (what is there is a link, fifo or directory, not a regular file)"
+                    }
+                    _ => "is missing",
                 }
-                _ => "is missing",
-            },
-            Store::Tar(..) => "is missing",
+            }
+            _ => "is missing",
         }
     }
 
@@ -269,20 +430,20 @@ impl LayoutSource {
         index::repositories(&self.entries)
     }
 
-    fn locate(&self, digest: &Digest) -> Option<u64> {
-        match &*self.store {
-            Store::Dir(..) => None,
-            Store::Tar(_, idx, _) => idx.files.get(&blob_path(digest)).map(|(_, s)| *s),
-        }
-    }
-
     async fn read_file(&self, name: &str, limit: u64) -> Result<Bytes> {
         let (store, owned) = (self.store.clone(), name.to_string());
         // One hop to the blocking pool per file: a restore reads thousands of manifests.
-        let bytes = tokio::task::spawn_blocking(move || store.read(&owned, limit))
+        let bytes = tokio::task::spawn_blocking(move || store.files.read(&owned, limit))
             .await
             .context("internal: reader task failed")??;
         Ok(Bytes::from(bytes))
+    }
+
+    async fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Bytes> {
+        let (store, owned) = (self.store.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || store.read_blob(&owned, limit))
+            .await
+            .context("internal: reader task failed")?
     }
 
     /// A descriptor for a manifest stored as a blob, checked and typed by its content.
@@ -292,7 +453,7 @@ impl LayoutSource {
         if size > MAX_MANIFEST_SIZE {
             bail!("{digest} in the backup is not a manifest (it is {size} bytes)");
         }
-        let bytes = self.read_file(&blob_path(digest), MAX_MANIFEST_SIZE).await?;
+        let bytes = self.read_blob(digest, MAX_MANIFEST_SIZE).await?;
         crate::digest::verify_bytes(&bytes, digest, size)?;
         let probe = Descriptor::new("", digest.clone(), size);
         let parsed = manifest::parse(&probe, &bytes)
@@ -352,25 +513,42 @@ impl Source for LayoutSource {
                 format!("manifest {} is missing from the backup", desc.digest),
             ));
         }
-        self.read_file(&blob_path(&desc.digest), MAX_MANIFEST_SIZE)
+        self.read_blob(&desc.digest, MAX_MANIFEST_SIZE)
             .await
             .with_context(|| format!("manifest {} is missing or unreadable", desc.digest))
     }
 
     async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
-        let name = blob_path(&desc.digest);
-        if let Some(size) = self.locate(&desc.digest) {
-            if size != desc.size {
-                bail!(
-                    "blob {} is {size} bytes in the backup, but {} bytes are referenced",
-                    desc.digest,
-                    desc.size
-                );
+        let missing = || anyhow!("blob {} is missing from the backup", desc.digest);
+        let name = match self.store.blob(&desc.digest).ok_or_else(missing)? {
+            Blob::Built(b) => {
+                if b.len() as u64 != desc.size {
+                    bail!(
+                        "blob {} is {} bytes in the backup, but {} bytes are referenced",
+                        desc.digest,
+                        b.len(),
+                        desc.size
+                    );
+                }
+                let b = b.clone();
+                return Ok(Box::pin(futures::stream::once(async move { Ok(b) })));
+            }
+            Blob::File(name) => name.into_owned(),
+        };
+        if let Files::Tar(_, idx, _) = &self.store.files {
+            if let Some(&(_, size)) = idx.files.get(&name) {
+                if size != desc.size {
+                    bail!(
+                        "blob {} is {size} bytes in the backup, but {} bytes are referenced",
+                        desc.digest,
+                        desc.size
+                    );
+                }
             }
         }
         let (store, owned) = (self.store.clone(), name.clone());
         let (file, size) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let (mut f, off, size) = store.open(&owned)?;
+            let (mut f, off, size) = store.files.open(&owned)?;
             std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))?;
             Ok((f, size))
         })

@@ -134,6 +134,9 @@ struct Reader {
     read_whole: HashMap<String, Digest>,
     passed: HashSet<String>,
     head_bytes: u64,
+    /// Whether Docker's `manifest.json` passed: an archive without `index.json` is then a docker
+    /// save archive, which is read from a file only.
+    docker_manifest: bool,
     /// The last chunk of the last wanted blob waits for the end of the archive, so that damage
     /// found after it (a conflicting duplicate, truncation) still fails that upload before anything
     /// is tagged: an upload with a known length may end without waiting for the stream's end.
@@ -154,6 +157,7 @@ impl Reader {
             read_whole: HashMap::new(),
             passed: HashSet::new(),
             head_bytes: 0,
+            docker_manifest: false,
             held: None,
         }
     }
@@ -274,6 +278,7 @@ impl Reader {
                     self.index_entries = Some(index::parse(&raw).map_err(|e| anyhow!("{e}"))?);
                 }
             }
+            "manifest.json" => self.docker_manifest = true,
             n => match hex_of(n) {
                 Some(d) if size <= MAX_MANIFEST_SIZE => {
                     let bytes = read_all(entry, size, MAX_MANIFEST_SIZE, n)?;
@@ -400,9 +405,14 @@ impl Reader {
                     // Everything was small: nothing more will be asked of the stream.
                     let _ = self.plan_rx.recv();
                 }
+                None if self.docker_manifest => {
+                    let _ = tx.send(Err(anyhow!(
+                        "{P} is a docker save archive (manifest.json, no index.json): its manifests are built from the whole archive, which a stream cannot give; save it to a file and restore from the file (--input saved.tar)"
+                    )));
+                }
                 None => {
                     let _ = tx.send(Err(anyhow!(
-                        "{P} is not an OCI layout archive: it has no index.json"
+                        "{P} is a tar with no index.json or manifest.json: not an OCI image layout or a docker save archive; give a backup made by oras backup, or an OCI image layout archive"
                     )));
                 }
             }
@@ -441,7 +451,8 @@ impl StreamSource {
         }
         let manifests: HashMap<Digest, Bytes> =
             graph.manifests.into_iter().map(|(d, (_, b))| (d, b)).collect();
-        let referrers = graph.referrers;
+        let mut referrers = graph.referrers;
+        index::order_referrers(&head.entries, &mut referrers);
         let early = head.small.into_iter().filter(|(d, _)| !manifests.contains_key(d)).collect();
         Ok(StreamSource {
             entries: head.entries,

@@ -10,6 +10,31 @@ use std::path::{Component, Path};
 pub struct TarIndex {
     /// Normalised entry name to (data offset, size).
     pub files: HashMap<String, (u64, u64)>,
+    /// Links beside the layout's files (never read as a layout's files): normalised name to the
+    /// normalised name of the entry they point at, or why that target cannot be inside the
+    /// archive. Only a `docker save` archive's reader resolves them, to regular files only.
+    pub links: HashMap<String, Result<String, &'static str>>,
+}
+
+impl TarIndex {
+    /// The regular file `name` is, or that the link `name` points at: a link is followed once, to
+    /// a regular file entry of this archive, never to another link, never outside.
+    pub fn resolve(&self, name: &str) -> Result<String, String> {
+        if self.files.contains_key(name) {
+            return Ok(name.to_string());
+        }
+        match self.links.get(name) {
+            None => Err(format!("{name} is missing from the archive")),
+            Some(Err(why)) => Err(format!("{name} is a link {why}; refusing to follow it")),
+            Some(Ok(target)) if self.files.contains_key(target) => Ok(target.clone()),
+            Some(Ok(target)) if self.links.contains_key(target) => Err(format!(
+                "{name} is a link to {target}, itself a link; links are followed once, to a regular file"
+            )),
+            Some(Ok(target)) => Err(format!(
+                "{name} is a link to {target}, which the archive does not hold as a regular file"
+            )),
+        }
+    }
 }
 
 /// What is wrong with an archive.
@@ -19,7 +44,7 @@ pub enum TarError {
     Gzip(String),
     #[error("{0} is a zip file, not a tar archive")]
     Zip(String),
-    #[error("{0} is neither an OCI layout directory nor a tar archive")]
+    #[error("{0} is neither a directory nor a tar archive: give a backup made by oras backup (a directory, .tar, .tar.gz or .tar.zst), an OCI image layout or a docker save archive")]
     NotTar(String),
     #[error("{path}: refusing unsafe entry {entry:?}: {why}")]
     Unsafe { path: String, entry: String, why: &'static str },
@@ -43,11 +68,15 @@ pub fn sniff(path: &Path, head: &[u8]) -> Result<(), TarError> {
     if head.len() >= 262 && &head[257..262] == b"ustar" {
         return Ok(());
     }
+    // An empty tar is its end-of-archive blocks: zeros.
+    if head.len() >= 512 && head.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
     Err(TarError::NotTar(p))
 }
 
 /// Normalises an entry name, refusing absolute paths and `..`.
-fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
+pub(super) fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
     let mut parts = Vec::new();
     for c in name.components() {
         match c {
@@ -73,6 +102,34 @@ fn normalise(name: &Path, path: &str) -> Result<Option<String>, TarError> {
         return Ok(None);
     }
     Ok(Some(parts.join("/")))
+}
+
+/// Where a link entry named `name` (normalised) points, as a normalised name inside the archive: a
+/// symbolic link's target is relative to the link's directory, a hard link's to the archive's top.
+pub(super) fn link_target(name: &str, target: &Path, hard: bool) -> Result<String, &'static str> {
+    let mut parts: Vec<String> = Vec::new();
+    if !hard {
+        parts.extend(name.split('/').map(str::to_string));
+        parts.pop();
+    }
+    for c in target.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return Err("that points outside the archive");
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("to an absolute path");
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err("to the archive's top directory");
+    }
+    Ok(parts.join("/"))
 }
 
 /// Whether a name is one of the files a layout (or Docker's loader) reads.
@@ -140,7 +197,10 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     for entry in entries {
         let entry =
             entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
-        let Some(norm) = check_entry(&entry, &p)? else { continue };
+        let Some(norm) = check_entry(&entry, &p)? else {
+            record_link(&entry, &p, &mut out.links)?;
+            continue;
+        };
         let offset = entry.raw_file_position();
         let size = entry.size();
         if offset.checked_add(size).is_none_or(|end| end > len) {
@@ -159,7 +219,41 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
         }
         out.files.insert(norm, (offset, size));
     }
+    // A name that is a file and a link means one thing to a reader that keeps the first entry and
+    // another to one that keeps the last.
+    if let Some(name) = out.links.keys().find(|n| out.files.contains_key(*n)) {
+        return Err(TarError::Duplicate { path: p, entry: name.clone() });
+    }
     Ok(out)
+}
+
+/// Records a link entry `check_entry` let pass (one beside the layout's files) with its target.
+fn record_link<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    p: &str,
+    links: &mut HashMap<String, Result<String, &'static str>>,
+) -> Result<(), TarError> {
+    let kind = entry.header().entry_type();
+    if !(kind.is_symlink() || kind.is_hard_link()) {
+        return Ok(());
+    }
+    let damaged =
+        |e: std::io::Error| TarError::Damaged { path: p.to_string(), detail: e.to_string() };
+    let name = entry.path().map_err(damaged)?;
+    let Some(name) = normalise(&name, p)? else { return Ok(()) };
+    let target = match entry.link_name().map_err(damaged)? {
+        Some(t) => link_target(&name, &t, kind.is_hard_link()),
+        None => Err("without a target"),
+    };
+    match links.get(&name) {
+        Some(prev) if prev != &target => {
+            Err(TarError::Duplicate { path: p.to_string(), entry: name })
+        }
+        _ => {
+            links.insert(name, target);
+            Ok(())
+        }
+    }
 }
 
 /// Whether the `len` bytes at offsets `a` and `b` of `f` are equal.
@@ -241,6 +335,39 @@ mod tests {
         assert!(matches!(index(differ.path()), Err(TarError::Duplicate { .. })));
         let two_index = tar_of(&[("index.json", b"{}"), ("index.json", b"[]")], false);
         assert!(matches!(index(two_index.path()), Err(TarError::Duplicate { .. })));
+    }
+
+    #[test]
+    fn links_beside_the_layout_resolve_once_to_regular_files_inside_the_archive() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut b = tar::Builder::new(f.reopen().unwrap());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        b.append_data(&mut h, "a/layer.tar", &b"xy"[..]).unwrap();
+        for (name, to, kind) in [
+            ("b/layer.tar", "../a/layer.tar", tar::EntryType::Symlink),
+            ("c/layer.tar", "a/layer.tar", tar::EntryType::Link),
+            ("d/layer.tar", "../b/layer.tar", tar::EntryType::Symlink),
+            ("e/layer.tar", "../../etc/passwd", tar::EntryType::Symlink),
+            ("f/layer.tar", "/etc/passwd", tar::EntryType::Symlink),
+            ("g/layer.tar", "../a", tar::EntryType::Symlink),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            b.append_link(&mut h, name, to).unwrap();
+        }
+        b.finish().unwrap();
+        let idx = index(f.path()).unwrap();
+        assert_eq!(idx.resolve("a/layer.tar").unwrap(), "a/layer.tar");
+        assert_eq!(idx.resolve("b/layer.tar").unwrap(), "a/layer.tar");
+        assert_eq!(idx.resolve("c/layer.tar").unwrap(), "a/layer.tar");
+        let err = |n: &str| idx.resolve(n).unwrap_err();
+        assert!(err("d/layer.tar").contains("itself a link"), "{}", err("d/layer.tar"));
+        assert!(err("e/layer.tar").contains("outside"), "{}", err("e/layer.tar"));
+        assert!(err("f/layer.tar").contains("absolute"), "{}", err("f/layer.tar"));
+        assert!(err("g/layer.tar").contains("regular file"), "{}", err("g/layer.tar"));
+        assert!(err("h/layer.tar").contains("missing"), "{}", err("h/layer.tar"));
     }
 
     #[test]

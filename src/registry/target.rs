@@ -50,6 +50,8 @@ pub struct Registries {
     /// every one 404).
     probing: tokio::sync::Mutex<()>,
     pending: Mutex<BTreeMap<(Repo, Digest), Vec<Descriptor>>>,
+    /// The source's order of each subject's referrers, in which new ones join its tag-schema index.
+    referrer_order: Mutex<HashMap<(Repo, Digest), Vec<Digest>>>,
     read_only: bool,
     /// Every tag of a repository (schema tags included), listed once, so absent `sha256-` tags cost
     /// no request.
@@ -74,6 +76,7 @@ impl Registries {
             api_support: Mutex::new(HashMap::new()),
             probing: tokio::sync::Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
+            referrer_order: Mutex::new(HashMap::new()),
             read_only,
             listed: Mutex::new(HashMap::new()),
         })
@@ -311,8 +314,14 @@ impl Source for Registries {
         };
         let list = &mut listing.referrers;
         list.retain(|d| d.is_manifest() || d.media_type.is_empty());
-        list.sort_by(|a, b| a.digest.cmp(&b.digest));
-        list.dedup_by(|a, b| a.digest == b.digest);
+        if listing.index.is_none() {
+            // The referrers API's order is the registry's own: digest order is the same every run.
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
+        }
+        // A tag-schema index's order is part of its bytes, which a copy of the same referrers
+        // should give back: kept, with only the first of each digest.
+        let mut seen = HashSet::new();
+        list.retain(|d| seen.insert(d.digest.clone()));
         Ok(listing)
     }
 }
@@ -405,10 +414,20 @@ impl Sink for Registries {
         let pending = std::mem::take(
             &mut *self.pending.lock().map_err(|_| anyhow!("internal lock poisoned"))?,
         );
-        for ((repo, subject), new) in pending {
-            // Merge with what the registry already lists, so earlier referrers are kept (the tag
-            // list, taken before this run pushed anything, says whether there is anything to merge
-            // with).
+        for ((repo, subject), mut new) in pending {
+            // Pushed concurrently: put back in the source's order (then by digest).
+            let order = self
+                .referrer_order
+                .lock()
+                .map_err(|_| anyhow!("internal lock poisoned"))?
+                .remove(&(repo.clone(), subject.clone()))
+                .unwrap_or_default();
+            new.sort_by_key(|d| {
+                (order.iter().position(|o| o == &d.digest).unwrap_or(usize::MAX), d.digest.clone())
+            });
+            // Merge with what the registry already lists, so earlier referrers are kept, and come
+            // first, as the Go ORAS library adds them (the tag list, taken before this run pushed
+            // anything, says whether there is anything to merge with).
             let mut list = self.listed_schema_referrers(&repo, &subject, None).await?.referrers;
             let before = list.len();
             for d in new {
@@ -429,6 +448,12 @@ impl Sink for Registries {
                 })?;
         }
         Ok(())
+    }
+
+    fn referrers_order(&self, repo: &Repo, subject: &Digest, order: &[Digest]) {
+        if let Ok(mut o) = self.referrer_order.lock() {
+            o.insert((repo.clone(), subject.clone()), order.to_vec());
+        }
     }
 
     fn staging(&self) -> Option<&dyn Staging> {
@@ -542,10 +567,10 @@ impl Mounting for Registries {
     }
 }
 
-/// The tag-schema index listing `referrers`, as bytes and descriptor: in digest order, so the same
-/// referrers always give the same bytes (and a run repeated can recognise its own index).
-fn schema_index(mut referrers: Vec<Descriptor>) -> (Bytes, Descriptor) {
-    referrers.sort_by(|a, b| a.digest.cmp(&b.digest));
+/// The tag-schema index listing `referrers` in their order (the source's, see
+/// `Sink::referrers_order`), as bytes and descriptor: the same referrers in the same order give the
+/// same bytes, so a copy gives back the source's index and a run repeated recognises its own.
+fn schema_index(referrers: Vec<Descriptor>) -> (Bytes, Descriptor) {
     let body = Bytes::from(manifest::index_bytes(&referrers));
     let desc = Descriptor::new(manifest::OCI_INDEX, Digest::of(&body), body.len() as u64);
     (body, desc)

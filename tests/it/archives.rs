@@ -1,5 +1,7 @@
-//! Archives for every tool: compressed backups (gzip, zstd) through files and pipes, and the
-//! details other tools read (artifact types in `index.json`).
+//! Archives for every tool: compressed backups (gzip, zstd) through files and pipes, the details
+//! other tools read (artifact types in `index.json`, Docker's `manifest.json`), and the tools
+//! themselves: skopeo, umoci and podman read our archives and write archives we restore
+//! (docs/format.md's table).
 
 use crate::harness;
 
@@ -255,4 +257,163 @@ fn a_docker_25_save_archive_restores_with_its_legacy_links_left_unread() {
     let d = Client::new(&dst.host());
     assert_eq!(d.get_manifest("saved", "v1").map(|f| f.digest), Some(fx.tag("v1").to_string()));
     oras(&["verify", s(&saved)]).ok();
+}
+
+/// A tool `scripts/test.sh` installs (umoci, podman), run with `args`.
+fn tool(name: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(name).args(args).output();
+    out.unwrap_or_else(|e| {
+        panic!("{name} cannot run ({e}): run scripts/test.sh, which installs it")
+    })
+}
+
+#[track_caller]
+fn succeeded(what: &str, out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_skopeo_docker_archive_restores_with_its_config_and_layers_unchanged() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let config = push_real_image(&c);
+    let dir = tempdir();
+    let saved = dir.path().join("skopeo.tar");
+    let archive = format!("docker-archive:{}:reg.example/team/app:v1", s(&saved));
+    let from = format!("docker://{}/real:v1", src.host());
+    succeeded("skopeo copy", &skopeo(&["copy", "--src-tls-verify=false", &from, &archive]));
+    // What skopeo writes: no OCI layout; layers `<diff id>.tar`, the legacy `<id>/layer.tar` names
+    // as symbolic links to them, the config as `<image id>.json`.
+    let mut links = Vec::new();
+    let bytes = std::fs::read(&saved).expect("archive");
+    for entry in tar::Archive::new(&bytes[..]).entries().expect("tar") {
+        let entry = entry.expect("entry");
+        let name = entry.path().expect("name").to_string_lossy().into_owned();
+        assert_ne!(name, "index.json", "skopeo's docker-archive has no OCI layout");
+        if entry.header().entry_type().is_symlink() {
+            let to = entry.link_name().expect("target").expect("target");
+            links.push((name, to.to_string_lossy().into_owned()));
+        }
+    }
+    assert!(
+        links.iter().any(|(n, t)| n.ends_with("/layer.tar") && t.starts_with("../")),
+        "{links:?}"
+    );
+
+    let dst = Registry::start();
+    let run = restore(&["--input", s(&saved), &format!("{}/app", dst.host())]);
+    assert!(run.ok().stdout_str().contains("Built manifest"), "{}", run.stdout_str());
+    let d = Client::new(&dst.host());
+    let restored = d.get_manifest("app", "v1").expect("v1").json();
+    assert_eq!(restored["config"]["digest"], config.as_str(), "the config is the source's");
+    assert_eq!(d.get_blob("app", &config), c.get_blob("real", &config));
+    // skopeo describes the same layers (it reads the archive's own manifest the same way).
+    let theirs: serde_json::Value = serde_json::from_slice(
+        &skopeo(&["inspect", "--raw", &format!("docker-archive:{}", s(&saved))]).stdout,
+    )
+    .expect("skopeo's manifest");
+    for (ours, theirs) in restored["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .zip(theirs["layers"].as_array().expect("layers"))
+    {
+        assert_eq!((&ours["digest"], &ours["size"]), (&theirs["digest"], &theirs["size"]));
+        assert_eq!(ours["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+    }
+}
+
+#[test]
+fn umoci_reads_a_directory_backup_and_a_layout_umoci_wrote_restores() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    push_real_image(&c);
+    let dir = tempdir();
+    let layout = dir.path().join("layout");
+    backup(&["-o", s(&layout), &format!("{}/real:v1", src.host())]).ok();
+    let tags = succeeded("umoci ls", &tool("umoci", &["ls", "--layout", s(&layout)]));
+    assert_eq!(tags.trim(), "v1");
+    let bundle = dir.path().join("bundle");
+    let image = format!("{}:v1", s(&layout));
+    succeeded(
+        "umoci unpack",
+        &tool("umoci", &["unpack", "--rootless", "--image", &image, s(&bundle)]),
+    );
+    assert_eq!(std::fs::read(bundle.join("rootfs/hello.txt")).expect("unpacked"), b"hello\n");
+
+    // A layout umoci made (a new image and a layer of its own) restores.
+    let theirs = dir.path().join("umoci");
+    let image = |tag: &str| format!("{}:{tag}", s(&theirs));
+    succeeded("umoci init", &tool("umoci", &["init", "--layout", s(&theirs)]));
+    succeeded("umoci new", &tool("umoci", &["new", "--image", &image("base")]));
+    let b2 = dir.path().join("bundle2");
+    succeeded(
+        "umoci unpack",
+        &tool("umoci", &["unpack", "--rootless", "--image", &image("base"), s(&b2)]),
+    );
+    std::fs::write(b2.join("rootfs/made-by-umoci"), b"hi\n").expect("write");
+    succeeded("umoci repack", &tool("umoci", &["repack", "--image", &image("v1"), s(&b2)]));
+    oras(&["verify", s(&theirs)]).ok();
+    let dst = Registry::start();
+    restore(&["--input", s(&theirs), &format!("{}/from-umoci", dst.host())]).ok();
+    let mut restored = Client::new(&dst.host()).user_tags("from-umoci");
+    restored.sort();
+    assert_eq!(restored, ["base", "v1"]);
+}
+
+/// podman with its storage (vfs) and run state in `dir`, never the machine's.
+fn podman(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let (root, run) = (dir.join("storage"), dir.join("run"));
+    let mut all = vec!["--root", s(&root), "--runroot", s(&run), "--storage-driver", "vfs"];
+    all.extend_from_slice(args);
+    tool("podman", &all)
+}
+
+#[test]
+#[ignore = "needs root (podman's image storage): scripts/test.sh runs it as root, installing podman if missing"]
+fn podman_loads_and_pulls_tar_backups_and_its_saves_restore() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let config = push_real_image(&c);
+    let v1 = c.get_manifest("real", "v1").expect("v1");
+    c.push_manifest("real", "v2", &v1.media_type, &v1.bytes);
+    let dir = tempdir();
+    let repo = format!("{}/real", src.host());
+    let (both, bare) = (dir.path().join("both.tar"), dir.path().join("bare.tar"));
+    backup(&["-o", s(&both), &repo]).ok();
+    backup(&["--no-docker-manifest", "-o", s(&bare), &repo]).ok();
+
+    // `podman load` takes every tag of a backup through its manifest.json...
+    succeeded("podman load", &podman(dir.path(), &["load", "-i", s(&both)]));
+    let listed = podman(dir.path(), &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let listed = succeeded("podman images", &listed);
+    for tag in ["v1", "v2"] {
+        let want = format!("{repo}:{tag} {}", &config[7..19]);
+        assert!(listed.lines().any(|l| l == want), "{want} in:\n{listed}");
+    }
+    // ...refuses an OCI layout of several images without one...
+    let refused = podman(dir.path(), &["load", "-i", s(&bare)]);
+    assert!(!refused.status.success(), "podman load of several OCI images");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("more than one image"));
+    // ...and pulls one of them by its ref name.
+    let pulled = podman(dir.path(), &["pull", &format!("oci-archive:{}:v2", s(&bare))]);
+    assert_eq!(succeeded("podman pull", &pulled).trim(), &config[7..]);
+
+    // podman's saves restore: its docker-archive (no OCI layout) and its oci-archive.
+    let dst = Registry::start();
+    let d = Client::new(&dst.host());
+    for (format, name) in [("docker-archive", "saved-docker"), ("oci-archive", "saved-oci")] {
+        let out = dir.path().join(format!("{name}.tar"));
+        let save = ["save", "--format", format, "-o", s(&out), &format!("{repo}:v1")];
+        succeeded("podman save", &podman(dir.path(), &save));
+        restore(&["--input", s(&out), &format!("{}/{name}", dst.host())]).ok();
+        let got = d.get_manifest(name, "v1").expect("restored").json();
+        assert_eq!(got["config"]["digest"], config.as_str(), "{format}: the image ID is kept");
+    }
 }

@@ -1019,3 +1019,65 @@ fn companion_verify_accepts_a_good_backup() {
     assert!(out.is_file(), "backup wrote {}", out.display());
     oras(&["verify", s(&out)]).ok();
 }
+
+/// A tag-schema index as the Go ORAS library writes one: `encoding/json` of image-spec's structs
+/// (fields in their order, compact), the referrers in the order they were pushed.
+fn go_oras_index(referrers: &[fixtures::Desc]) -> Vec<u8> {
+    let entries: Vec<String> = referrers
+        .iter()
+        .map(|d| {
+            format!(
+                r#"{{"mediaType":"{}","digest":"{}","size":{},"annotations":{},"artifactType":"{}"}}"#,
+                d.media_type,
+                d.digest,
+                d.size,
+                serde_json::to_string(&d.annotations).expect("json"),
+                d.artifact_type.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_restored_tag_schema_index_is_the_source_s_byte_for_byte() {
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let mut b = Builder::new(&c, "team/app");
+    b.tag_schema = false;
+    let v1 = b.oci_image(Some("v1"), "app-v1", "amd64");
+    let mut referrers: Vec<fixtures::Desc> = (0..4)
+        .map(|i| {
+            let kind = [fixtures::SIGNATURE_TYPE, fixtures::SBOM_TYPE][i % 2];
+            b.referrer(&v1, kind, format!("payload {i}").as_bytes(), &format!("note {i}"))
+        })
+        .collect();
+    // Not the digest order, which a list sorted on the way would fall back to.
+    referrers.sort_by(|a, b| b.digest.cmp(&a.digest));
+    referrers.swap(0, 1);
+    let index = go_oras_index(&referrers);
+    let schema_tag = tag_schema_tag(&v1.digest);
+    let source_digest =
+        c.push_manifest("team/app", &schema_tag, "application/vnd.oci.image.index.v1+json", &index);
+
+    let dir = tempdir();
+    let out = dir.path().join("b.tar");
+    backup(&["--include-referrers", "-o", s(&out), &format!("{}/team/app", src.host())]).ok();
+    let dst = Registry::start();
+    let d = Client::new(&dst.host());
+    for run in ["first", "second"] {
+        restore(&["--input", s(&out), &format!("{}/team/app", dst.host())]).ok();
+        let got = d.get_manifest("team/app", &schema_tag).expect("referrers index restored");
+        assert_eq!(
+            got.digest,
+            source_digest,
+            "{run} restore: the source's index, byte for byte:\n{}\n{}",
+            String::from_utf8_lossy(&got.bytes),
+            String::from_utf8_lossy(&index)
+        );
+    }
+}

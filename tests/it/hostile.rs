@@ -536,7 +536,7 @@ fn hostile_tar_structure_is_refused() {
     add("truncated-header", whole[..second_header + 100].to_vec(), "truncated", true);
     add("zip-named-tar", zip("backup.tar", &whole), "zip", true);
     add("empty-file", Vec::new(), "neither", true);
-    add("zeros", vec![0u8; 10240], "neither", true);
+    add("zeros", vec![0u8; 10240], "no index.json", true);
     // A header claiming a 1 TB layer in a file of a few KB.
     add(
         "layer-header-lies",

@@ -11,6 +11,7 @@ mod auth_tls;
 mod backup_restore;
 mod bad_input;
 mod companion;
+mod docker_save;
 mod failure_safety;
 mod fixtures_selftest;
 mod hostile;
