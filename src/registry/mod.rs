@@ -7,6 +7,7 @@ pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod helper;
 pub mod listing;
 pub mod manifests;
 pub mod stall;
