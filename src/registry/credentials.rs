@@ -14,8 +14,9 @@ pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// The username under which a credential helper keeps an identity token (Docker's convention).
 pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
 
+/// What this tool reads of a docker `config.json` (every other key is left alone).
 #[derive(serde::Deserialize, Default)]
-struct DockerConfig {
+pub(super) struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
     #[serde(rename = "credsStore", default)]
@@ -24,8 +25,10 @@ struct DockerConfig {
     cred_helpers: BTreeMap<String, String>,
 }
 
+/// A config's `auths` entry: `auth` (base64 of `username:password`), the two apart, or an
+/// identity token.
 #[derive(serde::Deserialize, Default)]
-struct AuthEntry {
+pub(super) struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
     #[serde(default)]
@@ -73,10 +76,7 @@ impl CredentialStore {
                 return Err(format!("cannot read the registry config {}: {e}", path.display()))
             }
         };
-        // serde_json's messages give a line and column, never the content (which holds secrets).
-        let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| {
-            format!("the registry config {} is not a valid docker config.json: {e}", path.display())
-        })?;
+        let config = DockerConfig::parse(&text, &path)?;
         Ok(CredentialStore { flags, config, path: Some(path) })
     }
 
@@ -157,8 +157,30 @@ impl CredentialStore {
     }
 }
 
+impl DockerConfig {
+    /// Parses a config file's bytes; the message names the line and column, never the content
+    /// (which holds secrets).
+    pub(super) fn parse(text: &[u8], path: &Path) -> Result<DockerConfig, String> {
+        serde_json::from_slice(text).map_err(|e| {
+            format!("the registry config {} is not a valid docker config.json: {e}", path.display())
+        })
+    }
+
+    /// The credential helper that keeps `registry`'s credentials, and the key that names it: the
+    /// registry's own (`credHelpers`), else the one of every registry (`credsStore`), in the order
+    /// [`CredentialStore::for_registry`] asks them; None when the file keeps them itself.
+    pub(super) fn helper_for(&self, registry: &str) -> Option<(String, &'static str)> {
+        let own = lookup_keys(registry).iter().find_map(|k| self.cred_helpers.get(k)).cloned();
+        if let Some(h) = own.filter(|h| !h.is_empty()) {
+            return Some((h, "credHelpers"));
+        }
+        let store = self.creds_store.clone().filter(|s| !s.is_empty());
+        store.map(|s| (s, "credsStore"))
+    }
+}
+
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-fn default_config_path() -> Option<PathBuf> {
+pub(super) fn default_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
@@ -172,7 +194,7 @@ fn is_docker_hub(registry: &str) -> bool {
 }
 
 /// The server address a credential helper is asked about.
-fn server_address(registry: &str) -> String {
+pub(super) fn server_address(registry: &str) -> String {
     if is_docker_hub(registry) {
         DOCKER_HUB_KEY.to_string()
     } else {
@@ -181,7 +203,7 @@ fn server_address(registry: &str) -> String {
 }
 
 /// The config keys that may hold a registry's credentials, most specific first.
-fn lookup_keys(registry: &str) -> Vec<String> {
+pub(super) fn lookup_keys(registry: &str) -> Vec<String> {
     if is_docker_hub(registry) {
         [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "registry-1.docker.io"]
             .iter()
@@ -193,7 +215,7 @@ fn lookup_keys(registry: &str) -> Vec<String> {
 }
 
 /// `https://reg.example:5000/v1/` -> `reg.example:5000`; Docker Hub's names -> `index.docker.io`.
-fn normalize_key(key: &str) -> String {
+pub(super) fn normalize_key(key: &str) -> String {
     let k = key.trim();
     let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
     let host = k.split('/').next().unwrap_or(k).to_ascii_lowercase();

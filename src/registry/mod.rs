@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+pub mod docker_config;
 pub mod error;
 pub mod helper;
 pub mod listing;
