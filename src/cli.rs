@@ -45,6 +45,12 @@ pub enum Command {
     /// Copy one graph between registries and OCI layouts.
     #[command(alias = "cp")]
     Copy(CopyArgs),
+    /// Check credentials against a registry and store them in the docker config.json (or the
+    /// credential helper it names), for every later command.
+    Login(LoginArgs),
+    /// Remove a registry's stored credentials (from the docker config.json, or its credential
+    /// helper).
+    Logout(LogoutArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Print the version, the git commit and the build date.
@@ -187,6 +193,34 @@ pub struct CopyArgs {
     pub platforms: PlatformArgs,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// `oras login`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  printf '%s' \"$PASSWORD\" | oras login -u alice --password-stdin registry.example\n  oras login --identity-token-stdin registry.example < token.txt\n  oras login localhost:5000        (on a terminal: asks for a username and a password)\n\nThe credentials go where the docker config says: the credential helper of the registry\n(credHelpers) or of every registry (credsStore), else the config's \"auths\" (base64, not\nencrypted). Nothing is stored unless the registry accepts them."
+)]
+pub struct LoginArgs {
+    /// The registry: host[:port] (a scheme and path, as in https://index.docker.io/v1/, are
+    /// ignored; docker.io means Docker Hub)
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `oras logout`.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// The registry: host[:port], as given to `oras login`
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// Docker config.json the credentials are in [default: $DOCKER_CONFIG/config.json, then
+    /// ~/.docker/config.json]
+    #[arg(long, value_name = "PATH")]
+    pub registry_config: Option<PathBuf>,
 }
 
 /// `oras completion`.

@@ -85,10 +85,12 @@ impl ConfigFile {
         let auths = match doc.get("auths") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(format!(
+            Some(_) => {
+                return Err(format!(
                 "the registry config {} has an \"auths\" that is not an object; fix or remove it",
                 path.display()
-            )),
+            ))
+            }
         };
         Ok(ConfigFile { path, doc, auths, read, exists })
     }

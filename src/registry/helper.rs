@@ -104,6 +104,20 @@ pub fn run(name: &str, action: &str, input: &[u8]) -> Outcome {
     ))
 }
 
+/// Stores credentials in a helper: `store`, with `{"ServerURL","Username","Secret"}` on its
+/// standard input; an identity token goes under the username `<token>`.
+pub fn store(name: &str, server: &str, username: &str, secret: &str) -> Outcome {
+    let request = serde_json::json!({"ServerURL": server, "Username": username, "Secret": secret})
+        .to_string();
+    run(name, "store", request.as_bytes())
+}
+
+/// Removes a server's credentials from a helper: `erase`, with the server address on its standard
+/// input.
+pub fn erase(name: &str, server: &str) -> Outcome {
+    run(name, "erase", server.as_bytes())
+}
+
 /// Collects a child's output, or kills it once `limit` has passed (None).
 fn wait_for(
     mut child: std::process::Child,

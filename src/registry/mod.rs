@@ -10,6 +10,7 @@ pub mod docker_config;
 pub mod error;
 pub mod helper;
 pub mod listing;
+pub mod login;
 pub mod manifests;
 pub mod stall;
 pub mod target;
