@@ -347,6 +347,32 @@ fn identity_token_and_password_logins_against_a_token_server() {
         json!({"auths": {g.name.clone(): {"auth": b64(&format!("alice:{ALICE_PW}"))}}})
     );
 
+    // Through a registry's own helper, an identity token goes under the username `<token>`, and is
+    // read back as one.
+    let helper = fake_helper();
+    let path = path_with(helper.path());
+    let env = [("PATH", path.as_str())];
+    let hdir = tempdir();
+    std::fs::write(
+        hdir.path().join("config.json"),
+        json!({"credHelpers": {g.name.clone(): "fake"}}).to_string(),
+    )
+    .expect("write");
+    oras_with(hdir.path(), &["login", "--identity-token-stdin", &g.name], Some(REFRESH), &env).ok();
+    assert_eq!(
+        read_json(&helper.path().join("stored.json")),
+        json!({"ServerURL": g.name.clone(), "Username": "<token>", "Secret": REFRESH})
+    );
+    let before = ts.requests().len();
+    oras_with(hdir.path(), &["repo", "tags", &repo], None, &env).ok();
+    assert!(
+        ts.requests()[before..]
+            .iter()
+            .any(|q| q.grant_type == "refresh_token" && q.account == "alice"),
+        "{:#?}",
+        ts.requests()
+    );
+
     // On a terminal, without flags: asked for a username and a password, which is not echoed; an
     // empty username asks for an identity token instead, as the ORAS CLI does.
     oras_with(dir.path(), &["logout", &g.name], None, &[]).ok();
@@ -436,4 +462,22 @@ fn login_input_that_cannot_work_fails_clearly_and_stores_nothing() {
     oras_with(dir.path(), &["login", "-u", "a", "--password-stdin", &reg], Some("pw"), &[])
         .fails(1, &["not a valid docker config.json"]);
     assert_eq!(std::fs::read_to_string(&cfg).expect("read"), "{ not json");
+}
+
+#[test]
+fn a_registry_that_asks_for_nothing_gets_the_credentials_unchecked_and_says_so() {
+    let reg = harness::Registry::start();
+    let dir = tempdir();
+    let r = oras_with(
+        dir.path(),
+        &["login", "-u", "u", "--password-stdin", &reg.host()],
+        Some("pw-open"),
+        &[],
+    );
+    r.ok();
+    assert!(r.stderr.contains("did not ask for credentials"), "{}", r.stderr);
+    assert_eq!(
+        read_json(&dir.path().join("config.json"))["auths"][&reg.host()]["auth"],
+        b64("u:pw-open")
+    );
 }
