@@ -15,9 +15,9 @@ use anyhow::{anyhow, bail, Result};
 /// `oras login`.
 pub async fn login(args: LoginArgs) -> Result<()> {
     let registry = registry_arg(&args.registry)?;
-    // A config that cannot be written fails before anyone is asked for a password.
-    let mut config =
-        ConfigFile::open(args.credentials.registry_config.as_deref()).map_err(|e| anyhow!(e))?;
+    let config_path = args.credentials.registry_config.as_deref();
+    // A config that cannot be read fails before anyone is asked for a password.
+    ConfigFile::open(config_path).map_err(|e| anyhow!(e))?;
     let creds = credentials(&args.credentials, &registry)?;
     if let Secret::Basic { username, .. } = &creds.secret {
         if username.contains(':') {
@@ -37,6 +37,8 @@ pub async fn login(args: LoginArgs) -> Result<()> {
             creds.describe()
         ),
     }
+    // Read again: another program may have changed it while the password was typed or checked.
+    let mut config = ConfigFile::open(config_path).map_err(|e| anyhow!(e))?;
     let place = store(&mut config, &registry, &creds.secret).await?;
     println!("Stored the credentials for {registry} in {place}");
     println!("Login Succeeded");
