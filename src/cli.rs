@@ -45,6 +45,12 @@ pub enum Command {
     /// Copy one graph between registries and OCI layouts.
     #[command(alias = "cp")]
     Copy(CopyArgs),
+    /// Check credentials against a registry and store them in the docker config.json (or the
+    /// credential helper it names), for every later command.
+    Login(LoginArgs),
+    /// Remove a registry's stored credentials (from the docker config.json, or its credential
+    /// helper).
+    Logout(LogoutArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Print the version, the git commit and the build date.
@@ -189,6 +195,34 @@ pub struct CopyArgs {
     pub common: Common,
 }
 
+/// `oras login`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  printf '%s' \"$PASSWORD\" | oras login -u alice --password-stdin registry.example\n  oras login --identity-token-stdin registry.example < token.txt\n  oras login localhost:5000        (on a terminal: asks for a username and a password)\n\nThe credentials go where the docker config says: the credential helper of the registry\n(credHelpers) or of every registry (credsStore), else the config's \"auths\" (base64, not\nencrypted). Nothing is stored unless the registry accepts them."
+)]
+pub struct LoginArgs {
+    /// The registry: host[:port] (a scheme and path, as in https://index.docker.io/v1/, are
+    /// ignored; docker.io means Docker Hub)
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// `oras logout`.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// The registry: host[:port], as given to `oras login`
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+    /// Docker config.json the credentials are in [default: $DOCKER_CONFIG/config.json, then
+    /// ~/.docker/config.json]
+    #[arg(long, value_name = "PATH")]
+    pub registry_config: Option<PathBuf>,
+}
+
 /// `oras completion`.
 #[derive(Args, Debug)]
 pub struct CompletionArgs {
@@ -259,6 +293,33 @@ pub struct Common {
     /// Number of concurrent transfers [default: backup 3, restore 5]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: Option<u16>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    /// How referrers are found and recorded [default: the API where the registry has it, else the
+    /// tag schema]
+    #[arg(long, value_enum)]
+    pub distribution_spec: Option<DistributionSpec>,
+    /// Fail a blob transfer whose rate stays below this many bytes per second for --speed-time
+    /// seconds (0: never)
+    #[arg(long, value_name = "BYTES", env = "ORAS_SPEED_LIMIT", default_value_t = 1024)]
+    pub speed_limit: u64,
+    /// How long a blob transfer may stay below --speed-limit before it fails
+    #[arg(long, value_name = "SECONDS", env = "ORAS_SPEED_TIME", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub speed_time: u64,
+    /// Plain status lines instead of progress bars
+    #[arg(long)]
+    pub no_tty: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// How to reach registries: TLS, addresses, headers, time limits, the trace (`login` has these
+/// too).
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
     /// Use plain HTTP instead of HTTPS (localhost and 127.0.0.1 use HTTP by default)
     #[arg(long)]
     pub plain_http: bool,
@@ -274,6 +335,24 @@ pub struct Common {
     /// Client private key (PEM) for mutual TLS
     #[arg(long, value_name = "PATH", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+    /// Resolve host:port to address[:port] instead of using DNS
+    #[arg(long, value_name = "HOST:PORT:ADDRESS[:PORT]")]
+    pub resolve: Vec<String>,
+    /// Add a header to every request ('Name: value')
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Give up on a request for metadata (a manifest, a tag or referrers page, a token) not
+    /// answered in full within this many seconds
+    #[arg(long, value_name = "SECONDS", env = "ORAS_REQUEST_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub request_timeout: u64,
+    /// Print an HTTP trace to stderr (credentials redacted); implies --no-tty
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+}
+
+/// Where credentials come from: the flags, or the docker config.json they are stored in.
+#[derive(Args, Debug, Clone)]
+pub struct CredentialArgs {
     /// Docker config.json with stored credentials [default: $DOCKER_CONFIG/config.json, then
     /// ~/.docker/config.json]
     #[arg(long, value_name = "PATH")]
@@ -293,36 +372,6 @@ pub struct Common {
     /// Read the identity token from standard input
     #[arg(long)]
     pub identity_token_stdin: bool,
-    /// Resolve host:port to address[:port] instead of using DNS
-    #[arg(long, value_name = "HOST:PORT:ADDRESS[:PORT]")]
-    pub resolve: Vec<String>,
-    /// Add a header to every request ('Name: value')
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    pub headers: Vec<String>,
-    /// How referrers are found and recorded [default: the API where the registry has it, else the
-    /// tag schema]
-    #[arg(long, value_enum)]
-    pub distribution_spec: Option<DistributionSpec>,
-    /// Give up on a request for metadata (a manifest, a tag or referrers page, a token) not
-    /// answered in full within this many seconds
-    #[arg(long, value_name = "SECONDS", env = "ORAS_REQUEST_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub request_timeout: u64,
-    /// Fail a blob transfer whose rate stays below this many bytes per second for --speed-time
-    /// seconds (0: never)
-    #[arg(long, value_name = "BYTES", env = "ORAS_SPEED_LIMIT", default_value_t = 1024)]
-    pub speed_limit: u64,
-    /// How long a blob transfer may stay below --speed-limit before it fails
-    #[arg(long, value_name = "SECONDS", env = "ORAS_SPEED_TIME", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub speed_time: u64,
-    /// Print an HTTP trace to stderr (credentials redacted); implies --no-tty
-    #[arg(short = 'd', long)]
-    pub debug: bool,
-    /// Plain status lines instead of progress bars
-    #[arg(long)]
-    pub no_tty: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
 }
 
 /// Tag selection by regular expression, applied to each repository's tag list.

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
                 }
                 cli::Command::Verify(a) => commands::verify::run(a).await,
                 cli::Command::Copy(a) => commands::copy::run(a).await,
+                cli::Command::Login(a) => commands::login::login(a).await,
+                cli::Command::Logout(a) => commands::login::logout(a).await,
                 cli::Command::Completion(a) => {
                     use clap::CommandFactory;
                     clap_complete::generate(
@@ -80,6 +82,8 @@ fn main() -> ExitCode {
                 }
             },
             _ = stop => {
+                // A password prompt stopped midway leaves the terminal not echoing.
+                commands::prompt::restore_terminal();
                 oras::interrupt::abandon_uploads().await;
                 eprintln!("Interrupted: stopped transfers; nothing incomplete was left in place.");
                 130

@@ -1,7 +1,7 @@
 //! Set-up shared by commands: credentials, transport, progress, durations and sizes.
 
 use super::UsageError;
-use crate::cli::{Common, DistributionSpec, Format};
+use crate::cli::{Common, ConnectionArgs, CredentialArgs, DistributionSpec, Format};
 use crate::progress::Progress;
 use crate::registry::auth::Credentials;
 use crate::registry::credentials::CredentialStore;
@@ -24,7 +24,7 @@ pub fn check_platforms(p: &crate::cli::PlatformArgs) -> Result<()> {
 }
 
 /// The credentials the flags give (stdin ones included), or `None` to use the docker config.
-pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
+pub fn credentials(c: &CredentialArgs) -> Result<Option<Credentials>> {
     let read_stdin = |what: &str| -> Result<String> {
         let mut s = String::new();
         std::io::stdin()
@@ -77,14 +77,16 @@ pub fn credentials(c: &Common) -> Result<Option<Credentials>> {
     }
 }
 
-/// The registries of a run, configured from the flags. Flag credentials apply to every
-/// registry of the run (they are all named on the command line); without them each
-/// registry gets its own entry of the docker config (`--registry-config` or the default).
-pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
+/// The transport the connection flags describe (with the stall floor of transfers, which only
+/// commands that move blobs have); warns about `--insecure`.
+pub fn transport(
+    c: &ConnectionArgs,
+    stall: crate::registry::stall::StallLimit,
+) -> TransportOptions {
     if c.insecure {
         eprintln!("Warning: --insecure: TLS certificates are not verified");
     }
-    let opts = TransportOptions {
+    TransportOptions {
         plain_http: c.plain_http,
         insecure: c.insecure,
         ca_file: c.ca_file.clone(),
@@ -98,17 +100,26 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|v| *v > 0),
         request_timeout: std::time::Duration::from_secs(c.request_timeout),
-        stall: crate::registry::stall::StallLimit {
-            bytes_per_second: c.speed_limit,
-            window: std::time::Duration::from_secs(c.speed_time),
-        },
+        stall,
+    }
+}
+
+/// The registries of a run, configured from the flags. Flag credentials apply to every
+/// registry of the run (they are all named on the command line); without them each
+/// registry gets its own entry of the docker config (`--registry-config` or the default).
+pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
+    let stall = crate::registry::stall::StallLimit {
+        bytes_per_second: c.speed_limit,
+        window: std::time::Duration::from_secs(c.speed_time),
     };
+    let opts = transport(&c.connection, stall);
     let mode = match c.distribution_spec {
         None => ReferrersMode::Auto,
         Some(DistributionSpec::ReferrersApi) => ReferrersMode::Api,
         Some(DistributionSpec::ReferrersTag) => ReferrersMode::Tag,
     };
-    let store = CredentialStore::load(credentials(c)?, c.registry_config.as_deref())
+    let creds = &c.credentials;
+    let store = CredentialStore::load(credentials(creds)?, creds.registry_config.as_deref())
         .map_err(anyhow::Error::msg)?;
     let registries = Arc::new(Registries::new(opts, store, mode, read_only)?);
     // A run that stops early deletes the upload sessions it leaves open.
@@ -118,7 +129,7 @@ pub fn registries(c: &Common, read_only: bool) -> Result<Arc<Registries>> {
 
 /// Progress output as the flags and the terminal allow.
 pub fn progress(c: &Common) -> Progress {
-    let tty = !c.no_tty && !c.debug && std::io::stderr().is_terminal();
+    let tty = !c.no_tty && !c.connection.debug && std::io::stderr().is_terminal();
     Progress::new(tty, c.format == Format::Json)
 }
 

@@ -149,7 +149,9 @@ fn check_args(args: &RestoreArgs) -> Result<()> {
         _ => {}
     }
     let from_stdin = args.input == "-";
-    if from_stdin && (args.common.password_stdin || args.common.identity_token_stdin) {
+    if from_stdin
+        && (args.common.credentials.password_stdin || args.common.credentials.identity_token_stdin)
+    {
         return Err(UsageError(
             "--input - reads the archive from standard input, so the password or token cannot come from there too".into(),
         )

@@ -48,7 +48,7 @@ impl fmt::Debug for Credentials {
 
 /// How to give other credentials; appended to authentication failures.
 pub const CREDENTIALS_HINT: &str = "to use other credentials pass -u/--username with --password-stdin, or --identity-token-stdin, \
-or store them in a docker config.json (`docker login`, or --registry-config PATH)";
+or store them with `oras login` (or `docker login`) in the docker config.json, or name one with --registry-config PATH";
 
 impl Credentials {
     /// No credentials; `origin` says why (e.g. none configured for the registry).

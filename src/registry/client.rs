@@ -40,7 +40,7 @@ pub struct Client {
     base: String,
     /// The registry's origin (scheme, host, port): the only one its credentials are sent to.
     pub(super) origin: url::Origin,
-    auth: Auth,
+    pub(super) auth: Auth,
     pub(super) request_timeout: Duration,
     pub(super) stall: StallLimit,
     pub(super) chunk_size: Option<u64>,
@@ -295,10 +295,11 @@ impl Client {
         run.authorization = if run.ours { self.auth.cached(&run.key) } else { None };
         run.from_cache = run.authorization.is_some() && run.fetched_here == 0;
         if run.authorization.is_none() && run.ours {
-            run.authorization =
-                self.auth.preauthorize(&self.http, &run.key, call.scopes).await.map_err(|e| {
-                    RegistryError::answered(call.op, call.target, 401, &[], e.to_string())
-                })?;
+            run.authorization = self
+                .auth
+                .preauthorize(&self.http, &run.key, call.scopes)
+                .await
+                .map_err(|e| RegistryError::unauthorized(call.op, call.target, e))?;
             if run.authorization.is_some() {
                 run.fetched_here += 1;
             }
@@ -361,9 +362,7 @@ impl Client {
             self.auth
                 .authorize(&self.http, challenge.as_deref(), &run.key, call.scopes, rejected)
                 .await
-                .map_err(|e| {
-                    RegistryError::answered(call.op, call.target, 401, &[], e.to_string())
-                })?;
+                .map_err(|e| RegistryError::unauthorized(call.op, call.target, e))?;
             run.fetched_here += 1;
             return Ok(Next::Again);
         }

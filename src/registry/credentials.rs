@@ -2,18 +2,21 @@
 //! (`auths`, `credsStore`, `credHelpers` through the `docker-credential-*` protocol).
 
 use super::auth::Credentials;
+use super::helper;
 use super::transport::api_host;
 use base64::Engine as _;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// The key Docker uses for Docker Hub in `config.json` and with credential helpers.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 
+/// The username under which a credential helper keeps an identity token (Docker's convention).
+pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
+
+/// What this tool reads of a docker `config.json` (every other key is left alone).
 #[derive(serde::Deserialize, Default)]
-struct DockerConfig {
+pub(super) struct DockerConfig {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
     #[serde(rename = "credsStore", default)]
@@ -22,8 +25,10 @@ struct DockerConfig {
     cred_helpers: BTreeMap<String, String>,
 }
 
+/// A config's `auths` entry: `auth` (base64 of `username:password`), the two apart, or an
+/// identity token.
 #[derive(serde::Deserialize, Default)]
-struct AuthEntry {
+pub(super) struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
     #[serde(default)]
@@ -71,10 +76,7 @@ impl CredentialStore {
                 return Err(format!("cannot read the registry config {}: {e}", path.display()))
             }
         };
-        // serde_json's messages give a line and column, never the content (which holds secrets).
-        let config: DockerConfig = serde_json::from_slice(&text).map_err(|e| {
-            format!("the registry config {} is not a valid docker config.json: {e}", path.display())
-        })?;
+        let config = DockerConfig::parse(&text, &path)?;
         Ok(CredentialStore { flags, config, path: Some(path) })
     }
 
@@ -155,8 +157,30 @@ impl CredentialStore {
     }
 }
 
+impl DockerConfig {
+    /// Parses a config file's bytes; the message names the line and column, never the content
+    /// (which holds secrets).
+    pub(super) fn parse(text: &[u8], path: &Path) -> Result<DockerConfig, String> {
+        serde_json::from_slice(text).map_err(|e| {
+            format!("the registry config {} is not a valid docker config.json: {e}", path.display())
+        })
+    }
+
+    /// The credential helper that keeps `registry`'s credentials, and the key that names it: the
+    /// registry's own (`credHelpers`), else the one of every registry (`credsStore`), in the order
+    /// [`CredentialStore::for_registry`] asks them; None when the file keeps them itself.
+    pub(super) fn helper_for(&self, registry: &str) -> Option<(String, &'static str)> {
+        let own = lookup_keys(registry).iter().find_map(|k| self.cred_helpers.get(k)).cloned();
+        if let Some(h) = own.filter(|h| !h.is_empty()) {
+            return Some((h, "credHelpers"));
+        }
+        let store = self.creds_store.clone().filter(|s| !s.is_empty());
+        store.map(|s| (s, "credsStore"))
+    }
+}
+
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-fn default_config_path() -> Option<PathBuf> {
+pub(super) fn default_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
@@ -170,7 +194,7 @@ fn is_docker_hub(registry: &str) -> bool {
 }
 
 /// The server address a credential helper is asked about.
-fn server_address(registry: &str) -> String {
+pub(super) fn server_address(registry: &str) -> String {
     if is_docker_hub(registry) {
         DOCKER_HUB_KEY.to_string()
     } else {
@@ -179,7 +203,7 @@ fn server_address(registry: &str) -> String {
 }
 
 /// The config keys that may hold a registry's credentials, most specific first.
-fn lookup_keys(registry: &str) -> Vec<String> {
+pub(super) fn lookup_keys(registry: &str) -> Vec<String> {
     if is_docker_hub(registry) {
         [DOCKER_HUB_KEY, "index.docker.io", "docker.io", "registry-1.docker.io"]
             .iter()
@@ -191,7 +215,7 @@ fn lookup_keys(registry: &str) -> Vec<String> {
 }
 
 /// `https://reg.example:5000/v1/` -> `reg.example:5000`; Docker Hub's names -> `index.docker.io`.
-fn normalize_key(key: &str) -> String {
+pub(super) fn normalize_key(key: &str) -> String {
     let k = key.trim();
     let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
     let host = k.split('/').next().unwrap_or(k).to_ascii_lowercase();
@@ -233,58 +257,6 @@ struct HelperResponse {
     secret: String,
 }
 
-/// How long a credential helper may take: `ORAS_CREDENTIAL_HELPER_TIMEOUT` seconds, 60 by default.
-/// A helper waiting for a prompt nobody sees (a locked keychain in a CI job) would hang the run.
-fn helper_timeout() -> std::time::Duration {
-    let secs = std::env::var("ORAS_CREDENTIAL_HELPER_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0);
-    std::time::Duration::from_secs(secs.unwrap_or(60))
-}
-
-/// Collects a child's output, or kills it once `limit` has passed (None).
-fn wait_for(
-    mut child: std::process::Child,
-    limit: std::time::Duration,
-) -> std::io::Result<Option<std::process::Output>> {
-    use std::io::Read;
-    // Readers on their own threads, so a full pipe cannot stall the child; after a kill they are
-    // left to end with the pipes (a grandchild may still hold them).
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break st;
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    Ok(Some(std::process::Output { status, stdout, stderr }))
-}
-
-/// What a helper prints, exiting with a failure, when it has no credentials for the server: the
-/// docker-credential-helpers protocol signals "not found" by this message
-/// (`credentials.ErrCredentialsNotFound`, "credentials not found in native keychain"), not by an
-/// exit code.
-const HELPER_NOT_FOUND: &str = "credentials not found";
-
 /// Runs `docker-credential-<name> get` (see [`run_helper`]) on the runtime's blocking threads.
 async fn ask_helper(name: &str, server: &str) -> HelperAnswer {
     let (helper, address) = (name.to_string(), server.to_string());
@@ -292,7 +264,7 @@ async fn ask_helper(name: &str, server: &str) -> HelperAnswer {
         Ok(answer) => answer,
         Err(e) => HelperAnswer::Failed(Credentials::unavailable(
             format!("internal: the credential helper's task failed: {e}"),
-            format!("credential helper docker-credential-{name}"),
+            format!("credential helper {}", helper::program(name)),
         )),
     }
 }
@@ -300,75 +272,20 @@ async fn ask_helper(name: &str, server: &str) -> HelperAnswer {
 /// Runs `docker-credential-<name> get` with the server address on stdin, blocking until it answers
 /// or its time is up.
 fn run_helper(name: &str, server: &str) -> HelperAnswer {
-    let program = format!("docker-credential-{name}");
+    let program = helper::program(name);
     let origin = format!("credential helper {program}");
-    if name.contains(['/', '\\']) || name.trim().is_empty() {
-        return HelperAnswer::Failed(Credentials::unavailable(
-            format!("{name:?} is not a credential helper name"),
-            origin,
-        ));
-    }
-    let child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let out = match helper::run(name, "get", server.as_bytes()) {
+        helper::Outcome::Done(out) => out,
+        helper::Outcome::NotFound => return HelperAnswer::NotFound,
+        helper::Outcome::Missing => {
             eprintln!("Warning: {program} (named in the docker config) is not installed; continuing without its credentials");
             return HelperAnswer::Missing(format!("{program} is not installed"));
         }
-        Err(e) => {
-            return HelperAnswer::Failed(Credentials::unavailable(
-                format!("cannot run {program}: {e}"),
-                origin,
-            ))
+        helper::Outcome::Failed(why) => {
+            return HelperAnswer::Failed(Credentials::unavailable(why, origin))
         }
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        // A helper that exits without reading is answered by its exit status below.
-        let _ = stdin.write_all(server.as_bytes());
-    }
-    let limit = helper_timeout();
-    let out = match wait_for(child, limit) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            let secs = limit.as_secs();
-            let why = format!(
-                "`{program} get` did not answer within {secs} s (waiting for a prompt? ORAS_CREDENTIAL_HELPER_TIMEOUT sets the limit)"
-            );
-            return HelperAnswer::Failed(Credentials::unavailable(why, origin));
-        }
-        Err(e) => {
-            return HelperAnswer::Failed(Credentials::unavailable(
-                format!("cannot run {program}: {e}"),
-                origin,
-            ))
-        }
-    };
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        if said.to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
-            return HelperAnswer::NotFound;
-        }
-        // A failing helper prints an error, not credentials; keep it short all the same.
-        let first: String = said
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
-        return HelperAnswer::Failed(Credentials::unavailable(
-            format!("`{program} get` failed ({}): {first}", out.status),
-            origin,
-        ));
-    }
-    let resp: HelperResponse = match serde_json::from_slice(&out.stdout) {
+    let resp: HelperResponse = match serde_json::from_slice(&out) {
         Ok(r) => r,
         Err(_) => {
             return HelperAnswer::Failed(Credentials::unavailable(
@@ -380,7 +297,7 @@ fn run_helper(name: &str, server: &str) -> HelperAnswer {
     if resp.secret.is_empty() {
         return HelperAnswer::NotFound;
     }
-    if resp.username == "<token>" {
+    if resp.username == IDENTITY_TOKEN_USERNAME {
         HelperAnswer::Found(Credentials::identity_token(resp.secret, origin))
     } else {
         HelperAnswer::Found(Credentials::basic(resp.username, resp.secret, origin))

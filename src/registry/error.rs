@@ -3,6 +3,7 @@
 //! the answer's body (`errors[].code`, distribution spec), or set where the failure is found on
 //! this side.
 
+use super::auth::AuthError;
 use crate::target::ErrorKind;
 use std::fmt;
 
@@ -20,6 +21,8 @@ pub struct RegistryError {
     /// The registry's `errors[].code` values (none for a failure found on this side).
     pub codes: Vec<String>,
     kind: ErrorKind,
+    /// Why the registry's challenge could not be answered, when that is the failure.
+    auth: Option<Box<AuthError>>,
 }
 
 impl RegistryError {
@@ -39,7 +42,23 @@ impl RegistryError {
             detail: detail.into(),
             codes: codes.to_vec(),
             kind: classify(status, codes),
+            auth: None,
         }
+    }
+
+    /// A request whose 401 could not be answered: the token server refused the credentials or could
+    /// not be asked, or there were none to give. A denial, as the registry's 401 was.
+    pub fn unauthorized(op: &str, target: &str, error: AuthError) -> Self {
+        let detail = error.to_string();
+        RegistryError {
+            auth: Some(Box::new(error)),
+            ..RegistryError::answered(op, target, 401, &[], detail)
+        }
+    }
+
+    /// Why the registry's challenge could not be answered, when that is the failure.
+    pub fn auth_error(&self) -> Option<&AuthError> {
+        self.auth.as_deref()
     }
 
     /// A failure found on this side: no usable answer (a transport error, a timeout, a stall), or
@@ -52,6 +71,7 @@ impl RegistryError {
             detail: detail.into(),
             codes: Vec::new(),
             kind,
+            auth: None,
         }
     }
 

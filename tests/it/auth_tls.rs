@@ -5,7 +5,8 @@
 //! fault-injecting proxy, and no secret in any output.
 //!
 //! Guarded registries share their storage with a plain one, which the tests use to push
-//! fixtures and check results without credentials.
+//! fixtures and check results without credentials. `login.rs` uses the same registries (the
+//! `pub(crate)` items).
 
 use crate::harness;
 
@@ -22,22 +23,22 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const ALICE_PW: &str = "alice-Pa55-wOrd-7f3a";
-const BOB_PW: &str = "bob-secret-91c2-xyz";
-const REFRESH: &str = "refresh-tok-5be1-c0ffee";
+pub(crate) const ALICE_PW: &str = "alice-Pa55-wOrd-7f3a";
+pub(crate) const BOB_PW: &str = "bob-secret-91c2-xyz";
+pub(crate) const REFRESH: &str = "refresh-tok-5be1-c0ffee";
 
 /// One PKI for the whole file (generating keys costs a little).
-fn pki() -> &'static Pki {
+pub(crate) fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| Pki::generate(&["reg.test", "a.test", "b.test"]))
 }
 
 /// A guarded registry (TLS and/or auth) and a plain registry serving the same storage.
-struct Guarded {
-    plain: Registry,
-    reg: Registry,
+pub(crate) struct Guarded {
+    pub(crate) plain: Registry,
+    pub(crate) reg: Registry,
     /// The name the tests use, e.g. `reg.test:PORT` (resolved with `--resolve`).
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Guarded {
@@ -50,16 +51,16 @@ impl Guarded {
     }
 
     /// A plain-HTTP client on the shared storage.
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.plain.host())
     }
 
     /// `--resolve` for the test name.
-    fn resolve(&self) -> String {
+    pub(crate) fn resolve(&self) -> String {
         format!("{}:127.0.0.1", self.name)
     }
 
-    fn repo(&self, path: &str) -> String {
+    pub(crate) fn repo(&self, path: &str) -> String {
         format!("{}/{path}", self.name)
     }
 }
@@ -73,7 +74,7 @@ fn tls_opts() -> RegistryOptions {
 }
 
 /// A TLS registry with htpasswd users alice and bob.
-fn basic_tls(dns: &str) -> (Guarded, tempfile::TempDir) {
+pub(crate) fn basic_tls(dns: &str) -> (Guarded, tempfile::TempDir) {
     let dir = tempdir();
     let htpasswd = dir.path().join("htpasswd");
     write_htpasswd(&htpasswd, &[("alice", ALICE_PW), ("bob", BOB_PW)]);
@@ -82,7 +83,7 @@ fn basic_tls(dns: &str) -> (Guarded, tempfile::TempDir) {
 }
 
 /// A plain-HTTP registry guarded by `token`.
-fn token_registry(token: &TokenServer) -> Guarded {
+pub(crate) fn token_registry(token: &TokenServer) -> Guarded {
     Guarded::start(
         "127.0.0.1",
         RegistryOptions { auth: Some(token.registry_auth_yaml()), ..RegistryOptions::default() },
@@ -98,15 +99,15 @@ fn run(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     }
 }
 
-fn ca() -> &'static str {
+pub(crate) fn ca() -> &'static str {
     s(&pki().ca_cert)
 }
 
-fn seed(g: &Guarded, repo: &str) -> RepoFixture {
+pub(crate) fn seed(g: &Guarded, repo: &str) -> RepoFixture {
     fixtures::push_web(&g.client(), repo)
 }
 
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
@@ -124,7 +125,7 @@ fn files_under(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[track_caller]
-fn assert_no_secret(run: &Run, secrets: &[String], files: &[&Path]) {
+pub(crate) fn assert_no_secret(run: &Run, secrets: &[String], files: &[&Path]) {
     let text = run.output();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         assert!(
@@ -391,7 +392,7 @@ fn mutual_tls_client_certificate() {
 // Token auth
 // ---------------------------------------------------------------------------------------
 
-fn token_config() -> TokenConfig {
+pub(crate) fn token_config() -> TokenConfig {
     TokenConfig::default()
         .user("alice", ALICE_PW)
         .refresh_token(REFRESH, "alice")
@@ -739,7 +740,7 @@ fn a_credential_helper_that_never_answers_is_given_up_on() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
 }
 
-fn path_with(dir: &Path) -> String {
+pub(crate) fn path_with(dir: &Path) -> String {
     format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
 }
 

@@ -17,6 +17,7 @@ mod fixtures_selftest;
 mod hostile;
 mod hostile_registry;
 mod image;
+mod login;
 mod referrers_api;
 mod selection;
 mod version;

@@ -205,6 +205,11 @@ impl Running {
         self.child.stdin.take().expect("a piped standard input, not taken before")
     }
 
+    /// What it has written to stdout so far (on a terminal, everything the terminal showed).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.out.path().join("stdout")).unwrap_or_default()
+    }
+
     /// What it has written to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.out.path().join("stderr")).unwrap_or_default()
