@@ -33,6 +33,11 @@ pub struct Learned {
     paused_until: Mutex<Option<Instant>>,
     /// Per repository, what its first upload found (see [`RepoGate`]).
     repos: Mutex<HashMap<String, RepoGate>>,
+    /// A mount succeeded: mounts go at once from then on.
+    mount_works: AtomicBool,
+    /// Held by the one mount asked while nobody knows yet whether the registry mounts, so that a
+    /// registry that does not is asked once, not once per upload under way.
+    mount_probe: tokio::sync::Mutex<()>,
 }
 
 /// What the first upload to a repository found: None while none succeeded or failed for good;
@@ -71,6 +76,20 @@ impl Learned {
     /// Records a refusal; true the first time (when it is worth a line of trace).
     pub fn refuse(&self, what: Refusal) -> bool {
         !self.flag(what).swap(true, Ordering::Relaxed)
+    }
+
+    /// Waits, while it is not known whether the registry mounts, for the mount being asked; the
+    /// guard returned is held by the caller's own mount until it is answered.
+    pub async fn mount_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.mount_works.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.mount_probe.lock().await)
+    }
+
+    /// Records that a mount succeeded.
+    pub fn mount_worked(&self) {
+        self.mount_works.store(true, Ordering::Relaxed);
     }
 
     /// The gate of uploads to `repo`.

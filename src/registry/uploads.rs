@@ -451,6 +451,7 @@ impl Client {
     /// Asks the registry to mount a blob from another repository; false when it opened an upload
     /// instead.
     pub async fn mount_blob(&self, repo: &str, desc: &Descriptor, from: &str) -> Result<bool> {
+        let _turn = self.learned.mount_turn().await;
         if self.learned.refused(Refusal::Mount) {
             return Ok(false);
         }
@@ -463,7 +464,10 @@ impl Client {
             })
             .await?;
         match resp.status() {
-            StatusCode::CREATED => Ok(true),
+            StatusCode::CREATED => {
+                self.learned.mount_worked();
+                Ok(true)
+            }
             StatusCode::ACCEPTED => {
                 // The blob was placed in `from` by this run, so an upload session instead of a
                 // mount means the registry does not mount (ECR): not asked again.

@@ -19,5 +19,6 @@ mod hostile_registry;
 mod image;
 mod login;
 mod referrers_api;
+mod registry_quirks;
 mod selection;
 mod version;
