@@ -25,7 +25,7 @@ pub use super::manifests::PutResult;
 /// Largest answer read whole (a tag, catalog or referrers page; a manifest is bounded lower).
 pub const MAX_PAGE_SIZE: u64 = 16 << 20;
 /// How much of an error answer is read for its message; the rest is left unread.
-const MAX_ERROR_BODY: u64 = 64 << 10;
+pub(super) const MAX_ERROR_BODY: u64 = 64 << 10;
 /// What a trace line says of a request that carried credentials.
 const AUTH_NOTE: &str = " [Authorization: <redacted>]";
 

@@ -231,7 +231,8 @@ impl Client {
                 // A route the registry does not have is a bare 404 ("404 page not found" from
                 // Distribution); an API that says "nothing here" the distribution spec's way answers
                 // with its error codes (some registries do, for a subject without referrers).
-                let (body, _) = super::transport::read_prefix(resp, 64 << 10).await;
+                let (body, _) =
+                    super::transport::read_prefix(resp, super::client::MAX_ERROR_BODY).await;
                 let codes = super::error::parse_body(&body).codes;
                 return Ok(if codes.is_empty() {
                     ReferrersAnswer::NoApi

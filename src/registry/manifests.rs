@@ -300,9 +300,7 @@ impl Client {
         }
         Ok(PutResult { subject_indexed: resp.headers().contains_key("oci-subject") })
     }
-}
 
-impl Client {
     /// A manifest the registry refused, said with what it is: its digest and media type (and
     /// artifact type), since a registry that accepts only the types it knows (Quay, before its
     /// artifact support is enabled) answers `MANIFEST_INVALID` for a sound manifest.

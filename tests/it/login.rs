@@ -19,6 +19,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// `oras <args>` with `DOCKER_CONFIG=<cfg>` and more environment, `stdin` on standard input.
+/// A command line: `head`, the TLS flags, then `tail`.
+fn cmdline<'a>(head: &[&'a str], tls: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    head.iter().chain(tls).chain(tail).copied().collect()
+}
+
 fn oras_with(cfg: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let o = Oras::new(args).env("DOCKER_CONFIG", s(cfg)).envs(env);
     match stdin {
@@ -68,7 +73,7 @@ fn login_checks_a_password_stores_it_privately_and_logout_removes_it() {
     let tls = ["--ca-file", ca(), "--resolve", &resolve];
     let login = |extra: &[&str], stdin: Option<&str>| {
         let args: Vec<&str> =
-            ["login"].iter().chain(&tls).chain(extra).copied().chain([g.name.as_str()]).collect();
+            cmdline(&["login"], &tls, extra).into_iter().chain([g.name.as_str()]).collect();
         oras_with(dir.path(), &args, stdin, &[])
     };
 
@@ -94,21 +99,11 @@ fn login_checks_a_password_stores_it_privately_and_logout_removes_it() {
     let out = tempdir();
     let layout = out.path().join("web");
     let src = g.repo("team/web");
-    let args: Vec<&str> = ["backup", "--no-tty"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-o", s(&layout), &src])
-        .collect();
+    let args: Vec<&str> = cmdline(&["backup", "--no-tty"], &tls, &["-o", s(&layout), &src]);
     oras_with(dir.path(), &args, None, &[]).ok();
     assert_layout_holds(&Layout::read(&layout), &[(&src, &fx)], false);
     let dst = g.repo("team/copy");
-    let args: Vec<&str> = ["restore", "--no-tty"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-i", s(&layout), &dst])
-        .collect();
+    let args: Vec<&str> = cmdline(&["restore", "--no-tty"], &tls, &["-i", s(&layout), &dst]);
     oras_with(dir.path(), &args, None, &[]).ok();
     assert_repo_matches(&g.client(), "team/copy", &fx.subset(&["v1", "v2", "v3"], &[]), false);
 
@@ -132,22 +127,12 @@ fn login_checks_a_password_stores_it_privately_and_logout_removes_it() {
     let r = oras_with(dir.path(), &["logout", &g.name], None, &[]);
     r.ok();
     assert!(r.stdout_str().contains(&format!("Not logged in to {}", g.name)), "{}", r.describe());
-    let args: Vec<&str> = ["backup", "--no-tty"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-o", s(&layout), &src])
-        .collect();
+    let args: Vec<&str> = cmdline(&["backup", "--no-tty"], &tls, &["-o", s(&layout), &src]);
     oras_with(dir.path(), &args, None, &[]).fails(1, &["username and password"]);
 
     // A config directory that does not exist yet is made, private.
     let fresh = dir.path().join("new/docker");
-    let args: Vec<&str> = ["login"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-u", "alice", "--password-stdin", &g.name])
-        .collect();
+    let args: Vec<&str> = cmdline(&["login"], &tls, &["-u", "alice", "--password-stdin", &g.name]);
     oras_with(&fresh, &args, Some(ALICE_PW), &[]).ok();
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&fresh.join("config.json")), 0o600);
@@ -208,12 +193,7 @@ fn login_and_logout_through_a_credential_helper() {
     .expect("write");
     let resolve = g.resolve();
     let tls = ["--ca-file", ca(), "--resolve", &resolve];
-    let args: Vec<&str> = ["login"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-u", "alice", "--password-stdin", &g.name])
-        .collect();
+    let args: Vec<&str> = cmdline(&["login"], &tls, &["-u", "alice", "--password-stdin", &g.name]);
 
     // A wrong password never reaches the helper.
     oras_with(dir.path(), &args, Some("wrong-pw-4242"), &env)
@@ -244,12 +224,7 @@ fn login_and_logout_through_a_credential_helper() {
     let out = tempdir();
     let layout = out.path().join("web");
     let src = g.repo("team/web");
-    let backup: Vec<&str> = ["backup", "--no-tty"]
-        .iter()
-        .chain(&tls)
-        .copied()
-        .chain(["-o", s(&layout), &src])
-        .collect();
+    let backup: Vec<&str> = cmdline(&["backup", "--no-tty"], &tls, &["-o", s(&layout), &src]);
     oras_with(dir.path(), &backup, None, &env).ok();
     assert_layout_holds(&Layout::read(&layout), &[(&src, &fx)], false);
     let argv = std::fs::read_to_string(helper.path().join("argv.log")).expect("argv log");

@@ -35,7 +35,7 @@ fn a_registry_that_does_not_mount_is_asked_once_and_gets_uploads() {
     proxy.always(Match::method("POST").path("mount="), Fault::Answer(session));
     restore(&["--input", s(&out), &proxy.host()]).ok();
     proxy.settle();
-    let mounts = proxy.seen().iter().filter(|r| r.path.contains("mount=")).count();
+    let mounts = proxy.count("", "mount=");
     assert_eq!(mounts, 1, "after one refusal no other mount is asked for");
     let dc = Client::new(&dst.host());
     assert_repo_matches(&dc, "team/a", &fa, true);
@@ -62,11 +62,7 @@ fn a_missing_repository_is_one_clear_error_before_other_uploads() {
     let run = restore(&["--input", s(&out), &format!("{}/prod/app", proxy.host())]);
     run.fails(1, &["prod/app", "does not exist", "create it first"]);
     proxy.settle();
-    let posts = proxy
-        .seen()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.contains("/blobs/uploads/"))
-        .count();
+    let posts = proxy.count("POST", "/blobs/uploads/");
     assert_eq!(posts, 1, "no other upload is attempted once the repository is known missing");
     assert!(Client::new(&dst.host()).list_tags("prod/app").is_empty());
 }
@@ -105,10 +101,6 @@ fn head_refusals_and_rate_limits_are_handled_and_reported() {
     proxy.forget();
     restore(&["--concurrency", "1", "--input", s(&out), &target]).ok();
     proxy.settle();
-    let heads = proxy
-        .seen()
-        .iter()
-        .filter(|r| r.method == "HEAD" && r.path.contains("/manifests/"))
-        .count();
+    let heads = proxy.count("HEAD", "/manifests/");
     assert!(heads <= 1, "HEAD on manifests asked {heads} times after a 405");
 }

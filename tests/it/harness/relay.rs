@@ -655,6 +655,15 @@ impl<B: Behaviour> Relay<B> {
         self.seen().iter().any(|s| s.method == method && s.path.contains(fragment))
     }
 
+    /// How many requests with this method (any, when empty) and a path containing `fragment` were
+    /// seen.
+    pub fn count(&self, method: &str, fragment: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| (method.is_empty() || s.method == method) && s.path.contains(fragment))
+            .count()
+    }
+
     /// The most body bytes relayed so far by one exchange with this method and a path containing
     /// `fragment` (0 when there is none): how far a transfer has got.
     pub fn relayed(&self, method: &str, fragment: &str) -> u64 {
