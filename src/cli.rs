@@ -459,6 +459,10 @@ pub struct RestoreArgs {
     /// Check the backup and the target, report what would be pushed, push nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Gzip a docker save archive's uncompressed layers on the way (new layer digests; the
+    /// image ID is kept); an OCI layout's blobs are always restored as they are
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<crate::layout::compress::Compression>,
     /// Where to restore: <registry> (original repository paths) or
     /// <registry>/<repo>[:<tag>[,<tag>...]]
     #[arg(value_name = "TARGET")]

@@ -5,7 +5,8 @@ use super::rules;
 use super::UsageError;
 use crate::cli::{Format, RestoreArgs};
 use crate::engine::{self, Job, Options, Report, TagFilter};
-use crate::layout::reader::{unnamed, LayoutSource};
+use crate::layout::compress::Compression;
+use crate::layout::reader::{unnamed, LayoutSource, OpenOptions};
 use crate::layout::stream_read::StreamSource;
 use crate::progress::Progress;
 use crate::reference::{parse_registry, Reference};
@@ -149,6 +150,17 @@ fn check_args(args: &RestoreArgs) -> Result<()> {
         _ => {}
     }
     let from_stdin = args.input == "-";
+    match args.compress {
+        Some(Compression::Zstd) => return Err(UsageError(
+            "--compress zstd: a Docker image manifest describes only tar and gzip'd layers; use --compress gzip".into(),
+        )
+        .into()),
+        Some(Compression::Gzip) if from_stdin => return Err(UsageError(
+            "--compress gzip applies to a docker save archive's layers, and a docker save archive cannot be read from standard input: save it to a file and give its path".into(),
+        )
+        .into()),
+        _ => {}
+    }
     if from_stdin
         && (args.common.credentials.password_stdin || args.common.credentials.identity_token_stdin)
     {
@@ -171,14 +183,26 @@ fn check_args(args: &RestoreArgs) -> Result<()> {
 }
 
 /// Opens the backup (a directory, a tar, or a stream on stdin) and names its repositories.
-async fn open(input: &str, progress: &mut Progress) -> Result<(Arc<dyn Source>, Vec<Repo>)> {
+async fn open(
+    input: &str,
+    compress: Option<Compression>,
+    progress: &mut Progress,
+) -> Result<(Arc<dyn Source>, Vec<Repo>)> {
     if input == "-" {
         let s = StreamSource::open(std::io::stdin()).await?;
         progress.status("Loaded backup stream: standard input (blobs are uploaded as they pass)");
         let repos = s.repositories();
         return Ok((Arc::new(s), repos));
     }
-    let layout = LayoutSource::open(&PathBuf::from(input)).await?;
+    let options = OpenOptions { gzip_docker_layers: compress.is_some() };
+    let layout = LayoutSource::open_with(&PathBuf::from(input), options).await?;
+    if compress.is_some() && layout.docker_images().is_empty() {
+        // Changing a layout's blobs would change the digests its manifests name.
+        return Err(UsageError(format!(
+            "--compress applies to a docker save archive's uncompressed layers; {input:?} is an OCI image layout, whose blobs are restored as they are (leave --compress out)"
+        ))
+        .into());
+    }
     let kind = match (layout.is_tar, layout.docker_images().is_empty()) {
         (true, true) => "backup archive",
         (false, true) => "backup directory",
@@ -234,7 +258,7 @@ async fn jobs_of(
 pub async fn run(args: RestoreArgs) -> Result<()> {
     check_args(&args)?;
     let mut progress = common::progress(&args.common);
-    let (src, repos) = open(&args.input, &mut progress).await?;
+    let (src, repos) = open(&args.input, args.compress, &mut progress).await?;
     if repos.is_empty() {
         bail!("the backup {:?} holds no tags", args.input);
     }

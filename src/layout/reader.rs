@@ -146,27 +146,41 @@ enum Blob<'a> {
     File(std::borrow::Cow<'a, str>),
     /// Bytes made when the backup was opened (a manifest built for a docker save archive).
     Built(&'a Bytes),
+    /// A file made when the backup was opened, outside it (a docker save layer gzip'd for
+    /// `restore --compress gzip`).
+    Spooled(&'a Path),
+}
+
+/// Where a docker save archive's blobs are: none is at `blobs/<alg>/<hex>`.
+struct DockerBlobs {
+    /// The archive's file of each config and layer.
+    files: HashMap<Digest, String>,
+    /// The manifests built.
+    built: HashMap<Digest, Bytes>,
+    /// The layers gzip'd into the spool directory.
+    spooled: HashMap<Digest, PathBuf>,
 }
 
 /// A backup's files and where its blobs are among them.
 struct Store {
     files: Files,
-    /// For a docker save archive: the file of each config and layer, and the manifests built.
-    /// `None` for a layout, whose blobs are `blobs/<alg>/<hex>`.
-    docker: Option<(HashMap<Digest, String>, HashMap<Digest, Bytes>)>,
+    /// For a docker save archive, where its blobs are; `None` for a layout.
+    docker: Option<DockerBlobs>,
 }
 
 impl Store {
     /// Where a blob is; `None` when the backup does not have it.
     fn blob(&self, d: &Digest) -> Option<Blob<'_>> {
-        match &self.docker {
-            None => Some(Blob::File(blob_path(d).into())),
-            Some((files, built)) => match (files.get(d), built.get(d)) {
-                (Some(name), _) => Some(Blob::File(name.as_str().into())),
-                (None, Some(bytes)) => Some(Blob::Built(bytes)),
-                (None, None) => None,
-            },
+        let Some(docker) = &self.docker else {
+            return Some(Blob::File(blob_path(d).into()));
+        };
+        if let Some(name) = docker.files.get(d) {
+            return Some(Blob::File(name.as_str().into()));
         }
+        if let Some(path) = docker.spooled.get(d) {
+            return Some(Blob::Spooled(path));
+        }
+        docker.built.get(d).map(Blob::Built)
     }
 
     /// A blob's bytes, refused over `limit`. Blocking.
@@ -174,6 +188,13 @@ impl Store {
         match self.blob(d) {
             Some(Blob::File(name)) => Ok(Bytes::from(self.files.read(&name, limit)?)),
             Some(Blob::Built(b)) => Ok(b.clone()),
+            Some(Blob::Spooled(path)) => {
+                let size = std::fs::metadata(path)?.len();
+                if size > limit {
+                    bail!("{d} is {size} bytes, over the {limit} byte limit");
+                }
+                Ok(Bytes::from(std::fs::read(path)?))
+            }
             None => bail!("{d} is missing from the backup"),
         }
     }
@@ -210,6 +231,16 @@ pub struct LayoutSource {
     docker_images: Vec<docker_save::Image>,
     /// That temporary tar, removed with the source.
     _unpacked: Option<tempfile::TempPath>,
+    /// Where a docker save archive's layers were gzip'd, removed with the source.
+    _spool: Option<tempfile::TempDir>,
+}
+
+/// How a backup is opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Gzip a docker save archive's uncompressed layers (into `$TMPDIR`) and build its manifests
+    /// on the gzip'd copies; an OCI layout's blobs are never changed.
+    pub gzip_docker_layers: bool,
 }
 
 /// Why a directory or tar that is neither a layout nor a docker save archive cannot be read, with
@@ -262,6 +293,11 @@ impl LayoutSource {
     /// Opens a directory or a tar (recognised by content, whatever its name): an OCI image layout,
     /// or a `docker save` archive without one (see `docker_save`).
     pub async fn open(path: &Path) -> Result<LayoutSource> {
+        Self::open_with(path, OpenOptions::default()).await
+    }
+
+    /// Opens a backup as [`LayoutSource::open`] does, as `options` say.
+    pub async fn open_with(path: &Path, options: OpenOptions) -> Result<LayoutSource> {
         let shown = path.display().to_string();
         let meta = tokio::fs::metadata(path).await.with_context(|| {
             format!("cannot open backup {shown:?}: it does not exist or is not readable")
@@ -311,9 +347,10 @@ impl LayoutSource {
             compression,
             docker_images: Vec::new(),
             _unpacked: unpacked,
+            _spool: None,
         };
         if docker {
-            src.open_docker_save(&shown).await?;
+            src.open_docker_save(&shown, options.gzip_docker_layers).await?;
         } else {
             let raw = src
                 .read_file("index.json", MAX_INDEX_SIZE)
@@ -329,15 +366,26 @@ impl LayoutSource {
     }
 
     /// Reads a docker save archive's images and builds their manifests (see `docker_save`).
-    async fn open_docker_save(&mut self, shown: &str) -> Result<()> {
+    async fn open_docker_save(&mut self, shown: &str, gzip: bool) -> Result<()> {
         let store = self.store.clone();
-        let save = tokio::task::spawn_blocking(move || docker_save::read(&store.files))
-            .await
-            .context("internal: reader task failed")?
-            .with_context(|| format!("docker save archive {shown:?}"))?;
+        let spool = if gzip {
+            Some(tempfile::Builder::new().prefix("oras-gzip-").tempdir().context(
+                "cannot create a temporary directory to gzip layers into (set TMPDIR to a writable place)",
+            )?)
+        } else {
+            None
+        };
+        let dir = spool.as_ref().map(|d| d.path().to_path_buf());
+        let save =
+            tokio::task::spawn_blocking(move || docker_save::read(&store.files, dir.as_deref()))
+                .await
+                .context("internal: reader task failed")?
+                .with_context(|| format!("docker save archive {shown:?}"))?;
         let store = Arc::get_mut(&mut self.store)
             .ok_or_else(|| anyhow!("internal: the backup's store is shared while it is opened"))?;
-        store.docker = Some((save.files, save.manifests));
+        store.docker =
+            Some(DockerBlobs { files: save.files, built: save.manifests, spooled: save.spooled });
+        self._spool = spool;
         self.entries = save.entries;
         self.docker_images = save.images;
         Ok(())
@@ -375,6 +423,7 @@ impl LayoutSource {
                     .map(|m| m.len())
             }
             (Blob::File(name), Files::Tar(_, idx, _)) => idx.files.get(&*name).map(|(_, s)| *s),
+            (Blob::Spooled(path), _) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
         }
     }
 
@@ -534,6 +583,22 @@ impl Source for LayoutSource {
                 return Ok(Box::pin(futures::stream::once(async move { Ok(b) })));
             }
             Blob::File(name) => name.into_owned(),
+            Blob::Spooled(path) => {
+                let path = path.to_path_buf();
+                let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                    .await
+                    .context("internal: reader task failed")?
+                    .with_context(|| format!("blob {} (a gzip'd layer) is gone", desc.digest))?;
+                let size = file.metadata()?.len();
+                if size != desc.size {
+                    bail!(
+                        "blob {} is {size} bytes, but {} bytes are referenced",
+                        desc.digest,
+                        desc.size
+                    );
+                }
+                return Ok(chunks(file, size));
+            }
         };
         if let Files::Tar(_, idx, _) = &self.store.files {
             if let Some(&(_, size)) = idx.files.get(&name) {
