@@ -43,7 +43,7 @@ pub struct DirSink {
     /// stat'ed blob by blob).
     empty: bool,
     /// Full references as ref names even for one repository (`--full-reference`).
-    full_references: bool,
+    rendering: index::Rendering,
     /// Blobs and manifests being synced and put in place.
     sealer: Sealer,
 }
@@ -152,14 +152,14 @@ impl DirSink {
             marker_found,
             dirty: AtomicBool::new(false),
             empty,
-            full_references: false,
+            rendering: index::Rendering::default(),
             sealer: Sealer::default(),
         })
     }
 
-    /// Names every tag by its full reference (`--full-reference`).
-    pub fn full_references(self, on: bool) -> Self {
-        DirSink { full_references: on, ..self }
+    /// Writes index.json as `rendering` says (`--full-reference`, the index's annotations).
+    pub fn rendering(self, rendering: index::Rendering) -> Self {
+        DirSink { rendering, ..self }
     }
 
     async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
@@ -349,7 +349,7 @@ impl Sink for DirSink {
                 .is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
             None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
         });
-        let rendered = index::render(kept.chain(&added), self.full_references);
+        let rendered = index::render(kept.chain(&added), &self.rendering);
         // What index.json is about to name must be on disk first, or a crash could leave a backup
         // that looks complete with blobs that never reached the disk.
         self.sealer.wait().await.with_context(|| {

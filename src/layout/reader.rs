@@ -183,6 +183,47 @@ impl Store {
         docker.built.get(d).map(Blob::Built)
     }
 
+    /// Whether the backup holds the blob (as a regular file, for a directory). Blocking, but cheap:
+    /// a lookup in a tar's index or one `lstat`.
+    fn holds(&self, d: &Digest) -> bool {
+        match (self.blob(d), &self.files) {
+            (None, _) => false,
+            (Some(Blob::Built(_) | Blob::Spooled(_)), _) => true,
+            (Some(Blob::File(name)), Files::Tar(_, idx, _)) => idx.files.contains_key(&*name),
+            (Some(Blob::File(name)), Files::Dir(root, _)) => {
+                std::fs::symlink_metadata(root.join(&*name)).is_ok_and(|m| m.is_file())
+            }
+        }
+    }
+
+    /// Every blob of a layout, by the names of its files (`blobs/<alg>/<hex>`); what another
+    /// backup may leave out when it builds on this one. Blocking.
+    fn blob_digests(&self) -> Vec<Digest> {
+        let parse = |name: &str| -> Option<Digest> {
+            let rest = name.strip_prefix("blobs/")?;
+            let (alg, hex) = rest.split_once('/')?;
+            format!("{alg}:{hex}").parse().ok()
+        };
+        match (&self.docker, &self.files) {
+            (Some(d), _) => d.files.keys().chain(d.spooled.keys()).cloned().collect(),
+            (None, Files::Tar(_, idx, _)) => idx.files.keys().filter_map(|n| parse(n)).collect(),
+            (None, Files::Dir(root, _)) => {
+                let mut out = Vec::new();
+                for alg in std::fs::read_dir(root.join("blobs")).into_iter().flatten().flatten() {
+                    let alg_name = alg.file_name().to_string_lossy().into_owned();
+                    for f in std::fs::read_dir(alg.path()).into_iter().flatten().flatten() {
+                        if f.file_type().is_ok_and(|t| t.is_file()) {
+                            let name =
+                                format!("blobs/{alg_name}/{}", f.file_name().to_string_lossy());
+                            out.extend(parse(&name));
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// A blob's bytes, refused over `limit`. Blocking.
     fn read_blob(&self, d: &Digest, limit: u64) -> Result<Bytes> {
         match self.blob(d) {
@@ -200,10 +241,12 @@ impl Store {
     }
 }
 
-/// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
-/// done in one go on the blocking pool.
-fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
-    graph::walk(roots, false, |d| store.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok())
+/// Walks the manifests reachable from `roots` in the stores, each manifest read from the first
+/// that holds it. Blocking: thousands of small reads, done in one go on the blocking pool.
+fn graph_of(stores: &[Arc<Store>], roots: &[Descriptor]) -> Graph {
+    graph::walk(roots, false, |d| {
+        stores.iter().find_map(|s| s.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok())
+    })
 }
 
 /// The compression of a file, by its first bytes.
@@ -233,6 +276,14 @@ pub struct LayoutSource {
     _unpacked: Option<tempfile::TempPath>,
     /// Where a docker save archive's layers were gzip'd, removed with the source.
     _spool: Option<tempfile::TempDir>,
+    /// The digest of its `index.json` (none for a docker save archive): what identifies it as the
+    /// base of an incremental backup.
+    index_digest: Option<Digest>,
+    /// Its `index.json`'s own annotations.
+    annotations: std::collections::BTreeMap<String, String>,
+    /// Backups read together with this one (`restore --input A --input B`, an incremental
+    /// backup's bases): a blob this one lacks is read from the first of them that holds it.
+    more: Vec<LayoutSource>,
 }
 
 /// How a backup is opened.
@@ -348,6 +399,9 @@ impl LayoutSource {
             docker_images: Vec::new(),
             _unpacked: unpacked,
             _spool: None,
+            index_digest: None,
+            annotations: Default::default(),
+            more: Vec::new(),
         };
         if docker {
             src.open_docker_save(&shown, options.gzip_docker_layers).await?;
@@ -357,6 +411,9 @@ impl LayoutSource {
                 .await
                 .with_context(|| format!("in backup {shown:?}"))?;
             src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+            src.annotations =
+                index::index_annotations(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+            src.index_digest = Some(Digest::of(&raw));
         }
         let graph = src.graph().await?;
         src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
@@ -397,13 +454,102 @@ impl LayoutSource {
         &self.docker_images
     }
 
-    /// The backup's content graph, read from the store.
+    /// The backup's content graph, read from its store and those of the backups read with it.
     pub async fn graph(&self) -> Result<Graph> {
-        let (store, roots) =
-            (self.store.clone(), self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>());
-        tokio::task::spawn_blocking(move || graph_of(&store, &roots))
+        let roots = self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>();
+        let stores = self.stores();
+        tokio::task::spawn_blocking(move || graph_of(&stores, &roots))
             .await
             .context("internal: reader task failed")
+    }
+
+    /// Its store, then those of the backups read with it.
+    fn stores(&self) -> Vec<Arc<Store>> {
+        std::iter::once(self.store.clone())
+            .chain(self.more.iter().map(|m| m.store.clone()))
+            .collect()
+    }
+
+    /// The store to read a blob from: this backup's, or the first of those read with it that holds
+    /// it (this one's when none does, so that errors name this backup).
+    fn store_of(&self, d: &Digest) -> &Arc<Store> {
+        if self.more.is_empty() || self.store.holds(d) {
+            return &self.store;
+        }
+        self.more.iter().map(|m| &m.store).find(|s| s.holds(d)).unwrap_or(&self.store)
+    }
+
+    /// The digest of its `index.json`; none for a docker save archive.
+    pub fn index_digest(&self) -> Option<&Digest> {
+        self.index_digest.as_ref()
+    }
+
+    /// The base it records, when it is an incremental backup.
+    pub fn base(&self) -> Result<Option<index::BaseRecord>> {
+        index::base_record(&self.annotations).map_err(anyhow::Error::msg)
+    }
+
+    /// The shard it holds (`K/N`), when it was made with `--shard`.
+    pub fn shard(&self) -> Option<&str> {
+        self.annotations.get(index::ANNOTATION_SHARD).map(String::as_str)
+    }
+
+    /// Every blob (and manifest) its files hold, and those of the backups read with it. Blocking.
+    pub async fn held_digests(&self) -> Result<std::collections::HashSet<Digest>> {
+        let stores = self.stores();
+        tokio::task::spawn_blocking(move || stores.iter().flat_map(|s| s.blob_digests()).collect())
+            .await
+            .context("internal: reader task failed")
+    }
+
+    /// Reads `more` together with this backup: tags and referrers of `tops` (the backups given that
+    /// are no other's base) are merged into this one's, and blobs come from whichever holds them.
+    /// One tag naming two manifests in two backups is refused.
+    pub async fn combine(
+        mut self,
+        shown: &str,
+        tops: Vec<(String, LayoutSource)>,
+        bases: Vec<LayoutSource>,
+    ) -> Result<LayoutSource> {
+        let mut tagged: HashMap<(Option<Repo>, String), (Digest, String)> = HashMap::new();
+        for e in &self.entries {
+            if let Some(t) = &e.tag {
+                tagged.insert((e.repo.clone(), t.clone()), (e.desc.digest.clone(), shown.into()));
+            }
+        }
+        for (name, top) in &tops {
+            for e in &top.entries {
+                if let Some(t) = &e.tag {
+                    let key = (e.repo.clone(), t.clone());
+                    match tagged.get(&key) {
+                        Some((d, _)) if d == &e.desc.digest => continue,
+                        Some((d, first)) => {
+                            let tag = e.repo.as_ref().map_or(t.clone(), |r| format!("{r}:{t}"));
+                            bail!("{first:?} and {name:?} both hold tag {tag}, for different manifests ({d} and {}): restore them one at a time, or give the one to restore", e.desc.digest);
+                        }
+                        None => {
+                            tagged.insert(key, (e.desc.digest.clone(), name.clone()));
+                        }
+                    }
+                } else if self.entries.iter().any(|x| x == e) {
+                    continue;
+                }
+                self.entries.push(e.clone());
+            }
+        }
+        for (_, mut top) in tops {
+            self.docker_images.append(&mut top.docker_images);
+            self.size += top.size;
+            self.more.push(top);
+        }
+        for base in bases {
+            self.size += base.size;
+            self.more.push(base);
+        }
+        let graph = self.graph().await?;
+        self.referrers = graph.referrers;
+        index::order_referrers(&self.entries, &mut self.referrers);
+        Ok(self)
     }
 
     /// The classified `index.json` entries.
@@ -413,7 +559,8 @@ impl LayoutSource {
 
     /// Whether a blob file is present, and its size.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        match (self.store.blob(digest)?, &self.store.files) {
+        let store = self.store_of(digest);
+        match (store.blob(digest)?, &store.files) {
             (Blob::Built(b), _) => Some(b.len() as u64),
             (Blob::File(name), Files::Dir(root, _)) => {
                 tokio::fs::symlink_metadata(root.join(&*name))
@@ -429,7 +576,8 @@ impl LayoutSource {
 
     /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
     pub async fn absence(&self, digest: &Digest) -> &'static str {
-        match (self.store.blob(digest), &self.store.files) {
+        let store = self.store_of(digest);
+        match (store.blob(digest), &store.files) {
             (Some(Blob::File(name)), Files::Dir(root, _)) => {
                 match tokio::fs::symlink_metadata(root.join(&*name)).await {
                     Ok(m) if !m.is_file() => {
@@ -489,7 +637,7 @@ impl LayoutSource {
     }
 
     async fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Bytes> {
-        let (store, owned) = (self.store.clone(), digest.clone());
+        let (store, owned) = (self.store_of(digest).clone(), digest.clone());
         tokio::task::spawn_blocking(move || store.read_blob(&owned, limit))
             .await
             .context("internal: reader task failed")?
@@ -569,7 +717,8 @@ impl Source for LayoutSource {
 
     async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
         let missing = || anyhow!("blob {} is missing from the backup", desc.digest);
-        let name = match self.store.blob(&desc.digest).ok_or_else(missing)? {
+        let store = self.store_of(&desc.digest).clone();
+        let name = match store.blob(&desc.digest).ok_or_else(missing)? {
             Blob::Built(b) => {
                 if b.len() as u64 != desc.size {
                     bail!(
@@ -600,7 +749,7 @@ impl Source for LayoutSource {
                 return Ok(chunks(file, size));
             }
         };
-        if let Files::Tar(_, idx, _) = &self.store.files {
+        if let Files::Tar(_, idx, _) = &store.files {
             if let Some(&(_, size)) = idx.files.get(&name) {
                 if size != desc.size {
                     bail!(
@@ -611,7 +760,7 @@ impl Source for LayoutSource {
                 }
             }
         }
-        let (store, owned) = (self.store.clone(), name.clone());
+        let owned = name.clone();
         let (file, size) = tokio::task::spawn_blocking(move || -> Result<_> {
             let (mut f, off, size) = store.files.open(&owned)?;
             std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))?;
