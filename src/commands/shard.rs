@@ -18,11 +18,20 @@ impl std::str::FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard, String> {
         let bad = || {
             format!(
-                "{s:?} is not K/N: give this run's shard K of N shards, 1 <= K <= N (e.g. --shard 1/4 to --shard 4/4; in a Kubernetes Indexed Job, --shard $((JOB_COMPLETION_INDEX + 1))/N)"
+                "{s:?} is not K/N: give this run's shard K of N shards, 1 <= K <= N (e.g. --shard 1/4 to --shard 4/4; K may be written I+1 for a 0-based index: in a Kubernetes Indexed Job, --shard $(JOB_COMPLETION_INDEX)+1/4)"
             )
         };
         let (k, n) = s.trim().split_once('/').ok_or_else(bad)?;
-        let k: u32 = k.trim().parse().map_err(|_| bad())?;
+        // `I+1`: a 0-based index as Kubernetes substitutes `$(JOB_COMPLETION_INDEX)`, where no
+        // shell is there to add one.
+        let k: u32 = match k.split_once('+') {
+            Some((i, one)) => {
+                let i: u32 = i.trim().parse().map_err(|_| bad())?;
+                let one: u32 = one.trim().parse().map_err(|_| bad())?;
+                i.checked_add(one).ok_or_else(bad)?
+            }
+            None => k.trim().parse().map_err(|_| bad())?,
+        };
         let of: u32 = n.trim().parse().map_err(|_| bad())?;
         if of == 0 || k == 0 || k > of {
             return Err(bad());
@@ -58,7 +67,9 @@ mod tests {
     fn shards_parse_and_refuse_what_is_not_k_of_n() {
         assert_eq!("2/4".parse::<Shard>(), Ok(Shard { k: 2, of: 4 }));
         assert_eq!(" 1 / 1 ".parse::<Shard>(), Ok(Shard { k: 1, of: 1 }));
-        for bad in ["0/4", "5/4", "1/0", "4", "a/b", "-1/4", "1/4/2", ""] {
+        assert_eq!("0+1/4".parse::<Shard>(), Ok(Shard { k: 1, of: 4 }));
+        assert_eq!("3+1/4".parse::<Shard>(), Ok(Shard { k: 4, of: 4 }));
+        for bad in ["0/4", "5/4", "1/0", "4", "a/b", "-1/4", "1/4/2", "", "4+1/4", "+1/4", "1+/4"] {
             let e = bad.parse::<Shard>().expect_err(bad);
             assert!(e.contains("1 <= K <= N"), "{e}");
         }

@@ -121,4 +121,13 @@ fn a_base_must_be_a_backup_and_the_new_backup_a_new_path() {
     backup(&["--base", s(&dir.path().join("none.tar")), "-o", s(&dir.path().join("n.tar")), &repo])
         .fails(1, &["--base"]);
     assert!(!dir.path().join("n.tar").exists());
+
+    // Two full backups given together that disagree about a tag: neither is guessed at.
+    let moved = Builder::new(&c, "team/web").oci_image(Some("v1"), "moved", "arm64");
+    let later = dir.path().join("later.tar");
+    backup(&["-o", s(&later), &repo]).ok();
+    let dst = Registry::start();
+    restore(&["--input", s(&tar), "--input", s(&later), &dst.host()])
+        .fails(1, &["both hold tag", "v1", &moved.digest]);
+    assert!(Client::new(&dst.host()).catalog().is_empty());
 }
