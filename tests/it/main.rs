@@ -19,6 +19,7 @@ mod hostile_registry;
 mod image;
 mod login;
 mod referrers_api;
+mod registry_profiles;
 mod registry_quirks;
 mod selection;
 mod version;
