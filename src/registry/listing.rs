@@ -171,7 +171,20 @@ impl Client {
         let registry = self.registry.clone();
         let scopes = ["registry:catalog:*".to_string()];
         let call = Call::new("list repositories of", &registry, Method::GET, &url, &scopes);
-        let repos = self.names(&call, usize::MAX, Field::Repositories).await?;
+        let repos = self.names(&call, usize::MAX, Field::Repositories).await.map_err(|e| {
+            // A registry that answered, but not with a catalog: it has none (GHCR: 404), or none for
+            // these credentials (Docker Hub: 401 for the catalog scope). Said so, not only its
+            // HTTP status.
+            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported) {
+                let detail = format!(
+                    "{registry} does not list its repositories (no catalog, or none for these credentials): {}",
+                    e.detail
+                );
+                e.with_detail(detail)
+            } else {
+                e
+            }
+        })?;
         Ok(valid_names(repos, crate::reference::valid_repository, "repository", &registry))
     }
 

@@ -170,6 +170,25 @@ fn dockerhub_spent_quota_is_waited_out_with_one_warning_per_pause() {
     assert!(warnings.iter().all(|w| w.contains("ratelimit-remaining: 0;w=21600")), "{warnings:?}");
 }
 
+/// Docker Hub (401 for the catalog scope) and GHCR (404) list no repositories: `repo ls` and a
+/// whole-registry backup say so in one line and fail.
+#[test]
+fn registries_without_a_catalog_say_so_in_one_line() {
+    for profile in [Profile::DockerHub, Profile::Ghcr] {
+        let p = Profiled::start(profile);
+        fixtures::push_web(&p.client(), "team/web");
+        let credentials = p.credentials(false);
+        let host = p.host();
+        let ls = oras(&with_credentials(&credentials, &["repo", "ls", &host]));
+        ls.fails(1, &[&host, "does not list its repositories"]);
+        let dir = tempdir();
+        let out = dir.path().join("all");
+        let run = backup(&with_credentials(&credentials, &["-o", s(&out), &host]));
+        run.fails(1, &[&host, "does not list its repositories", "name the repositories"]);
+        assert!(!out.exists(), "{profile:?}: nothing written");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // GHCR and ACR: tokens.
 
