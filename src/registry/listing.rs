@@ -129,9 +129,9 @@ impl<'a> Pages<'a> {
 }
 
 impl Client {
-    /// Every tag of a repository, following `Link` pagination. Names outside the distribution
-    /// spec's tag grammar are skipped with a warning: they must never reach a URL, a file name or a
-    /// ref name.
+    /// Every tag of a repository, following `Link` pagination, sorted, each once. Names outside the
+    /// distribution spec's tag grammar are skipped with a warning: they must never reach a URL, a
+    /// file name or a ref name.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1000");
@@ -143,7 +143,12 @@ impl Client {
                 Field::Tags,
             )
             .await?;
-        Ok(valid_names(tags, crate::reference::valid_tag, "tag", &target))
+        // Sorted and each once: registries list in their own order (Quay), and a tag may come
+        // again on the next page when the list changed between pages.
+        let mut tags = valid_names(tags, crate::reference::valid_tag, "tag", &target);
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
     }
 
     /// Whether a repository has at least one tag, from one page of one tag (a repository the

@@ -356,6 +356,22 @@ fn manifests_without_a_digest_header_are_digested_here() {
     assert_repo_matches(&p.client(), "copy/app", &fx, true);
 }
 
+/// Quay's tag pages (opaque `next_page` links, its own order, a tag again at a page boundary):
+/// `repo tags` lists each tag once, sorted, having followed every link.
+#[test]
+fn quay_tag_pages_are_followed_sorted_and_deduplicated() {
+    let p = Profiled::start(Profile::Quay);
+    let fx = fixtures::push_all_kinds(&p.client(), "team/app");
+    let run = oras(&["repo", "tags", &format!("{}/team/app", p.host())]);
+    run.ok();
+    let stdout = run.stdout_str();
+    let listed: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    let want: Vec<&str> = fx.tags.keys().map(String::as_str).collect();
+    assert_eq!(listed, want, "every tag once, sorted");
+    p.settle();
+    assert!(p.relay().count("GET", "next_page=") > 1, "the links were followed");
+}
+
 /// A registry that refuses a manifest type it does not know (Quay, MANIFEST_INVALID,
 /// <https://github.com/oras-project/oras/issues/738>): the error names the manifest, its media
 /// type and artifact type, and how to leave such artifacts out.
@@ -384,6 +400,23 @@ fn quay_refusing_an_artifact_type_names_the_manifest() {
         1,
         &[sbom, harness::client::OCI_MANIFEST, fixtures::SBOM_TYPE, "--exclude-referrers"],
     );
+}
+
+/// Tags paged by `n` and `last` without `Link` (`gar`): a full page is followed by `last`, every
+/// tag listed once.
+#[test]
+fn tag_pages_without_link_are_followed_by_last() {
+    let p = Profiled::start(Profile::Gar);
+    let fx = fixtures::push_many_tags(&p.client(), "many", 1003);
+    let run = oras(&["repo", "tags", &format!("{}/many", p.host())]);
+    run.ok();
+    let stdout = run.stdout_str();
+    let listed: Vec<&str> = stdout.lines().filter(|l| !l.is_empty()).collect();
+    let want: Vec<&str> = fx.tags.keys().map(String::as_str).collect();
+    assert_eq!(listed.len(), want.len());
+    assert_eq!(listed, want, "every tag once, sorted");
+    p.settle();
+    assert!(p.relay().count("GET", "last=") >= 1, "the next page was asked by last");
 }
 
 // ---------------------------------------------------------------------------------------------
