@@ -146,6 +146,37 @@ fn upload_sessions_on_another_origin_are_followed() {
 // ---------------------------------------------------------------------------------------------
 // Docker Hub: tokens, the pull quota, no catalog.
 
+/// The pull quota counts manifest GETs, not HEADs: a backup GETs each manifest once, and a second
+/// backup of the unchanged repository into the same directory GETs none (it checks each tag and
+/// referrers index with a HEAD). The registry is named as Docker Hub (`--resolve` onto the
+/// profile), which the tool knows to count pulls before any answer says so.
+#[test]
+fn dockerhub_manifest_gets_are_only_those_a_backup_needs() {
+    let p = Profiled::start(Profile::DockerHub);
+    let fx = fixtures::push_web(&p.client(), "team/web");
+    let dir = tempdir();
+    let out = dir.path().join("web");
+    let port = p.relay().port();
+    let name = format!("registry-1.docker.io:{port}");
+    let resolve = format!("{name}:127.0.0.1");
+    let src = format!("{name}/team/web");
+    let args = ["--include-referrers", "--plain-http", "--resolve", &resolve, "-o", s(&out), &src];
+    backup(&args).ok();
+    assert_layout_holds(&Layout::read(&out), &[(&src, &fx)], true);
+    let needed = (fx.manifests.len() + fx.tag_schema_tags.len()) as u64;
+    assert_eq!(p.quota().gets(), needed, "one GET per manifest and referrers index");
+    p.relay().forget();
+    backup(&args).ok();
+    assert_eq!(p.quota().gets(), needed, "an unchanged repository costs no pull");
+    p.settle();
+    let heads = p.relay().count("HEAD", "/manifests/");
+    assert_eq!(heads, fx.tags.len() + fx.tag_schema_tags.len(), "one HEAD per tag and index");
+    // Anonymous pulls: every token was asked for without credentials.
+    let tokens = p.tokens().expect("dockerhub has a token server").requests();
+    assert!(!tokens.is_empty());
+    assert!(tokens.iter().all(|t| t.account.is_empty() && t.status == 200), "{tokens:#?}");
+}
+
 /// A spent quota (429 with `Retry-After` and the quota headers) is waited out: the backup
 /// completes, each pause is one warning with the registry's numbers.
 #[test]
