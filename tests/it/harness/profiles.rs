@@ -7,7 +7,7 @@
 //!   <https://docs.aws.amazon.com/AmazonECR/latest/userguide/common-errors-docker.html>); a
 //!   cross-repository mount answered with an upload session (202,
 //!   <https://github.com/aws/containers-roadmap/issues/1589>); layers downloaded from pre-signed S3
-//!   URLs (<https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetDownloadUrlForLayer.html>),
+//!   URLs (<https://docs.aws.amazon.com/sdkfornet/v3/apidocs/items/ECR/TGetDownloadUrlForLayerResponse.html>),
 //!   here a 307 to a URL on another origin that works once.
 //! - `gar`: blob downloads redirected to signed storage URLs
 //!   (<https://github.com/ahmetb/serverless-registry-proxy/issues/8>: a redirect to a signed
