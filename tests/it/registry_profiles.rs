@@ -167,7 +167,8 @@ fn upload_sessions_on_another_origin_are_followed() {
 /// The pull quota counts manifest GETs, not HEADs: a backup GETs each manifest once, and a second
 /// backup of the unchanged repository into the same directory GETs none (it checks each tag and
 /// referrers index with a HEAD). The registry is named as Docker Hub (`--resolve` onto the
-/// profile), which the tool knows to count pulls before any answer says so.
+/// profile), which the tool knows to count pulls before any answer says so; named by its address,
+/// it is known to from the `RateLimit-Limit` of its first manifest answer.
 #[test]
 fn dockerhub_manifest_gets_are_only_those_a_backup_needs() {
     let p = Profiled::start(Profile::DockerHub);
@@ -189,6 +190,17 @@ fn dockerhub_manifest_gets_are_only_those_a_backup_needs() {
     p.settle();
     let heads = p.relay().count("HEAD", "/manifests/");
     assert_eq!(heads, fx.tags.len() + fx.tag_schema_tags.len(), "one HEAD per tag and index");
+
+    // Named otherwise, the registry is known to count pulls from its first quota headers: one
+    // at a time, only the first tag of a second backup is asked with a GET.
+    let other = dir.path().join("by-address");
+    let src = format!("{}/team/web", p.host());
+    let args = ["--include-referrers", "--concurrency", "1", "-o", s(&other), &src];
+    backup(&args).ok();
+    let before = p.quota().gets();
+    assert_eq!(before, 2 * needed, "the first backup by address GETs every manifest");
+    backup(&args).ok();
+    assert_eq!(p.quota().gets() - before, 1, "one GET before the quota headers were seen");
     // Anonymous pulls: every token was asked for without credentials.
     let tokens = p.tokens().expect("dockerhub has a token server").requests();
     assert!(!tokens.is_empty());
