@@ -314,9 +314,18 @@ fn patches_by_session(p: &Profiled) -> BTreeMap<String, Vec<u64>> {
     sessions
 }
 
+/// The upload sessions (by path) that were sent a request `refused` picks and never a DELETE:
+/// sessions a refusal left open on the registry.
+fn left_open(p: &Profiled, refused: impl Fn(&Seen) -> bool) -> Vec<String> {
+    let seen = p.relay().seen();
+    let session = |r: &Seen| r.path.split('?').next().unwrap_or_default().to_string();
+    let deleted: Vec<String> = seen.iter().filter(|r| r.method == "DELETE").map(session).collect();
+    seen.iter().filter(|r| refused(r)).map(session).filter(|s| !deleted.contains(s)).collect()
+}
+
 /// A proxy in front of the registry refusing request bodies over its limit with 413 (Cloudflare's,
 /// <https://github.com/cloudflare/serverless-registry/issues/67>): the blob refused whole is sent
-/// again in chunks under the limit, with one warning.
+/// again in chunks under the limit, with one warning; the sessions refused are deleted.
 #[test]
 fn a_blob_refused_whole_with_413_is_uploaded_in_chunks() {
     let p = Profiled::start(Profile::Quay);
@@ -336,6 +345,11 @@ fn a_blob_refused_whole_with_413_is_uploaded_in_chunks() {
         .filter(|r| r.header("content-length").and_then(|v| v.parse::<u64>().ok()) > Some(limit))
         .count();
     assert!(refused >= 1, "the whole blob was refused first");
+    let oversized = |r: &Seen| {
+        r.path.contains("/blobs/uploads/")
+            && r.header("content-length").and_then(|v| v.parse::<u64>().ok()) > Some(limit)
+    };
+    assert_eq!(left_open(&p, oversized), Vec::<String>::new(), "refused sessions are deleted");
     let chunked: Vec<Vec<u64>> =
         patches_by_session(&p).into_values().filter(|sizes| sizes.len() > 1).collect();
     assert_eq!(chunked.len(), 1, "the big blob went in chunks: {chunked:?}");
@@ -371,8 +385,8 @@ fn chunks_are_never_smaller_than_the_registry_minimum() {
     }
 }
 
-/// PATCH refused (405): no upload is held in a session; the blob goes in one PUT, and PATCH is not
-/// asked again.
+/// PATCH refused (405): no upload is held in a session (the refused one is deleted); the blob goes
+/// in one PUT, and PATCH is not asked again.
 #[test]
 fn a_registry_refusing_patch_gets_whole_blobs() {
     let p = Profiled::start(Profile::Quay);
@@ -384,6 +398,8 @@ fn a_registry_refusing_patch_gets_whole_blobs() {
     assert_repo_matches(&p.client(), "copy/big", &fx, false);
     p.settle();
     assert!(p.relay().count("PATCH", "") <= 1, "PATCH asked once at most");
+    let patched = |r: &Seen| r.method == "PATCH";
+    assert_eq!(left_open(&p, patched), Vec::<String>::new(), "the refused session is deleted");
     let whole = p.relay().seen().iter().any(|r| {
         r.method == "PUT"
             && r.path.contains("/blobs/uploads/")
