@@ -18,12 +18,16 @@
 //! - `dockerhub`: anonymous pull tokens (<https://docs.docker.com/docker-hub/usage/pulls/>, the
 //!   `auth.docker.io/token?...scope=repository:...:pull` example), a pull quota counted on manifest
 //!   GETs, not HEADs, reported in `RateLimit-Limit`/`RateLimit-Remaining` and answered with 429 once
-//!   spent (same page); blobs redirected to a CDN; no catalog for the token's scope (401).
+//!   spent (same page); blobs redirected to its CDN (a 307 the distribution spec allows for blob
+//!   GETs, <https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs>; no
+//!   Docker document of the CDN was found); no catalog: the token server grants nothing for
+//!   `registry:catalog:*`, so the catalog is a 401 (Docker documents no catalog either way).
 //! - `ghcr`: no `_catalog` (<https://github.com/microsoft/vscode-docker/issues/1525>, GitHub staff:
 //!   "we don't support the `_catalog` endpoint"), tokens per repository scope, relative upload
 //!   `Location`s (allowed by the spec; GitHub documents neither way).
 //! - `acr`: identity (refresh) tokens exchanged at `POST /oauth2/token` with
-//!   `grant_type=refresh_token` (<https://azure.github.io/acr/AAD-OAuth.html>).
+//!   `grant_type=refresh_token` (<https://azure.github.io/acr/AAD-OAuth.html>); the token server
+//!   answers POST only (no GET with Basic), at its own path (`/token`): the grant is what counts.
 //! - `harbor`: the referrers API with its answers paged by `Link` and the `artifactType` filter
 //!   answered with `OCI-Filters-Applied` (<https://github.com/goharbor/harbor/issues/18413>,
 //!   <https://github.com/goharbor/harbor/pull/18430>), over the in-process fake.
@@ -31,7 +35,8 @@
 //!   ignored (<https://github.com/regclient/regclient/issues/272>,
 //!   <https://github.com/deitch/docker_registry2/issues/56>), tags not in lexical order
 //!   (<https://github.com/pulp/pulpcore/issues/1823>), the same tag again at a page boundary
-//!   (what a list that changes between pages gives); no referrers API (a bare 404, Quay before 3.12).
+//!   (what a list that changes between pages gives); no referrers API (a bare 404: Quay before
+//!   <https://github.com/quay/quay/pull/2597>).
 //!
 //! Behaviours that belong to no one registry (a proxy's body limit, a minimum chunk, PATCH refused)
 //! are [`Quirk`]s a test adds to a profile with [`Profiled::always`].
