@@ -223,10 +223,10 @@ async fn references(
         }
         let registry = parse_registry(arg).map_err(|e| UsageError(e.to_string()))?;
         let listed = regs.client(&registry).await.list_repositories().await.map_err(|e| {
-            // A registry that answered, but not with a catalog: it has none, or none for these
-            // credentials.
-            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported) {
-                anyhow!("{registry} does not list its repositories (no catalog, or none for these credentials): {e}; name the repositories to back up: {registry}/<repo> ...")
+            // A registry without a catalog (the error says so): what to do instead.
+            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported)
+            {
+                anyhow!("{e}; name the repositories to back up: {registry}/<repo> ...")
             } else {
                 anyhow!("cannot list the repositories of {registry}: {e}")
             }

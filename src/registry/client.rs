@@ -205,6 +205,12 @@ impl Client {
         let origin = url::Url::parse(&base)
             .map(|u| u.origin())
             .unwrap_or_else(|_| url::Url::parse("http://invalid.").expect("static URL").origin());
+        let learned = Learned::default();
+        // Docker Hub counts manifest GETs as pulls, HEADs not
+        // (https://docs.docker.com/docker-hub/usage/pulls/); known by name before any answer says so.
+        if host == "registry-1.docker.io" {
+            learned.count_pulls();
+        }
         Arc::new(Client {
             http,
             registry: registry.to_string(),
@@ -215,7 +221,7 @@ impl Client {
             stall: opts.stall,
             chunk_size: opts.chunk_size,
             sessions: Sessions::default(),
-            learned: Learned::default(),
+            learned,
         })
     }
 
@@ -365,6 +371,10 @@ impl Client {
                 .map_err(|e| RegistryError::unauthorized(call.op, call.target, e))?;
             run.fetched_here += 1;
             return Ok(Next::Again);
+        }
+        // A registry that reports a pull quota counts what it is asked (Docker Hub, manifest GETs).
+        if resp.headers().contains_key("ratelimit-limit") {
+            self.learned.count_pulls();
         }
         let mut asked = retry_after(resp.headers());
         if status == StatusCode::TOO_MANY_REQUESTS {

@@ -80,6 +80,11 @@ impl RegistryError {
         RegistryError { kind, ..self }
     }
 
+    /// The same error, its detail said in the terms of what was being done.
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        RegistryError { detail: detail.into(), ..self }
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -129,9 +129,9 @@ impl<'a> Pages<'a> {
 }
 
 impl Client {
-    /// Every tag of a repository, following `Link` pagination. Names outside the distribution
-    /// spec's tag grammar are skipped with a warning: they must never reach a URL, a file name or a
-    /// ref name.
+    /// Every tag of a repository, following `Link` pagination, sorted, each once. Names outside the
+    /// distribution spec's tag grammar are skipped with a warning: they must never reach a URL, a
+    /// file name or a ref name.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>> {
         let target = format!("{}/{repo}", self.registry);
         let url = self.url(repo, "tags/list?n=1000");
@@ -143,7 +143,12 @@ impl Client {
                 Field::Tags,
             )
             .await?;
-        Ok(valid_names(tags, crate::reference::valid_tag, "tag", &target))
+        // Sorted and each once: registries list in their own order (Quay), and a tag may come
+        // again on the next page when the list changed between pages.
+        let mut tags = valid_names(tags, crate::reference::valid_tag, "tag", &target);
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
     }
 
     /// Whether a repository has at least one tag, from one page of one tag (a repository the
@@ -171,7 +176,20 @@ impl Client {
         let registry = self.registry.clone();
         let scopes = ["registry:catalog:*".to_string()];
         let call = Call::new("list repositories of", &registry, Method::GET, &url, &scopes);
-        let repos = self.names(&call, usize::MAX, Field::Repositories).await?;
+        let repos = self.names(&call, usize::MAX, Field::Repositories).await.map_err(|e| {
+            // A registry that answered, but not with a catalog: it has none (GHCR: 404), or none for
+            // these credentials (Docker Hub: 401 for the catalog scope). Said so, not only its
+            // HTTP status.
+            if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Denied | ErrorKind::Unsupported) {
+                let detail = format!(
+                    "{registry} does not list its repositories (no catalog, or none for these credentials): {}",
+                    e.detail
+                );
+                e.with_detail(detail)
+            } else {
+                e
+            }
+        })?;
         Ok(valid_names(repos, crate::reference::valid_repository, "repository", &registry))
     }
 

@@ -199,13 +199,23 @@ impl Client {
     }
 
     /// Fetches a manifest by tag unless the tag still points at `known`: then (a 304 from a
-    /// registry that honours If-None-Match, saving it a storage read and the body) returns None.
+    /// registry that honours If-None-Match, saving it a storage read and the body; or, where GETs
+    /// are counted as pulls, a HEAD) returns None.
     pub async fn get_manifest_unless(
         &self,
         repo: &str,
         tag: &str,
         known: &Digest,
     ) -> Result<Option<(Descriptor, Bytes)>> {
+        // A registry that counts GETs as pulls is asked with a HEAD first, which it does not
+        // count: an unchanged tag, the usual case of a run again, then costs no pull; a changed one
+        // costs a request more.
+        if self.learned.pulls_counted()
+            && !self.learned.refused(Refusal::Head)
+            && self.tag_points_at(repo, tag, known, false).await?
+        {
+            return Ok(None);
+        }
         self.fetch_manifest(ManifestRequest::new(repo, tag).unless(known)).await
     }
 

@@ -38,6 +38,10 @@ pub struct Learned {
     /// Held by the one mount asked while nobody knows yet whether the registry mounts, so that a
     /// registry that does not is asked once, not once per upload under way.
     mount_probe: tokio::sync::Mutex<()>,
+    /// The registry counts manifest GETs against a pull quota (Docker Hub; any registry that
+    /// answers with `RateLimit-Limit`): a tag is checked with HEAD, which is not counted, before its
+    /// manifest is fetched.
+    counts_pulls: AtomicBool,
 }
 
 /// What the first upload to a repository found: None while none succeeded or failed for good;
@@ -76,6 +80,16 @@ impl Learned {
     /// Records a refusal; true the first time (when it is worth a line of trace).
     pub fn refuse(&self, what: Refusal) -> bool {
         !self.flag(what).swap(true, Ordering::Relaxed)
+    }
+
+    /// Records that the registry counts manifest GETs against a pull quota.
+    pub fn count_pulls(&self) {
+        self.counts_pulls.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the registry counts manifest GETs against a pull quota.
+    pub fn pulls_counted(&self) -> bool {
+        self.counts_pulls.load(Ordering::Relaxed)
     }
 
     /// Waits, while it is not known whether the registry mounts, for the mount being asked; the

@@ -69,6 +69,12 @@ impl Sessions {
         }
     }
 
+    /// The latest location of the session `location` belongs to, while it is open.
+    fn latest(&self, location: &str) -> Option<String> {
+        let open = self.open.lock().ok()?;
+        open.get(session_of(location)).map(|(_, latest)| latest.clone())
+    }
+
     /// Forgets a session that was finished or deleted.
     fn closed(&self, location: &str) {
         if let Ok(mut open) = self.open.lock() {
@@ -159,11 +165,11 @@ impl Client {
         data: ByteStream,
     ) -> Result<()> {
         let (upload, location) = self.start_upload(repo, desc).await?;
-        if let Some(chunk) = self.learned.chunk_size(self.chunk_size).filter(|c| desc.size > *c) {
-            let closing = self.upload_chunks(&upload, location, data, chunk).await?;
-            return self.finish_upload(&upload, closing, desc, Payload::Memory(Bytes::new())).await;
+        let sent = self.send_blob(&upload, location.clone(), desc, data).await;
+        if let Err(e) = &sent {
+            self.drop_refused(repo, &location, e).await;
         }
-        match self.finish_upload(&upload, location, desc, Payload::Stream(data, desc.size)).await {
+        match sent {
             // Too large for one request (a proxy's body limit): chunks from now on, and this blob
             // again from the start (the engine retries a transient failure with a fresh stream).
             Err(e) if e.status == Some(413) && self.chunk_size.is_none() => {
@@ -176,6 +182,35 @@ impl Client {
                 Err(e.with_kind(ErrorKind::Transient))
             }
             other => other,
+        }
+    }
+
+    /// Sends a blob's bytes into the session at `location` and commits it: one streamed PUT, or
+    /// PATCH chunks when a chunk size is set.
+    async fn send_blob(
+        &self,
+        upload: &Upload,
+        location: String,
+        desc: &Descriptor,
+        data: ByteStream,
+    ) -> Result<()> {
+        if let Some(chunk) = self.learned.chunk_size(self.chunk_size).filter(|c| desc.size > *c) {
+            let closing = self.upload_chunks(upload, location, data, chunk).await?;
+            return self.finish_upload(upload, closing, desc, Payload::Memory(Bytes::new())).await;
+        }
+        self.finish_upload(upload, location, desc, Payload::Stream(data, desc.size)).await
+    }
+
+    /// Deletes the session `location` belongs to when the registry refused a request of it (a
+    /// 413, a PATCH refused, a digest it did not accept): the blob is sent again in a session of
+    /// its own, and this one would keep its bytes until the registry's expiry. A request without
+    /// an answer leaves its session to the end of the run ([`Client::abandon_open_uploads`]).
+    async fn drop_refused(&self, repo: &str, location: &str, e: &RegistryError) {
+        if e.status.is_none() {
+            return;
+        }
+        if let Some(latest) = self.sessions.latest(location) {
+            self.cancel_upload(repo, &latest).await;
         }
     }
 
@@ -199,12 +234,18 @@ impl Client {
         if desc.size == 0 {
             return Ok(location);
         }
-        match self.learned.chunk_size(self.chunk_size) {
-            Some(chunk) => self.upload_chunks(&upload, location, data, chunk).await,
+        let staged = match self.learned.chunk_size(self.chunk_size) {
+            Some(chunk) => self.upload_chunks(&upload, location.clone(), data, chunk).await,
             // One PATCH carrying the whole stream: the size is known, so it is a single
             // spec-conformant chunk.
-            None => self.patch(&upload, location, 0, Payload::Stream(data, desc.size)).await,
+            None => {
+                self.patch(&upload, location.clone(), 0, Payload::Stream(data, desc.size)).await
+            }
+        };
+        if let Err(e) = &staged {
+            self.drop_refused(repo, &location, e).await;
         }
+        staged
     }
 
     /// Commits a staged upload under the blob's digest (the registry checks it).

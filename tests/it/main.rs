@@ -20,6 +20,7 @@ mod image;
 mod incremental;
 mod login;
 mod referrers_api;
+mod registry_profiles;
 mod registry_quirks;
 mod selection;
 mod shards;

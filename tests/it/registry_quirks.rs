@@ -1,6 +1,7 @@
 //! Registries that behave unlike Distribution 2.8, each behaviour laid over a real Distribution
-//! by a relay (see harness/fault_proxy.rs): a round trip through each loses nothing, and the
-//! refusal is learned once instead of being asked again for every blob or manifest.
+//! by a relay (see harness/fault_proxy.rs) or the registry's profile (harness/profiles.rs): a
+//! round trip through each loses nothing, and the refusal is learned once instead of being asked
+//! again for every blob or manifest.
 //! - ECR answers a cross-repository mount with an upload session (202) instead of mounting
 //!   (<https://github.com/aws/containers-roadmap/issues/1589>), and creates no repository on push:
 //!   `NAME_UNKNOWN` (<https://docs.aws.amazon.com/AmazonECR/latest/userguide/common-errors-docker.html>).
@@ -12,11 +13,12 @@
 use crate::harness;
 use harness::fault_proxy::{Fault, FaultProxy};
 use harness::fixtures;
+use harness::profiles::{Profile, Profiled};
 use harness::relay::{Canned, Match};
 use harness::{assert_repo_matches, backup, restore, s, tempdir, Client, Registry};
 
-/// A mount answered the ECR way: an upload session instead; the blobs are uploaded, and only the
-/// first mount is asked for.
+/// A mount answered the ECR way (the `ecr` profile): an upload session instead; the blobs are
+/// uploaded, and only the first mount is asked for.
 #[test]
 fn a_registry_that_does_not_mount_is_asked_once_and_gets_uploads() {
     let src = Registry::start();
@@ -28,22 +30,20 @@ fn a_registry_that_does_not_mount_is_asked_once_and_gets_uploads() {
     let (a, b) = (format!("{}/team/a", src.host()), format!("{}/team/b", src.host()));
     backup(&["--include-referrers", "-o", s(&out), &a, &b]).ok();
 
-    let dst = Registry::start();
-    let proxy = FaultProxy::start(&dst.host());
-    let session =
-        Canned::json(202, "").header("Location", "/v2/team/b/blobs/uploads/refused-mount");
-    proxy.always(Match::method("POST").path("mount="), Fault::Answer(session));
-    restore(&["--input", s(&out), &proxy.host()]).ok();
-    proxy.settle();
-    let mounts = proxy.count("", "mount=");
+    let ecr = Profiled::start(Profile::Ecr);
+    ecr.create_repository("team/a");
+    ecr.create_repository("team/b");
+    restore(&["--input", s(&out), &ecr.host()]).ok();
+    ecr.settle();
+    let mounts = ecr.relay().count("", "mount=");
     assert_eq!(mounts, 1, "after one refusal no other mount is asked for");
-    let dc = Client::new(&dst.host());
+    let dc = ecr.client();
     assert_repo_matches(&dc, "team/a", &fa, true);
     assert_repo_matches(&dc, "team/b", &fb, true);
 }
 
-/// A repository the registry does not have (ECR): one error line naming it and what to do, one
-/// upload attempted, nothing pushed.
+/// A repository the registry does not have (the `ecr` profile creates none on push): one error
+/// line naming it and what to do, one upload attempted, nothing pushed.
 #[test]
 fn a_missing_repository_is_one_clear_error_before_other_uploads() {
     let src = Registry::start();
@@ -52,19 +52,13 @@ fn a_missing_repository_is_one_clear_error_before_other_uploads() {
     let out = dir.path().join("b.tar");
     backup(&["-o", s(&out), &format!("{}/team/app", src.host())]).ok();
 
-    let dst = Registry::start();
-    let proxy = FaultProxy::start(&dst.host());
-    let unknown = Canned::json(
-        404,
-        r#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'prod/app' does not exist in the registry with id '123456789012'"}]}"#,
-    );
-    proxy.always(Match::method("POST").path("/v2/prod/app/blobs/uploads/"), Fault::Answer(unknown));
-    let run = restore(&["--input", s(&out), &format!("{}/prod/app", proxy.host())]);
+    let ecr = Profiled::start(Profile::Ecr);
+    let run = restore(&["--input", s(&out), &format!("{}/prod/app", ecr.host())]);
     run.fails(1, &["prod/app", "does not exist", "create it first"]);
-    proxy.settle();
-    let posts = proxy.count("POST", "/blobs/uploads/");
+    ecr.settle();
+    let posts = ecr.relay().count("POST", "/blobs/uploads/");
     assert_eq!(posts, 1, "no other upload is attempted once the repository is known missing");
-    assert!(Client::new(&dst.host()).list_tags("prod/app").is_empty());
+    assert!(ecr.client().list_tags("prod/app").is_empty());
 }
 
 /// HEAD on manifests refused (405): resolved with GET, asked with HEAD once; a 429 with quota

@@ -39,6 +39,8 @@ struct State {
     uploads: HashMap<String, (String, Vec<u8>)>,
     next_upload: u64,
     page_size: Option<usize>,
+    /// Referrers listed per page of the referrers API (pages linked by `Link`), when set.
+    referrers_page: Option<usize>,
     counters: Counters,
     log: Vec<String>,
 }
@@ -132,6 +134,12 @@ impl FakeRegistry {
     /// `METHOD /path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Lists at most `n` referrers per page of the referrers API, the next page named by a `Link`
+    /// header (as Harbor and zot page their answers).
+    pub fn page_referrers(&self, n: usize) {
+        self.state.lock().unwrap().referrers_page = Some(n.max(1));
     }
 
     pub fn reset_counters(&self) {
@@ -302,7 +310,7 @@ fn handle(s: &mut State, req: &Request) -> Resp {
             return Resp::error(405, "UNSUPPORTED", "method not allowed");
         }
         s.counters.referrers_calls += 1;
-        return referrers(s, name, digest, query.get("artifactType"));
+        return referrers(s, name, digest, &query);
     }
     Resp::error(404, "NOT_FOUND", "not found")
 }
@@ -510,7 +518,8 @@ fn manifest(s: &mut State, m: &str, name: &str, reference: &str, req: &Request) 
     }
 }
 
-fn referrers(s: &mut State, name: &str, digest: &str, artifact_type: Option<&String>) -> Resp {
+fn referrers(s: &mut State, name: &str, digest: &str, query: &HashMap<String, String>) -> Resp {
+    let artifact_type = query.get("artifactType");
     if !is_digest(digest) {
         return Resp::error(400, "DIGEST_INVALID", "invalid digest");
     }
@@ -543,6 +552,27 @@ fn referrers(s: &mut State, name: &str, digest: &str, artifact_type: Option<&Str
             out.push(desc);
         }
     }
+    // One page of them when paged: `page` counts from 0.
+    let mut next = None;
+    if let Some(per) = s.referrers_page {
+        let page: usize = query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let rest: Vec<Value> = out.into_iter().skip(page * per).collect();
+        if rest.len() > per {
+            let filter = artifact_type
+                .map(|t| {
+                    format!(
+                        "&artifactType={}",
+                        url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+                    )
+                })
+                .unwrap_or_default();
+            next = Some(format!(
+                "</v2/{name}/referrers/{digest}?page={}{filter}>; rel=\"next\"",
+                page + 1
+            ));
+        }
+        out = rest.into_iter().take(per).collect();
+    }
     let mut resp = Resp::new(200).header("Content-Type", OCI_INDEX).body(
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -551,6 +581,9 @@ fn referrers(s: &mut State, name: &str, digest: &str, artifact_type: Option<&Str
         }))
         .unwrap(),
     );
+    if let Some(link) = next {
+        resp = resp.header("Link", link);
+    }
     if artifact_type.is_some() {
         resp = resp.header("OCI-Filters-Applied", "artifactType");
     }

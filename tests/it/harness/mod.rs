@@ -10,6 +10,7 @@ pub mod fault_proxy;
 pub mod fault_proxy_safety;
 pub mod fixtures;
 pub mod layout;
+pub mod profiles;
 pub mod registry;
 pub mod relay;
 pub mod run;

@@ -497,6 +497,9 @@ pub enum Plan {
     Forward(Forwarding),
 }
 
+/// Edits the headers of a forwarded answer (drops one, rewrites a `Location`...), given the request.
+pub type HeaderEdit = Arc<dyn Fn(&mut Headers, &Seen) + Send + Sync>;
+
 /// How a forwarded exchange is altered; the default changes nothing.
 #[derive(Default)]
 pub struct Forwarding {
@@ -514,6 +517,8 @@ pub struct Forwarding {
     pub set_headers: Headers,
     /// Send the answer's body one byte at a time, this far apart.
     pub trickle: Option<Duration>,
+    /// Then edit the answer's headers as this says.
+    pub edit_headers: Option<HeaderEdit>,
 }
 
 /// A behaviour the rules of a [`Relay`] hold: what to do with a request a rule matches.
@@ -891,6 +896,9 @@ fn forward<B>(
         for (n, v) in &how.set_headers {
             headers.retain(|(x, _)| !x.eq_ignore_ascii_case(n));
             headers.push((n.clone(), vars.expand(v)));
+        }
+        if let Some(edit) = &how.edit_headers {
+            edit(&mut headers, seen);
         }
         let chunked = matches!(framing(&headers, false), Framing::Chunked);
         if chunked && (pipe.damage_at.is_some() || pipe.cut_after.is_some()) {
