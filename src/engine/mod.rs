@@ -281,10 +281,18 @@ async fn phases(
     let tagged_early = manifests::copy(&run, &known, &mut report).await?;
     if !opts.dry_run {
         manifests::tag(&run, &known, &tagged_early).await?;
-        run.dst.finish().await?;
+    }
+    let mut report = report.finish(&run, started);
+    let dst = run.dst.clone();
+    // Every manifest of the run, bytes and parsed, is let go before the sink finishes: writing a
+    // layout's index.json of thousands of tags takes that room instead of adding to it.
+    drop((run, known));
+    if !opts.dry_run {
+        dst.finish().await?;
     }
     progress.finish();
-    Ok(report.finish(&run, started))
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// Runs `f` as a task of its own, on whichever worker thread is free; dropping the returned future
