@@ -18,6 +18,7 @@ mod hostile;
 mod hostile_registry;
 mod image;
 mod login;
+mod object_storage;
 mod referrers_api;
 mod registry_quirks;
 mod selection;

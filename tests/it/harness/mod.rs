@@ -13,6 +13,7 @@ pub mod layout;
 pub mod registry;
 pub mod relay;
 pub mod run;
+pub mod s3;
 pub mod tls;
 pub mod token_server;
 
