@@ -122,7 +122,19 @@ pub fn connect(loc: &Location) -> Result<Store> {
     if !credentials_in_env() && !instance {
         anyhow::bail!("no AWS credentials for {loc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN; on an EC2 machine, ORAS_S3_INSTANCE_CREDENTIALS=1 uses its instance profile");
     }
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&loc.bucket);
+    // As AmazonS3Builder::from_env, except that a variable set empty counts as unset (an empty
+    // session token would otherwise be sent as one).
+    let mut b = AmazonS3Builder::new();
+    for (key, value) in std::env::vars_os() {
+        if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
+            if key.starts_with("AWS_") && !value.is_empty() {
+                if let Ok(k) = key.to_ascii_lowercase().parse() {
+                    b = b.with_config(k, value);
+                }
+            }
+        }
+    }
+    b = b.with_bucket_name(&loc.bucket);
     // An endpoint given as http:// is a store without TLS (MinIO or a test server on loopback):
     // naming it so is the consent AWS_ALLOW_HTTP would otherwise give.
     let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]

@@ -130,6 +130,14 @@ impl S3Server {
         assert!(r.status().is_success(), "put {bucket}/{key}: {}", r.status());
     }
 
+    /// An object's ETag, which for an object completed from N parts ends in `-N`.
+    pub fn etag(&self, bucket: &str, key: &str) -> String {
+        let r = self.http.head(self.url(&format!("{bucket}/{key}"))).send().expect("head object");
+        assert!(r.status().is_success(), "head {bucket}/{key}: {}", r.status());
+        let etag = r.headers().get(reqwest::header::ETAG).expect("an ETag");
+        etag.to_str().expect("ASCII ETag").trim_matches('"').to_string()
+    }
+
     /// The keys of a bucket (first 1000).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         let body = self
