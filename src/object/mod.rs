@@ -11,8 +11,11 @@ use crate::target::{failure, ErrorKind, TargetError};
 use anyhow::Result;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
-use object_store::ObjectStore;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use std::sync::Arc;
+
+/// The longest one request to the store may take, its body included.
+pub const REQUEST_LIMIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// A store of the run (one bucket).
 pub type Store = Arc<dyn ObjectStore>;
@@ -124,7 +127,20 @@ pub fn connect(loc: &Location) -> Result<Store> {
     }
     // As AmazonS3Builder::from_env, except that a variable set empty counts as unset (an empty
     // session token would otherwise be sent as one).
-    let mut b = AmazonS3Builder::new();
+    // object_store's defaults end every request after 30 s, body included: a blob's GET or a
+    // part's PUT over a slow link would fail however steadily it moved. A request may take 15
+    // minutes (a 16 MiB part at 18 KiB/s); blob reads are cut into GETs of at most 64 MiB and held
+    // to the stall floor (`read::stream_range`). Five retries (about 3 s of backoff) within a
+    // minute: a store that is not there fails fast instead of after 3 minutes.
+    let client = ClientOptions::new()
+        .with_timeout(REQUEST_LIMIT)
+        .with_connect_timeout(std::time::Duration::from_secs(10));
+    let retry = RetryConfig {
+        max_retries: 5,
+        retry_timeout: std::time::Duration::from_secs(60),
+        ..RetryConfig::default()
+    };
+    let mut b = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
     for (key, value) in std::env::vars_os() {
         if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
             if key.starts_with("AWS_") && !value.is_empty() {

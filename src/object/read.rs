@@ -9,9 +9,10 @@
 //! 1 MiB) sequential requests, with 1 MiB of memory.
 
 use super::{error, Location, Store};
+use crate::registry::stall::{guard, StallLimit};
 use crate::target::{ByteStream, Result};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use std::io::{Read, Seek, SeekFrom};
@@ -116,7 +117,45 @@ impl Seek for Ranged {
     }
 }
 
-/// The `len` bytes at `offset` of an object as a stream (one ranged GET), checked to be all there.
+/// The longest range one GET of a blob reads: at the 15-minute request limit, 73 KiB/s.
+pub const SEGMENT: u64 = 64 << 20;
+
+/// The floor a blob read is held to: `ORAS_SPEED_LIMIT` bytes per second over `ORAS_SPEED_TIME`
+/// seconds, as registry transfers (1024 over 30 by default).
+fn stall_limit() -> StallLimit {
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let d = StallLimit::default();
+    StallLimit {
+        bytes_per_second: var("ORAS_SPEED_LIMIT").unwrap_or(d.bytes_per_second),
+        window: var("ORAS_SPEED_TIME").map_or(d.window, std::time::Duration::from_secs),
+    }
+}
+
+/// One ranged GET as a stream, checked not to run past the range.
+async fn get_segment(
+    store: Store,
+    path: ObjPath,
+    loc: Location,
+    range: std::ops::Range<u64>,
+) -> Result<ByteStream> {
+    let what = format!("cannot read s3://{}/{path}", loc.bucket);
+    let mut left = range.end - range.start;
+    let opts = GetOptions { range: Some(GetRange::Bounded(range)), ..Default::default() };
+    let got = store.get_opts(&path, opts).await.map_err(|e| error(e, &what, &loc))?;
+    let stream = got.into_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| std::io::Error::other(format!("{what}: {e}")))?;
+        // A store that sends more than the range asked is not trusted with the rest.
+        left = left.checked_sub(chunk.len() as u64).ok_or_else(|| {
+            std::io::Error::other("the object store sent more than the range asked for")
+        })?;
+        Ok(chunk)
+    });
+    Ok(Box::pin(stream))
+}
+
+/// The `len` bytes at `offset` of an object as a stream: ranged GETs of at most [`SEGMENT`]
+/// bytes one after another (the first asked at once, so that a missing object fails here), held
+/// to the stall floor. The engine checks the length and digest of what comes.
 pub async fn stream_range(
     store: &Store,
     path: &ObjPath,
@@ -127,20 +166,23 @@ pub async fn stream_range(
     if len == 0 {
         return Ok(Box::pin(futures::stream::empty()));
     }
-    let what = format!("cannot read s3://{}/{path}", loc.bucket);
-    let opts =
-        GetOptions { range: Some(GetRange::Bounded(offset..offset + len)), ..Default::default() };
-    let got = store.get_opts(path, opts).await.map_err(|e| error(e, &what, loc))?;
-    let mut left = len;
-    let stream = got.into_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|e| std::io::Error::other(format!("{what}: {e}")))?;
-        // A store that sends more than the range asked is not trusted with the rest.
-        left = left.checked_sub(chunk.len() as u64).ok_or_else(|| {
-            std::io::Error::other("the object store sent more than the range asked for")
-        })?;
-        Ok(chunk)
-    });
-    Ok(Box::pin(stream))
+    let end = offset + len;
+    let first =
+        get_segment(store.clone(), path.clone(), loc.clone(), offset..end.min(offset + SEGMENT))
+            .await?;
+    let (store, path, loc) = (store.clone(), path.clone(), loc.clone());
+    let rest = futures::stream::iter((offset + SEGMENT..end).step_by(SEGMENT as usize))
+        .then(move |from| {
+            let (store, path, loc) = (store.clone(), path.clone(), loc.clone());
+            async move {
+                get_segment(store, path, loc, from..end.min(from + SEGMENT))
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            }
+        })
+        .try_flatten();
+    let all: ByteStream = Box::pin(first.chain(rest));
+    Ok(Box::pin(guard(all, stall_limit())))
 }
 
 /// A blocking reader over a stream, for readers that need `std::io::Read` (on the blocking pool).

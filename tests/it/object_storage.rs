@@ -249,5 +249,14 @@ fn bad_locations_fail_with_one_clear_line() {
         "no credentials",
         no_creds.check_failure(1, &["no AWS credentials", "AWS_ACCESS_KEY_ID"]),
     );
+    // A store that is not there: one line naming the object, within the retries' minute.
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dead = format!("http://127.0.0.1:{}", harness::registry::free_port());
+    vars.push(("AWS_ENDPOINT_URL", &dead));
+    let started = Instant::now();
+    let gone =
+        Oras::new(&["restore", "--input", "s3://backups/app.tar", &reg.host()]).envs(&vars).run();
+    failures.check("no store at the endpoint", gone.check_failure(1, &["s3://backups/app.tar"]));
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
     failures.assert_none();
 }
