@@ -38,6 +38,11 @@ fn backup_to_a_tar_object_and_a_prefix_and_restore_from_each() {
     let repo = format!("{}/team/app", src.host());
     for out in ["s3://backups/nightly/app.tar", "s3://backups/layout/app/"] {
         run(&s3, &["backup", "--no-tty", "--include-referrers", "-o", out, &repo]).ok();
+        if out.ends_with('/') {
+            // A second backup into the prefix finds every blob there and copies nothing.
+            let again = run(&s3, &["backup", "--no-tty", "--include-referrers", "-o", out, &repo]);
+            assert!(again.ok().stdout_str().contains("(0 B copied,"), "{}", again.describe());
+        }
         run(&s3, &["verify", out]).ok();
         let dst = Registry::start();
         let restored = run(&s3, &["restore", "--no-tty", "--input", out, &dst.host()]);
@@ -135,25 +140,37 @@ fn a_failed_or_interrupted_backup_leaves_no_object_and_no_pending_upload() {
     let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let slow = FaultProxy::start(&src.host());
     slow.inject(Match::method("GET").path("/blobs/"), Fault::Delay(Duration::from_secs(60)), 100);
-    let running = Oras::new(&["backup", "--no-tty", "-o", "s3://backups/interrupted.tar"])
-        .args(&[&format!("{}/team/app", slow.host())])
-        .envs(&vars)
-        .spawn();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s3.pending_uploads("backups").is_empty() || slow.fired() == 0 {
-        assert!(
-            running.is_running(),
-            "the run ended before it was interrupted:\n{}",
-            running.stderr()
-        );
-        assert!(Instant::now() < deadline, "no upload under way:\n{}", running.stderr());
-        std::thread::sleep(Duration::from_millis(20));
+    for out in ["s3://backups/interrupted.tar", "s3://backups/interrupted/"] {
+        let before = slow.fired();
+        let running = Oras::new(&["backup", "--no-tty", "-o", out])
+            .args(&[&format!("{}/team/app", slow.host())])
+            .envs(&vars)
+            .spawn();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Under way: a blob is asked for (and, for the archive, its upload is open).
+        while (out.ends_with(".tar") && s3.pending_uploads("backups").is_empty())
+            || slow.fired() == before
+        {
+            assert!(
+                running.is_running(),
+                "the run ended before it was interrupted:\n{}",
+                running.stderr()
+            );
+            assert!(Instant::now() < deadline, "no upload under way:\n{}", running.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running.signal(libc::SIGINT);
+        let ended = running.wait(Duration::from_secs(30));
+        assert_eq!(ended.code, Some(130), "{}", ended.describe());
     }
-    running.signal(libc::SIGINT);
-    let ended = running.wait(Duration::from_secs(30));
-    assert_eq!(ended.code, Some(130), "{}", ended.describe());
-    assert_eq!(s3.keys("backups"), Vec::<String>::new(), "no object is left");
+    // The prefix may keep blobs that were complete (a re-run resumes), never an index.json.
+    let keys = s3.keys("backups");
+    assert!(keys.iter().all(|k| k.starts_with("interrupted/blobs/")), "{keys:?}");
     assert_eq!(s3.pending_uploads("backups"), Vec::<String>::new(), "no multipart upload is left");
+    // The same backup again completes the prefix.
+    let name = format!("{}/team/app", src.host());
+    run(&s3, &["backup", "--no-tty", "-o", "s3://backups/interrupted/", &name]).ok();
+    assert!(s3.keys("backups").contains(&"interrupted/index.json".to_string()));
 }
 
 #[test]
