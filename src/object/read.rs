@@ -258,3 +258,63 @@ pub async fn check_bucket(store: &Store, loc: &Location) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+    use std::sync::Arc;
+
+    /// A tar of entries around the window's size, so that headers fall inside, at the edge of and
+    /// beyond a window.
+    fn archive() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let sizes = [10usize, 1 << 20, 511, (1 << 20) + 1, 3 << 20, 0, 700];
+        for (i, size) in sizes.iter().enumerate() {
+            let data = vec![i as u8; *size];
+            let mut h = tar::Header::new_ustar();
+            h.set_size(*size as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, format!("blobs/sha256/{i}"), &data[..]).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_tar_object_indexes_as_the_same_file_does_and_its_ranges_stream_back() {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+        let bytes = archive();
+        let file = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(file.path(), &bytes).expect("write");
+        let local = crate::layout::tar_index::index(file.path()).expect("local index");
+        let loc = Location { bucket: "b".into(), key: "a.tar".into(), prefix: false };
+        let store: Store = Arc::new(InMemory::new());
+        rt.block_on(store.put(&loc.path(), PutPayload::from(bytes.clone()))).expect("put");
+        let handle = rt.handle().clone();
+        let (s2, l2, len) = (store.clone(), loc.clone(), bytes.len() as u64);
+        let remote = rt
+            .block_on(rt.spawn_blocking(move || {
+                let ranged = Ranged::new(s2, l2.path(), l2, len, handle);
+                crate::layout::tar_index::index_from("s3://b/a.tar", ranged, len, &|_, _, _| {
+                    Ok(true)
+                })
+            }))
+            .expect("task")
+            .expect("remote index");
+        assert_eq!(remote.files, local.files);
+        for (name, (off, size)) in &remote.files {
+            let got: Vec<Bytes> = rt.block_on(async {
+                stream_range(&store, &loc.path(), &loc, *off, *size)
+                    .await
+                    .expect("stream")
+                    .map(|c| c.expect("chunk"))
+                    .collect()
+                    .await
+            });
+            let got: Vec<u8> = got.concat();
+            assert_eq!(&got[..], &bytes[*off as usize..(*off + *size) as usize], "{name}");
+        }
+    }
+}

@@ -346,6 +346,8 @@ impl Drop for ObjectOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::memory::InMemory;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn parts_grow_so_that_ten_thousand_reach_a_terabyte() {
@@ -354,5 +356,32 @@ mod tests {
         assert_eq!(part_size(2000), 32 << 20);
         let total: u64 = (0..10_000).map(|n| part_size(n) as u64).sum();
         assert!(total > 900 << 30, "{total}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_output_appears_only_when_committed_and_a_dropped_one_never() {
+        let store: Store = Arc::new(InMemory::new());
+        let loc = |key: &str| Location { bucket: "b".into(), key: key.into(), prefix: false };
+        // Three parts' worth and a bit: several parts, in order.
+        let data: Vec<u8> = (0..(PART_SIZE * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        let (out, mut w) = ObjectOutput::create(&store, &loc("kept.tar")).await.expect("create");
+        w.write_all(&data).await.expect("write");
+        w.shutdown().await.expect("shutdown");
+        assert!(store.head(&loc("kept.tar").path()).await.is_err(), "visible before the commit");
+        out.commit().await.expect("commit");
+        let got =
+            store.get(&loc("kept.tar").path()).await.expect("get").bytes().await.expect("bytes");
+        assert!(got[..] == data[..], "the object is what was written");
+
+        let (out, mut w) = ObjectOutput::create(&store, &loc("dropped.tar")).await.expect("create");
+        w.write_all(&data[..1000]).await.expect("write");
+        drop(w);
+        drop(out);
+        abort_open().await;
+        assert!(
+            store.head(&loc("dropped.tar").path()).await.is_err(),
+            "a dropped output left an object"
+        );
+        assert!(OPEN.lock().map(|o| o.is_empty()).unwrap_or(false), "an upload is still open");
     }
 }
