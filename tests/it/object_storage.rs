@@ -251,7 +251,20 @@ fn bad_locations_fail_with_one_clear_line() {
             &["oras copy writes layouts on local disk only", "oras backup"],
         ),
     ];
+    // Objects that are not a backup: a file that is no tar, a prefix that is no layout.
+    s3.put("backups", "notes.tar", b"just some text, not an archive".repeat(40));
+    s3.put("backups", "docs/README.md", b"hello\n".to_vec());
     let mut failures = harness::Failures::default();
+    for (input, names) in [
+        (
+            "s3://backups/notes.tar",
+            &["s3://backups/notes.tar", "neither a directory nor a tar archive"],
+        ),
+        ("s3://backups/docs/", &["s3://backups/docs/", "no index.json or manifest.json"]),
+    ] {
+        let refused = run(&s3, &["restore", "--input", input, &reg.host()]);
+        failures.check(input, refused.check_failure(1, names));
+    }
     for (args, code, names) in cases {
         failures.check(&args.join(" "), run(&s3, args).check_failure(code, names));
     }
