@@ -61,6 +61,15 @@ fn backup_to_a_tar_object_and_a_prefix_and_restore_from_each() {
         want.sort();
         assert_eq!(found, want, "referrers of v1 restored from {out}");
     }
+    // The companion commands read both forms, with a reference after the location.
+    for at in ["s3://backups/nightly/app.tar", "s3://backups/layout/app/"] {
+        let listed = run(&s3, &["repo", "ls", "--oci-layout", at]);
+        assert!(listed.ok().stdout_str().contains(&repo), "{}", listed.describe());
+        let fetched = run(&s3, &["manifest", "fetch", "--oci-layout", &format!("{at}:v1")]);
+        assert_eq!(fetched.ok().stdout, fx.manifests[fx.tag("v1")].bytes, "manifest v1 from {at}");
+        let digest = format!("{at}@{}", fx.tag("v1"));
+        run(&s3, &["discover", "--oci-layout", &digest]).ok();
+    }
     // The tar object is the archive a file backup would be: read back as one, it holds everything.
     let tar = s3.get("backups", "nightly/app.tar").expect("the tar object");
     assert_layout_holds(&Layout::from_tar(&tar), &[(&repo, &fx)], true);
