@@ -10,7 +10,8 @@ use crate::layout::dir::{bare, merged_index};
 use crate::layout::index::{self, Entry, MAX_INDEX_SIZE, OCI_LAYOUT};
 use crate::manifest::Descriptor;
 use crate::target::{
-    ByteStream, EntryRole, Hints, Plan, Planning, ReferrerListing, Repo, Result, Sink,
+    kind_of, ByteStream, EntryRole, ErrorKind, Hints, Plan, Planning, ReferrerListing, Repo,
+    Result, Sink,
 };
 use anyhow::{anyhow, bail};
 use async_trait::async_trait;
@@ -32,8 +33,8 @@ pub struct ObjectDirSink {
     marker_found: bool,
     full_references: bool,
     /// The blobs under the prefix when it was opened, by path below it, with their sizes: listed
-    /// once (a thousand to a request) instead of a HEAD per blob.
-    blobs: HashMap<String, u64>,
+    /// once (a thousand to a request) instead of a HEAD per blob; `None` when listing is denied.
+    blobs: Option<HashMap<String, u64>>,
 }
 
 /// A small object's bytes, `None` when there is none; refused over `limit`.
@@ -57,11 +58,14 @@ impl ObjectDirSink {
     pub async fn create(store: Store, loc: Location) -> Result<ObjectDirSink> {
         read::check_bucket(&store, &loc).await?;
         let under = Location { key: loc.child("blobs").to_string(), prefix: true, ..loc.clone() };
-        let blobs = read::list(&store, &under)
-            .await?
-            .into_iter()
-            .map(|(name, size)| (format!("blobs/{name}"), size))
-            .collect();
+        // Credentials that may not list ask about each blob instead (HEAD).
+        let blobs = match read::list(&store, &under).await {
+            Ok(listed) => Some(
+                listed.into_iter().map(|(name, size)| (format!("blobs/{name}"), size)).collect(),
+            ),
+            Err(e) if kind_of(&e) == ErrorKind::Denied => None,
+            Err(e) => return Err(e),
+        };
         let (mut existing, mut index_found) = (Vec::new(), Vec::new());
         if let Some(raw) = get_small(&store, &loc, "index.json", MAX_INDEX_SIZE).await? {
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {loc}: {e}"))?;
@@ -149,7 +153,14 @@ impl Sink for ObjectDirSink {
 
     async fn has_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<bool> {
         // An object is only ever there whole (a PUT or a completed upload): its size tells.
-        Ok(self.blobs.get(&blob_path(&desc.digest)) == Some(&desc.size))
+        let name = blob_path(&desc.digest);
+        match &self.blobs {
+            Some(listed) => Ok(listed.get(&name) == Some(&desc.size)),
+            None => {
+                let path = self.loc.child(&name);
+                Ok(read::size(&self.store, &path, &self.loc).await? == Some(desc.size))
+            }
+        }
     }
 
     async fn push_blob(&self, _repo: &Repo, desc: &Descriptor, data: ByteStream) -> Result<()> {

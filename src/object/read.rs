@@ -248,13 +248,17 @@ pub async fn size(store: &Store, path: &ObjPath, loc: &Location) -> Result<Optio
     }
 }
 
-/// Checks that the bucket is there and readable with these credentials (a HEAD cannot tell a
-/// missing bucket from a missing object: a listing can).
+/// Checks that the bucket is there (a HEAD cannot tell a missing bucket from a missing object: a
+/// listing can). Credentials that may not list (a write-only backup role) pass: what they may do is
+/// told by the requests the run makes.
 pub async fn check_bucket(store: &Store, loc: &Location) -> Result<()> {
     let prefix = if loc.key.is_empty() { None } else { Some(ObjPath::from(loc.key.as_str())) };
     let mut listing = store.list(prefix.as_ref());
     if let Some(Err(e)) = listing.next().await {
-        return Err(error(e, &format!("cannot use {loc}"), loc));
+        let e = error(e, &format!("cannot use {loc}"), loc);
+        if crate::target::kind_of(&e) != crate::target::ErrorKind::Denied {
+            return Err(e);
+        }
     }
     Ok(())
 }
