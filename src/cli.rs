@@ -162,6 +162,10 @@ pub struct VerifyArgs {
     /// The backup: an OCI layout directory, a tar archive, or s3://BUCKET/KEY or s3://BUCKET/PREFIX/
     #[arg(value_name = "PATH")]
     pub path: String,
+    /// For an incremental backup: its base, when it is not where the backup recorded it
+    /// (repeatable, for a chain)
+    #[arg(long, value_name = "PATH")]
+    pub base: Vec<String>,
     /// Blobs checked at once
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
@@ -440,6 +444,14 @@ pub struct BackupArgs {
     /// With a registry alone: leave out repositories whose path matches this glob (repeatable)
     #[arg(long, value_name = "GLOB")]
     pub exclude_repos: Vec<String>,
+    /// Take only the repositories of shard K of N (1 <= K <= N; by a stable hash of each
+    /// repository's path), so that N runs split a registry without coordination
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::commands::shard::Shard>,
+    /// Write only what this earlier backup (and the backups it builds on) does not hold: an
+    /// incremental backup, restored together with its base
+    #[arg(long, value_name = "PATH")]
+    pub base: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -451,15 +463,20 @@ pub struct BackupArgs {
 )]
 pub struct RestoreArgs {
     /// The backup: an OCI layout directory, a tar archive, s3://BUCKET/KEY or s3://BUCKET/PREFIX/
-    /// (AWS_* environment), or - for a tar stream on stdin
-    #[arg(short = 'i', long, value_name = "PATH")]
-    pub input: String,
+    /// (AWS_* environment), or - for a tar stream on stdin; repeat it to restore several backups
+    /// in one run (shards, an incremental backup and its base)
+    #[arg(short = 'i', long, value_name = "PATH", required = true)]
+    pub input: Vec<String>,
     /// Push only the tagged graphs, not their referrers
     #[arg(long)]
     pub exclude_referrers: bool,
     /// Check the backup and the target, report what would be pushed, push nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Gzip a docker save archive's uncompressed layers on the way (new layer digests; the
+    /// image ID is kept); an OCI layout's blobs are always restored as they are
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<crate::layout::compress::Compression>,
     /// Where to restore: <registry> (original repository paths) or
     /// <registry>/<repo>[:<tag>[,<tag>...]]
     #[arg(value_name = "TARGET")]

@@ -1,11 +1,16 @@
 //! `oras backup`: registry repositories -> one layout (directory or tar).
 
 use super::common;
+use super::shard::Shard;
 use super::UsageError;
 use crate::cli::{BackupArgs, Format};
 use crate::engine::{self, Job, Options, Platform};
+use crate::layout::chain;
 use crate::layout::compress::{CompressedOutput, Compression};
 use crate::layout::dir::DirSink;
+use crate::layout::index::{
+    Rendering, ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_LOCATION, ANNOTATION_SHARD,
+};
 use crate::layout::tar_stream::StreamTarSink;
 use crate::layout::tar_write::TarSink;
 use crate::object::dir::ObjectDirSink;
@@ -109,13 +114,13 @@ enum Commit {
     Object(ObjectOutput),
 }
 
-async fn open_sink(out: &Output, full: bool, docker: Option<Platform>) -> Result<Opened> {
+async fn open_sink(out: &Output, how: Rendering, docker: Option<Platform>) -> Result<Opened> {
     let stream = |w: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
-        StreamTarSink::new(w).full_references(full).docker_manifest(docker.clone())
+        StreamTarSink::new(w).rendering(how.clone()).docker_manifest(docker.clone())
     };
     Ok(match out {
         Output::Tar(p) => (
-            Arc::new(TarSink::create(p)?.full_references(full).docker_manifest(docker.clone())),
+            Arc::new(TarSink::create(p)?.rendering(how.clone()).docker_manifest(docker.clone())),
             None,
             None,
         ),
@@ -136,7 +141,7 @@ async fn open_sink(out: &Output, full: bool, docker: Option<Platform>) -> Result
         Output::ObjectDir(loc) => {
             let store = crate::object::connect(loc)?;
             (
-                Arc::new(ObjectDirSink::create(store, loc.clone()).await?.full_references(full)),
+                Arc::new(ObjectDirSink::create(store, loc.clone()).await?.rendering(how.clone())),
                 None,
                 None,
             )
@@ -151,7 +156,7 @@ async fn open_sink(out: &Output, full: bool, docker: Option<Platform>) -> Result
         Output::Dir(p) => {
             let existed = p.exists();
             (
-                Arc::new(DirSink::create(p).await?.full_references(full)),
+                Arc::new(DirSink::create(p).await?.rendering(how.clone())),
                 if existed { None } else { Some(p.clone()) },
                 None,
             )
@@ -312,6 +317,94 @@ async fn references(
     Ok(refs)
 }
 
+/// The earlier backup an incremental one builds on: what it (and its own bases) hold, and how the
+/// new backup records it.
+struct Base {
+    held: std::collections::HashSet<crate::digest::Digest>,
+    digest: crate::digest::Digest,
+    location: String,
+}
+
+/// Opens `--base` and its chain, refusing what cannot be one.
+async fn open_base(
+    base: &str,
+    args: &BackupArgs,
+    out: &Output,
+    progress: &mut Progress,
+) -> Result<Base> {
+    if let Output::Dir(p) = out {
+        if p.exists() {
+            return Err(UsageError(format!("--base writes a new, incremental backup, but {:?} exists: give a new path (an incremental backup is never added to another)", args.output)).into());
+        }
+    }
+    let same = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .ok()
+            .zip(std::fs::canonicalize(base).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if let Output::Tar(p) | Output::Compressed(p, _) = out {
+        if same(p) {
+            return Err(UsageError(format!(
+                "--base {base:?} is also the --output: write the new backup to another path"
+            ))
+            .into());
+        }
+    }
+    let opened = chain::open(&[base.to_string()], Default::default())
+        .await
+        .map_err(|e| anyhow!("--base {base:?}: {e:#}"))?;
+    let Some(digest) = opened.source.index_digest().cloned() else {
+        return Err(UsageError(format!("--base {base:?} is a docker save archive: the base must be a backup made by oras backup (an OCI image layout)")).into());
+    };
+    let held = opened.source.held_digests().await?;
+    let location = chain::location_of(std::path::Path::new(base), &args.output)?;
+    let on = if opened.found.is_empty() {
+        String::new()
+    } else {
+        format!("; it builds on {}", opened.found.join(", "))
+    };
+    progress.status(&format!(
+        "Base {base:?}: index.json {digest}, {} blob(s) and manifest(s) that this backup leaves out{on}",
+        held.len()
+    ));
+    Ok(Base { held, digest, location })
+}
+
+/// Keeps the references of the repositories in this run's shard, and says how many.
+fn take_shard(refs: &mut Vec<Reference>, shard: Shard, progress: &mut Progress) {
+    let repos = |refs: &[Reference]| {
+        refs.iter()
+            .map(|r| (r.registry.clone(), r.repository.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = repos(refs).len();
+    refs.retain(|r| shard.takes(&r.repository));
+    let kept = repos(refs);
+    progress.status(&format!(
+        "Shard {shard}: {} of {before} repository(ies){}",
+        kept.len(),
+        if kept.is_empty() {
+            " (an empty backup is written, so that every shard has one)"
+        } else {
+            ""
+        }
+    ));
+}
+
+/// How index.json is written: `--full-reference`, and what records the shard and the base.
+fn rendering(args: &BackupArgs, base: Option<&Base>) -> Rendering {
+    let mut how = Rendering { full: args.full_reference, ..Rendering::default() };
+    if let Some(b) = base {
+        how.annotations.insert(ANNOTATION_BASE_DIGEST.into(), b.digest.to_string());
+        how.annotations.insert(ANNOTATION_BASE_LOCATION.into(), b.location.clone());
+    }
+    if let Some(shard) = args.shard {
+        how.annotations.insert(ANNOTATION_SHARD.into(), shard.to_string());
+    }
+    how
+}
+
 /// Runs `oras backup`.
 pub async fn run(args: BackupArgs) -> Result<()> {
     let out = output(&args.output, args.compress)?;
@@ -333,7 +426,14 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     if matches!(out, Output::Stdout(_)) {
         progress.status_to_stderr();
     }
-    let refs = references(&args, &registries, &mut progress).await?;
+    let mut refs = references(&args, &registries, &mut progress).await?;
+    if let Some(shard) = args.shard {
+        take_shard(&mut refs, shard, &mut progress);
+    }
+    let base = match &args.base {
+        Some(b) => Some(open_base(b, &args, &out, &mut progress).await?),
+        None => None,
+    };
     let filter =
         crate::engine::TagFilter::new(&args.filter.include_tags, &args.filter.exclude_tags)
             .map_err(UsageError)?;
@@ -347,9 +447,12 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         dry_run: false,
         platforms: args.platforms.platform.clone(),
         sparse_index: args.platforms.sparse_index,
+        held: base.as_ref().map(|b| Arc::new(b.held.clone())),
     };
-    let docker = (!args.no_docker_manifest).then(|| args.docker_platform.clone());
-    let (sink, created_dir, compressed) = open_sink(&out, args.full_reference, docker).await?;
+    // Docker's manifest.json would name configs and layers that only the base holds.
+    let docker = (!args.no_docker_manifest && base.is_none()).then(|| args.docker_platform.clone());
+    let (sink, created_dir, compressed) =
+        open_sink(&out, rendering(&args, base.as_ref()), docker).await?;
     // We made this directory for this run: if it fails, leave nothing behind that could pass for a
     // backup.
     let mut cleanup = CreatedDir(created_dir);
@@ -393,13 +496,14 @@ pub async fn run(args: BackupArgs) -> Result<()> {
         .collect();
     progress.status_lines(&pulled);
     progress.status(&format!(
-        "Successfully backed up {tags} tag(s) from {} repository(ies) to {:?} in {}. Total size: {} ({} copied, {} already present).",
+        "Successfully backed up {tags} tag(s) from {} repository(ies) to {:?} in {}. Total size: {} ({} copied, {} {}).",
         repos.len(),
         args.output,
         common::duration(report.seconds),
         common::size(report.bytes_total),
         common::size(report.bytes_copied),
         common::size(report.bytes_skipped),
+        if base.is_some() { "already in the base, left out" } else { "already present" },
     ));
     Ok(())
 }

@@ -88,6 +88,7 @@ pub async fn run(args: CopyArgs) -> Result<()> {
         dry_run: false,
         platforms: args.platforms.platform.clone(),
         sparse_index: args.platforms.sparse_index,
+        held: None,
     };
     let mut progress = common::progress(&args.common);
     let report = engine::run(src, dst, std::slice::from_ref(&job), &opts, &mut progress).await?;

@@ -10,6 +10,7 @@ pub mod prompt;
 pub mod repo;
 pub mod restore;
 pub mod rules;
+pub mod shard;
 pub mod verify;
 
 /// An error in how the command was called (exit code 2).

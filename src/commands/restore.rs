@@ -5,14 +5,15 @@ use super::rules;
 use super::UsageError;
 use crate::cli::{Format, RestoreArgs};
 use crate::engine::{self, Job, Options, Report, TagFilter};
-use crate::layout::reader::{unnamed, LayoutSource};
+use crate::layout::chain;
+use crate::layout::compress::Compression;
+use crate::layout::reader::{unnamed, OpenOptions};
 use crate::layout::stream_read::StreamSource;
 use crate::progress::Progress;
 use crate::reference::{parse_registry, Reference};
 use crate::target::{Repo, Sink, Source};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The backup's repositories, named for an error message.
@@ -133,7 +134,7 @@ const FORMS: &str = "use either targets (oras restore --input BACKUP REGISTRY[/R
 
 /// Checks what can be checked before the backup is opened.
 fn check_args(args: &RestoreArgs) -> Result<()> {
-    if args.input.trim().is_empty() {
+    if args.input.iter().any(|i| i.trim().is_empty()) {
         return Err(
             UsageError("--input is empty: give a backup directory or .tar archive".into()).into()
         );
@@ -148,7 +149,24 @@ fn check_args(args: &RestoreArgs) -> Result<()> {
         (None, true) => return Err(UsageError(format!("nothing to restore to: {FORMS}")).into()),
         _ => {}
     }
-    let from_stdin = args.input == "-";
+    let from_stdin = args.input.iter().any(|i| i == "-");
+    if from_stdin && args.input.len() > 1 {
+        return Err(UsageError(
+            "--input - reads one tar stream from standard input: it cannot be restored together with other --input backups (save the stream to a file first)".into(),
+        )
+        .into());
+    }
+    match args.compress {
+        Some(Compression::Zstd) => return Err(UsageError(
+            "--compress zstd: a Docker image manifest describes only tar and gzip'd layers; use --compress gzip".into(),
+        )
+        .into()),
+        Some(Compression::Gzip) if from_stdin => return Err(UsageError(
+            "--compress gzip applies to a docker save archive's layers, and a docker save archive cannot be read from standard input: save it to a file and give its path".into(),
+        )
+        .into()),
+        _ => {}
+    }
     if from_stdin
         && (args.common.credentials.password_stdin || args.common.credentials.identity_token_stdin)
     {
@@ -170,27 +188,49 @@ fn check_args(args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the backup (a directory, a tar, or a stream on stdin) and names its repositories.
-async fn open(input: &str, progress: &mut Progress) -> Result<(Arc<dyn Source>, Vec<Repo>)> {
-    if input == "-" {
+/// Opens the backups (directories, tars, or a stream on stdin) and the bases they build on, and
+/// names their repositories.
+async fn open(
+    inputs: &[String],
+    compress: Option<Compression>,
+    progress: &mut Progress,
+) -> Result<(Arc<dyn Source>, Vec<Repo>, Option<String>)> {
+    if inputs == ["-"] {
         let s = StreamSource::open(std::io::stdin()).await?;
         progress.status("Loaded backup stream: standard input (blobs are uploaded as they pass)");
         let repos = s.repositories();
-        return Ok((Arc::new(s), repos));
+        return Ok((Arc::new(s), repos, None));
     }
-    let layout = LayoutSource::open(&PathBuf::from(input)).await?;
+    let options = OpenOptions { gzip_docker_layers: compress.is_some() };
+    let opened = chain::open(inputs, options).await?;
+    let layout = opened.source;
+    if compress.is_some() && layout.docker_images().is_empty() {
+        // Changing a layout's blobs would change the digests its manifests name.
+        return Err(UsageError(format!(
+            "--compress applies to a docker save archive's uncompressed layers; {:?} is an OCI image layout, whose blobs are restored as they are (leave --compress out)",
+            inputs.join(", ")
+        ))
+        .into());
+    }
+    let input = inputs.join(", ");
     let kind = match (layout.is_tar, layout.docker_images().is_empty()) {
         (true, true) => "backup archive",
         (false, true) => "backup directory",
         (true, false) => "docker save archive",
         (false, false) => "docker save directory",
     };
-    progress.status(&format!("Loaded {kind}: {} ({})", input, common::size(layout.size)));
+    let together = match (opened.given, opened.found.len()) {
+        (1, 0) => String::new(),
+        (n, 0) => format!(", {n} backups read as one"),
+        (_, _) => format!(", with the base(s) it builds on: {}", opened.found.join(", ")),
+    };
+    progress.status(&format!("Loaded {kind}: {} ({}{together})", input, common::size(layout.size)));
     for image in layout.docker_images() {
         progress.status(&image.describe());
     }
     let repos = layout.repositories();
-    Ok((Arc::new(layout), repos))
+    let shard = layout.shard().map(str::to_string);
+    Ok((Arc::new(layout), repos, shard))
 }
 
 /// The jobs the targets or the rules file ask for, and whether a failing one stops the others.
@@ -234,9 +274,16 @@ async fn jobs_of(
 pub async fn run(args: RestoreArgs) -> Result<()> {
     check_args(&args)?;
     let mut progress = common::progress(&args.common);
-    let (src, repos) = open(&args.input, &mut progress).await?;
+    let (src, repos, shard) = open(&args.input, args.compress, &mut progress).await?;
     if repos.is_empty() {
-        bail!("the backup {:?} holds no tags", args.input);
+        if let Some(shard) = shard {
+            // An empty shard is a normal outcome of splitting a registry: nothing to do.
+            progress.status(&format!(
+                "Nothing to restore: shard {shard} of the registry holds no repository"
+            ));
+            return Ok(());
+        }
+        bail!("the backup {:?} holds no tags", args.input.join(", "));
     }
     let (jobs, fail_fast) = jobs_of(&args, src.as_ref(), &repos, &mut progress).await?;
     let registries = common::registries(&args.common, args.dry_run)?;
@@ -246,6 +293,7 @@ pub async fn run(args: RestoreArgs) -> Result<()> {
         dry_run: args.dry_run,
         platforms: Vec::new(),
         sparse_index: false,
+        held: None,
     };
     let sink: Arc<dyn Sink> = registries;
     let (report, failures) = if fail_fast || jobs.len() == 1 {
@@ -310,7 +358,8 @@ fn print(
     if args.common.format == Format::Json {
         let doc = serde_json::json!({
             "command": "restore",
-            "input": args.input,
+            "input": args.input.first(),
+            "inputs": args.input,
             "targets": targets,
             "rules": args.rules,
             "dryRun": args.dry_run,

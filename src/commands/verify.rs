@@ -5,13 +5,13 @@
 use crate::cli::{Format, VerifyArgs};
 use crate::digest::Digest;
 use crate::engine::{check_blob, BlobProblem};
+use crate::layout::chain;
 use crate::layout::graph::{Broken, Parent};
 use crate::layout::reader::LayoutSource;
 use crate::manifest::Descriptor;
 use crate::target::Repo;
 use anyhow::{bail, Result};
 use futures::{stream, StreamExt};
-use std::path::Path;
 
 /// What verify found.
 #[derive(serde::Serialize, Default)]
@@ -27,13 +27,20 @@ struct Outcome {
     partial: Vec<String>,
     /// For a docker save archive: the manifest built for each image.
     built: Vec<String>,
+    /// For an incremental backup: the bases it was checked with.
+    bases: Vec<String>,
 }
 
 /// Runs `oras verify`.
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let mut out = Outcome { path: args.path.clone(), ..Default::default() };
-    match LayoutSource::open(Path::new(&args.path)).await {
-        Ok(layout) => check(&layout, &mut out, usize::from(args.concurrency)).await,
+    let inputs: Vec<String> = std::iter::once(args.path.clone()).chain(args.base.clone()).collect();
+    match chain::open(&inputs, Default::default()).await {
+        Ok(opened) => {
+            out.bases = opened.found.clone();
+            out.bases.extend(args.base.iter().cloned());
+            check(&opened.source, &mut out, usize::from(args.concurrency)).await
+        }
         Err(e) => out.problems.push(format!("{e:#}")),
     }
     out.ok = out.problems.is_empty();
@@ -50,8 +57,13 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             println!("{b}");
         }
         if out.ok {
+            let with = if out.bases.is_empty() {
+                String::new()
+            } else {
+                format!(" with its base(s) {}", out.bases.join(", "))
+            };
             println!(
-                "Verified {:?}: {} tag(s), {} manifest(s), {} blob(s), {} — complete and intact.",
+                "Verified {:?}{with}: {} tag(s), {} manifest(s), {} blob(s), {} — complete and intact.",
                 out.path,
                 out.tags,
                 out.manifests,

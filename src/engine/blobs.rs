@@ -10,7 +10,8 @@ use crate::manifest::Descriptor;
 use crate::progress::Progress;
 use crate::target::Access;
 use anyhow::{anyhow, Result};
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::StreamExt;
 use std::collections::HashSet;
 
 /// A blob to copy into a job's destination.
@@ -58,11 +59,18 @@ pub(super) async fn copy(
         from_backup(run, tasks, &placed, progress, &mut outcomes).await?
     };
     for pass in passes {
-        let copies: Vec<_> =
-            pass.into_iter().map(|t| copy_one(run, t, &placed, progress)).collect();
-        let done: Vec<(JobId, BlobOutcome)> =
-            stream::iter(copies).buffer_unordered(run.conc).try_collect().await?;
-        outcomes.extend(done);
+        // Each copy started as a slot frees (see `from_backup`).
+        let (mut copying, mut next) = (FuturesUnordered::new(), pass.into_iter());
+        loop {
+            while copying.len() < run.conc {
+                let Some(t) = next.next() else { break };
+                copying.push(copy_one(run, t, &placed, progress));
+            }
+            match copying.next().await {
+                Some(done) => outcomes.push(done?),
+                None => break,
+            }
+        }
     }
     Ok(outcomes)
 }
@@ -112,9 +120,24 @@ async fn from_backup(
     progress: &Progress,
     outcomes: &mut Vec<(JobId, BlobOutcome)>,
 ) -> Result<Vec<Vec<Task>>> {
-    let asks: Vec<_> =
-        tasks.iter().map(|t| run.dst.has_blob(&run.job(t.job).dst, &t.desc)).collect();
-    let present: Vec<bool> = stream::iter(asks).buffered(run.conc).try_collect().await?;
+    // Each question made as it is asked: made all at once, thousands of futures would be held.
+    // Each question made as a slot frees: made all at once, the futures of thousands of blobs
+    // would be held until the last is answered. (A loop, not a stream over a closure: one
+    // borrowing the run makes the command's future unprovably `Send`.)
+    let mut present = Vec::with_capacity(tasks.len());
+    {
+        let (mut asking, mut next) = (FuturesOrdered::new(), tasks.iter());
+        loop {
+            while asking.len() < run.conc {
+                let Some(t) = next.next() else { break };
+                asking.push_back(run.dst.has_blob(&run.job(t.job).dst, &t.desc));
+            }
+            match asking.next().await {
+                Some(answer) => present.push(answer?),
+                None => break,
+            }
+        }
+    }
     let (mut first, mut again, mut there) = (Vec::new(), Vec::new(), Vec::new());
     let mut seen = HashSet::new();
     for (t, present) in tasks.into_iter().zip(present) {

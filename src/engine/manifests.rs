@@ -6,6 +6,7 @@ use super::report::Report;
 use super::{JobGraph, JobId, Node, Run};
 use crate::digest::Digest;
 use anyhow::{anyhow, Context, Result};
+use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -71,11 +72,17 @@ pub(super) async fn copy(run: &Run<'_>, known: &Known, report: &mut Report) -> R
             Ok(Write { job: id, node, by_tag, absent, graph: run.graph(id) })
         });
         let writes: Vec<Write> = writes.collect::<Result<_>>()?;
-        // Futures gathered first: a stream over a closure borrowing `run` is not provably Send.
-        let writes: Vec<_> = writes.into_iter().map(|w| write(run, w)).collect();
-        let results: Vec<Written> =
-            stream::iter(writes).buffer_unordered(run.conc).try_collect().await?;
-        for w in results {
+        // Each write started as a slot frees: made all at once, thousands of futures would be
+        // held for the whole level. (A loop, not a stream over a closure: one borrowing `run`
+        // makes the command's future unprovably `Send`.)
+        let (mut writing, mut next) = (FuturesUnordered::new(), writes.into_iter());
+        loop {
+            while writing.len() < run.conc {
+                let Some(w) = next.next() else { break };
+                writing.push(write(run, w));
+            }
+            let Some(w) = writing.next().await else { break };
+            let w = w?;
             report.manifest(w.job, w.copied, w.size);
             tagged_early.extend(w.tagged);
         }

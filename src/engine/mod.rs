@@ -162,6 +162,9 @@ pub struct Options {
     pub platforms: Vec<Platform>,
     /// Keep index roots as they are, with only the chosen platforms' manifests (`--sparse-index`).
     pub sparse_index: bool,
+    /// Content the destination need not hold because an earlier backup it builds on holds it
+    /// (`backup --base`): neither written nor planned, counted as already there.
+    pub held: Option<Arc<std::collections::HashSet<Digest>>>,
 }
 
 /// The position of a job in the run's list, which every per-job record is keyed by.
@@ -265,11 +268,14 @@ async fn phases(
         run.graphs.iter().flat_map(|g| g.blobs.values()).map(|d| d.size).sum(),
         if opts.dry_run { "checking" } else { "copying" },
     );
-    let known = if run.dst.traits().whole_graphs {
+    let mut known = if run.dst.traits().whole_graphs {
         present::already_there(&run).await?
     } else {
         present::Known::default()
     };
+    if let Some(held) = &opts.held {
+        present::held_elsewhere(&run, held, &mut known);
+    }
     let mut report = Report::default();
     report.add_blobs(blobs::copy(&run, &known, progress).await?);
     let tagged_early = manifests::copy(&run, &known, &mut report).await?;

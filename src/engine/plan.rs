@@ -22,10 +22,14 @@ pub(super) async fn prepare(run: &Run<'_>) -> Result<()> {
     planning.prepare(&Plan { contents: &contents, entries: &entries, manifests: &manifests }).await
 }
 
-/// Every distinct blob and manifest of the run, blobs of each job first.
+/// Every distinct blob and manifest of the run, blobs of each job first; what an earlier backup
+/// holds (`backup --base`) is left out.
 fn contents<'a>(run: &'a Run<'_>) -> Vec<PlanContent<'a>> {
     let mut contents = Vec::new();
     let mut seen: HashSet<&Digest> = HashSet::new();
+    if let Some(held) = &run.opts.held {
+        seen.extend(held.iter());
+    }
     for g in &run.graphs {
         for b in g.blobs.values() {
             if seen.insert(&b.digest) {

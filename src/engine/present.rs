@@ -76,6 +76,19 @@ pub(super) async fn already_there(run: &Run<'_>) -> Result<Known> {
     Ok(known)
 }
 
+/// Counts what an earlier backup holds (`backup --base`) as there: it is neither written nor
+/// planned.
+pub(super) fn held_elsewhere(run: &Run<'_>, held: &HashSet<Digest>, known: &mut Known) {
+    for (id, _, g) in run.each() {
+        for d in g.blobs.keys().filter(|d| held.contains(*d)) {
+            known.blobs.insert((id, d.clone()));
+        }
+        for d in g.manifests.iter().filter(|d| held.contains(*d)) {
+            known.manifests.insert((id, d.clone()));
+        }
+    }
+}
+
 /// The jobs whose destination repository had no tags before the run.
 async fn new_repos(run: &Run<'_>, hints: &dyn Hints) -> HashSet<JobId> {
     let mut asked: HashMap<&Repo, bool> = HashMap::new();

@@ -55,7 +55,14 @@ fn job(src: &Repo, dst: &Repo, refs: &[&str]) -> Job {
 }
 
 fn opts(referrers: bool, dry_run: bool) -> Options {
-    Options { concurrency: 4, referrers, dry_run, platforms: Vec::new(), sparse_index: false }
+    Options {
+        concurrency: 4,
+        referrers,
+        dry_run,
+        platforms: Vec::new(),
+        sparse_index: false,
+        held: None,
+    }
 }
 
 async fn copy(src: Memory, dst: Arc<Memory>, jobs: &[Job], o: Options) -> anyhow::Result<Report> {

@@ -43,7 +43,7 @@ pub struct DirSink {
     /// stat'ed blob by blob).
     empty: bool,
     /// Full references as ref names even for one repository (`--full-reference`).
-    full_references: bool,
+    rendering: index::Rendering,
     /// Blobs and manifests being synced and put in place.
     sealer: Sealer,
 }
@@ -152,14 +152,14 @@ impl DirSink {
             marker_found,
             dirty: AtomicBool::new(false),
             empty,
-            full_references: false,
+            rendering: index::Rendering::default(),
             sealer: Sealer::default(),
         })
     }
 
-    /// Names every tag by its full reference (`--full-reference`).
-    pub fn full_references(self, on: bool) -> Self {
-        DirSink { full_references: on, ..self }
+    /// Writes index.json as `rendering` says (`--full-reference`, the index's annotations).
+    pub fn rendering(self, rendering: index::Rendering) -> Self {
+        DirSink { rendering, ..self }
     }
 
     async fn write_blob(&self, desc: &Descriptor, mut data: ByteStream) -> Result<()> {
@@ -209,7 +209,7 @@ fn open_plain(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The `index.json` of a layout that held `existing` once `added` is recorded: a new tag replaces the
 /// old one of its repository (or a bare one); a new untagged entry replaces the same digest's.
-pub(crate) fn merged_index(existing: &[Entry], added: &[Entry], full_references: bool) -> Vec<u8> {
+pub(crate) fn merged_index(existing: &[Entry], added: &[Entry], how: &index::Rendering) -> Vec<u8> {
     // A new tag replaces the old one of its repository (or a bare one); a new untagged entry
     // replaces the same digest's. Hashed: a second backup of thousands of tags compares every
     // pair otherwise.
@@ -229,7 +229,7 @@ pub(crate) fn merged_index(existing: &[Entry], added: &[Entry], full_references:
             .is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
         None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
     });
-    index::render(kept.chain(added), full_references)
+    index::render(kept.chain(added), how)
 }
 
 /// A descriptor as `index.json` records it: no annotations but the sparse-index one.
@@ -356,7 +356,7 @@ impl Sink for DirSink {
     async fn finish(&self) -> Result<()> {
         let added =
             std::mem::take(&mut *self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
-        let rendered = merged_index(&self.existing, &added, self.full_references);
+        let rendered = merged_index(&self.existing, &added, &self.rendering);
         // What index.json is about to name must be on disk first, or a crash could leave a backup
         // that looks complete with blobs that never reached the disk.
         self.sealer.wait().await.with_context(|| {

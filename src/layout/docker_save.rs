@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// Largest `manifest.json` read: it names images and files, a few hundred bytes each.
 pub const MAX_MANIFEST_JSON: u64 = 16 << 20;
@@ -48,6 +49,8 @@ pub struct Image {
     pub config: Digest,
     /// Its names (`RepoTags`), as repository and tag; none for an untagged image.
     pub tags: Vec<(Repo, String)>,
+    /// How many of its uncompressed layers were gzip'd for the manifest (`restore --compress`).
+    pub gzipped: usize,
 }
 
 impl Image {
@@ -59,8 +62,12 @@ impl Image {
             let list: Vec<String> = self.tags.iter().map(|(r, t)| format!("{r}:{t}")).collect();
             format!("tag {}", list.join(", "))
         };
+        let layers = match self.gzipped {
+            0 => String::new(),
+            n => format!("; {n} uncompressed layer(s) gzip'd, so they have new digests and the config's diff_ids still name their tars"),
+        };
         format!(
-            "Built manifest {} for {names} from a docker save archive (its config {}, the image ID, is kept byte for byte; the manifest digest is new)",
+            "Built manifest {} for {names} from a docker save archive (its config {}, the image ID, is kept byte for byte; the manifest digest is new{layers})",
             self.manifest.digest, self.config
         )
     }
@@ -76,6 +83,8 @@ pub struct Save {
     pub files: HashMap<Digest, String>,
     /// The manifests built, by digest.
     pub manifests: HashMap<Digest, Bytes>,
+    /// Layers gzip'd into the spool directory, by digest (`restore --compress gzip`).
+    pub spooled: HashMap<Digest, PathBuf>,
     /// The images, in `manifest.json`'s order.
     pub images: Vec<Image>,
 }
@@ -110,6 +119,8 @@ struct Layer {
     /// The digest of its uncompressed tar (the config's `rootfs.diff_ids` entry).
     diff_id: Digest,
     media_type: &'static str,
+    /// The gzip'd copy made of an uncompressed layer, when one was asked for.
+    spooled: Option<PathBuf>,
 }
 
 /// A schema 2 descriptor, fields in the order Docker's and containers/image's manifests have.
@@ -132,8 +143,9 @@ struct Schema2<'a> {
 
 /// Reads the archive's `manifest.json`, checks every image (config against its name, layers
 /// against the config's `rootfs.diff_ids`) and builds their manifests. Blocking: every layer is
-/// read once, to know its digest.
-pub fn read(files: &dyn Files) -> Result<Save> {
+/// read once, to know its digest. With `gzip_into`, each uncompressed layer is gzip'd into a file
+/// of that directory on the same pass, and the manifest names the gzip'd copy.
+pub fn read(files: &dyn Files, gzip_into: Option<&Path>) -> Result<Save> {
     let raw = files.read("manifest.json", MAX_MANIFEST_JSON)?;
     let listed: Vec<Listed> = serde_json::from_slice(&raw)
         .map_err(|e| anyhow!("manifest.json is not a docker save image list: {e}"))?;
@@ -150,7 +162,7 @@ pub fn read(files: &dyn Files) -> Result<Save> {
             }
         }
     }
-    let layers = hash_layers(files, &layer_names)?;
+    let layers = hash_layers(files, &layer_names, gzip_into)?;
     let mut save = Save::default();
     let mut tagged: BTreeMap<(Repo, String), Digest> = BTreeMap::new();
     for (i, image) in listed.iter().enumerate() {
@@ -254,7 +266,14 @@ fn build(
                 layer.diff_id,
             );
         }
-        save.files.insert(layer.digest.clone(), name);
+        match &layer.spooled {
+            Some(path) => {
+                save.spooled.insert(layer.digest.clone(), path.clone());
+            }
+            None => {
+                save.files.insert(layer.digest.clone(), name);
+            }
+        }
         descriptors.push(layer.clone());
     }
     save.files.insert(config_digest.clone(), config_file);
@@ -295,7 +314,8 @@ fn build(
     }
     tags.sort();
     tags.dedup();
-    Ok(Image { manifest: desc, config: config_digest, tags })
+    let gzipped = descriptors.iter().filter(|l| l.spooled.is_some()).count();
+    Ok(Image { manifest: desc, config: config_digest, tags, gzipped })
 }
 
 /// A `RepoTags` name as Docker reads it: `alpine:3` and `team/app:v1` are Docker Hub's
@@ -339,21 +359,34 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A writer that only hashes.
-struct HashSink(Hasher);
+/// A writer that hashes and counts what it passes on.
+struct HashWrite<W> {
+    inner: W,
+    hasher: Hasher,
+    size: u64,
+}
 
-impl std::io::Write for HashSink {
+impl<W: std::io::Write> HashWrite<W> {
+    fn new(inner: W) -> Self {
+        HashWrite { inner, hasher: Hasher::new(), size: 0 }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashWrite<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
 /// Reads one layer file: its digest and size, and the digest of the tar inside when compressed.
-fn hash_layer(files: &dyn Files, name: &str) -> Result<Layer> {
+/// An uncompressed one is gzip'd into `gzip_into` when given.
+fn hash_layer(files: &dyn Files, name: &str, gzip_into: Option<&Path>) -> Result<Layer> {
     let mut input = files.reader(name)?;
     let mut head = [0u8; 6];
     let got = super::tar_index::read_up_to(&mut input, &mut head)
@@ -366,11 +399,14 @@ fn hash_layer(files: &dyn Files, name: &str) -> Result<Layer> {
         hasher: Hasher::new(),
         size: 0,
     };
+    if let (None, Some(dir)) = (kind, gzip_into) {
+        return gzip_layer(name, raw, dir);
+    }
     let (diff_id, media_type) = if kind.is_some() {
-        let mut tar = HashSink(Hasher::new());
+        let mut tar = HashWrite::new(std::io::sink());
         std::io::copy(&mut flate2::read::MultiGzDecoder::new(&mut raw), &mut tar)
             .map_err(|e| anyhow!("layer {name} is not a valid gzip stream: {e}"))?;
-        (Some(tar.0.finish()), DOCKER_LAYER_GZIP)
+        (Some(tar.hasher.finish()), DOCKER_LAYER_GZIP)
     } else {
         (None, DOCKER_LAYER_TAR)
     };
@@ -381,11 +417,44 @@ fn hash_layer(files: &dyn Files, name: &str) -> Result<Layer> {
         digest,
         size: raw.size,
         media_type,
+        spooled: None,
+    })
+}
+
+/// Gzips an uncompressed layer into a file of `dir` while hashing the tar (its diff_id) and the
+/// gzip'd bytes (its new digest). The gzip header carries no name and no time, so the same layer
+/// always gives the same bytes and digest.
+fn gzip_layer<R: Read>(name: &str, mut raw: Hashing<R>, dir: &Path) -> Result<Layer> {
+    let (file, path) = tempfile::Builder::new()
+        .prefix("layer-")
+        .suffix(".tar.gz")
+        .tempfile_in(dir)
+        .and_then(|t| t.keep().map_err(|e| e.error))
+        .with_context(|| {
+            format!("cannot create a file in {} to gzip {name} into", dir.display())
+        })?;
+    let out = HashWrite::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut gz = flate2::GzBuilder::new().write(out, flate2::Compression::default());
+    std::io::copy(&mut raw, &mut gz).with_context(|| {
+        format!("cannot gzip {name} into {} (is its filesystem full?)", dir.display())
+    })?;
+    let mut out = gz.finish().with_context(|| format!("cannot gzip {name}"))?;
+    std::io::Write::flush(&mut out.inner).with_context(|| format!("cannot gzip {name}"))?;
+    Ok(Layer {
+        diff_id: raw.hasher.finish(),
+        digest: out.hasher.finish(),
+        size: out.size,
+        media_type: DOCKER_LAYER_GZIP,
+        spooled: Some(path),
     })
 }
 
 /// Hashes every layer file once, a few at a time.
-fn hash_layers(files: &dyn Files, names: &[String]) -> Result<HashMap<String, Layer>> {
+fn hash_layers(
+    files: &dyn Files,
+    names: &[String],
+    gzip_into: Option<&Path>,
+) -> Result<HashMap<String, Layer>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
@@ -394,7 +463,7 @@ fn hash_layers(files: &dyn Files, names: &[String]) -> Result<HashMap<String, La
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(name) = names.get(i) else { return };
-                let result = hash_layer(files, name);
+                let result = hash_layer(files, name, gzip_into);
                 let failed = result.is_err();
                 if let Ok(mut d) = done.lock() {
                     d.push((name.clone(), result));

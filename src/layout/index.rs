@@ -31,6 +31,58 @@ struct RawIndex {
     manifests: Vec<Descriptor>,
 }
 
+/// Index annotation of an incremental backup (`backup --base`): the digest of its base's
+/// `index.json`, which identifies the base.
+pub const ANNOTATION_BASE_DIGEST: &str = "vnd.oras-backup.base.index-digest";
+/// Index annotation of an incremental backup: where its base was, relative to the directory that
+/// holds the backup (or absolute).
+pub const ANNOTATION_BASE_LOCATION: &str = "vnd.oras-backup.base.location";
+/// Index annotation of a sharded backup (`backup --shard K/N`): `K/N`.
+pub const ANNOTATION_SHARD: &str = "vnd.oras-backup.shard";
+
+/// What an incremental backup records of the backup it builds on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseRecord {
+    /// The digest of the base's `index.json`.
+    pub digest: Digest,
+    /// Where the base was when the backup was made, as recorded.
+    pub location: String,
+}
+
+/// The index's own annotations (not its entries'), as far as this tool writes them.
+pub fn index_annotations(bytes: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    #[derive(Deserialize)]
+    struct Top {
+        #[serde(default)]
+        annotations: Option<BTreeMap<String, String>>,
+    }
+    let top: Top = serde_json::from_slice(bytes)
+        .map_err(|e| format!("index.json has annotations that are not strings: {e}"))?;
+    Ok(top.annotations.unwrap_or_default())
+}
+
+/// The base an incremental backup records, checked: a digest, and a location that is a path.
+pub fn base_record(annotations: &BTreeMap<String, String>) -> Result<Option<BaseRecord>, String> {
+    let (digest, location) = match (
+        annotations.get(ANNOTATION_BASE_DIGEST),
+        annotations.get(ANNOTATION_BASE_LOCATION),
+    ) {
+        (None, None) => return Ok(None),
+        (Some(d), Some(l)) => (d, l),
+        _ => return Err(format!("index.json records half of a base ({ANNOTATION_BASE_DIGEST} and {ANNOTATION_BASE_LOCATION} go together): the backup is damaged")),
+    };
+    let digest: Digest = digest.parse().map_err(|_| {
+        format!("index.json records a base whose digest {digest:?} is not a digest")
+    })?;
+    if location.is_empty() || location.len() > 4096 || location.chars().any(char::is_control) {
+        return Err(format!(
+            "index.json records a base location that is not a path: {:?}",
+            crate::scrub::escape_controls(location)
+        ));
+    }
+    Ok(Some(BaseRecord { digest, location: location.clone() }))
+}
+
 /// Parses and classifies `index.json`.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let raw: RawIndex = serde_json::from_slice(bytes)
@@ -197,12 +249,21 @@ pub fn by_tag(entries: &[Entry]) -> HashMap<(Repo, String), Descriptor> {
         .collect()
 }
 
+/// How `index.json` is written, beyond its entries.
+#[derive(Clone, Debug, Default)]
+pub struct Rendering {
+    /// Full references as ref names even for one repository (`--full-reference`).
+    pub full: bool,
+    /// The index's own annotations: a shard's place, an incremental backup's base.
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// Renders entries as a reproducible `index.json`: tags of one repository get bare ref names
-/// (unless `full`, `--full-reference`), several get full references.
-pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> Vec<u8> {
+/// (unless `--full-reference`), several get full references.
+pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, how: &Rendering) -> Vec<u8> {
     let entries: Vec<&Entry> = entries.into_iter().collect();
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
-    let single = repos.len() <= 1 && !full;
+    let single = repos.len() <= 1 && !how.full;
     let mut tagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
     let mut untagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
     let mut others: BTreeMap<String, Descriptor> = BTreeMap::new();
@@ -242,16 +303,18 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, full: bool) -> V
         tagged.into_values().chain(untagged.into_values()).chain(others.into_values()).collect();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct Out {
+    struct Out<'a> {
         schema_version: u32,
         media_type: &'static str,
         manifests: Vec<Descriptor>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        annotations: &'a BTreeMap<String, String>,
     }
     // Sized up front: grown by doubling, a large index would be copied over and over.
     let mut v = Vec::with_capacity(manifests.len() * 320 + 128);
     if serde_json::to_writer_pretty(
         &mut v,
-        &Out { schema_version: 2, media_type: OCI_INDEX, manifests },
+        &Out { schema_version: 2, media_type: OCI_INDEX, manifests, annotations: &how.annotations },
     )
     .is_err()
     {
@@ -326,8 +389,8 @@ pub fn order_referrers(entries: &[Entry], referrers: &mut HashMap<Digest, Vec<De
 }
 
 /// Renders the `index.json` of a planned run (roots with their tags, referrers unnamed, with the
-/// annotations the engine gives them); `full` as for [`render`].
-pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
+/// annotations the engine gives them), as [`render`] does.
+pub fn render_plan(plan: &crate::target::Plan<'_>, how: &Rendering) -> Vec<u8> {
     let entries: Vec<Entry> = plan
         .entries
         .iter()
@@ -352,7 +415,7 @@ pub fn render_plan(plan: &crate::target::Plan<'_>, full: bool) -> Vec<u8> {
             }
         })
         .collect();
-    render(&entries, full)
+    render(&entries, how)
 }
 
 /// The `oci-layout` file's content.
@@ -374,7 +437,7 @@ mod tests {
             Entry { repo: Some(r.clone()), tag: Some("v1".into()), desc: d("a") },
             Entry { repo: None, tag: None, desc: d("ref") },
         ];
-        let out = render(&entries, false);
+        let out = render(&entries, &Rendering::default());
         let text = String::from_utf8(out.clone()).unwrap();
         assert!(text.contains(r#""org.opencontainers.image.ref.name": "v1""#));
         assert!(text.contains(r#""io.containerd.image.name": "reg.io/team/app:v1""#));
@@ -383,7 +446,7 @@ mod tests {
         assert_eq!(back[0].repo, Some(r));
         assert_eq!(back[0].tag.as_deref(), Some("v1"));
         assert_eq!(back[2].tag, None);
-        assert_eq!(render(&back, false), out);
+        assert_eq!(render(&back, &Rendering::default()), out);
     }
 
     fn entry_json(digest: &Digest, ref_name: &str, containerd: Option<&str>) -> serde_json::Value {
@@ -431,7 +494,7 @@ mod tests {
             Entry { repo: Some(Repo::new("reg.io", "a")), tag: Some("v1".into()), desc: d("a") },
             Entry { repo: Some(Repo::new("reg.io", "b")), tag: Some("v1".into()), desc: d("b") },
         ];
-        let text = String::from_utf8(render(&entries, false)).unwrap();
+        let text = String::from_utf8(render(&entries, &Rendering::default())).unwrap();
         assert!(text.contains(r#""org.opencontainers.image.ref.name": "reg.io/b:v1""#));
     }
 
@@ -477,7 +540,7 @@ mod tests {
             Entry { repo: None, tag: None, desc: d("unannotated") },
         ];
         // Rendered and read back, as a second run finds them.
-        let listings = referrer_listings(&parse(&render(&entries, false)).unwrap());
+        let listings = referrer_listings(&parse(&render(&entries, &Rendering::default())).unwrap());
         assert_eq!(listings.len(), 1, "{listings:?}");
         let img = &listings[&Digest::of(b"img")];
         assert_eq!(img.index, Some(Digest::of(b"idx")));
@@ -502,7 +565,7 @@ mod tests {
             }
             entries.push(e);
         }
-        let back = parse(&render(&entries, false)).unwrap();
+        let back = parse(&render(&entries, &Rendering::default())).unwrap();
         let mut referrers: HashMap<Digest, Vec<Descriptor>> =
             HashMap::from([(Digest::of(b"img"), back.iter().map(|e| e.desc.clone()).collect())]);
         order_referrers(&back, &mut referrers);

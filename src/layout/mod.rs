@@ -1,6 +1,7 @@
 //! OCI image layouts: the `index.json` model, the directory store, the tar writer and the tar
 //! reader.
 
+pub mod chain;
 pub mod compress;
 pub mod dir;
 pub mod docker;

@@ -197,26 +197,86 @@ enum Blob<'a> {
     File(std::borrow::Cow<'a, str>),
     /// Bytes made when the backup was opened (a manifest built for a docker save archive).
     Built(&'a Bytes),
+    /// A file made when the backup was opened, outside it (a docker save layer gzip'd for
+    /// `restore --compress gzip`).
+    Spooled(&'a Path),
+}
+
+/// Where a docker save archive's blobs are: none is at `blobs/<alg>/<hex>`.
+struct DockerBlobs {
+    /// The archive's file of each config and layer.
+    files: HashMap<Digest, String>,
+    /// The manifests built.
+    built: HashMap<Digest, Bytes>,
+    /// The layers gzip'd into the spool directory.
+    spooled: HashMap<Digest, PathBuf>,
 }
 
 /// A backup's files and where its blobs are among them.
 struct Store {
     files: Files,
-    /// For a docker save archive: the file of each config and layer, and the manifests built.
-    /// `None` for a layout, whose blobs are `blobs/<alg>/<hex>`.
-    docker: Option<(HashMap<Digest, String>, HashMap<Digest, Bytes>)>,
+    /// For a docker save archive, where its blobs are; `None` for a layout.
+    docker: Option<DockerBlobs>,
 }
 
 impl Store {
     /// Where a blob is; `None` when the backup does not have it.
     fn blob(&self, d: &Digest) -> Option<Blob<'_>> {
-        match &self.docker {
-            None => Some(Blob::File(blob_path(d).into())),
-            Some((files, built)) => match (files.get(d), built.get(d)) {
-                (Some(name), _) => Some(Blob::File(name.as_str().into())),
-                (None, Some(bytes)) => Some(Blob::Built(bytes)),
-                (None, None) => None,
-            },
+        let Some(docker) = &self.docker else {
+            return Some(Blob::File(blob_path(d).into()));
+        };
+        if let Some(name) = docker.files.get(d) {
+            return Some(Blob::File(name.as_str().into()));
+        }
+        if let Some(path) = docker.spooled.get(d) {
+            return Some(Blob::Spooled(path));
+        }
+        docker.built.get(d).map(Blob::Built)
+    }
+
+    /// Whether the backup holds the blob (as a regular file, for a directory). Blocking, but cheap:
+    /// a lookup in a tar's index or one `lstat`.
+    fn holds(&self, d: &Digest) -> bool {
+        match (self.blob(d), &self.files) {
+            (None, _) => false,
+            (Some(Blob::Built(_) | Blob::Spooled(_)), _) => true,
+            (
+                Some(Blob::File(name)),
+                Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }),
+            ) => idx.files.contains_key(&*name),
+            (Some(Blob::File(name)), Files::Dir(root, _)) => {
+                std::fs::symlink_metadata(root.join(&*name)).is_ok_and(|m| m.is_file())
+            }
+        }
+    }
+
+    /// Every blob of a layout, by the names of its files (`blobs/<alg>/<hex>`); what another
+    /// backup may leave out when it builds on this one. Blocking.
+    fn blob_digests(&self) -> Vec<Digest> {
+        let parse = |name: &str| -> Option<Digest> {
+            let rest = name.strip_prefix("blobs/")?;
+            let (alg, hex) = rest.split_once('/')?;
+            format!("{alg}:{hex}").parse().ok()
+        };
+        match (&self.docker, &self.files) {
+            (Some(d), _) => d.files.keys().chain(d.spooled.keys()).cloned().collect(),
+            (None, Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. })) => {
+                idx.files.keys().filter_map(|n| parse(n)).collect()
+            }
+            (None, Files::Dir(root, _)) => {
+                let mut out = Vec::new();
+                for alg in std::fs::read_dir(root.join("blobs")).into_iter().flatten().flatten() {
+                    let alg_name = alg.file_name().to_string_lossy().into_owned();
+                    for f in std::fs::read_dir(alg.path()).into_iter().flatten().flatten() {
+                        if f.file_type().is_ok_and(|t| t.is_file()) {
+                            let name =
+                                format!("blobs/{alg_name}/{}", f.file_name().to_string_lossy());
+                            out.extend(parse(&name));
+                        }
+                    }
+                }
+                out
+            }
         }
     }
 
@@ -225,15 +285,24 @@ impl Store {
         match self.blob(d) {
             Some(Blob::File(name)) => Ok(Bytes::from(self.files.read(&name, limit)?)),
             Some(Blob::Built(b)) => Ok(b.clone()),
+            Some(Blob::Spooled(path)) => {
+                let size = std::fs::metadata(path)?.len();
+                if size > limit {
+                    bail!("{d} is {size} bytes, over the {limit} byte limit");
+                }
+                Ok(Bytes::from(std::fs::read(path)?))
+            }
             None => bail!("{d} is missing from the backup"),
         }
     }
 }
 
-/// Walks the manifests reachable from `roots` in the store. Blocking: thousands of small reads,
-/// done in one go on the blocking pool.
-fn graph_of(store: &Store, roots: &[Descriptor]) -> Graph {
-    graph::walk(roots, false, |d| store.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok())
+/// Walks the manifests reachable from `roots` in the stores, each manifest read from the first
+/// that holds it. Blocking: thousands of small reads, done in one go on the blocking pool.
+fn graph_of(stores: &[Arc<Store>], roots: &[Descriptor]) -> Graph {
+    graph::walk(roots, false, |d| {
+        stores.iter().find_map(|s| s.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok())
+    })
 }
 
 /// The compression of a file, by its first bytes.
@@ -261,6 +330,24 @@ pub struct LayoutSource {
     docker_images: Vec<docker_save::Image>,
     /// That temporary tar, removed with the source.
     _unpacked: Option<tempfile::TempPath>,
+    /// Where a docker save archive's layers were gzip'd, removed with the source.
+    _spool: Option<tempfile::TempDir>,
+    /// The digest of its `index.json` (none for a docker save archive): what identifies it as the
+    /// base of an incremental backup.
+    index_digest: Option<Digest>,
+    /// Its `index.json`'s own annotations.
+    annotations: std::collections::BTreeMap<String, String>,
+    /// Backups read together with this one (`restore --input A --input B`, an incremental
+    /// backup's bases): a blob this one lacks is read from the first of them that holds it.
+    more: Vec<LayoutSource>,
+}
+
+/// How a backup is opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Gzip a docker save archive's uncompressed layers (into `$TMPDIR`) and build its manifests
+    /// on the gzip'd copies; an OCI layout's blobs are never changed.
+    pub gzip_docker_layers: bool,
 }
 
 /// Why a directory or tar that is neither a layout nor a docker save archive cannot be read, with
@@ -316,6 +403,11 @@ impl LayoutSource {
     /// Opens a directory or a tar (recognised by content, whatever its name): an OCI image layout,
     /// or a `docker save` archive without one (see `docker_save`).
     pub async fn open(path: &Path) -> Result<LayoutSource> {
+        Self::open_with(path, OpenOptions::default()).await
+    }
+
+    /// Opens a backup as [`LayoutSource::open`] does, as `options` say.
+    pub async fn open_with(path: &Path, options: OpenOptions) -> Result<LayoutSource> {
         if let Some(loc) = path
             .to_str()
             .map(crate::object::parse)
@@ -323,7 +415,7 @@ impl LayoutSource {
             .map_err(anyhow::Error::msg)?
             .flatten()
         {
-            return Self::open_object(loc).await;
+            return Self::open_object(loc, options).await;
         }
         let shown = path.display().to_string();
         let meta = tokio::fs::metadata(path).await.with_context(|| {
@@ -357,12 +449,12 @@ impl LayoutSource {
             Files::Tar(tar, idx, file)
         };
         let tar_len = (!meta.is_dir()).then_some(meta.len());
-        Self::from_files(files, &shown, tar_len, compression, unpacked).await
+        Self::from_files(files, &shown, tar_len, compression, unpacked, options).await
     }
 
     /// Opens a backup in object storage: a tar object (compressed ones are unpacked into a
     /// temporary tar as they are read), or a layout under a prefix.
-    async fn open_object(loc: Location) -> Result<LayoutSource> {
+    async fn open_object(loc: Location, options: OpenOptions) -> Result<LayoutSource> {
         use crate::object::read;
         let shown = loc.to_string();
         let store = crate::object::connect(&loc)?;
@@ -383,7 +475,7 @@ impl LayoutSource {
                 bail!("cannot open backup {shown:?}: there is no object at this key and nothing under it as a prefix");
             }
             let files = Files::Object(ObjectFiles { store, loc, idx, tar: false, handle });
-            return Self::from_files(files, &shown, None, None, None).await;
+            return Self::from_files(files, &shown, None, None, None, options).await;
         };
         let head = read::read_range_async(&store, &loc.path(), &loc, 0, len.min(4)).await?;
         let compression = Compression::sniff(&head);
@@ -400,7 +492,15 @@ impl LayoutSource {
             let file = std::fs::File::open(&unpacked)
                 .with_context(|| format!("cannot open backup {shown:?}"))?;
             let files = Files::Tar(unpacked.to_path_buf(), idx, file);
-            return Self::from_files(files, &shown, Some(len), compression, Some(unpacked)).await;
+            return Self::from_files(
+                files,
+                &shown,
+                Some(len),
+                compression,
+                Some(unpacked),
+                options,
+            )
+            .await;
         }
         let (s2, l2, h2, shown2) = (store.clone(), loc.clone(), handle.clone(), shown.clone());
         let idx = tokio::task::spawn_blocking(move || {
@@ -426,7 +526,7 @@ impl LayoutSource {
         .await
         .context("internal: reader task failed")??;
         let files = Files::Object(ObjectFiles { store, loc, idx, tar: true, handle });
-        Self::from_files(files, &shown, Some(len), None, None).await
+        Self::from_files(files, &shown, Some(len), None, None, options).await
     }
 
     /// Reads the index (or the docker save manifest) and the graph of a backup's files; `tar_len`
@@ -437,6 +537,7 @@ impl LayoutSource {
         tar_len: Option<u64>,
         compression: Option<Compression>,
         unpacked: Option<tempfile::TempPath>,
+        options: OpenOptions,
     ) -> Result<LayoutSource> {
         let shown = shown.to_string();
         // index.json may be there as something other than a file: reading it says so.
@@ -459,15 +560,22 @@ impl LayoutSource {
             compression,
             docker_images: Vec::new(),
             _unpacked: unpacked,
+            _spool: None,
+            index_digest: None,
+            annotations: Default::default(),
+            more: Vec::new(),
         };
         if docker {
-            src.open_docker_save(&shown).await?;
+            src.open_docker_save(&shown, options.gzip_docker_layers).await?;
         } else {
             let raw = src
                 .read_file("index.json", MAX_INDEX_SIZE)
                 .await
                 .with_context(|| format!("in backup {shown:?}"))?;
             src.entries = index::parse(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+            src.annotations =
+                index::index_annotations(&raw).map_err(|e| anyhow!("backup {shown:?}: {e}"))?;
+            src.index_digest = Some(Digest::of(&raw));
         }
         let graph = src.graph().await?;
         src.size = tar_len.unwrap_or_else(|| graph.content_size());
@@ -477,15 +585,26 @@ impl LayoutSource {
     }
 
     /// Reads a docker save archive's images and builds their manifests (see `docker_save`).
-    async fn open_docker_save(&mut self, shown: &str) -> Result<()> {
+    async fn open_docker_save(&mut self, shown: &str, gzip: bool) -> Result<()> {
         let store = self.store.clone();
-        let save = tokio::task::spawn_blocking(move || docker_save::read(&store.files))
-            .await
-            .context("internal: reader task failed")?
-            .with_context(|| format!("docker save archive {shown:?}"))?;
+        let spool = if gzip {
+            Some(tempfile::Builder::new().prefix("oras-gzip-").tempdir().context(
+                "cannot create a temporary directory to gzip layers into (set TMPDIR to a writable place)",
+            )?)
+        } else {
+            None
+        };
+        let dir = spool.as_ref().map(|d| d.path().to_path_buf());
+        let save =
+            tokio::task::spawn_blocking(move || docker_save::read(&store.files, dir.as_deref()))
+                .await
+                .context("internal: reader task failed")?
+                .with_context(|| format!("docker save archive {shown:?}"))?;
         let store = Arc::get_mut(&mut self.store)
             .ok_or_else(|| anyhow!("internal: the backup's store is shared while it is opened"))?;
-        store.docker = Some((save.files, save.manifests));
+        store.docker =
+            Some(DockerBlobs { files: save.files, built: save.manifests, spooled: save.spooled });
+        self._spool = spool;
         self.entries = save.entries;
         self.docker_images = save.images;
         Ok(())
@@ -497,13 +616,102 @@ impl LayoutSource {
         &self.docker_images
     }
 
-    /// The backup's content graph, read from the store.
+    /// The backup's content graph, read from its store and those of the backups read with it.
     pub async fn graph(&self) -> Result<Graph> {
-        let (store, roots) =
-            (self.store.clone(), self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>());
-        tokio::task::spawn_blocking(move || graph_of(&store, &roots))
+        let roots = self.entries.iter().map(|e| e.desc.clone()).collect::<Vec<_>>();
+        let stores = self.stores();
+        tokio::task::spawn_blocking(move || graph_of(&stores, &roots))
             .await
             .context("internal: reader task failed")
+    }
+
+    /// Its store, then those of the backups read with it.
+    fn stores(&self) -> Vec<Arc<Store>> {
+        std::iter::once(self.store.clone())
+            .chain(self.more.iter().map(|m| m.store.clone()))
+            .collect()
+    }
+
+    /// The store to read a blob from: this backup's, or the first of those read with it that holds
+    /// it (this one's when none does, so that errors name this backup).
+    fn store_of(&self, d: &Digest) -> &Arc<Store> {
+        if self.more.is_empty() || self.store.holds(d) {
+            return &self.store;
+        }
+        self.more.iter().map(|m| &m.store).find(|s| s.holds(d)).unwrap_or(&self.store)
+    }
+
+    /// The digest of its `index.json`; none for a docker save archive.
+    pub fn index_digest(&self) -> Option<&Digest> {
+        self.index_digest.as_ref()
+    }
+
+    /// The base it records, when it is an incremental backup.
+    pub fn base(&self) -> Result<Option<index::BaseRecord>> {
+        index::base_record(&self.annotations).map_err(anyhow::Error::msg)
+    }
+
+    /// The shard it holds (`K/N`), when it was made with `--shard`.
+    pub fn shard(&self) -> Option<&str> {
+        self.annotations.get(index::ANNOTATION_SHARD).map(String::as_str)
+    }
+
+    /// Every blob (and manifest) its files hold, and those of the backups read with it. Blocking.
+    pub async fn held_digests(&self) -> Result<std::collections::HashSet<Digest>> {
+        let stores = self.stores();
+        tokio::task::spawn_blocking(move || stores.iter().flat_map(|s| s.blob_digests()).collect())
+            .await
+            .context("internal: reader task failed")
+    }
+
+    /// Reads `more` together with this backup: tags and referrers of `tops` (the backups given that
+    /// are no other's base) are merged into this one's, and blobs come from whichever holds them.
+    /// One tag naming two manifests in two backups is refused.
+    pub async fn combine(
+        mut self,
+        shown: &str,
+        tops: Vec<(String, LayoutSource)>,
+        bases: Vec<LayoutSource>,
+    ) -> Result<LayoutSource> {
+        let mut tagged: HashMap<(Option<Repo>, String), (Digest, String)> = HashMap::new();
+        for e in &self.entries {
+            if let Some(t) = &e.tag {
+                tagged.insert((e.repo.clone(), t.clone()), (e.desc.digest.clone(), shown.into()));
+            }
+        }
+        for (name, top) in &tops {
+            for e in &top.entries {
+                if let Some(t) = &e.tag {
+                    let key = (e.repo.clone(), t.clone());
+                    match tagged.get(&key) {
+                        Some((d, _)) if d == &e.desc.digest => continue,
+                        Some((d, first)) => {
+                            let tag = e.repo.as_ref().map_or(t.clone(), |r| format!("{r}:{t}"));
+                            bail!("{first:?} and {name:?} both hold tag {tag}, for different manifests ({d} and {}): restore them one at a time, or give the one to restore", e.desc.digest);
+                        }
+                        None => {
+                            tagged.insert(key, (e.desc.digest.clone(), name.clone()));
+                        }
+                    }
+                } else if self.entries.iter().any(|x| x == e) {
+                    continue;
+                }
+                self.entries.push(e.clone());
+            }
+        }
+        for (_, mut top) in tops {
+            self.docker_images.append(&mut top.docker_images);
+            self.size += top.size;
+            self.more.push(top);
+        }
+        for base in bases {
+            self.size += base.size;
+            self.more.push(base);
+        }
+        let graph = self.graph().await?;
+        self.referrers = graph.referrers;
+        index::order_referrers(&self.entries, &mut self.referrers);
+        Ok(self)
     }
 
     /// The classified `index.json` entries.
@@ -513,7 +721,8 @@ impl LayoutSource {
 
     /// Whether a blob file is present, and its size.
     pub async fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        match (self.store.blob(digest)?, &self.store.files) {
+        let store = self.store_of(digest);
+        match (store.blob(digest)?, &store.files) {
             (Blob::Built(b), _) => Some(b.len() as u64),
             (Blob::File(name), Files::Dir(root, _)) => {
                 tokio::fs::symlink_metadata(root.join(&*name))
@@ -525,12 +734,14 @@ impl LayoutSource {
             (Blob::File(name), Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. })) => {
                 idx.files.get(&*name).map(|(_, s)| *s)
             }
+            (Blob::Spooled(path), _) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
         }
     }
 
     /// Why a blob cannot be read: absent, or present but not a regular file (never followed).
     pub async fn absence(&self, digest: &Digest) -> &'static str {
-        match (self.store.blob(digest), &self.store.files) {
+        let store = self.store_of(digest);
+        match (store.blob(digest), &store.files) {
             (Some(Blob::File(name)), Files::Dir(root, _)) => {
                 match tokio::fs::symlink_metadata(root.join(&*name)).await {
                     Ok(m) if !m.is_file() => {
@@ -590,7 +801,7 @@ impl LayoutSource {
     }
 
     async fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Bytes> {
-        let (store, owned) = (self.store.clone(), digest.clone());
+        let (store, owned) = (self.store_of(digest).clone(), digest.clone());
         tokio::task::spawn_blocking(move || store.read_blob(&owned, limit))
             .await
             .context("internal: reader task failed")?
@@ -670,7 +881,8 @@ impl Source for LayoutSource {
 
     async fn fetch_blob(&self, _repo: &Repo, desc: &Descriptor) -> Result<ByteStream> {
         let missing = || anyhow!("blob {} is missing from the backup", desc.digest);
-        let name = match self.store.blob(&desc.digest).ok_or_else(missing)? {
+        let store = self.store_of(&desc.digest).clone();
+        let name = match store.blob(&desc.digest).ok_or_else(missing)? {
             Blob::Built(b) => {
                 if b.len() as u64 != desc.size {
                     bail!(
@@ -684,8 +896,24 @@ impl Source for LayoutSource {
                 return Ok(Box::pin(futures::stream::once(async move { Ok(b) })));
             }
             Blob::File(name) => name.into_owned(),
+            Blob::Spooled(path) => {
+                let path = path.to_path_buf();
+                let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+                    .await
+                    .context("internal: reader task failed")?
+                    .with_context(|| format!("blob {} (a gzip'd layer) is gone", desc.digest))?;
+                let size = file.metadata()?.len();
+                if size != desc.size {
+                    bail!(
+                        "blob {} is {size} bytes, but {} bytes are referenced",
+                        desc.digest,
+                        desc.size
+                    );
+                }
+                return Ok(chunks(file, size));
+            }
         };
-        if let Files::Tar(_, idx, _) = &self.store.files {
+        if let Files::Tar(_, idx, _) = &store.files {
             if let Some(&(_, size)) = idx.files.get(&name) {
                 if size != desc.size {
                     bail!(
@@ -707,7 +935,7 @@ impl Source for LayoutSource {
             }
             return o.stream(&name).await;
         }
-        let (store, owned) = (self.store.clone(), name.clone());
+        let owned = name.clone();
         let (file, size) = tokio::task::spawn_blocking(move || -> Result<_> {
             let (mut f, off, size) = store.files.open(&owned)?;
             std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))?;

@@ -26,7 +26,7 @@ pub struct StreamTarSink {
     /// asks again (a retry) is told that first failure, not a vaguer one of its own.
     torn: Mutex<Option<String>>,
     /// Full references as ref names even for one repository (`--full-reference`).
-    full_references: bool,
+    rendering: super::index::Rendering,
     /// The platform Docker's `manifest.json` takes from an index; `None`: no `manifest.json`.
     docker: Option<Platform>,
 }
@@ -39,7 +39,7 @@ impl StreamTarSink {
             order: Mutex::new(HashMap::new()),
             turn: watch::channel(0).0,
             torn: Mutex::new(None),
-            full_references: false,
+            rendering: super::index::Rendering::default(),
             docker: None,
         }
     }
@@ -49,9 +49,9 @@ impl StreamTarSink {
         StreamTarSink { docker: platform, ..self }
     }
 
-    /// Names every tag by its full reference (`--full-reference`).
-    pub fn full_references(self, on: bool) -> Self {
-        StreamTarSink { full_references: on, ..self }
+    /// Writes index.json as `rendering` says (`--full-reference`, the index's annotations).
+    pub fn rendering(self, rendering: super::index::Rendering) -> Self {
+        StreamTarSink { rendering, ..self }
     }
 
     async fn write_entry_head(
@@ -94,7 +94,7 @@ const ZEROS: [u8; 1024] = [0; 1024];
 #[async_trait]
 impl Planning for StreamTarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let head = head_entries(plan, self.full_references, self.docker.as_ref());
+        let head = head_entries(plan, &self.rendering, self.docker.as_ref());
         let mut out = self.out.lock().await;
         for (name, data) in &head {
             let data = data.as_slice();

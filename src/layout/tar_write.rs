@@ -27,8 +27,8 @@ pub struct TarSink {
     regions: Mutex<HashMap<Digest, (u64, u64)>>,
     written: Mutex<HashSet<Digest>>,
     finished: AtomicBool,
-    /// Full references as ref names even for one repository (`--full-reference`).
-    full_references: bool,
+    /// How index.json is written (`--full-reference`, the index's annotations).
+    rendering: index::Rendering,
     /// The platform Docker's `manifest.json` takes from an index; `None`: no `manifest.json`.
     docker: Option<Platform>,
 }
@@ -78,7 +78,7 @@ impl TarSink {
             regions: Mutex::new(HashMap::new()),
             written: Mutex::new(HashSet::new()),
             finished: AtomicBool::new(false),
-            full_references: false,
+            rendering: index::Rendering::default(),
             docker: None,
         })
     }
@@ -89,9 +89,9 @@ impl TarSink {
         self
     }
 
-    /// Names every tag by its full reference (`--full-reference`).
-    pub fn full_references(mut self, on: bool) -> Self {
-        self.full_references = on;
+    /// Writes index.json as `rendering` says (`--full-reference`, the index's annotations).
+    pub fn rendering(mut self, rendering: index::Rendering) -> Self {
+        self.rendering = rendering;
         self
     }
 
@@ -132,12 +132,12 @@ impl Drop for TarSink {
 /// platform's child).
 pub fn head_entries(
     plan: &Plan<'_>,
-    full_references: bool,
+    rendering: &index::Rendering,
     docker: Option<&Platform>,
 ) -> Vec<(&'static str, Vec<u8>)> {
     let mut head = vec![
         ("oci-layout", OCI_LAYOUT.to_vec()),
-        ("index.json", index::render_plan(plan, full_references)),
+        ("index.json", index::render_plan(plan, rendering)),
     ];
     if let Some(json) = docker.and_then(|p| super::docker::manifest_json(plan, p)) {
         head.push(("manifest.json", json));
@@ -158,7 +158,7 @@ pub fn entry_order<'a>(contents: &[PlanContent<'a>]) -> Vec<PlanContent<'a>> {
 #[async_trait]
 impl Planning for TarSink {
     async fn prepare(&self, plan: &Plan<'_>) -> Result<()> {
-        let head = head_entries(plan, self.full_references, self.docker.as_ref());
+        let head = head_entries(plan, &self.rendering, self.docker.as_ref());
         // A fresh file, never through a link someone left at the temporary name.
         let _ = std::fs::remove_file(&self.tmp_path);
         let file = std::fs::OpenOptions::new()

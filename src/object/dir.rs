@@ -31,7 +31,8 @@ pub struct ObjectDirSink {
     /// The bytes of `index.json` as found, so that a run that changes nothing writes nothing.
     index_found: Vec<u8>,
     marker_found: bool,
-    full_references: bool,
+    /// How index.json is written (`--full-reference`, the index's annotations).
+    rendering: index::Rendering,
     /// The blobs under the prefix when it was opened, by path below it, with their sizes: listed
     /// once (a thousand to a request) instead of a HEAD per blob; `None` when listing is denied.
     blobs: Option<HashMap<String, u64>>,
@@ -84,14 +85,14 @@ impl ObjectDirSink {
             added: Mutex::new(Vec::new()),
             index_found,
             marker_found,
-            full_references: false,
+            rendering: index::Rendering::default(),
             blobs,
         })
     }
 
-    /// Names every tag by its full reference (`--full-reference`).
-    pub fn full_references(self, on: bool) -> Self {
-        ObjectDirSink { full_references: on, ..self }
+    /// Writes index.json as `rendering` says (`--full-reference`, the index's annotations).
+    pub fn rendering(self, rendering: index::Rendering) -> Self {
+        ObjectDirSink { rendering, ..self }
     }
 
     fn record(&self, e: Entry) {
@@ -197,7 +198,7 @@ impl Sink for ObjectDirSink {
     async fn finish(&self) -> Result<()> {
         let added =
             std::mem::take(&mut *self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
-        let rendered = merged_index(&self.existing, &added, self.full_references);
+        let rendered = merged_index(&self.existing, &added, &self.rendering);
         // Every blob and manifest is a complete object by now (the engine finishes them first):
         // index.json, last, is what makes the prefix a backup.
         if !self.marker_found {

@@ -376,3 +376,57 @@ fn what_is_neither_a_layout_nor_a_docker_save_archive_gets_one_error_saying_what
         .fails(1, &["no index.json or manifest.json"]);
     assert!(Client::new(&dst.host()).catalog().is_empty());
 }
+
+/// A layer blob gunzipped.
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out)
+        .expect("a gzip stream");
+    out
+}
+
+#[test]
+fn restore_compress_gzip_gzips_a_docker_save_archive_s_uncompressed_layers_and_keeps_the_image_id()
+{
+    let saved = saved_image();
+    let dir = tempdir();
+    let tar = dir.path().join("saved.tar");
+    saved.archive.write(&tar);
+    let dst = Registry::start();
+    let c = Client::new(&dst.host());
+
+    let run =
+        restore(&["--compress", "gzip", "--input", s(&tar), &format!("{}/zipped", dst.host())]);
+    let out = run.ok().stdout_str();
+    assert!(out.contains("3 uncompressed layer(s) gzip'd"), "the status line says so:\n{out}");
+    let got = c.get_manifest("zipped", "v1").expect("restored");
+    assert_ne!(got.digest, sha256_digest(expected_manifest(&saved).as_bytes()));
+    let manifest = got.json();
+    assert_eq!(manifest["config"]["digest"], sha256_digest(&saved.config), "the image ID is kept");
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 4);
+    for (i, layer) in layers.iter().enumerate() {
+        assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip", "{i}");
+        let digest = layer["digest"].as_str().expect("digest");
+        let blob = c.get_blob("zipped", digest).expect("layer pushed");
+        assert_eq!(sha256_digest(&blob), digest);
+        assert_eq!(layer["size"], blob.len());
+        if i == 1 {
+            assert_eq!(blob, saved.layers[1], "a layer gzip'd already is kept byte for byte");
+        } else {
+            assert_eq!(gunzip(&blob), saved.layers[i], "layer {i} holds the same tar");
+        }
+    }
+    // The same archive gives the same gzip'd bytes and manifest every time.
+    restore(&["--compress", "gzip", "--input", s(&tar), &format!("{}/again", dst.host())]).ok();
+    assert_eq!(c.get_manifest("again", "v2").map(|m| m.digest), Some(got.digest.clone()));
+
+    // zstd layers are something a Docker manifest cannot describe; a layout's blobs never change.
+    restore(&["--compress", "zstd", "--input", s(&tar), &format!("{}/z", dst.host())])
+        .fails(2, &["--compress gzip"]);
+    let layout = dir.path().join("layout");
+    oras(&["backup", "--no-tty", "-o", s(&layout), &format!("{}/zipped:v1", dst.host())]).ok();
+    restore(&["--compress", "gzip", "--input", s(&layout), &format!("{}/l", dst.host())])
+        .fails(2, &["OCI image layout", "leave --compress out"]);
+    assert!(c.get_manifest("z", "v1").is_none() && c.get_manifest("l", "v1").is_none());
+}
