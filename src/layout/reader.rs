@@ -924,7 +924,7 @@ impl Source for LayoutSource {
                 }
             }
         }
-        if let Files::Object(o) = &self.store.files {
+        if let Files::Object(o) = &store.files {
             let (_, _, size) = o.locate(&name).map_err(|_| missing())?;
             if size != desc.size {
                 bail!(

@@ -124,6 +124,28 @@ fn objects_larger_than_a_part_are_uploaded_in_parts_with_bounded_memory() {
     }
 }
 
+/// An incremental backup in object storage over a base there: the base's location is recorded
+/// whole, and restore and verify find it.
+#[test]
+#[ignore = "object storage: needs moto[server]; scripts/test.sh installs it and runs these"]
+fn an_incremental_backup_in_object_storage_finds_its_base_there() {
+    let s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let (src, fx) = source();
+    let repo = format!("{}/team/app", src.host());
+    run(&s3, &["backup", "--no-tty", "--include-referrers", "-o", "s3://backups/mon.tar", &repo])
+        .ok();
+    let tue = ["--base", "s3://backups/mon.tar", "-o", "s3://backups/tue.tar", &repo];
+    run(&s3, &[&["backup", "--no-tty", "--include-referrers"][..], &tue[..]].concat()).ok();
+    let mon = s3.get("backups", "mon.tar").expect("mon").len();
+    let tue = s3.get("backups", "tue.tar").expect("tue").len();
+    assert!(tue < mon / 2, "the incremental backup holds the blobs again ({tue} of {mon} bytes)");
+    run(&s3, &["verify", "s3://backups/tue.tar"]).ok();
+    let dst = Registry::start();
+    run(&s3, &["restore", "--no-tty", "--input", "s3://backups/tue.tar", &dst.host()]).ok();
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
+}
+
 #[test]
 #[ignore = "object storage: needs moto[server]; scripts/test.sh installs it and runs these"]
 fn a_failed_or_interrupted_backup_leaves_no_object_and_no_pending_upload() {
