@@ -351,6 +351,21 @@ async fn open_base(
             .into());
         }
     }
+    // In object storage the new archive would replace its own base once complete.
+    let same_object = |loc: &Location| {
+        crate::object::parse(base)
+            .ok()
+            .flatten()
+            .is_some_and(|b| (&b.bucket, &b.key) == (&loc.bucket, &loc.key))
+    };
+    if let Output::ObjectTar(loc, _) | Output::ObjectDir(loc) = out {
+        if same_object(loc) {
+            return Err(UsageError(format!(
+                "--base {base:?} is also the --output: write the new backup to another key"
+            ))
+            .into());
+        }
+    }
     let opened = chain::open(&[base.to_string()], Default::default())
         .await
         .map_err(|e| anyhow!("--base {base:?}: {e:#}"))?;

@@ -141,6 +141,9 @@ fn an_incremental_backup_in_object_storage_finds_its_base_there() {
     let tue = s3.get("backups", "tue.tar").expect("tue").len();
     assert!(tue < mon / 2, "the incremental backup holds the blobs again ({tue} of {mon} bytes)");
     run(&s3, &["verify", "s3://backups/tue.tar"]).ok();
+    let onto_itself = ["--base", "s3://backups/mon.tar", "-o", "s3://backups/mon.tar", &repo];
+    run(&s3, &[&["backup", "--no-tty"][..], &onto_itself[..]].concat())
+        .fails(2, &["is also the --output"]);
     let dst = Registry::start();
     run(&s3, &["restore", "--no-tty", "--input", "s3://backups/tue.tar", &dst.host()]).ok();
     assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, true);
