@@ -62,6 +62,25 @@ ensure_registry() {
         || die "docker-registry is still missing after installing it"
 }
 
+# ensure_moto: an S3-compatible server for the object storage tests, moto (PyPI `moto[server]`),
+# in a virtual environment under the build directory (Debian's Python refuses pip installs into
+# the system, PEP 668, and the tests must not depend on what else the machine's Python has).
+# Exports ORAS_TEST_PYTHON, the interpreter the tests start `python -m moto.server` with.
+ensure_moto() {
+    local venv="${CARGO_TARGET_DIR:-$root/target}/moto-venv"
+    if ! "$venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+        ensure_commands python3:python3
+        python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+        log "installing moto[server] into $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "cannot create a Python virtual environment in $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' \
+            || die "cannot install moto[server] from PyPI (the object storage tests need it)"
+    fi
+    ORAS_TEST_PYTHON="$venv/bin/python"
+    export ORAS_TEST_PYTHON
+}
+
 # ensure_rust [COMPONENT...]: cargo, a C compiler and linker for crates that build C, and
 # the named toolchain components (rustfmt, clippy), added with rustup when missing. Rust
 # itself is not installed here (Debian's rustc is too old for this crate): install it with

@@ -16,6 +16,8 @@ cd "$root"
 
 ensure_rust rustfmt clippy
 ensure_registry
+# The object storage tests run against moto, an S3-compatible server from PyPI.
+ensure_moto
 # util-linux `script` puts a test's oras on a pseudo-terminal; skopeo, umoci and podman read our
 # archives as independent tools (Docker and OCI archives) and write archives we read (about 15 s
 # to install umoci and podman on Debian bookworm; podman's test needs root, like the image test).
@@ -41,6 +43,12 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 log "cargo test --all-targets --no-fail-fast ${test_args[*]}"
 cargo test --all-targets --no-fail-fast "${test_args[@]}"
+# The object storage tests are ignored unless asked for (they need moto, installed above): a run
+# as root included them already; otherwise they run here, on their own.
+if [ "$(id -u)" -ne 0 ] && [ "$#" -eq 0 ]; then
+    log "cargo test --test it object_storage -- --ignored"
+    cargo test --test it object_storage -- --ignored
+fi
 
 # The fuzz targets replay their seeds and a fixed number of mutations (the same work every run);
 # open-ended fuzzing is `scripts/fuzz.sh SECONDS`. ORAS_FUZZ=0 leaves the replay out.

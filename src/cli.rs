@@ -159,7 +159,7 @@ pub struct DiscoverArgs {
 /// `oras verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The backup: an OCI layout directory or a tar archive
+    /// The backup: an OCI layout directory, a tar archive, or s3://BUCKET/KEY or s3://BUCKET/PREFIX/
     #[arg(value_name = "PATH")]
     pub path: String,
     /// For an incremental backup: its base, when it is not where the backup recorded it
@@ -405,11 +405,11 @@ pub struct PlatformArgs {
 /// `oras backup`.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:..."
+    after_help = "Examples:\n  oras backup --include-referrers -o app.tar registry.example/team/app\n  oras backup -o ./backup registry.example/team/web:v2,v3 registry.example/team/api@sha256:...\n  oras backup -o s3://my-bucket/nightly/app.tar registry.example/team/app"
 )]
 pub struct BackupArgs {
-    /// Where to write: a directory, a path ending in .tar for an archive, or - for a tar stream on
-    /// stdout
+    /// Where to write: a directory, a path ending in .tar for an archive, s3://BUCKET/KEY.tar or
+    /// s3://BUCKET/PREFIX/ (AWS_* environment), or - for a tar stream on stdout
     #[arg(short = 'o', long, value_name = "PATH")]
     pub output: String,
     /// Also back up referrers (signatures, SBOMs, attestations), recursively
@@ -462,8 +462,9 @@ pub struct BackupArgs {
     after_help = "Examples:\n  oras restore --input app.tar registry.example\n  oras restore --input app.tar registry.example/renamed/app:v1\n  oras restore --dry-run --input ./backup registry.example\n  oras restore --input app.tar --rules rules.json"
 )]
 pub struct RestoreArgs {
-    /// The backup: an OCI layout directory, a tar archive, or - for a tar stream on stdin; repeat
-    /// it to restore several backups in one run (shards, an incremental backup and its base)
+    /// The backup: an OCI layout directory, a tar archive, s3://BUCKET/KEY or s3://BUCKET/PREFIX/
+    /// (AWS_* environment), or - for a tar stream on stdin; repeat it to restore several backups
+    /// in one run (shards, an incremental backup and its base)
     #[arg(short = 'i', long, value_name = "PATH", required = true)]
     pub input: Vec<String>,
     /// Push only the tagged graphs, not their referrers

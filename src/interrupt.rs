@@ -1,5 +1,5 @@
-//! What a run that stops early still does before it exits: abandon the registry upload sessions it
-//! left open.
+//! What a run that stops early still does before it exits: abandon the registry upload sessions and
+//! the object storage multipart uploads it left open.
 
 use crate::registry::target::Registries;
 use std::sync::{Arc, Mutex};
@@ -23,9 +23,11 @@ pub fn watch(registries: &Arc<Registries>) {
     }
 }
 
-/// Deletes the upload sessions the run left open, giving up after [`ABANDON_LIMIT`].
+/// Deletes the upload sessions and aborts the multipart uploads the run left open, giving up after
+/// [`ABANDON_LIMIT`].
 pub async fn abandon_uploads() {
     let watched: Vec<Arc<Registries>> = WATCHED.lock().map(|w| w.clone()).unwrap_or_default();
     let all = futures::future::join_all(watched.iter().map(|r| r.abandon_open_uploads()));
-    let _ = tokio::time::timeout(ABANDON_LIMIT, all).await;
+    let both = futures::future::join(all, crate::object::upload::abort_open());
+    let _ = tokio::time::timeout(ABANDON_LIMIT, both).await;
 }

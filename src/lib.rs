@@ -13,6 +13,7 @@ pub mod engine;
 pub mod interrupt;
 pub mod layout;
 pub mod manifest;
+pub mod object;
 pub mod progress;
 pub mod reference;
 pub mod registry;

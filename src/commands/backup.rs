@@ -13,6 +13,9 @@ use crate::layout::index::{
 };
 use crate::layout::tar_stream::StreamTarSink;
 use crate::layout::tar_write::TarSink;
+use crate::object::dir::ObjectDirSink;
+use crate::object::upload::ObjectOutput;
+use crate::object::Location;
 use crate::progress::Progress;
 use crate::reference::{parse_registry, Reference};
 use crate::registry::target::Registries;
@@ -30,6 +33,10 @@ enum Output {
     Compressed(PathBuf, Compression),
     /// A tar stream on standard output, compressed or not.
     Stdout(Option<Compression>),
+    /// A tar (compressed or not) written to an object by a multipart upload.
+    ObjectTar(Location, Option<Compression>),
+    /// A layout under an object storage prefix.
+    ObjectDir(Location),
 }
 
 fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
@@ -42,6 +49,11 @@ fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
     }
     if spec == "-" {
         return Ok(Output::Stdout(compress));
+    }
+    if let Some(loc) =
+        crate::object::parse(spec).map_err(|e| UsageError(format!("--output {e}")))?
+    {
+        return object_output(spec, loc, compress);
     }
     let p = PathBuf::from(spec);
     match (Compression::of_name(spec), compress) {
@@ -68,9 +80,39 @@ fn output(spec: &str, compress: Option<Compression>) -> Result<Output> {
     Ok(Output::Dir(p))
 }
 
+/// An `s3://` output: a key named like an archive is one, anything else a layout under that prefix.
+fn object_output(spec: &str, loc: Location, compress: Option<Compression>) -> Result<Output> {
+    let named = if loc.prefix { None } else { Compression::of_name(&loc.key) };
+    match (named, compress) {
+        (Some(named), Some(asked)) if named != asked => {
+            return Err(UsageError(format!("--output {spec:?} names a {named} archive but --compress says {asked}: make them agree")).into())
+        }
+        (Some(c), _) => return Ok(Output::ObjectTar(loc, Some(c))),
+        (None, _) => {}
+    }
+    if !loc.prefix && loc.key.to_ascii_lowercase().ends_with(".tar") {
+        return Ok(Output::ObjectTar(loc, compress));
+    }
+    if let Some(c) = compress {
+        return Err(UsageError(format!(
+            "--compress {c} writes an archive, but --output {spec:?} is a layout prefix: name an object ending in .tar, .tar.gz or .tar.zst"
+        ))
+        .into());
+    }
+    Ok(Output::ObjectDir(loc))
+}
+
 /// Where a backup goes: the sink, the directory this run creates (removed if it fails), and the
 /// compressed file to put in place once complete.
-type Opened = (Arc<dyn Sink>, Option<PathBuf>, Option<CompressedOutput>);
+type Opened = (Arc<dyn Sink>, Option<PathBuf>, Option<Commit>);
+
+/// What makes a streamed archive visible once the run has succeeded; dropped, it is not.
+enum Commit {
+    /// A compressed file renamed into place.
+    File(CompressedOutput),
+    /// A multipart upload completed.
+    Object(ObjectOutput),
+}
 
 async fn open_sink(out: &Output, how: Rendering, docker: Option<Platform>) -> Result<Opened> {
     let stream = |w: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
@@ -84,7 +126,25 @@ async fn open_sink(out: &Output, how: Rendering, docker: Option<Platform>) -> Re
         ),
         Output::Compressed(p, c) => {
             let (file, writer) = CompressedOutput::create(p, *c).await?;
-            (Arc::new(stream(writer)), None, Some(file))
+            (Arc::new(stream(writer)), None, Some(Commit::File(file)))
+        }
+        Output::ObjectTar(loc, c) => {
+            let store = crate::object::connect(loc)?;
+            crate::object::read::check_bucket(&store, loc).await?;
+            let (upload, writer) = ObjectOutput::create(&store, loc).await?;
+            let writer = match c {
+                Some(c) => c.writer(writer),
+                None => writer,
+            };
+            (Arc::new(stream(writer)), None, Some(Commit::Object(upload)))
+        }
+        Output::ObjectDir(loc) => {
+            let store = crate::object::connect(loc)?;
+            (
+                Arc::new(ObjectDirSink::create(store, loc.clone()).await?.rendering(how.clone())),
+                None,
+                None,
+            )
         }
         Output::Stdout(c) => {
             let stdout: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match c {
@@ -291,6 +351,21 @@ async fn open_base(
             .into());
         }
     }
+    // In object storage the new archive would replace its own base once complete.
+    let same_object = |loc: &Location| {
+        crate::object::parse(base)
+            .ok()
+            .flatten()
+            .is_some_and(|b| (&b.bucket, &b.key) == (&loc.bucket, &loc.key))
+    };
+    if let Output::ObjectTar(loc, _) | Output::ObjectDir(loc) = out {
+        if same_object(loc) {
+            return Err(UsageError(format!(
+                "--base {base:?} is also the --output: write the new backup to another key"
+            ))
+            .into());
+        }
+    }
     let opened = chain::open(&[base.to_string()], Default::default())
         .await
         .map_err(|e| anyhow!("--base {base:?}: {e:#}"))?;
@@ -400,8 +475,10 @@ pub async fn run(args: BackupArgs) -> Result<()> {
     let result = engine::run(src, sink.clone(), &jobs, &opts, &mut progress).await;
     drop(sink);
     let report = result?;
-    if let Some(file) = compressed {
-        file.commit().await?;
+    match compressed {
+        Some(Commit::File(file)) => file.commit().await?,
+        Some(Commit::Object(upload)) => upload.commit().await?,
+        None => {}
     }
     cleanup.0 = None;
     let tags: usize =

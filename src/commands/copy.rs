@@ -14,6 +14,18 @@ use crate::target::{Repo, Sink, Source};
 use anyhow::Result;
 use std::sync::Arc;
 
+/// Object storage is written by `oras backup`, which commits an archive only once complete: a
+/// copy's destination naming it is refused rather than taken for a local path.
+fn refuse_object_storage(to: &str, path: &std::path::Path) -> Result<()> {
+    if crate::object::parse(&path.to_string_lossy()).map_err(UsageError)?.is_some() {
+        return Err(UsageError(format!(
+            "oras copy writes layouts on local disk only; to write {to:?}, use oras backup -o {to:?} <reference>"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs `oras copy`.
 pub async fn run(args: CopyArgs) -> Result<()> {
     common::check_platforms(&args.platforms)?;
@@ -48,6 +60,7 @@ pub async fn run(args: CopyArgs) -> Result<()> {
             }
             _ => (std::path::PathBuf::from(&args.to), None),
         };
+        refuse_object_storage(&args.to, &path)?;
         // The path, not the whole argument, decides: `out.tar:Release` is an archive too.
         let sink: Arc<dyn Sink> = if path.to_string_lossy().to_ascii_lowercase().ends_with(".tar") {
             Arc::new(TarSink::create(&path)?)

@@ -13,6 +13,16 @@ use std::sync::Arc;
 
 /// Splits `<path>[:<suffix>]` at the first `:` whose left side exists on disk.
 pub fn split_layout_arg(arg: &str) -> (PathBuf, Option<String>) {
+    // In object storage nothing can be asked cheaply: the location ends at the first ':' or '@'
+    // after the scheme (a key holding one cannot be given a reference).
+    if let Some(rest) = arg.strip_prefix("s3://") {
+        if let Some(i) = rest.find([':', '@']) {
+            let at = "s3://".len() + i;
+            let reference = if arg[at..].starts_with('@') { &arg[at..] } else { &arg[at + 1..] };
+            return (PathBuf::from(&arg[..at]), Some(reference.to_string()));
+        }
+        return (PathBuf::from(arg), None);
+    }
     if Path::new(arg).exists() {
         return (PathBuf::from(arg), None);
     }
@@ -198,4 +208,25 @@ pub async fn tags(args: RepoTagsArgs) -> Result<()> {
         tags.retain(|t| !is_schema_tag(t.rsplit(':').next().unwrap_or(t)));
     }
     print_list(args.common.format, "tags", &tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_storage_location_ends_at_its_first_colon_or_at_sign() {
+        let split = |a: &str| {
+            let (p, r) = split_layout_arg(a);
+            (p.to_string_lossy().into_owned(), r)
+        };
+        assert_eq!(split("s3://b/app.tar"), ("s3://b/app.tar".into(), None));
+        assert_eq!(split("s3://b/app.tar:v1"), ("s3://b/app.tar".into(), Some("v1".into())));
+        assert_eq!(
+            split("s3://b/dir/:reg.io/team/app:v1"),
+            ("s3://b/dir/".into(), Some("reg.io/team/app:v1".into()))
+        );
+        let d = format!("@sha256:{}", "a".repeat(64));
+        assert_eq!(split(&format!("s3://b/app.tar{d}")), ("s3://b/app.tar".into(), Some(d)));
+    }
 }

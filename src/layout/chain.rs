@@ -23,7 +23,8 @@ pub struct Opened {
 /// relative to the directory that holds the backup.
 pub fn locate(backup: &Path, location: &str) -> PathBuf {
     let recorded = Path::new(location);
-    if recorded.is_absolute() {
+    // An object storage location is recorded whole, as an absolute path is.
+    if recorded.is_absolute() || location.starts_with("s3://") {
         return recorded.to_path_buf();
     }
     match backup.parent() {
@@ -36,6 +37,10 @@ pub fn locate(backup: &Path, location: &str) -> PathBuf {
 /// directory that will hold the backup when the base is under it, so that the two can be moved
 /// together; absolute otherwise.
 pub fn location_of(base: &Path, output: &str) -> Result<String> {
+    // A base in object storage is recorded by its whole s3:// location: nothing to resolve.
+    if let Some(loc) = base.to_str().filter(|b| b.starts_with("s3://")) {
+        return Ok(loc.to_string());
+    }
     let base_abs = std::fs::canonicalize(base)
         .with_context(|| format!("cannot find the base {:?}", base.display()))?;
     let out_dir = if output == "-" {
@@ -92,7 +97,9 @@ pub async fn open(inputs: &[String], options: OpenOptions) -> Result<Opened> {
         }
         let at = locate(&path, &record.location);
         let at_shown = crate::scrub::escape_controls(&at.display().to_string()).into_owned();
-        if std::fs::symlink_metadata(&at).is_err() {
+        // A local base that is missing is said so here; one in object storage, by opening it.
+        let remote = at.to_str().is_some_and(|a| a.starts_with("s3://"));
+        if !remote && std::fs::symlink_metadata(&at).is_err() {
             bail!(
                 "{shown:?} is an incremental backup: it holds only what its base, {at_shown:?} (index.json {}), did not, and that base is not there; give its path too (oras restore --input {shown} --input BASE ..., oras verify {shown} --base BASE)",
                 record.digest
@@ -142,6 +149,11 @@ mod tests {
         assert_eq!(locate(Path::new("/b/new.tar"), "base.tar"), PathBuf::from("/b/base.tar"));
         assert_eq!(locate(Path::new("new.tar"), "old/base.tar"), PathBuf::from("old/base.tar"));
         assert_eq!(locate(Path::new("x/new"), "/abs/base"), PathBuf::from("/abs/base"));
+        assert_eq!(locate(Path::new("x/new"), "s3://b/base.tar"), PathBuf::from("s3://b/base.tar"));
+        assert_eq!(
+            locate(Path::new("s3://b/new.tar"), "base.tar"),
+            PathBuf::from("s3://b/base.tar")
+        );
     }
 
     #[test]

@@ -141,10 +141,16 @@ impl Drop for CompressedOutput {
 /// Unpacks a compressed archive into a temporary tar (in `$TMPDIR`), removed when the returned
 /// path is dropped. Blocking.
 pub fn unpack(path: &Path, c: Compression) -> Result<tempfile::TempPath> {
-    let shown = path.display();
+    let shown = path.display().to_string();
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open backup {shown:?}"))?;
-    let mut reader = c.reader(std::io::BufReader::with_capacity(1 << 20, file))?;
+    unpack_from(file, &shown, c)
+}
+
+/// Unpacks a compressed archive read from `input` (shown as `shown`) into a temporary tar, as
+/// [`unpack`]. Blocking.
+pub fn unpack_from(input: impl Read, shown: &str, c: Compression) -> Result<tempfile::TempPath> {
+    let mut reader = c.reader(std::io::BufReader::with_capacity(1 << 20, input))?;
     let mut tmp = tempfile::Builder::new()
         .prefix("oras-unpacked-")
         .suffix(".tar")

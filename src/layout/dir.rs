@@ -207,7 +207,33 @@ fn open_plain(path: &Path) -> std::io::Result<std::fs::File> {
     o.open(path)
 }
 
-fn bare(desc: &Descriptor) -> Descriptor {
+/// The `index.json` of a layout that held `existing` once `added` is recorded: a new tag replaces the
+/// old one of its repository (or a bare one); a new untagged entry replaces the same digest's.
+pub(crate) fn merged_index(existing: &[Entry], added: &[Entry], how: &index::Rendering) -> Vec<u8> {
+    // A new tag replaces the old one of its repository (or a bare one); a new untagged entry
+    // replaces the same digest's. Hashed: a second backup of thousands of tags compares every
+    // pair otherwise.
+    let mut new_tags: HashMap<&str, Vec<Option<&Repo>>> = HashMap::new();
+    let mut new_untagged: HashSet<(&str, Option<&Repo>)> = HashSet::new();
+    for e in added {
+        match &e.tag {
+            Some(t) => new_tags.entry(t.as_str()).or_default().push(e.repo.as_ref()),
+            None => {
+                new_untagged.insert((e.desc.digest.as_str(), e.repo.as_ref()));
+            }
+        }
+    }
+    let kept = existing.iter().filter(|old| match &old.tag {
+        Some(t) => !new_tags
+            .get(t.as_str())
+            .is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
+        None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
+    });
+    index::render(kept.chain(added), how)
+}
+
+/// A descriptor as `index.json` records it: no annotations but the sparse-index one.
+pub(crate) fn bare(desc: &Descriptor) -> Descriptor {
     let mut d = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
     d.artifact_type = desc.artifact_type.clone();
     d.annotations = desc
@@ -330,26 +356,7 @@ impl Sink for DirSink {
     async fn finish(&self) -> Result<()> {
         let added =
             std::mem::take(&mut *self.added.lock().map_err(|_| anyhow!("internal lock poisoned"))?);
-        // A new tag replaces the old one of its repository (or a bare one); a new untagged entry
-        // replaces the same digest's. Hashed: a second backup of thousands of tags compares every
-        // pair otherwise.
-        let mut new_tags: HashMap<&str, Vec<Option<&Repo>>> = HashMap::new();
-        let mut new_untagged: HashSet<(&str, Option<&Repo>)> = HashSet::new();
-        for e in &added {
-            match &e.tag {
-                Some(t) => new_tags.entry(t.as_str()).or_default().push(e.repo.as_ref()),
-                None => {
-                    new_untagged.insert((e.desc.digest.as_str(), e.repo.as_ref()));
-                }
-            }
-        }
-        let kept = self.existing.iter().filter(|old| match &old.tag {
-            Some(t) => !new_tags
-                .get(t.as_str())
-                .is_some_and(|repos| old.repo.is_none() || repos.contains(&old.repo.as_ref())),
-            None => !new_untagged.contains(&(old.desc.digest.as_str(), old.repo.as_ref())),
-        });
-        let rendered = index::render(kept.chain(&added), &self.rendering);
+        let rendered = merged_index(&self.existing, &added, &self.rendering);
         // What index.json is about to name must be on disk first, or a crash could leave a backup
         // that looks complete with blobs that never reached the disk.
         self.sealer.wait().await.with_context(|| {

@@ -9,6 +9,7 @@ use super::index::{self, Entry, MAX_INDEX_SIZE};
 use super::tar_index::{self, TarIndex};
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, MAX_MANIFEST_SIZE};
+use crate::object::Location;
 use crate::target::{
     failure, Access, ByteStream, ErrorKind, ReferrerListing, Repo, Resolved, Result, Source,
 };
@@ -25,6 +26,38 @@ enum Files {
     Dir(PathBuf, PathBuf),
     /// A tar, its index, and one handle that every read shares (positional reads).
     Tar(PathBuf, TarIndex, std::fs::File),
+    /// A tar in one object, or a layout under a prefix (each file an object), read by ranged GETs.
+    Object(ObjectFiles),
+}
+
+/// A backup in object storage: where each file's bytes are, by name.
+struct ObjectFiles {
+    store: crate::object::Store,
+    loc: Location,
+    /// For a tar, its entries; for a prefix, every object under it (offset 0, its size).
+    idx: TarIndex,
+    tar: bool,
+    /// The runtime that blocking reads (on the blocking pool) wait on.
+    handle: tokio::runtime::Handle,
+}
+
+impl ObjectFiles {
+    /// The object holding `name`, and where in it `name`'s bytes are.
+    fn locate(&self, name: &str) -> Result<(object_store::path::Path, u64, u64)> {
+        let (off, size) = *self
+            .idx
+            .files
+            .get(name)
+            .ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
+        let path = if self.tar { self.loc.path() } else { self.loc.child(name) };
+        Ok((path, off, size))
+    }
+
+    /// `name`'s bytes as a stream (one ranged GET).
+    async fn stream(&self, name: &str) -> Result<ByteStream> {
+        let (path, off, size) = self.locate(name)?;
+        crate::object::read::stream_range(&self.store, &path, &self.loc, off, size).await
+    }
 }
 
 impl Files {
@@ -56,6 +89,7 @@ impl Files {
                     .with_context(|| format!("cannot open {}", path.display()))?;
                 Ok((f, off, size))
             }
+            Files::Object(_) => bail!("internal: {name} is in object storage, not a file"),
         }
     }
 
@@ -63,6 +97,15 @@ impl Files {
     fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let opened;
+        if let Files::Object(o) = self {
+            let (path, off, size) = o.locate(name)?;
+            if size > limit {
+                bail!("{name} is {size} bytes, over the {limit} byte limit");
+            }
+            let got =
+                crate::object::read::read_range(&o.handle, &o.store, &path, &o.loc, off, size)?;
+            return Ok(got.to_vec());
+        }
         let (file, off, size) = match self {
             // Positional reads on the shared handle: no open, seek and close per manifest.
             Files::Tar(_, idx, shared) => {
@@ -72,7 +115,7 @@ impl Files {
                     .ok_or_else(|| anyhow!("{name} is missing from the backup"))?;
                 (shared, off, size)
             }
-            Files::Dir(..) => {
+            Files::Dir(..) | Files::Object(_) => {
                 let (f, off, size) = self.open(name)?;
                 opened = f;
                 (&opened, off, size)
@@ -98,7 +141,9 @@ impl Files {
     fn has(&self, name: &str) -> bool {
         match self {
             Files::Dir(root, _) => std::fs::symlink_metadata(root.join(name)).is_ok(),
-            Files::Tar(_, idx, _) => idx.files.contains_key(name) || idx.links.contains_key(name),
+            Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }) => {
+                idx.files.contains_key(name) || idx.links.contains_key(name)
+            }
         }
     }
 }
@@ -106,7 +151,9 @@ impl Files {
 impl docker_save::Files for Files {
     fn resolve(&self, name: &str) -> Result<String> {
         match self {
-            Files::Tar(_, idx, _) => idx.resolve(name).map_err(anyhow::Error::msg),
+            Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }) => {
+                idx.resolve(name).map_err(anyhow::Error::msg)
+            }
             Files::Dir(root, _) => {
                 let meta = std::fs::symlink_metadata(root.join(name))
                     .with_context(|| format!("{name} is missing from the backup"))?;
@@ -134,6 +181,10 @@ impl docker_save::Files for Files {
     }
 
     fn reader(&self, name: &str) -> Result<Box<dyn std::io::Read + '_>> {
+        if let Files::Object(o) = self {
+            let stream = o.handle.block_on(o.stream(name))?;
+            return Ok(Box::new(crate::object::read::SyncStream::new(stream, o.handle.clone())));
+        }
         let (mut f, off, size) = self.open(name)?;
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(off))?;
         Ok(Box::new(std::io::Read::take(std::io::BufReader::with_capacity(1 << 20, f), size)))
@@ -189,7 +240,10 @@ impl Store {
         match (self.blob(d), &self.files) {
             (None, _) => false,
             (Some(Blob::Built(_) | Blob::Spooled(_)), _) => true,
-            (Some(Blob::File(name)), Files::Tar(_, idx, _)) => idx.files.contains_key(&*name),
+            (
+                Some(Blob::File(name)),
+                Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }),
+            ) => idx.files.contains_key(&*name),
             (Some(Blob::File(name)), Files::Dir(root, _)) => {
                 std::fs::symlink_metadata(root.join(&*name)).is_ok_and(|m| m.is_file())
             }
@@ -206,7 +260,9 @@ impl Store {
         };
         match (&self.docker, &self.files) {
             (Some(d), _) => d.files.keys().chain(d.spooled.keys()).cloned().collect(),
-            (None, Files::Tar(_, idx, _)) => idx.files.keys().filter_map(|n| parse(n)).collect(),
+            (None, Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. })) => {
+                idx.files.keys().filter_map(|n| parse(n)).collect()
+            }
             (None, Files::Dir(root, _)) => {
                 let mut out = Vec::new();
                 for alg in std::fs::read_dir(root.join("blobs")).into_iter().flatten().flatten() {
@@ -306,7 +362,7 @@ fn not_a_backup(shown: &str, files: &Files) -> String {
                     .collect()
             })
             .unwrap_or_default(),
-        Files::Tar(_, idx, _) => idx
+        Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }) => idx
             .files
             .keys()
             .chain(idx.links.keys())
@@ -331,7 +387,10 @@ fn not_a_backup(shown: &str, files: &Files) -> String {
     };
     let (what, save) = match files {
         Files::Dir(..) => ("a directory", "an extracted docker save archive"),
-        Files::Tar(..) => ("a tar archive", "a docker save archive"),
+        Files::Tar(..) | Files::Object(ObjectFiles { tar: true, .. }) => {
+            ("a tar archive", "a docker save archive")
+        }
+        Files::Object(_) => ("an object storage prefix", "an extracted docker save archive"),
     };
     format!(
         "{shown:?} is {what} with no index.json or manifest.json: not an OCI image layout or {save} ({holds}); give a backup made by oras backup, an OCI image layout (oci-layout, index.json, blobs/) or a docker save archive"
@@ -349,6 +408,15 @@ impl LayoutSource {
 
     /// Opens a backup as [`LayoutSource::open`] does, as `options` say.
     pub async fn open_with(path: &Path, options: OpenOptions) -> Result<LayoutSource> {
+        if let Some(loc) = path
+            .to_str()
+            .map(crate::object::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .flatten()
+        {
+            return Self::open_object(loc, options).await;
+        }
         let shown = path.display().to_string();
         let meta = tokio::fs::metadata(path).await.with_context(|| {
             format!("cannot open backup {shown:?}: it does not exist or is not readable")
@@ -380,10 +448,104 @@ impl LayoutSource {
                 .with_context(|| format!("cannot open backup {shown:?}"))?;
             Files::Tar(tar, idx, file)
         };
+        let tar_len = (!meta.is_dir()).then_some(meta.len());
+        Self::from_files(files, &shown, tar_len, compression, unpacked, options).await
+    }
+
+    /// Opens a backup in object storage: a tar object (compressed ones are unpacked into a
+    /// temporary tar as they are read), or a layout under a prefix.
+    async fn open_object(loc: Location, options: OpenOptions) -> Result<LayoutSource> {
+        use crate::object::read;
+        let shown = loc.to_string();
+        let store = crate::object::connect(&loc)?;
+        read::check_bucket(&store, &loc).await?;
+        let handle = tokio::runtime::Handle::current();
+        let len = if loc.prefix { None } else { read::size(&store, &loc.path(), &loc).await? };
+        let Some(len) = len else {
+            let mut idx = TarIndex::default();
+            for (name, size) in read::list(&store, &loc).await? {
+                // Only names that mean the same to every reader: no empty, `.` or `..` segment.
+                if let Ok(Some(norm)) = tar_index::normalise(Path::new(&name), &shown) {
+                    if norm == name {
+                        idx.files.insert(name, (0, size));
+                    }
+                }
+            }
+            if idx.files.is_empty() {
+                bail!("cannot open backup {shown:?}: there is no object at this key and nothing under it as a prefix");
+            }
+            let files = Files::Object(ObjectFiles { store, loc, idx, tar: false, handle });
+            return Self::from_files(files, &shown, None, None, None, options).await;
+        };
+        let head = read::read_range_async(&store, &loc.path(), &loc, 0, len.min(4)).await?;
+        let compression = Compression::sniff(&head);
+        if let Some(c) = compression {
+            let stream = read::stream_range(&store, &loc.path(), &loc, 0, len).await?;
+            let (h, shown2) = (handle.clone(), shown.clone());
+            let unpacked = tokio::task::spawn_blocking(move || {
+                compress::unpack_from(read::SyncStream::new(stream, h), &shown2, c)
+            })
+            .await
+            .context("internal: reader task failed")??;
+            let p = unpacked.to_path_buf();
+            let idx = tokio::task::spawn_blocking(move || tar_index::index(&p)).await??;
+            let file = std::fs::File::open(&unpacked)
+                .with_context(|| format!("cannot open backup {shown:?}"))?;
+            let files = Files::Tar(unpacked.to_path_buf(), idx, file);
+            return Self::from_files(
+                files,
+                &shown,
+                Some(len),
+                compression,
+                Some(unpacked),
+                options,
+            )
+            .await;
+        }
+        let (s2, l2, h2, shown2) = (store.clone(), loc.clone(), handle.clone(), shown.clone());
+        let idx = tokio::task::spawn_blocking(move || {
+            let ranged = |h: &tokio::runtime::Handle| {
+                read::Ranged::new(s2.clone(), l2.path(), l2.clone(), len, h.clone())
+            };
+            let compare = ranged(&h2);
+            let same = move |a: u64, b: u64, n: u64| -> std::io::Result<bool> {
+                let mut done = 0;
+                while done < n {
+                    let k = (n - done).min(read::WINDOW);
+                    let x = compare.read_at(a + done, k).map_err(std::io::Error::other)?;
+                    let y = compare.read_at(b + done, k).map_err(std::io::Error::other)?;
+                    if x != y {
+                        return Ok(false);
+                    }
+                    done += k;
+                }
+                Ok(true)
+            };
+            tar_index::index_from(&shown2, ranged(&h2), len, &same)
+        })
+        .await
+        .context("internal: reader task failed")??;
+        let files = Files::Object(ObjectFiles { store, loc, idx, tar: true, handle });
+        Self::from_files(files, &shown, Some(len), None, None, options).await
+    }
+
+    /// Reads the index (or the docker save manifest) and the graph of a backup's files; `tar_len`
+    /// is the archive's size for a tar.
+    async fn from_files(
+        files: Files,
+        shown: &str,
+        tar_len: Option<u64>,
+        compression: Option<Compression>,
+        unpacked: Option<tempfile::TempPath>,
+        options: OpenOptions,
+    ) -> Result<LayoutSource> {
+        let shown = shown.to_string();
         // index.json may be there as something other than a file: reading it says so.
         let layout = match &files {
             Files::Dir(root, _) => tokio::fs::metadata(root.join("index.json")).await.is_ok(),
-            Files::Tar(_, idx, _) => idx.files.contains_key("index.json"),
+            Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. }) => {
+                idx.files.contains_key("index.json")
+            }
         };
         let docker = !layout && files.has("manifest.json");
         if !layout && !docker {
@@ -394,7 +556,7 @@ impl LayoutSource {
             entries: Vec::new(),
             referrers: HashMap::new(),
             size: 0,
-            is_tar: !meta.is_dir(),
+            is_tar: tar_len.is_some(),
             compression,
             docker_images: Vec::new(),
             _unpacked: unpacked,
@@ -416,7 +578,7 @@ impl LayoutSource {
             src.index_digest = Some(Digest::of(&raw));
         }
         let graph = src.graph().await?;
-        src.size = if meta.is_dir() { graph.content_size() } else { meta.len() };
+        src.size = tar_len.unwrap_or_else(|| graph.content_size());
         src.referrers = graph.referrers;
         index::order_referrers(&src.entries, &mut src.referrers);
         Ok(src)
@@ -569,7 +731,9 @@ impl LayoutSource {
                     .filter(|m| m.is_file())
                     .map(|m| m.len())
             }
-            (Blob::File(name), Files::Tar(_, idx, _)) => idx.files.get(&*name).map(|(_, s)| *s),
+            (Blob::File(name), Files::Tar(_, idx, _) | Files::Object(ObjectFiles { idx, .. })) => {
+                idx.files.get(&*name).map(|(_, s)| *s)
+            }
             (Blob::Spooled(path), _) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
         }
     }
@@ -759,6 +923,17 @@ impl Source for LayoutSource {
                     );
                 }
             }
+        }
+        if let Files::Object(o) = &store.files {
+            let (_, _, size) = o.locate(&name).map_err(|_| missing())?;
+            if size != desc.size {
+                bail!(
+                    "blob {} is {size} bytes in the backup, but {} bytes are referenced",
+                    desc.digest,
+                    desc.size
+                );
+            }
+            return o.stream(&name).await;
         }
         let owned = name.clone();
         let (file, size) = tokio::task::spawn_blocking(move || -> Result<_> {

@@ -180,40 +180,55 @@ pub fn check_entry<R: Read>(
 pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     let p = path.display().to_string();
     let io = |source| TarError::Io { path: p.clone(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let mut head = vec![0u8; 512];
-    let n = read_up_to(&mut file, &mut head).map_err(io)?;
-    sniff(path, &head[..n])?;
-    file.rewind().map_err(io)?;
     // A second handle for comparing duplicate entries, positioned reads only (the archive owns the
     // first).
     let compare = std::fs::File::open(path).map_err(io)?;
-    let mut archive = tar::Archive::new(file);
+    index_from(&p, file, len, &|a, b, n| same_bytes(&compare, a, b, n))
+}
+
+/// Compares the `len` bytes at two offsets of an archive.
+pub type SameBytes<'a> = dyn Fn(u64, u64, u64) -> std::io::Result<bool> + 'a;
+
+/// Reads every header of an archive of `len` bytes read through `input` (seeking past data), shown
+/// to the user as `p`; `same` compares two entries' bytes when a name appears twice.
+pub fn index_from<R: Read + Seek>(
+    p: &str,
+    mut input: R,
+    len: u64,
+    same: &SameBytes<'_>,
+) -> Result<TarIndex, TarError> {
+    let io = |source| TarError::Io { path: p.to_string(), source };
+    let mut head = vec![0u8; 512];
+    let n = read_up_to(&mut input, &mut head).map_err(io)?;
+    sniff(Path::new(p), &head[..n])?;
+    input.rewind().map_err(io)?;
+    let mut archive = tar::Archive::new(input);
     let mut out = TarIndex::default();
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
+        .map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?;
     for entry in entries {
         let entry =
-            entry.map_err(|e| TarError::Damaged { path: p.clone(), detail: e.to_string() })?;
-        let Some(norm) = check_entry(&entry, &p)? else {
-            record_link(&entry, &p, &mut out.links)?;
+            entry.map_err(|e| TarError::Damaged { path: p.to_string(), detail: e.to_string() })?;
+        let Some(norm) = check_entry(&entry, p)? else {
+            record_link(&entry, p, &mut out.links)?;
             continue;
         };
         let offset = entry.raw_file_position();
         let size = entry.size();
         if offset.checked_add(size).is_none_or(|end| end > len) {
             return Err(TarError::Damaged {
-                path: p.clone(),
+                path: p.to_string(),
                 detail: format!("entry {norm:?} runs past the end of the file"),
             });
         }
         if let Some(&(prev_offset, prev_size)) = out.files.get(&norm) {
             // Other readers keep the last copy, this one the first: two copies must not differ, or
             // the archive would mean different things to different tools.
-            if prev_size != size || !same_bytes(&compare, prev_offset, offset, size).map_err(io)? {
-                return Err(TarError::Duplicate { path: p.clone(), entry: norm });
+            if prev_size != size || !same(prev_offset, offset, size).map_err(io)? {
+                return Err(TarError::Duplicate { path: p.to_string(), entry: norm });
             }
             continue;
         }
@@ -222,7 +237,7 @@ pub fn index(path: &Path) -> Result<TarIndex, TarError> {
     // A name that is a file and a link means one thing to a reader that keeps the first entry and
     // another to one that keeps the last.
     if let Some(name) = out.links.keys().find(|n| out.files.contains_key(*n)) {
-        return Err(TarError::Duplicate { path: p, entry: name.clone() });
+        return Err(TarError::Duplicate { path: p.to_string(), entry: name.clone() });
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@ mod hostile_registry;
 mod image;
 mod incremental;
 mod login;
+mod object_storage;
 mod referrers_api;
 mod registry_profiles;
 mod registry_quirks;

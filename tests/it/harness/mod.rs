@@ -14,6 +14,7 @@ pub mod profiles;
 pub mod registry;
 pub mod relay;
 pub mod run;
+pub mod s3;
 pub mod tls;
 pub mod token_server;
 
