@@ -324,3 +324,60 @@ fn bad_locations_fail_with_one_clear_line() {
     assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
     failures.assert_none();
 }
+
+#[test]
+#[ignore = "object storage: needs moto[server]; scripts/test.sh installs it and runs these"]
+fn shards_of_a_registry_in_object_storage_restore_together_with_a_local_one() {
+    let s3 = S3Server::start();
+    s3.create_bucket("dr-backups");
+    let src = Registry::start();
+    let c = Client::new(&src.host());
+    let mut fxs = vec![("team/app".to_string(), fixtures::push_all_kinds(&c, "team/app"))];
+    for i in 0..4 {
+        let repo = format!("proj/web{i}");
+        fxs.push((repo.clone(), fixtures::push_web(&c, &repo)));
+    }
+    // As docs/sharding.md's jobs do: shards 1 and 2 to the bucket, shard 3 kept on local disk.
+    let dir = harness::tempdir();
+    let local = dir.path().join("shard-3-of-3.tar");
+    let outs = [
+        "s3://dr-backups/day/shard-1-of-3.tar",
+        "s3://dr-backups/day/shard-2-of-3.tar",
+        harness::s(&local),
+    ];
+    for (k, out) in outs.iter().enumerate() {
+        let shard = format!("{}/3", k + 1);
+        run(
+            &s3,
+            &[
+                "backup",
+                "--no-tty",
+                "--include-referrers",
+                "--shard",
+                &shard,
+                "-o",
+                out,
+                &src.host(),
+            ],
+        )
+        .ok();
+    }
+    assert!(s3.pending_uploads("dr-backups").is_empty());
+    let dst = Registry::start();
+    let mut args = vec!["restore", "--no-tty"];
+    for out in &outs {
+        args.extend(["--input", out]);
+    }
+    let host = dst.host();
+    args.push(&host);
+    run(&s3, &args).ok();
+    let d = Client::new(&dst.host());
+    let mut catalog = d.catalog();
+    catalog.sort();
+    let mut expected: Vec<String> = fxs.iter().map(|(r, _)| r.clone()).collect();
+    expected.sort();
+    assert_eq!(catalog, expected, "the shards together hold every repository");
+    for (repo, fx) in &fxs {
+        assert_repo_matches(&d, repo, fx, true);
+    }
+}
