@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oras::layout::index::{parse, render, Entry};
+use oras::layout::index::{parse, render, Entry, Rendering};
 use std::collections::BTreeSet;
 
 fn tagged(entries: &[Entry]) -> BTreeSet<(Option<String>, String)> {
@@ -21,10 +21,10 @@ fn digests(entries: &[Entry]) -> BTreeSet<String> {
 
 fuzz_target!(|data: &[u8]| {
     let Ok(entries) = parse(data) else { return };
-    let rendered = render(&entries, false);
+    let rendered = render(&entries, &Rendering::default());
     let again = parse(&rendered)
         .unwrap_or_else(|e| panic!("render produced an index.json that does not parse: {e}"));
-    assert_eq!(render(&again, false), rendered, "render(parse(render(x))) != render(x)");
+    assert_eq!(render(&again, &Rendering::default()), rendered, "render(parse(render(x))) != render(x)");
     assert_eq!(tagged(&again), tagged(&entries), "tags changed in the round trip");
     assert_eq!(digests(&again), digests(&entries), "digests changed in the round trip");
 });
