@@ -4,6 +4,7 @@
 //! layout under a prefix); reading is in `read` (ranged GETs), used by `layout::reader`.
 
 pub mod dir;
+pub mod profile;
 pub mod read;
 pub mod upload;
 
@@ -122,8 +123,15 @@ fn credentials_in_env() -> bool {
 /// The store of `loc`'s bucket, configured from the standard AWS environment variables.
 pub fn connect(loc: &Location) -> Result<Store> {
     let instance = std::env::var("ORAS_S3_INSTANCE_CREDENTIALS").is_ok_and(|v| v == "1");
-    if !credentials_in_env() && !instance {
-        anyhow::bail!("no AWS credentials for {loc}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN; on an EC2 machine, ORAS_S3_INSTANCE_CREDENTIALS=1 uses its instance profile");
+    let profile = profile::load()?;
+    let in_env = credentials_in_env();
+    if !in_env && !instance && !profile.has_keys() {
+        let why = if profile.unsupported.is_empty() {
+            String::new()
+        } else {
+            format!(" (profile {:?} gets them by {}, which this tool does not run: export them first, e.g. eval \"$(aws configure export-credentials --format env)\")", profile.name, profile.unsupported.join(", "))
+        };
+        anyhow::bail!("no AWS credentials for {loc}{why}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, or keys in ~/.aws/credentials for AWS_PROFILE; on an EC2 machine, ORAS_S3_INSTANCE_CREDENTIALS=1 uses its instance profile");
     }
     // As AmazonS3Builder::from_env, except that a variable set empty counts as unset (an empty
     // session token would otherwise be sent as one).
@@ -151,17 +159,35 @@ pub fn connect(loc: &Location) -> Result<Store> {
         }
     }
     b = b.with_bucket_name(&loc.bucket);
+    // The profile fills in what the environment leaves out; its keys only when the environment
+    // names no credentials of its own.
+    if !in_env {
+        if let (Some(id), Some(secret)) = (&profile.access_key_id, &profile.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(token) = &profile.session_token {
+                b = b.with_token(token);
+            }
+        }
+    }
     // An endpoint given as http:// is a store without TLS (MinIO or a test server on loopback):
     // naming it so is the consent AWS_ALLOW_HTTP would otherwise give.
-    let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+    let mut endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    if endpoint.is_none() {
+        if let Some(e) = &profile.endpoint_url {
+            b = b.with_endpoint(e);
+            endpoint = Some(e.clone());
+        }
+    }
     if endpoint.as_deref().is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")) {
         b = b.with_allow_http(true);
     }
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-    {
-        b = b.with_region("us-east-1");
+    let region_set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if !region_set {
+        b = b.with_region(profile.region.as_deref().unwrap_or("us-east-1"));
     }
     let store = b.build().map_err(|e| anyhow::anyhow!("cannot use {loc}: {}", one_line(&e)))?;
     Ok(Arc::new(store))
