@@ -55,20 +55,10 @@ pub fn read_range(
     offset: u64,
     len: u64,
 ) -> Result<Bytes> {
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    let what = format!("cannot read s3://{}/{path}", loc.bucket);
-    let got = handle
-        .block_on(store.get_range(path, offset..offset + len))
-        .map_err(|e| error(e, &what, loc))?;
-    if got.len() as u64 != len {
-        anyhow::bail!("{what}: {} bytes came for a range of {len}", got.len());
-    }
-    Ok(got)
+    handle.block_on(read_range_async(store, path, loc, offset, len))
 }
 
-/// Reads `len` bytes at `offset` of an object, from async code.
+/// Reads `len` bytes at `offset` of an object, from async code, checking that they all came.
 pub async fn read_range_async(
     store: &Store,
     path: &ObjPath,
@@ -80,7 +70,12 @@ pub async fn read_range_async(
         return Ok(Bytes::new());
     }
     let what = format!("cannot read s3://{}/{path}", loc.bucket);
-    store.get_range(path, offset..offset + len).await.map_err(|e| error(e, &what, loc))
+    let got =
+        store.get_range(path, offset..offset + len).await.map_err(|e| error(e, &what, loc))?;
+    if got.len() as u64 != len {
+        anyhow::bail!("{what}: {} bytes came for a range of {len}", got.len());
+    }
+    Ok(got)
 }
 
 impl Read for Ranged {
