@@ -60,6 +60,28 @@ pub enum Command {
     Man(ManArgs),
 }
 
+impl Command {
+    /// Whether the run asked for the `--debug` trace; known before any command starts, so that
+    /// what it reads first (a backup in object storage, say) is traced too.
+    pub fn debug(&self) -> bool {
+        match self {
+            Command::Backup(a) => a.common.connection.debug,
+            Command::Restore(a) => a.common.connection.debug,
+            Command::Repo(RepoCommand::Ls(a)) => a.common.connection.debug,
+            Command::Repo(RepoCommand::Tags(a)) => a.common.connection.debug,
+            Command::Discover(a) => a.common.connection.debug,
+            Command::Manifest(ManifestCommand::Fetch(a)) => a.common.connection.debug,
+            Command::Copy(a) => a.common.connection.debug,
+            Command::Login(a) => a.connection.debug,
+            Command::Logout(_)
+            | Command::Verify(_)
+            | Command::Completion(_)
+            | Command::Version
+            | Command::Man(_) => false,
+        }
+    }
+}
+
 /// `oras repo`.
 #[derive(Subcommand, Debug)]
 pub enum RepoCommand {

@@ -13,6 +13,11 @@ pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
+/// Whether the `--debug` trace is on.
+pub fn debugging() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
 /// Prints one line of the `--debug` trace to stderr; callers pass text without secrets. Formatted
 /// only when tracing: thousands of requests a second must not each format a line nobody reads.
 pub fn debug_line(line: std::fmt::Arguments<'_>) {

@@ -6,6 +6,7 @@
 pub mod dir;
 pub mod profile;
 pub mod read;
+pub mod trace;
 pub mod upload;
 
 use crate::target::{failure, ErrorKind, TargetError};
@@ -140,15 +141,21 @@ pub fn connect(loc: &Location) -> Result<Store> {
     // minutes (a 16 MiB part at 18 KiB/s); blob reads are cut into GETs of at most 64 MiB and held
     // to the stall floor (`read::stream_range`). Five retries (about 3 s of backoff) within a
     // minute: a store that is not there fails fast instead of after 3 minutes.
-    let client = ClientOptions::new()
+    let mut client = ClientOptions::new()
         .with_timeout(REQUEST_LIMIT)
         .with_connect_timeout(std::time::Duration::from_secs(10));
+    for ca in ca_bundle(&profile)? {
+        client = client.with_root_certificate(ca);
+    }
     let retry = RetryConfig {
         max_retries: 5,
         retry_timeout: std::time::Duration::from_secs(60),
         ..RetryConfig::default()
     };
     let mut b = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
+    if crate::progress::debugging() {
+        b = b.with_http_connector(trace::TracingConnector::default());
+    }
     for (key, value) in std::env::vars_os() {
         if let (Some(key), Some(value)) = (key.to_str(), value.to_str()) {
             if key.starts_with("AWS_") && !value.is_empty() {
@@ -193,15 +200,66 @@ pub fn connect(loc: &Location) -> Result<Store> {
     Ok(Arc::new(store))
 }
 
+/// Largest CA bundle read (Debian's whole system bundle is about 200 KiB).
+const MAX_CA_BUNDLE: u64 = 4 << 20;
+
+/// The CAs `AWS_CA_BUNDLE` (else the profile's `ca_bundle`) names, trusted for the store besides
+/// the system's, as the AWS CLI trusts them: a private CA in front of MinIO or Ceph.
+fn ca_bundle(profile: &profile::Profile) -> Result<Vec<object_store::Certificate>> {
+    let named = std::env::var("AWS_CA_BUNDLE").ok().filter(|v| !v.is_empty());
+    let Some(path) = named.or_else(|| profile.ca_bundle.clone()) else { return Ok(Vec::new()) };
+    let fail = |why: String| {
+        anyhow::anyhow!(
+            "cannot use the CA bundle {path:?} (AWS_CA_BUNDLE or the profile's ca_bundle): {why}"
+        )
+    };
+    let file = std::fs::File::open(&path).map_err(|e| fail(e.to_string()))?;
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CA_BUNDLE + 1), &mut pem)
+        .map_err(|e| fail(e.to_string()))?;
+    if pem.len() as u64 > MAX_CA_BUNDLE {
+        return Err(fail(format!("over {MAX_CA_BUNDLE} bytes")));
+    }
+    let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| fail(one_line(&e)))?;
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 /// An error's text on one line (object_store's carry their causes after line breaks).
 fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// An object store error's text on one line with the causes it hides (object_store says "error
+/// sending request" and keeps why in its source chain), and what to do when the cause is a
+/// certificate not trusted.
+fn describe(e: &object_store::Error) -> String {
+    let mut text = one_line(e);
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        let t = one_line(cause);
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        next = cause.source();
+    }
+    let untrusted = matches!(
+        crate::registry::transport::tls_error(e),
+        Some(rustls::Error::InvalidCertificate(_))
+    );
+    if untrusted {
+        text.push_str(" (the store's TLS certificate is not trusted: name the CA that issued it in AWS_CA_BUNDLE)");
+    }
+    text
+}
+
 /// An object store error, worded with what was being done (`what`, naming the object) and typed
 /// for the engine.
 pub fn error(e: object_store::Error, what: &str, loc: &Location) -> TargetError {
-    let text = one_line(&e);
+    let text = describe(&e);
     let (kind, msg) = if text.contains("NoSuchBucket") {
         (ErrorKind::NotFound, format!("{what}: bucket {:?} does not exist", loc.bucket))
     } else {

@@ -1,6 +1,6 @@
 //! Shared AWS configuration files (`~/.aws/credentials`, `~/.aws/config`) read for the profile
 //! `AWS_PROFILE` names (`default` otherwise), as the AWS CLI and SDKs read them: object_store reads
-//! only the environment. Static keys, session token, region and `endpoint_url`; the environment
+//! only the environment. Static keys, session token, region, `endpoint_url` and `ca_bundle`; the environment
 //! wins over a profile, as in the SDKs.
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +25,8 @@ pub struct Profile {
     pub region: Option<String>,
     /// `endpoint_url`.
     pub endpoint_url: Option<String>,
+    /// `ca_bundle`: a PEM file of CAs to trust for the endpoint.
+    pub ca_bundle: Option<String>,
     /// Ways of getting credentials this tool does not run (`credential_process`, SSO, roles).
     pub unsupported: Vec<String>,
 }
@@ -40,16 +42,20 @@ impl Profile {
 fn sections(text: &str) -> HashMap<String, HashMap<String, String>> {
     let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut current: Option<String> = None;
-    for line in text.lines() {
-        let line = line.trim();
+    for raw in text.lines() {
+        let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        // An indented line continues a nested setting (`s3 =` followed by its own keys, which
+        // apply to that service only): not a key of the profile.
+        if raw.starts_with([' ', '\t']) {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             current = Some(name.trim().to_string());
             continue;
         }
-        // Indented lines continue a nested setting (`s3 =` followed by its keys): not read here.
         let (Some(section), Some((k, v))) = (&current, line.split_once('=')) else { continue };
         out.entry(section.clone())
             .or_default()
@@ -125,6 +131,7 @@ pub fn load() -> Result<Profile> {
         session_token: get("aws_session_token"),
         region: get("region"),
         endpoint_url: get("endpoint_url"),
+        ca_bundle: get("ca_bundle"),
         unsupported,
         name,
     })
@@ -142,5 +149,9 @@ mod tests {
         assert_eq!(s["default"]["aws_secret_access_key"], "s1");
         assert_eq!(s["profile dr"]["region"], "eu-west-1");
         assert_eq!(s["profile dr"]["endpoint_url"], "http://127.0.0.1:9000");
+        assert!(!s["profile dr"].contains_key("addressing_style"), "{:?}", s["profile dr"]);
+        let nested = "[profile x]\ns3 =\n  endpoint_url = http://elsewhere\nregion = r\n";
+        assert_eq!(sections(nested)["profile x"].get("endpoint_url"), None);
+        assert_eq!(sections(nested)["profile x"]["region"], "r");
     }
 }

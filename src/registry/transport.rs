@@ -381,22 +381,29 @@ pub fn is_retryable_transport(e: &reqwest::Error) -> bool {
 /// these.
 pub fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     use rustls::Error as Tls;
+    matches!(
+        tls_error(e),
+        Some(
+            Tls::InvalidCertificate(_)
+                | Tls::NoCertificatesPresented
+                | Tls::InvalidCertRevocationList(_)
+                | Tls::AlertReceived(_)
+                | Tls::PeerIncompatible(_)
+                | Tls::InconsistentKeys(_)
+        )
+    )
+}
+
+/// The TLS error that caused `e`, if one did (found however deep the wrapping goes).
+pub fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(e);
     while let Some(cause) = next {
-        if let Some(tls) = cause.downcast_ref::<Tls>() {
-            return matches!(
-                tls,
-                Tls::InvalidCertificate(_)
-                    | Tls::NoCertificatesPresented
-                    | Tls::InvalidCertRevocationList(_)
-                    | Tls::AlertReceived(_)
-                    | Tls::PeerIncompatible(_)
-                    | Tls::InconsistentKeys(_)
-            );
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
         next = carried(cause);
     }
-    false
+    None
 }
 
 /// The error `e` carries: an `io::Error`'s own inner error (tokio-rustls hands a handshake's rustls

@@ -381,3 +381,115 @@ fn shards_of_a_registry_in_object_storage_restore_together_with_a_local_one() {
         assert_repo_matches(&d, repo, fx, true);
     }
 }
+
+/// Credentials, region and endpoint from a named profile of the shared AWS files, as the AWS CLI
+/// reads them, with nothing in the environment: backup and restore work through it; a profile
+/// the files lack, and one that gets its keys by a process this tool does not run, each get one
+/// line naming the profile.
+#[test]
+#[ignore = "object storage: needs moto[server]; scripts/test.sh installs it and runs these"]
+fn a_named_profile_of_the_shared_aws_files_is_used_when_the_environment_has_none() {
+    let s3 = S3Server::start();
+    s3.create_bucket("backups");
+    let (src, fx) = source();
+    let repo = format!("{}/team/app", src.host());
+    let home = tempfile::tempdir().unwrap();
+    let aws = home.path().join(".aws");
+    std::fs::create_dir(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[default]\naws_access_key_id = wrong\n\n[dr]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let endpoint = s3.url("");
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[profile dr]\nregion = us-east-1\nendpoint_url = {}\n\n[profile sso]\nsso_session = corp\nregion = us-east-1\n",
+            endpoint.trim_end_matches('/')
+        ),
+    )
+    .unwrap();
+    let home_dir = home.path().to_str().unwrap();
+    // Every variable the server's environment would set is set empty (counted as unset), so
+    // that only the files can give them.
+    let with_profile = |name: &str, args: &[&str]| {
+        Oras::new(args)
+            .envs(&[
+                ("HOME", home_dir),
+                ("AWS_PROFILE", name),
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_SESSION_TOKEN", ""),
+                ("AWS_REGION", ""),
+                ("AWS_DEFAULT_REGION", ""),
+                ("AWS_ENDPOINT_URL", ""),
+                ("AWS_SHARED_CREDENTIALS_FILE", ""),
+                ("AWS_CONFIG_FILE", ""),
+            ])
+            .run()
+    };
+    with_profile("dr", &["backup", "--no-tty", "-o", "s3://backups/dr/app.tar", &repo]).ok();
+    assert!(s3.get("backups", "dr/app.tar").is_some(), "no object written through the profile");
+    let dst = Registry::start();
+    with_profile("dr", &["restore", "--no-tty", "--input", "s3://backups/dr/app.tar", &dst.host()])
+        .ok();
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, false);
+    let mut failures = harness::Failures::default();
+    let missing = with_profile("nightly", &["backup", "-o", "s3://backups/x.tar", &repo]);
+    failures.check("missing profile", missing.check_failure(1, &["AWS_PROFILE", "\"nightly\""]));
+    let sso = with_profile("sso", &["backup", "-o", "s3://backups/x.tar", &repo]);
+    failures.check("sso profile", sso.check_failure(1, &["\"sso\"", "sso_session"]));
+    failures.assert_none();
+    assert_eq!(s3.get("backups", "x.tar"), None, "a refused run wrote an object");
+}
+
+/// A store behind TLS with a private CA (MinIO or Ceph as many run them): refused until
+/// `AWS_CA_BUNDLE` names the CA, as in the AWS CLI; then backup and restore work, and `--debug`
+/// traces every object storage request, one line each, with nothing secret in it.
+#[test]
+#[ignore = "object storage: needs moto[server]; scripts/test.sh installs it and runs these"]
+fn a_store_with_a_private_ca_is_trusted_through_aws_ca_bundle_and_traced_with_debug() {
+    let pki = harness::tls::Pki::generate(&["s3.test"]);
+    let s3 = S3Server::start_tls(&pki);
+    s3.create_bucket("backups");
+    let (src, fx) = source();
+    let repo = format!("{}/team/app", src.host());
+    let out = "s3://backups/tls/app.tar";
+    let untrusted = run(&s3, &["backup", "--no-tty", "-o", out, &repo]);
+    untrusted.fails(1, &[out, "not trusted", "AWS_CA_BUNDLE"]);
+    assert!(
+        untrusted.stderr.to_lowercase().contains("certificate"),
+        "the error does not say the certificate was refused:\n{}",
+        untrusted.describe()
+    );
+    let missing = Oras::new(&["backup", "--no-tty", "-o", out, &repo])
+        .envs(&s3.env().iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+        .env("AWS_CA_BUNDLE", "/nonexistent/ca.pem")
+        .run();
+    missing.fails(1, &["/nonexistent/ca.pem", "AWS_CA_BUNDLE"]);
+    let ca = pki.ca_cert.to_str().unwrap();
+    let trusted = |args: &[&str]| {
+        Oras::new(args)
+            .envs(&s3.env().iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+            .env("AWS_CA_BUNDLE", ca)
+            .run()
+    };
+    let traced = trusted(&["backup", "--debug", "-o", out, &repo]);
+    traced.ok();
+    let port = s3.url("");
+    let s3_lines: Vec<&str> =
+        traced.stderr.lines().filter(|l| l.starts_with("[debug] S3 ")).collect();
+    assert!(
+        s3_lines.iter().any(|l| l.contains(&format!("PUT {port}backups/tls/app.tar"))),
+        "no traced upload of the object:\n{}",
+        traced.describe()
+    );
+    assert!(s3_lines.iter().all(|l| l.contains(" -> ")), "{s3_lines:#?}");
+    for secret in ["Signature=", "Credential=", "AWS4-HMAC"] {
+        assert!(!traced.stderr.contains(secret), "{secret} traced:\n{}", traced.describe());
+    }
+    let dst = Registry::start();
+    trusted(&["restore", "--no-tty", "--input", out, &dst.host()]).ok();
+    assert_repo_matches(&Client::new(&dst.host()), "team/app", &fx, false);
+}

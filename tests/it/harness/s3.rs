@@ -16,6 +16,8 @@ pub const NEEDS_MOTO: &str =
 pub struct S3Server {
     child: Child,
     port: u16,
+    /// `http`, or `https` when started with a certificate.
+    scheme: &'static str,
     log: tempfile::NamedTempFile,
     http: reqwest::blocking::Client,
 }
@@ -29,6 +31,15 @@ impl S3Server {
     /// Starts moto; a machine without it fails the test with the reason (run through
     /// scripts/test.sh, which installs it).
     pub fn start() -> S3Server {
+        Self::start_with(None)
+    }
+
+    /// Starts moto serving HTTPS with the test PKI's server certificate (for 127.0.0.1).
+    pub fn start_tls(pki: &super::tls::Pki) -> S3Server {
+        Self::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&super::tls::Pki>) -> S3Server {
         let py = python();
         let has = Command::new(&py)
             .args(["-c", "import moto.server"])
@@ -43,7 +54,7 @@ impl S3Server {
         let mut last = String::new();
         // The port was free a moment ago; another process may take it first: try again.
         for _ in 0..5 {
-            match Self::try_start(&py) {
+            match Self::try_start(&py, pki) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -51,11 +62,19 @@ impl S3Server {
         panic!("could not start moto: {last}");
     }
 
-    fn try_start(py: &str) -> Result<S3Server, String> {
+    fn try_start(py: &str, pki: Option<&super::tls::Pki>) -> Result<S3Server, String> {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        let mut args =
+            vec!["-m".to_string(), "moto.server".into(), "-H".into(), "127.0.0.1".into()];
+        args.extend(["-p".to_string(), port.to_string()]);
+        if let Some(pki) = pki {
+            let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_string();
+            args.extend(["-c".to_string(), path(&pki.server_cert)]);
+            args.extend(["-k".to_string(), path(&pki.server_key)]);
+        }
         let child = Command::new(py)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log.reopen().map_err(|e| e.to_string())?))
@@ -68,12 +87,17 @@ impl S3Server {
             reqwest::header::AUTHORIZATION,
             reqwest::header::HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"),
         );
-        let http = reqwest::blocking::Client::builder()
+        let mut http = reqwest::blocking::Client::builder()
             .default_headers(headers)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut s = S3Server { child, port, log, http };
+            .timeout(Duration::from_secs(10));
+        if let Some(pki) = pki {
+            let pem = std::fs::read(&pki.ca_cert).map_err(|e| e.to_string())?;
+            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+            http = http.add_root_certificate(ca);
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let mut s = S3Server { child, port, scheme, log, http };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = s.child.try_wait() {
@@ -91,9 +115,9 @@ impl S3Server {
         }
     }
 
-    /// `http://127.0.0.1:PORT/<path>`.
+    /// `http://127.0.0.1:PORT/<path>` (`https` when serving TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+        format!("{}://127.0.0.1:{}/{path}", self.scheme, self.port)
     }
 
     /// The environment a run of oras needs to use this server.
