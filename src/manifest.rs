@@ -201,7 +201,11 @@ pub fn parse(desc: &Descriptor, bytes: &[u8]) -> Result<Parsed, ManifestError> {
     let mut manifests = Vec::new();
     if is_index {
         manifests = raw.manifests.unwrap_or_default();
+        manifests.shrink_to_fit();
     } else {
+        // Sized exactly: a run holds thousands of these, and grown a push at a time each would
+        // keep room for four descriptors.
+        blobs.reserve_exact(usize::from(raw.config.is_some()) + raw.layers.len() + raw.blobs.len());
         blobs.extend(raw.config.clone());
         blobs.extend(raw.layers);
         blobs.extend(raw.blobs);

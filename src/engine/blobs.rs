@@ -14,11 +14,12 @@ use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::StreamExt;
 use std::collections::HashSet;
 
-/// A blob to copy into a job's destination.
-#[derive(Clone, Debug)]
-pub(super) struct Task {
+/// A blob to copy into a job's destination (its descriptor borrowed from the job's graph: a run
+/// of 20,000 blobs would otherwise hold a copy of each in every list the phase builds).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Task<'a> {
     pub(super) job: JobId,
-    pub(super) desc: Descriptor,
+    pub(super) desc: &'a Descriptor,
     /// The destination is known not to have it (no need to ask again).
     pub(super) missing: bool,
 }
@@ -31,17 +32,19 @@ pub(super) async fn copy(
 ) -> Result<Vec<(JobId, BlobOutcome)>> {
     let mut outcomes = Vec::new();
     let mut tasks = Vec::new();
+    // Scopes named once per job, not once per blob.
+    let scopes: Vec<String> = run.each().map(|(_, job, _)| run.dst.scope(&job.dst)).collect();
     let mut scoped = HashSet::new();
-    for (id, job, g) in run.each() {
+    for (id, _, g) in run.each() {
         for b in g.blobs.values() {
-            if !scoped.insert((run.dst.scope(&job.dst), b.digest.clone())) {
+            if !scoped.insert((scopes[id.0].as_str(), &b.digest)) {
                 continue;
             }
             if known.blobs.contains(&(id, b.digest.clone())) {
                 outcomes.push((id, BlobOutcome::Skipped(b.size)));
                 progress.add(b.size);
             } else {
-                tasks.push(Task { job: id, desc: b.clone(), missing: false });
+                tasks.push(Task { job: id, desc: b, missing: false });
             }
         }
     }
@@ -78,7 +81,7 @@ pub(super) async fn copy(
 /// Copies one blob unless the destination turns out to have it.
 async fn copy_one(
     run: &Run<'_>,
-    t: Task,
+    t: Task<'_>,
     placed: &Placed,
     progress: &Progress,
 ) -> Result<(JobId, BlobOutcome)> {
@@ -88,14 +91,14 @@ async fn copy_one(
 
 async fn copy_task(
     run: &Run<'_>,
-    t: Task,
+    t: Task<'_>,
     placed: &Placed,
     progress: &Progress,
 ) -> Result<BlobOutcome> {
     let job = run.job(t.job);
-    if !t.missing && run.dst.has_blob(&job.dst, &t.desc).await? {
+    if !t.missing && run.dst.has_blob(&job.dst, t.desc).await? {
         progress.add(t.desc.size);
-        place(placed, &t.desc, job);
+        place(placed, t.desc, job);
         return Ok(BlobOutcome::Skipped(t.desc.size));
     }
     if run.opts.dry_run {
@@ -104,7 +107,8 @@ async fn copy_task(
     // A task of its own: concurrent transfers hash (and write) on all the runtime's threads.
     let (src, dst, job, placed, progress) =
         (run.src.clone(), run.dst.clone(), job.clone(), placed.clone(), progress.clone());
-    on_own_task(async move { copy_blob((src, dst), &job, &t.desc, placed, &progress).await })
+    let desc = t.desc.clone();
+    on_own_task(async move { copy_blob((src, dst), &job, &desc, placed, &progress).await })
         .await
         .map_err(|e| anyhow!("internal: blob task failed: {e}"))?
 }
@@ -113,14 +117,13 @@ async fn copy_task(
 /// backup is checked (or a stream announced) before anything is written. Returns the passes left to
 /// copy the plain way: first each distinct blob, then the same blobs for further repositories
 /// (mounted from the first where the destination can).
-async fn from_backup(
+async fn from_backup<'a>(
     run: &Run<'_>,
-    tasks: Vec<Task>,
+    tasks: Vec<Task<'a>>,
     placed: &Placed,
     progress: &Progress,
     outcomes: &mut Vec<(JobId, BlobOutcome)>,
-) -> Result<Vec<Vec<Task>>> {
-    // Each question made as it is asked: made all at once, thousands of futures would be held.
+) -> Result<Vec<Vec<Task<'a>>>> {
     // Each question made as a slot frees: made all at once, the futures of thousands of blobs
     // would be held until the last is answered. (A loop, not a stream over a closure: one
     // borrowing the run makes the command's future unprovably `Send`.)
@@ -130,7 +133,7 @@ async fn from_backup(
         loop {
             while asking.len() < run.conc {
                 let Some(t) = next.next() else { break };
-                asking.push_back(run.dst.has_blob(&run.job(t.job).dst, &t.desc));
+                asking.push_back(run.dst.has_blob(&run.job(t.job).dst, t.desc));
             }
             match asking.next().await {
                 Some(answer) => present.push(answer?),
@@ -155,8 +158,8 @@ async fn from_backup(
     let local = run.src.access() == Access::Local;
     if local && run.opts.dry_run {
         // A dry run reads and checks the whole backup.
-        let check: Vec<(JobId, Descriptor)> =
-            first.iter().chain(&again).map(|t| (t.job, t.desc.clone())).chain(there).collect();
+        let check: Vec<(JobId, &Descriptor)> =
+            first.iter().chain(&again).map(|t| (t.job, t.desc)).chain(there).collect();
         transfer::damaged(transfer::blob_problems(run, &check).await)?;
     } else if local {
         // Everything that will be pushed is checked before anything becomes visible; the uploads
@@ -168,7 +171,8 @@ async fn from_backup(
         if run.dst.staging().is_some() {
             // A stream cannot be checked before it is read: every blob is held until all have
             // passed.
-            let blobs = std::mem::take(&mut first).into_iter().map(|t| (t.job, t.desc)).collect();
+            let blobs =
+                std::mem::take(&mut first).into_iter().map(|t| (t.job, t.desc.clone())).collect();
             outcomes.extend(stage::restore_stream_held(restore, blobs).await?);
         }
     }
@@ -178,7 +182,7 @@ async fn from_backup(
 /// Orders transfers largest first: a large blob started last would run alone at the end, and
 /// (restore of a backup) small blobs waiting for the check would hold slots a large one could use.
 /// Ties go by digest, so runs are repeatable.
-pub(super) fn largest_first(tasks: &mut [Task]) {
+pub(super) fn largest_first(tasks: &mut [Task<'_>]) {
     tasks.sort_by(|a, b| {
         b.desc.size.cmp(&a.desc.size).then_with(|| a.desc.digest.cmp(&b.desc.digest))
     });

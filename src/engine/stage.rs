@@ -14,6 +14,7 @@ use crate::manifest::Descriptor;
 use crate::progress::{debug_line, Progress};
 use crate::target::{kind_of, Access, ErrorKind, Staging};
 use anyhow::Result;
+use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt, TryStreamExt};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -51,16 +52,15 @@ struct Abandoned;
 /// behind them.
 pub(super) async fn restore_checked(
     r: Restore<'_>,
-    blobs: Vec<(JobId, Descriptor)>,
+    blobs: Vec<(JobId, &Descriptor)>,
 ) -> Result<Vec<(JobId, BlobOutcome)>> {
     let (tx, rx) = watch::channel(Checked::Pending);
-    let check = blobs.clone();
     let checking = async {
-        let problems = blob_problems(r.run, &check).await;
+        let problems = blob_problems(r.run, &blobs).await;
         let _ = tx.send(if problems.is_empty() { Checked::Intact } else { Checked::Damaged });
         problems
     };
-    let uploads = upload_checked(r, blobs, rx);
+    let uploads = upload_checked(r, &blobs, rx);
     let (mut checking, mut uploads) = (Box::pin(checking), Box::pin(uploads));
     let (problems, uploaded) = tokio::select! {
         problems = &mut checking => (problems, uploads.await),
@@ -79,30 +79,42 @@ pub(super) async fn restore_checked(
 /// lets every upload wind down (held sessions are deleted) before it returns.
 async fn upload_checked(
     r: Restore<'_>,
-    blobs: Vec<(JobId, Descriptor)>,
+    blobs: &[(JobId, &Descriptor)],
     checked: watch::Receiver<Checked>,
 ) -> Result<Vec<(JobId, BlobOutcome)>> {
-    let mut results = stream::iter(blobs.into_iter().map(|(id, desc)| {
-        let checked = checked.clone();
-        async move { upload_one(r, r.run.job(id), desc, checked).await.map(|o| (id, o)) }
-    }))
-    .buffer_unordered(r.run.conc);
+    // Each upload made as a slot frees (a loop, not a stream over a closure: see blobs::copy).
+    let (mut running, mut next) = (FuturesUnordered::new(), blobs.iter());
     let mut done = Vec::new();
     let mut given_up = None;
-    while let Some(r) = results.next().await {
-        match r {
-            Ok(o) => done.push(o),
-            Err(e) if abandoned(&e) => given_up = Some(e),
-            Err(e) => return Err(e),
+    loop {
+        while running.len() < r.run.conc {
+            let Some(&(id, desc)) = next.next() else { break };
+            running.push(upload_job(r, id, desc, checked.clone()));
+        }
+        match running.next().await {
+            Some(Ok(o)) => done.push(o),
+            Some(Err(e)) if abandoned(&e) => given_up = Some(e),
+            Some(Err(e)) => return Err(e),
+            None => break,
         }
     }
     given_up.map_or(Ok(done), Err)
 }
 
+/// [`upload_one`] of a job's blob, with the job's id.
+async fn upload_job(
+    r: Restore<'_>,
+    id: JobId,
+    desc: &Descriptor,
+    checked: watch::Receiver<Checked>,
+) -> Result<(JobId, BlobOutcome)> {
+    upload_one(r, r.run.job(id), desc, checked).await.map(|o| (id, o))
+}
+
 async fn upload_one(
     r: Restore<'_>,
     job: &Job,
-    desc: Descriptor,
+    desc: &Descriptor,
     mut checked: watch::Receiver<Checked>,
 ) -> Result<BlobOutcome> {
     let staging = r
@@ -112,7 +124,7 @@ async fn upload_one(
         .filter(|_| desc.size >= STAGE_MIN && *checked.borrow() == Checked::Pending);
     if let Some(staging) = staging {
         let sent = tokio::select! {
-            sent = stage(r, staging, job, &desc) => sent?,
+            sent = stage(r, staging, job, desc) => sent?,
             _ = verdict(&mut checked, Checked::Damaged) => return Err(Abandoned.into()),
         };
         if let Some(token) = sent {
@@ -120,7 +132,7 @@ async fn upload_one(
                 staging.cancel(&job.dst, &token).await;
                 return Err(Abandoned.into());
             }
-            match commit(staging, job, &desc, token, r.placed).await {
+            match commit(staging, job, desc, token, r.placed).await {
                 Ok(done) => return Ok(done),
                 // Its bytes were checked: sent again the plain way below.
                 Err(e) => debug_line(format_args!(
@@ -133,8 +145,7 @@ async fn upload_one(
     if !verdict(&mut checked, Checked::Intact).await {
         return Err(Abandoned.into());
     }
-    copy_blob((r.run.src.clone(), r.run.dst.clone()), job, &desc, r.placed.clone(), r.progress)
-        .await
+    copy_blob((r.run.src.clone(), r.run.dst.clone()), job, desc, r.placed.clone(), r.progress).await
 }
 
 /// Makes a held blob visible and records where it landed.

@@ -281,21 +281,21 @@ async fn missing_tags_are_named_together() {
 
 #[test]
 fn transfers_start_with_the_largest_blobs() {
-    let task = |data: &[u8], size| Task {
-        job: JobId(0),
-        desc: Descriptor::new("application/octet-stream", Digest::of(data), size),
-        missing: false,
-    };
-    let mut tasks = vec![
-        task(b"config", 400),
-        task(b"layer-a", 5 << 20),
-        task(b"tiny", 2),
-        task(b"layer-b", 90 << 20),
+    let desc =
+        |data: &[u8], size| Descriptor::new("application/octet-stream", Digest::of(data), size);
+    let task = |desc| Task { job: JobId(0), desc, missing: false };
+    let descs = [
+        desc(b"config", 400),
+        desc(b"layer-a", 5 << 20),
+        desc(b"tiny", 2),
+        desc(b"layer-b", 90 << 20),
     ];
+    let mut tasks: Vec<Task> = descs.iter().map(task).collect();
     largest_first(&mut tasks);
     let sizes: Vec<u64> = tasks.iter().map(|t| t.desc.size).collect();
     assert_eq!(sizes, vec![90 << 20, 5 << 20, 400, 2]);
-    let mut ties = vec![task(b"b", 7), task(b"a", 7)];
+    let ties_descs = [desc(b"b", 7), desc(b"a", 7)];
+    let mut ties: Vec<Task> = ties_descs.iter().map(task).collect();
     largest_first(&mut ties);
     assert!(ties[0].desc.digest < ties[1].desc.digest, "equal sizes go by digest");
 }

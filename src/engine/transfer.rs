@@ -8,6 +8,7 @@ use crate::progress::{Counter, Progress};
 use crate::target::{kind_of, Access, ByteStream, ErrorKind, Failure, Repo, Sink, Source};
 use anyhow::{bail, Result};
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::{stream, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -233,33 +234,39 @@ pub async fn check_blob(
 }
 
 /// Reads and checks each distinct blob once; returns every problem found, worded for the user.
-pub(super) async fn blob_problems(run: &Run<'_>, blobs: &[(JobId, Descriptor)]) -> Vec<String> {
+pub(super) async fn blob_problems(run: &Run<'_>, blobs: &[(JobId, &Descriptor)]) -> Vec<String> {
     let mut seen = HashSet::new();
-    let mut work = Vec::new();
-    for (id, b) in blobs {
-        if seen.insert(b.digest.clone()) {
-            work.push((run.job(*id).src.clone(), b.clone()));
+    let mut problems = Vec::new();
+    // Each check started as a slot frees, its repository and descriptor cloned only then (a loop,
+    // not a stream over a closure: see blobs::copy).
+    let (mut checking, mut next) = (FuturesUnordered::new(), blobs.iter());
+    loop {
+        while checking.len() < run.conc.max(2) {
+            let Some(&(id, b)) = next.next() else { break };
+            if seen.insert(&b.digest) {
+                checking.push(problem_of(run.src.clone(), run.job(id).src.clone(), b.clone()));
+            }
+        }
+        match checking.next().await {
+            Some(found) => problems.extend(found),
+            None => break,
         }
     }
-    stream::iter(work.into_iter().map(|(repo, desc)| {
-        let src = run.src.clone();
-        async move {
-            // A task of its own, like a transfer: the check hashes on all the runtime's threads.
-            super::on_own_task(async move {
-                check_blob(&*src, &repo, &desc).await.err().map(|e| match e {
-                    BlobProblem::Unreadable(e) => format!("{e:#}"),
-                    BlobProblem::Bytes(e) => format!("blob {e}"),
-                    BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
-                })
-            })
-            .await
-            .unwrap_or_else(|e| Some(format!("internal: check task failed: {e}")))
-        }
-    }))
-    .buffer_unordered(run.conc.max(2))
-    .filter_map(|e| async move { e })
-    .collect()
+    problems
+}
+
+/// What is wrong with one blob of the source, if anything.
+async fn problem_of(src: Arc<dyn Source>, repo: Repo, desc: Descriptor) -> Option<String> {
+    // A task of its own, like a transfer: the check hashes on all the runtime's threads.
+    super::on_own_task(async move {
+        check_blob(&*src, &repo, &desc).await.err().map(|e| match e {
+            BlobProblem::Unreadable(e) => format!("{e:#}"),
+            BlobProblem::Bytes(e) => format!("blob {e}"),
+            BlobProblem::Read(e) => format!("blob {}: {e}", desc.digest),
+        })
+    })
     .await
+    .unwrap_or_else(|e| Some(format!("internal: check task failed: {e}")))
 }
 
 /// Refuses a damaged backup, naming its first problem and counting the others.

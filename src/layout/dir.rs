@@ -31,8 +31,9 @@ pub struct DirSink {
     /// never without referrers).
     listings: std::sync::OnceLock<HashMap<Digest, ReferrerListing>>,
     added: Mutex<Vec<Entry>>,
-    /// The bytes of `index.json` as found, so that a run that changes nothing writes nothing.
-    index_found: Vec<u8>,
+    /// The digest of `index.json` as found, so that a run that changes nothing writes nothing (its
+    /// bytes, megabytes for thousands of tags, are not held for the run).
+    index_found: Option<Digest>,
     /// Whether `oci-layout` was found with the expected content.
     marker_found: bool,
     /// Whether this run wrote blobs or manifests, which must reach the disk before `index.json`
@@ -115,7 +116,7 @@ impl DirSink {
             std::fs::read_dir(root.join("blobs/sha256")).is_ok_and(|mut d| d.next().is_none());
         let index_path = root.join("index.json");
         let mut existing = Vec::new();
-        let mut index_found = Vec::new();
+        let mut index_found = None;
         if let Ok(meta) = tokio::fs::symlink_metadata(&index_path).await {
             if !meta.is_file() {
                 bail!(
@@ -134,7 +135,7 @@ impl DirSink {
             std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_INDEX_SIZE), &mut raw)
                 .with_context(|| format!("cannot read {}", index_path.display()))?;
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {shown:?}: {e}"))?;
-            index_found = raw;
+            index_found = Some(Digest::of(&raw));
         }
         let marker = root.join("oci-layout");
         let marker_found = tokio::fs::symlink_metadata(&marker)
@@ -376,7 +377,7 @@ impl Sink for DirSink {
         if !self.marker_found {
             write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT, true).await?;
         }
-        if rendered != self.index_found {
+        if Some(Digest::of(&rendered)) != self.index_found {
             write_atomic(&self.root.join("index.json"), &rendered, true).await?;
             // The rename itself, durable.
             let root = self.root.clone();

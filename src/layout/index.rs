@@ -87,8 +87,24 @@ pub fn base_record(annotations: &BTreeMap<String, String>) -> Result<Option<Base
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, String> {
     let raw: RawIndex = serde_json::from_slice(bytes)
         .map_err(|e| format!("index.json is not a valid OCI index: {e}"))?;
-    let entries: Vec<Entry> = raw.manifests.into_iter().map(classify).collect::<Result<_, _>>()?;
+    let mut entries: Vec<Entry> =
+        raw.manifests.into_iter().map(classify).collect::<Result<_, _>>()?;
     held_repositories_only(&entries)?;
+    // The names, checked and classified, are the entry's repository and tag now; kept in the
+    // annotations too they would double the memory of an index of thousands of tags (each map a
+    // node of its own), and rendering writes them afresh from the repository and tag.
+    for e in &mut entries {
+        if e.repo.is_none() && e.tag.is_none() {
+            continue;
+        }
+        if let Some(ann) = e.desc.annotations.as_mut() {
+            ann.remove(ANNOTATION_REF_NAME);
+            ann.remove(ANNOTATION_CONTAINERD_NAME);
+            if ann.is_empty() {
+                e.desc.annotations = None;
+            }
+        }
+    }
     // One tag, two manifests: which one is meant depends on the reader (this one would restore the
     // first and rewrite the index with the last), so such an index is refused rather than guessed
     // at.
@@ -264,54 +280,46 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, how: &Rendering)
     let entries: Vec<&Entry> = entries.into_iter().collect();
     let repos: BTreeSet<&Repo> = entries.iter().filter_map(|e| e.repo.as_ref()).collect();
     let single = repos.len() <= 1 && !how.full;
-    let mut tagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
-    let mut untagged: BTreeMap<(String, String), Descriptor> = BTreeMap::new();
-    let mut others: BTreeMap<String, Descriptor> = BTreeMap::new();
+    // Descriptors are borrowed, not cloned: an index of thousands of tags is rendered at the end of
+    // a run, when it would otherwise be held twice.
+    let mut tagged: BTreeMap<(String, String), Named<'_>> = BTreeMap::new();
+    let mut untagged: BTreeMap<(String, String), Named<'_>> = BTreeMap::new();
+    let mut others: BTreeMap<&str, Named<'_>> = BTreeMap::new();
     for e in entries {
-        let mut d = e.desc.clone();
-        let mut ann = d.annotations.take().unwrap_or_default();
-        ann.remove(ANNOTATION_REF_NAME);
-        ann.remove(ANNOTATION_CONTAINERD_NAME);
+        let d = &e.desc;
         match (&e.repo, &e.tag) {
             (Some(r), Some(t)) => {
                 let full = format!("{r}:{t}");
-                ann.insert(
-                    ANNOTATION_REF_NAME.into(),
-                    if single { t.clone() } else { full.clone() },
-                );
-                ann.insert(ANNOTATION_CONTAINERD_NAME.into(), full);
-                d.annotations = Some(ann);
-                tagged.insert((r.to_string(), t.clone()), d);
+                let short = if single { t.clone() } else { full.clone() };
+                let names = vec![(ANNOTATION_REF_NAME, short), (ANNOTATION_CONTAINERD_NAME, full)];
+                tagged.insert((r.to_string(), t.clone()), Named { desc: d, names });
             }
             (None, Some(t)) => {
-                ann.insert(ANNOTATION_REF_NAME.into(), t.clone());
-                d.annotations = Some(ann);
-                tagged.insert((String::new(), t.clone()), d);
+                let names = vec![(ANNOTATION_REF_NAME, t.clone())];
+                tagged.insert((String::new(), t.clone()), Named { desc: d, names });
             }
             (Some(r), None) => {
-                ann.insert(ANNOTATION_CONTAINERD_NAME.into(), format!("{r}@{}", d.digest));
-                d.annotations = Some(ann);
-                untagged.insert((r.to_string(), d.digest.to_string()), d);
+                let names = vec![(ANNOTATION_CONTAINERD_NAME, format!("{r}@{}", d.digest))];
+                untagged.insert((r.to_string(), d.digest.to_string()), Named { desc: d, names });
             }
             (None, None) => {
-                d.annotations = if ann.is_empty() { None } else { Some(ann) };
-                others.insert(d.digest.to_string(), d);
+                others.insert(d.digest.as_str(), Named { desc: d, names: Vec::new() });
             }
         }
     }
-    let manifests: Vec<Descriptor> =
+    let manifests: Vec<Named<'_>> =
         tagged.into_values().chain(untagged.into_values()).chain(others.into_values()).collect();
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Out<'a> {
         schema_version: u32,
         media_type: &'static str,
-        manifests: Vec<Descriptor>,
+        manifests: Vec<Named<'a>>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         annotations: &'a BTreeMap<String, String>,
     }
     // Sized up front: grown by doubling, a large index would be copied over and over.
-    let mut v = Vec::with_capacity(manifests.len() * 320 + 128);
+    let mut v = Vec::with_capacity(manifests.len() * 512 + 128);
     if serde_json::to_writer_pretty(
         &mut v,
         &Out { schema_version: 2, media_type: OCI_INDEX, manifests, annotations: &how.annotations },
@@ -322,6 +330,46 @@ pub fn render<'a>(entries: impl IntoIterator<Item = &'a Entry>, how: &Rendering)
     }
     v.push(b'\n');
     v
+}
+
+/// An index entry as written: its descriptor, with the names that say its repository and tag in
+/// place of any it carried.
+struct Named<'a> {
+    desc: &'a Descriptor,
+    names: Vec<(&'static str, String)>,
+}
+
+impl Serialize for Named<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let d = self.desc;
+        let mut ann: BTreeMap<&str, &str> = d
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k != ANNOTATION_REF_NAME && *k != ANNOTATION_CONTAINERD_NAME)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        ann.extend(self.names.iter().map(|(k, v)| (*k, v.as_str())));
+        // The fields and their order are Descriptor's own serialisation.
+        let mut st = s.serialize_struct("Descriptor", 7)?;
+        st.serialize_field("mediaType", &d.media_type)?;
+        st.serialize_field("digest", &d.digest)?;
+        st.serialize_field("size", &d.size)?;
+        if let Some(t) = &d.artifact_type {
+            st.serialize_field("artifactType", t)?;
+        }
+        if let Some(p) = &d.platform {
+            st.serialize_field("platform", p)?;
+        }
+        if !ann.is_empty() {
+            st.serialize_field("annotations", &ann)?;
+        }
+        if let Some(u) = &d.urls {
+            st.serialize_field("urls", u)?;
+        }
+        st.end()
+    }
 }
 
 /// The referrer listings an index records (see `ANNOTATION_REFERRERS_INDEX`), by subject: a

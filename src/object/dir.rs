@@ -28,8 +28,9 @@ pub struct ObjectDirSink {
     tagged: HashMap<(Repo, String), Descriptor>,
     listings: std::sync::OnceLock<HashMap<Digest, ReferrerListing>>,
     added: Mutex<Vec<Entry>>,
-    /// The bytes of `index.json` as found, so that a run that changes nothing writes nothing.
-    index_found: Vec<u8>,
+    /// The digest of `index.json` as found, so that a run that changes nothing writes nothing (its
+    /// bytes, megabytes for thousands of tags, are not held for the run).
+    index_found: Option<Digest>,
     marker_found: bool,
     /// How index.json is written (`--full-reference`, the index's annotations).
     rendering: index::Rendering,
@@ -67,10 +68,10 @@ impl ObjectDirSink {
             Err(e) if kind_of(&e) == ErrorKind::Denied => None,
             Err(e) => return Err(e),
         };
-        let (mut existing, mut index_found) = (Vec::new(), Vec::new());
+        let (mut existing, mut index_found) = (Vec::new(), None);
         if let Some(raw) = get_small(&store, &loc, "index.json", MAX_INDEX_SIZE).await? {
             existing = index::parse(&raw).map_err(|e| anyhow!("cannot add to {loc}: {e}"))?;
-            index_found = raw.to_vec();
+            index_found = Some(Digest::of(&raw));
         }
         let marker_found = get_small(&store, &loc, "oci-layout", 4096)
             .await?
@@ -204,7 +205,7 @@ impl Sink for ObjectDirSink {
         if !self.marker_found {
             self.put("oci-layout", Bytes::from_static(OCI_LAYOUT)).await?;
         }
-        if rendered != self.index_found {
+        if Some(Digest::of(&rendered)) != self.index_found {
             self.put("index.json", Bytes::from(rendered)).await?;
         }
         Ok(())
