@@ -53,7 +53,9 @@
 #   BENCH_NO_BUILD=1       do not run cargo build --release; ORAS_BIN=path  use that binary
 #   BENCH_KEEP=1           keep the temporary directory (logs, debug traces)
 #
-# Output: the tables on stdout, then the verdict on each target of the issue, then the machine;
+# Output: the tables on stdout, then the verdict on each target of the issue (with the bound this
+# machine sets on it: the ratio the measured CPU work of oras and the registry, or the curl floor,
+# would allow at best), then the machine;
 # also written to benches/results.md (BENCH_RESULTS).
 set -euo pipefail
 
