@@ -29,8 +29,9 @@
 #      --include-repos), with and without referrers, vs `skopeo sync` docker -> dir; restore of the
 #      directory into an empty registry vs `skopeo sync` dir -> docker; the second backup and the
 #      second restore; requests per tag.
-#   a-big (only with BENCH_BIG=2G or similar): scenario a with that total size, one run, to
-#      check that peak RSS does not grow with blob size.
+#   a-big (only with BENCH_BIG=4G or similar): one image of a single layer of that size, as the
+#      issue asks (its tar backup against the fsync'd disk floor; peak RSS not growing with blob
+#      size); 3 runs (BENCH_BIG_RUNS), skopeo in the first only (no target compares with it).
 #
 # Knobs (environment):
 #   BENCH_RUNS=3           runs per measurement (median)
@@ -38,7 +39,7 @@
 #   BENCH_QUICK=1          small sizes
 #   BENCH_CONCURRENCY=4    --concurrency of oras, parallelism of the curl floor
 #   BENCH_SCENARIOS="a b c"  which scenarios to run (empty: none, e.g. with BENCH_BIG only)
-#   BENCH_BIG=2G           add scenario a-big
+#   BENCH_BIG=4G           add scenario a-big (BENCH_BIG_RUNS=3 runs)
 #   BENCH_RESULTS=path     where to write the markdown (default benches/results.md)
 #   BENCH_A_SIZE=400M  BENCH_B_TAGS=1000  BENCH_C_SIZES="2500 5000 10000"   explicit sizes
 #   BENCH_D_REPOS=200  BENCH_D_TAGS=25    scenario d's size
@@ -101,10 +102,14 @@ A_BYTES=$(bytes_of "$A_SIZE")
 BIG=${BENCH_BIG:-}
 BIG_BYTES=0
 [ -z "$BIG" ] || BIG_BYTES=$(bytes_of "$BIG")
+# A single run of a-big is at the mercy of this VM's memory: the first writes into pages the host
+# has taken back cost several times the sys time of later ones. A median of 3 is not.
+BIG_RUNS=${BENCH_BIG_RUNS:-3}
 SK_RUNS=${BENCH_SKOPEO_SYNC_RUNS:-1}
 OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
 [[ $A_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_A_RUNS must be a positive integer"
+[[ $BIG_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_BIG_RUNS must be a positive integer"
 [[ $CONC =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY must be a positive integer"
 [[ $SK_RUNS =~ ^[0-9]+$ ]] || die "BENCH_SKOPEO_SYNC_RUNS must be a number"
 [[ $C_RESTORE_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_C_RESTORE_RUNS must be a positive integer"
@@ -442,15 +447,17 @@ floor_pairs() {
 
 # ---------------------------------------------------------------------------------------
 # Scenario a: one image, 4 layers of random data.
+# scenario_a NAME BYTES RUNS LAYERS SKOPEO_RUNS
 scenario_a() {
-    local sc=$1 bytes=$2 runs=$3 repo=bench/big list tar dir skdir sktar fl r tool first_pid mhex k
+    local sc=$1 bytes=$2 runs=$3 layers=$4 sk_runs=$5 repo=bench/$1 list tar dir skdir sktar fl r tool first_pid mhex k
+    local sk_tar sk_dir
     local kt="$sc|backup to .tar" kd="$sc|backup to directory" kr="$sc|restore from .tar"
     local ktd="$sc|backup to .tar, other data unwritten" kdd="$sc|backup to directory, other data unwritten"
-    log "scenario $sc: one image, 4 layers, $bytes bytes of random data"
-    metric "$sc" title "one image of 4 layers, $((bytes / 1024 / 1024)) MiB of random data (concurrency $CONC)"
+    log "scenario $sc: one image, $layers layer(s), $bytes bytes of random data"
+    metric "$sc" title "one image of $layers layer(s), $((bytes / 1024 / 1024)) MiB of random data (concurrency $CONC)"
     list=$TMP/list-$sc
     rm -f "$list"
-    python3 "$here/load.py" image "$SRC" "$repo" v1 --layers 4 --bytes "$bytes" --list "$list" 2>"$LOGS/load-$sc.log"
+    python3 "$here/load.py" image "$SRC" "$repo" v1 --layers "$layers" --bytes "$bytes" --list "$list" 2>"$LOGS/load-$sc.log"
     tar=$W/$sc.tar sktar=$W/$sc-skopeo.tar dir=$W/$sc-dir skdir=$W/$sc-skopeo-dir fl=$W/$sc-floor
     floor_pairs "$list" "$SRC" "$repo" "$fl" >"$TMP/pairs-$sc"
     mhex=$(awk '$1 == "M" { sub(/^sha256:/, "", $3); print $3 }' "$list")
@@ -460,6 +467,10 @@ scenario_a() {
     compare "$kdd|oras" - - "$kd|oras"
     compare "$ktd|oras" - - "$kt|oras"
     for ((r = 1; r <= runs; r++)); do
+        sk_tar=skip sk_dir=skip
+        if [ "$r" -le "$sk_runs" ]; then
+            sk_tar=skopeo-tar sk_dir=skopeo-dir
+        fi
         while read -r tool; do
             [ "$tool" != skip ] || continue
             case $tool in
@@ -509,9 +520,13 @@ scenario_a() {
                 mkdir -p "$fl"
                 measure "$sc|fetch the blobs|curl floor" xargs -a "$TMP/pairs-$sc" -P "$CONC" -n 2 \
                     curl -fsS -H "Accept: $OCI_MANIFEST" -o
+                # Checking a digest cannot go faster than hashing the blob on one core: the
+                # machine's floor for a backup of one large layer (read from the page cache).
+                measure "$sc|hash the largest blob|sha256 floor (openssl dgst)" \
+                    openssl dgst -sha256 "$(ls -S "$fl" | head -n 1 | sed "s|^|$fl/|")"
                 ;;
             esac
-        done < <(rotate "$r" oras-tar skopeo-tar oras-dir skopeo-dir floor oras-dir-dirty oras-tar-dirty disk)
+        done < <(rotate "$r" oras-tar "$sk_tar" oras-dir "$sk_dir" floor oras-dir-dirty oras-tar-dirty disk)
     done
     metric "$kt|oras" summary "$(summary_of "$kt|oras")"
     rm -f "$sktar"
@@ -536,7 +551,7 @@ scenario_a() {
                 ;;
             esac
             stop_registry "$FRESH_NAME" "$FRESH_PID"
-        done < <(rotate "$r" oras skopeo floor)
+        done < <(rotate "$r" oras "$([ "$r" -le "$sk_runs" ] && echo skopeo || echo skip)" floor)
     done
     metric "$kr|oras" summary "$(summary_of "$kr|oras")"
 
@@ -889,7 +904,7 @@ log "mode $MODE: runs $RUNS, concurrency $CONC, scenarios: $SCENARIOS"
 
 for s in $SCENARIOS; do
     case $s in
-    a) scenario_a a "$A_BYTES" "$A_RUNS" ;;
+    a) scenario_a a "$A_BYTES" "$A_RUNS" 4 "$A_RUNS" ;;
     b) scenario_b ;;
     c) scenario_c ;;
     d) scenario_d ;;
@@ -897,7 +912,7 @@ for s in $SCENARIOS; do
     esac
 done
 if [ -n "$BIG" ]; then
-    scenario_a a-big "$(bytes_of "$BIG")" 1
+    scenario_a a-big "$(bytes_of "$BIG")" "$BIG_RUNS" 1 1
 fi
 
 ELAPSED=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
