@@ -920,7 +920,7 @@ ELAPSED=$(awk -v a="$STARTED" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - 
     printf '# oras benchmark results (%s mode)\n\n' "$MODE"
     cat <<EOF
 Run $START_DATE by \`benches/bench.sh\`: $RUNS run(s) per measurement ($A_RUNS in scenario a), tools alternating (the
-starting tool rotates each run), median shown; oras \`--concurrency $CONC\`, curl floor $CONC in
+starting tool rotates each run), median shown (the fastest run for the floors); oras \`--concurrency $CONC\`, curl floor $CONC in
 parallel; \`skopeo sync\` $SK_RUNS run(s); scenario c restores $C_RESTORE_RUNS run(s); registry
 storage on $REG_STORAGE; work files on disk ($TMP) in scenario a, on $SMALL_STORAGE in b and c; wall time of the whole benchmark ${ELAPSED}s. Ratios are time / time of the compared
 tool (below 1 = oras faster). Peak RSS: the largest "Maximum resident set size" of

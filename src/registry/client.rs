@@ -379,7 +379,8 @@ impl Client {
         let mut asked = retry_after(resp.headers());
         if status == StatusCode::TOO_MANY_REQUESTS {
             asked = asked.or_else(|| super::transport::ratelimit_reset(resp.headers()));
-            self.rate_limited(resp.headers(), asked, run);
+            // This request waits what it asked every other to wait, not a second draw of jitter.
+            asked = self.rate_limited(resp.headers(), asked, run).or(asked);
         }
         if is_retryable_status(status) && call.replay == Replay::Any && self.pause(run, asked).await
         {
@@ -445,8 +446,14 @@ impl Client {
 
     /// A 429: every request to this registry waits (not only this one, so that the others do not
     /// keep hammering), and the user is told once per pause, with the registry's quota headers.
-    fn rate_limited(&self, headers: &header::HeaderMap, asked: Option<Duration>, run: &Attempts) {
-        let Some(wait) = run.policy.next_delay(run.attempt, run.started, asked) else { return };
+    /// Returns the wait, `None` when the retry budget is spent.
+    fn rate_limited(
+        &self,
+        headers: &header::HeaderMap,
+        asked: Option<Duration>,
+        run: &Attempts,
+    ) -> Option<Duration> {
+        let wait = run.policy.next_delay(run.attempt, run.started, asked)?;
         if self.learned.pause(wait) {
             crate::scrub::warn(format_args!(
                 "{} is rate limiting requests (HTTP 429{}); waiting {:.1} s before sending more",
@@ -455,6 +462,7 @@ impl Client {
                 wait.as_secs_f64()
             ));
         }
+        Some(wait)
     }
 
     /// Waits before the next attempt, when the retry budget allows one (`retry_after` is the
