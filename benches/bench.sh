@@ -380,10 +380,10 @@ rotate() {
     printf '%s\n' "${rotated[@]}"
 }
 
-# skopeo_turn RUN: "skopeo" while RUN <= $SK_RUNS (skopeo sync is slow: fewer runs), else
-# "skip".
+# skopeo_turn RUN [RUNS]: "skopeo" while RUN <= RUNS (default $SK_RUNS: skopeo sync is slow, fewer
+# runs), else "skip".
 skopeo_turn() {
-    if [ "$1" -le "$SK_RUNS" ]; then
+    if [ "$1" -le "${2:-$SK_RUNS}" ]; then
         echo skopeo
     else
         echo skip
@@ -450,7 +450,7 @@ floor_pairs() {
 # scenario_a NAME BYTES RUNS LAYERS SKOPEO_RUNS
 scenario_a() {
     local sc=$1 bytes=$2 runs=$3 layers=$4 sk_runs=$5 repo=bench/$1 list tar dir skdir sktar fl r tool first_pid mhex k
-    local sk_tar sk_dir
+    local sk
     local kt="$sc|backup to .tar" kd="$sc|backup to directory" kr="$sc|restore from .tar"
     local ktd="$sc|backup to .tar, other data unwritten" kdd="$sc|backup to directory, other data unwritten"
     log "scenario $sc: one image, $layers layer(s), $bytes bytes of random data"
@@ -467,12 +467,9 @@ scenario_a() {
     compare "$kdd|oras" - - "$kd|oras"
     compare "$ktd|oras" - - "$kt|oras"
     for ((r = 1; r <= runs; r++)); do
-        sk_tar=skip sk_dir=skip
-        if [ "$r" -le "$sk_runs" ]; then
-            sk_tar=skopeo-tar sk_dir=skopeo-dir
-        fi
+        sk=$(skopeo_turn "$r" "$sk_runs")
         while read -r tool; do
-            [ "$tool" != skip ] || continue
+            [[ $tool != skip* ]] || continue
             case $tool in
             oras-tar)
                 rm -f "$tar"
@@ -523,10 +520,10 @@ scenario_a() {
                 # Checking a digest cannot go faster than hashing the blob on one core: the
                 # machine's floor for a backup of one large layer (read from the page cache).
                 measure "$sc|hash the largest blob|sha256 floor (openssl dgst)" \
-                    openssl dgst -sha256 "$(ls -S "$fl" | head -n 1 | sed "s|^|$fl/|")"
+                    openssl dgst -sha256 "$(find "$fl" -type f -printf '%s %p\n' | sort -n | tail -n 1 | cut -d' ' -f2-)"
                 ;;
             esac
-        done < <(rotate "$r" oras-tar "$sk_tar" oras-dir "$sk_dir" floor oras-dir-dirty oras-tar-dirty disk)
+        done < <(rotate "$r" oras-tar "$sk-tar" oras-dir "$sk-dir" floor oras-dir-dirty oras-tar-dirty disk)
     done
     metric "$kt|oras" summary "$(summary_of "$kt|oras")"
     rm -f "$sktar"
@@ -551,7 +548,7 @@ scenario_a() {
                 ;;
             esac
             stop_registry "$FRESH_NAME" "$FRESH_PID"
-        done < <(rotate "$r" oras "$([ "$r" -le "$sk_runs" ] && echo skopeo || echo skip)" floor)
+        done < <(rotate "$r" oras "$(skopeo_turn "$r" "$sk_runs")" floor)
     done
     metric "$kr|oras" summary "$(summary_of "$kr|oras")"
 

@@ -203,6 +203,10 @@ def targets(median, rss, metrics, compare, cpu_floor=lambda key: None):
     every core), or than the curl floor of the same transfers."""
     rows = []
 
+    def slowest(candidates):
+        """The largest of the (seconds, why) lower bounds that were measured, or None."""
+        return max(((x, why) for x, why in candidates if x), default=None)
+
     def faster(label, key, other, at_least):
         a, b = median(key), median(other)
         if a and b:
@@ -211,16 +215,13 @@ def targets(median, rss, metrics, compare, cpu_floor=lambda key: None):
             rows.append((label, f"{b / a:.2f}x", b / a >= at_least, bound))
 
     def within(label, key, floor, at_most, others=()):
-        """`others`: the floors of the other work the operation cannot avoid (fetching, hashing)."""
+        """`others`: (key, why) of the floors of other work the operation cannot avoid."""
         a, b = median(key), median(floor)
         if a and b:
-            names = {"curl floor": "the curl fetch floor", "sha256 floor": "hashing the largest blob on one core"}
-            least = [(cpu_floor(key), "CPU: oras + registry")]
-            least += [(median(k), next(v for n, v in names.items() if n in k)) for k in others]
-            least = [(x, why) for x, why in least if x]
+            least = slowest([(cpu_floor(key), "CPU: oras + registry")] + [(median(k), why) for k, why in others])
             bound = ""
             if least:
-                x, why = max(least)
+                x, why = least
                 bound = f"at best {max(x, b) / b:.2f}x the floor ({why})"
             rows.append((label, f"{a / b:.2f}x the floor", a / b <= at_most, bound))
 
@@ -236,7 +237,8 @@ def targets(median, rss, metrics, compare, cpu_floor=lambda key: None):
     for scen in ("a", "a-big"):
         within(f"backup of ({scen}) to .tar within 1.3x of the fsync'd disk floor", f"{scen}|backup to .tar|oras",
                f"{scen}|write the bytes to disk|dd conv=fsync floor", 1.3,
-               (f"{scen}|fetch the blobs|curl floor", f"{scen}|hash the largest blob|sha256 floor (openssl dgst)"))
+               ((f"{scen}|fetch the blobs|curl floor", "the curl fetch floor"),
+                (f"{scen}|hash the largest blob|sha256 floor (openssl dgst)", "hashing the largest blob on one core")))
     for where in (".tar", "directory"):
         key = f"a|backup to {where}, other data unwritten|oras"
         a, b = median(key), median(f"a|backup to {where}|oras")
@@ -272,13 +274,9 @@ def targets(median, rss, metrics, compare, cpu_floor=lambda key: None):
         share = 0.15 if scen == "d" else 0.10
         # The least a second run can take: the CPU work it measured, or curl making the same
         # conditional requests, whichever is longer.
-        floors = [median(k) for k in compare if k.startswith(f"{scen}|{op}|curl floor") and median(k)]
-        least = [(x, why) for x, why in ((cpu_floor(key), "CPU: oras + registry"),
-                                         (max(floors) if floors else None, "the curl floor")) if x]
-        bound = ""
-        if least:
-            x, why = max(least)
-            bound = f"at best {100 * x / f:.1f}% ({why})"
+        least = slowest([(cpu_floor(key), "CPU: oras + registry")]
+                        + [(median(k), "the curl floor") for k in compare if k.startswith(f"{scen}|{op}|curl floor")])
+        bound = f"at best {100 * least[0] / f:.1f}% ({least[1]})" if least else ""
         rows.append((f"({scen}) {op}: under {share:.0%} of the first run, no blob bytes",
                      f"{100 * m / f:.1f}%, {'no blob bytes' if no_bytes else 'blob bytes moved'}",
                      m / f < share and no_bytes, bound))
